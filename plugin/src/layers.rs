@@ -1,0 +1,200 @@
+//! The building blocks shared by the networks: a `Sequential` whose child indices are the
+//! checkpoint's key indices (as PyTorch's `nn.Sequential`), and the forward context that carries
+//! the normalisation mode and the dropout generator through it.
+
+use std::sync::Mutex;
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::norm::Norm;
+
+/// Which statistics normalisation layers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NormStats {
+    /// Statistics of the input itself (train-mode norm): the paper's test-time protocol.
+    #[default]
+    Batch,
+    /// The running statistics stored in the checkpoint (PyTorch's eval mode).
+    Running,
+}
+
+/// How a forward pass runs: the norm statistics, whether running statistics move (training),
+/// and dropout (off unless a seeded generator is given).
+pub struct Forward {
+    pub stats: NormStats,
+    pub update_running: bool,
+    dropout: Option<Mutex<StdRng>>,
+}
+
+impl Forward {
+    /// Inference: no dropout, running statistics untouched.
+    pub fn infer(stats: NormStats) -> Self {
+        Self { stats, update_running: false, dropout: None }
+    }
+    /// Training: batch statistics, running statistics updated with PyTorch's momentum 0.1.
+    pub fn train(dropout_rng: Option<StdRng>) -> Self {
+        Self { stats: NormStats::Batch, update_running: true, dropout: dropout_rng.map(Mutex::new) }
+    }
+    /// Inference with seeded dropout (pix2pix's noise source), on request.
+    pub fn with_dropout(mut self, seed: u64) -> Self {
+        self.dropout = Some(Mutex::new(StdRng::seed_from_u64(seed)));
+        self
+    }
+    /// Hands back the dropout generator (to checkpoint its state).
+    pub fn into_dropout_rng(self) -> Option<StdRng> {
+        self.dropout.map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn dropout_mask(&self, like: &Tensor, p: f32) -> Result<Option<Tensor>> {
+        let Some(rng) = &self.dropout else { return Ok(None) };
+        let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = 1.0 / (1.0 - p);
+        let mask: Vec<f32> =
+            (0..like.elem_count()).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }).collect();
+        Tensor::from_vec(mask, like.shape(), like.device()).map(Some)
+    }
+}
+
+/// A layer that runs under a [`Forward`] context.
+pub trait Layer {
+    fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor>;
+}
+
+/// `x.run(&layer, f)`: candle's `apply`, with the forward context.
+pub trait Run {
+    fn run<L: Layer + ?Sized>(&self, layer: &L, f: &Forward) -> Result<Tensor>;
+}
+
+impl Run for Tensor {
+    fn run<L: Layer + ?Sized>(&self, layer: &L, f: &Forward) -> Result<Tensor> {
+        layer.forward(self, f)
+    }
+}
+
+/// One entry of a [`Sequential`]; parameter-free entries still take an index, as in PyTorch.
+pub enum Op {
+    Conv(candle_nn::Conv2d),
+    ConvTranspose(candle_nn::ConvTranspose2d),
+    Norm(Norm),
+    ReLU,
+    LeakyReLU(f64),
+    Tanh,
+    Dropout(f32),
+    ReflectionPad(usize),
+    Block(Box<dyn Layer + Send + Sync>),
+}
+
+impl Layer for Op {
+    fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
+        match self {
+            Op::Conv(c) => c.forward(x),
+            Op::ConvTranspose(c) => crate::kernels::conv_transpose2d(x, c),
+            Op::Norm(n) => n.forward(x, f),
+            Op::ReLU => x.relu(),
+            Op::LeakyReLU(slope) => candle_nn::ops::leaky_relu(x, *slope),
+            Op::Tanh => x.tanh(),
+            Op::Dropout(p) => match f.dropout_mask(x, *p)? {
+                Some(mask) => x * mask,
+                None => Ok(x.clone()),
+            },
+            Op::ReflectionPad(p) => reflection_pad2d(x, *p),
+            Op::Block(b) => b.forward(x, f),
+        }
+    }
+}
+
+/// PyTorch's `nn.Sequential`: child `i` reads its tensors under `<prefix>.<i>.`.
+pub struct Sequential {
+    ops: Vec<Op>,
+}
+
+impl Layer for Sequential {
+    fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
+        self.ops.iter().try_fold(x.clone(), |x, op| x.run(op, f))
+    }
+}
+
+/// Builds a [`Sequential`], giving each child the `VarBuilder` of its index.
+pub struct SequentialBuilder<'a> {
+    vb: VarBuilder<'a>,
+    ops: Vec<Op>,
+}
+
+impl<'a> SequentialBuilder<'a> {
+    pub fn new(vb: VarBuilder<'a>) -> Self {
+        Self { vb, ops: Vec::new() }
+    }
+    /// Adds a child built from the `VarBuilder` at its index.
+    pub fn add(mut self, build: impl FnOnce(VarBuilder<'a>) -> Result<Op>) -> Result<Self> {
+        let vb = self.vb.pp(self.ops.len());
+        self.ops.push(build(vb)?);
+        Ok(self)
+    }
+    /// Adds a parameter-free child.
+    pub fn push(mut self, op: Op) -> Self {
+        self.ops.push(op);
+        self
+    }
+    /// Adds the norm layer for `c` channels, unless `norm = none` (which takes no index).
+    pub fn add_norm(self, norm: crate::norm::NormKind, c: usize) -> Result<Self> {
+        if norm.is_some() { self.add(norm.layer(c)) } else { Ok(self) }
+    }
+    pub fn push_if(self, cond: bool, op: Op) -> Self {
+        if cond { self.push(op) } else { self }
+    }
+    pub fn build(self) -> Sequential {
+        Sequential { ops: self.ops }
+    }
+}
+
+/// `nn.Conv2d(cin, cout, k, stride, padding, bias)`.
+pub fn conv(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, bias: bool)
+    -> impl FnOnce(VarBuilder) -> Result<Op> {
+    move |vb| {
+        let cfg = candle_nn::Conv2dConfig { padding, stride, ..Default::default() };
+        let c = if bias {
+            candle_nn::conv2d(cin, cout, k, cfg, vb)?
+        } else {
+            candle_nn::conv2d_no_bias(cin, cout, k, cfg, vb)?
+        };
+        Ok(Op::Conv(c))
+    }
+}
+
+/// `nn.ConvTranspose2d(cin, cout, k, stride, padding, output_padding, bias)`.
+pub fn conv_transpose(cin: usize, cout: usize, k: usize, stride: usize, padding: usize,
+    output_padding: usize, bias: bool) -> impl FnOnce(VarBuilder) -> Result<Op> {
+    move |vb| {
+        let cfg = candle_nn::ConvTranspose2dConfig { padding, output_padding, stride, dilation: 1 };
+        let c = if bias {
+            candle_nn::conv_transpose2d(cin, cout, k, cfg, vb)?
+        } else {
+            candle_nn::conv_transpose2d_no_bias(cin, cout, k, cfg, vb)?
+        };
+        Ok(Op::ConvTranspose(c))
+    }
+}
+
+/// `nn.ReflectionPad2d(p)` on NCHW, as index gathers so that it has a gradient.
+pub fn reflection_pad2d(x: &Tensor, p: usize) -> Result<Tensor> {
+    if p == 0 {
+        return Ok(x.clone());
+    }
+    let (_, _, h, w) = x.dims4()?;
+    if p >= h || p >= w {
+        candle_core::bail!("reflection padding {p} needs a spatial size above it, got {h}x{w}");
+    }
+    let idx = |n: usize| -> Result<Tensor> {
+        let v: Vec<u32> = (0..n + 2 * p)
+            .map(|i| {
+                let i = i as i64 - p as i64;
+                let r = if i < 0 { -i } else if i >= n as i64 { 2 * (n as i64 - 1) - i } else { i };
+                r as u32
+            })
+            .collect();
+        Tensor::from_vec(v, n + 2 * p, x.device())
+    };
+    x.index_select(&idx(h)?, D::Minus2)?.index_select(&idx(w)?, D::Minus1)
+}

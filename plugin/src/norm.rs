@@ -1,0 +1,133 @@
+//! Normalisation layers as the reference builds them: `nn.BatchNorm2d(c, affine=True)` with
+//! running statistics (eps 1e-5, momentum 0.1, unbiased running variance) and
+//! `nn.InstanceNorm2d(c, affine=False, track_running_stats=False)`.
+
+use candle_core::{Result, Tensor, Var};
+use candle_nn::VarBuilder;
+
+use crate::layers::{Forward, NormStats, Op};
+
+const EPS: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
+
+/// The `norm` option of the reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormKind {
+    Batch,
+    Instance,
+    None,
+}
+
+impl NormKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            NormKind::Batch => "batch",
+            NormKind::Instance => "instance",
+            NormKind::None => "none",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "batch" => Some(NormKind::Batch),
+            "instance" => Some(NormKind::Instance),
+            "none" => Some(NormKind::None),
+            _ => None,
+        }
+    }
+    /// Convolutions followed by batch norm carry no bias in the reference.
+    pub fn conv_bias(self) -> bool {
+        self != NormKind::Batch
+    }
+    pub fn is_some(self) -> bool {
+        self != NormKind::None
+    }
+    /// The norm layer for `c` channels, or `None` for `norm = none`.
+    pub fn layer(self, c: usize) -> impl FnOnce(VarBuilder) -> Result<Op> {
+        move |vb| {
+            Ok(Op::Norm(match self {
+                NormKind::Batch => Norm::Batch(BatchNorm2d::new(c, vb)?),
+                _ => Norm::Instance,
+            }))
+        }
+    }
+}
+
+pub enum Norm {
+    Batch(BatchNorm2d),
+    Instance,
+}
+
+impl Norm {
+    pub fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
+        match self {
+            Norm::Batch(bn) => bn.forward(x, f),
+            Norm::Instance => {
+                let (mean, var) = moments(x, (2, 3))?;
+                x.broadcast_sub(&mean)?.broadcast_div(&(var + EPS)?.sqrt()?)
+            }
+        }
+    }
+}
+
+/// Mean and biased variance over `dims`, kept for broadcasting.
+fn moments<D: candle_core::shape::Dims + Copy>(x: &Tensor, dims: D) -> Result<(Tensor, Tensor)> {
+    let mean = x.mean_keepdim(dims)?;
+    let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(dims)?;
+    Ok((mean, var))
+}
+
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    num_batches_tracked: Var,
+}
+
+impl BatchNorm2d {
+    pub fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(c, "weight", candle_nn::Init::Const(1.0))?;
+        let bias = vb.get_with_hints(c, "bias", candle_nn::Init::Const(0.0))?;
+        // Var::from_tensor shares storage when the builder hands out variables (training),
+        // so running-statistic updates are seen by whoever saves the VarMap.
+        let running_mean = Var::from_tensor(&vb.get_with_hints(c, "running_mean", candle_nn::Init::Const(0.0))?)?;
+        let running_var = Var::from_tensor(&vb.get_with_hints(c, "running_var", candle_nn::Init::Const(1.0))?)?;
+        let num_batches_tracked =
+            Var::from_tensor(&vb.get_with_hints((), "num_batches_tracked", candle_nn::Init::Const(0.0))?)?;
+        Ok(Self { weight, bias, running_mean, running_var, num_batches_tracked })
+    }
+
+    fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let (mean, var) = match f.stats {
+            NormStats::Running => (
+                self.running_mean.as_tensor().reshape((1, c, 1, 1))?,
+                self.running_var.as_tensor().reshape((1, c, 1, 1))?,
+            ),
+            NormStats::Batch => {
+                let (mean, var) = moments(x, (0, 2, 3))?;
+                if f.update_running {
+                    self.update_running(x, &mean, &var)?;
+                }
+                (mean, var)
+            }
+        };
+        let scale = self.weight.reshape((1, c, 1, 1))?;
+        let shift = self.bias.reshape((1, c, 1, 1))?;
+        x.broadcast_sub(&mean)?
+            .broadcast_div(&(var + EPS)?.sqrt()?)?
+            .broadcast_mul(&scale)?
+            .broadcast_add(&shift)
+    }
+
+    fn update_running(&self, x: &Tensor, mean: &Tensor, var: &Tensor) -> Result<()> {
+        let (n, _, h, w) = x.dims4()?;
+        let count = (n * h * w) as f64;
+        let unbiased = (var.detach().flatten_all()? * (count / (count - 1.0).max(1.0)))?;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean.detach().flatten_all()? * MOMENTUM)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (unbiased * MOMENTUM)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        self.num_batches_tracked.set(&(self.num_batches_tracked.as_tensor() + 1.0)?)
+    }
+}
