@@ -30,3 +30,4 @@ pub use model::{Model, Options};
 pub use norm::NormKind;
 pub use patchgan::{Discriminator, DiscriminatorConfig, DiscriminatorKind};
 pub use size_policy::SizePolicy;
+pub mod train;
