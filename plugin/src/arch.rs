@@ -75,7 +75,7 @@ pub fn infer_generator(ckpt: &Checkpoint) -> Result<GeneratorConfig> {
         let first = *blocks.first().ok_or_else(|| Error::checkpoint(&ckpt.path, "no residual blocks"))?;
         // The second convolution of a block moves one index up when a dropout layer precedes it.
         let second = if norm.is_some() { 5 } else { 4 };
-        let dropout = ckpt.get(&format!("model.{first}.conv_block.{}.weight", second + 1)).is_some();
+        let dropout = ckpt.dims(&format!("model.{first}.conv_block.{}.weight", second + 1)).map(<[usize]>::len) == Some(4);
         let last = ckpt
             .names()
             .filter_map(|n| n.strip_prefix("model.")?.strip_suffix(".weight")?.parse::<usize>().ok())
