@@ -8,6 +8,7 @@ pub mod arch;
 pub mod checkpoint;
 pub mod default_model;
 pub mod error;
+pub mod frei0r;
 pub mod generator;
 pub mod image_tensor;
 pub mod kernels;
