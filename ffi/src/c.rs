@@ -1,1 +1,210 @@
-//! `#[repr(C)]` types of the C API (see `include/pix2pix.h`).
+//! `#[repr(C)]` types and constants of the C API (see `include/pix2pix.h`, generated from this
+//! file and `plugin/src/capi.rs` by cbindgen; `plugin/cbindgen.toml` holds the settings).
+//!
+//! The names are the C names, so the header and the Rust side read alike.
+
+#![allow(non_camel_case_types)]
+
+use std::ffi::{c_char, c_int, c_void};
+use std::marker::{PhantomData, PhantomPinned};
+
+/// Bumped when the C API changes incompatibly; `p2p_abi_version()` returns it.
+pub const P2P_ABI_VERSION: u32 = 1;
+
+/// The result of every fallible call: `P2P_OK` (0) or one of the `P2P_ERR_*` codes below.
+/// On failure `p2p_last_error()` describes what went wrong. Codes are stable; new ones may be
+/// added, so treat unknown non-zero values as failures.
+pub type p2p_status = i32;
+
+/// Success.
+pub const P2P_OK: p2p_status = 0;
+/// A required pointer argument was NULL.
+pub const P2P_ERR_NULL: p2p_status = 1;
+/// An argument is out of range: image size, stride, channels, an option value, a non-UTF-8 string.
+pub const P2P_ERR_INVALID_ARGUMENT: p2p_status = 2;
+/// A file or folder could not be read or written.
+pub const P2P_ERR_IO: p2p_status = 3;
+/// A checkpoint could not be read or does not hold a network the library knows.
+pub const P2P_ERR_CHECKPOINT: p2p_status = 4;
+/// The caller's output buffer cannot hold the result (see `p2p_translate`).
+pub const P2P_ERR_BUFFER_TOO_SMALL: p2p_status = 5;
+/// The progress callback asked to stop (a checkpoint was saved first).
+pub const P2P_ERR_CANCELLED: p2p_status = 6;
+/// A training configuration is invalid (the message names the key and line).
+pub const P2P_ERR_CONFIG: p2p_status = 7;
+/// An image file could not be decoded (training and evaluation data).
+pub const P2P_ERR_IMAGE: p2p_status = 8;
+/// The computation itself failed (a tensor operation reported an error).
+pub const P2P_ERR_COMPUTE: p2p_status = 9;
+/// The request needs something this build does not have (a shipped default model, a feature).
+pub const P2P_ERR_UNSUPPORTED: p2p_status = 10;
+/// Memory for the result could not be allocated.
+pub const P2P_ERR_OUT_OF_MEMORY: p2p_status = 11;
+/// A bug in the library (a caught panic). The library stays usable, but please report it.
+pub const P2P_ERR_INTERNAL: p2p_status = 99;
+
+/// `p2p_options.norm_stats`: the library's default (`P2P_NORM_STATS_BATCH`).
+pub const P2P_NORM_STATS_DEFAULT: u32 = 0;
+/// Normalise with the statistics of the image itself (the paper's test-time protocol).
+pub const P2P_NORM_STATS_BATCH: u32 = 1;
+/// Normalise with the running statistics stored in the checkpoint (PyTorch's eval mode).
+pub const P2P_NORM_STATS_RUNNING: u32 = 2;
+
+/// `p2p_options.size_policy`: the library's default (`P2P_SIZE_POLICY_PAD`).
+pub const P2P_SIZE_POLICY_DEFAULT: u32 = 0;
+/// Resize to the network's native size, translate, resize back.
+pub const P2P_SIZE_POLICY_RESIZE: u32 = 1;
+/// Reflect-pad to the next multiple of the network stride, translate, crop.
+pub const P2P_SIZE_POLICY_PAD: u32 = 2;
+/// Overlapping native-size tiles, blended: bounded memory for very large images.
+pub const P2P_SIZE_POLICY_TILE: u32 = 3;
+
+/// `p2p_options.flags`: apply dropout at inference, seeded with `p2p_options.dropout_seed`.
+pub const P2P_OPT_DROPOUT: u32 = 1;
+
+/// `p2p_train_ex` flags: continue from `<output.dir>/latest`.
+pub const P2P_TRAIN_RESUME: u32 = 1;
+
+/// `p2p_evaluate` direction: the library's default (`P2P_DIRECTION_B_TO_A`).
+pub const P2P_DIRECTION_DEFAULT: u32 = 0;
+/// The left half of each aligned A|B image is the input.
+pub const P2P_DIRECTION_A_TO_B: u32 = 1;
+/// The right half of each aligned A|B image is the input.
+pub const P2P_DIRECTION_B_TO_A: u32 = 2;
+
+/// An opened model (opaque). Create with `p2p_model_open`, release with `p2p_model_free`.
+/// Thread-safe: any number of threads may call `p2p_translate`, `p2p_model_get_info` and
+/// `p2p_evaluate` with one model at once.
+pub struct p2p_model {
+    _private: [u8; 0],
+    _not_send_sync_unpin: PhantomData<(*mut u8, PhantomPinned)>,
+}
+
+/// Options fixed when a model is opened. All-zero fields mean the defaults, so
+/// `p2p_options o = {0}; o.struct_size = sizeof o;` is a valid set of defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct p2p_options {
+    /// `sizeof(p2p_options)` as the caller compiled it. The library reads only the fields this
+    /// size covers (older callers get defaults for newer fields); it must cover this field.
+    pub struct_size: usize,
+    /// `P2P_NORM_STATS_*`; 0 = default (batch).
+    pub norm_stats: u32,
+    /// `P2P_SIZE_POLICY_*`; 0 = default (pad).
+    pub size_policy: u32,
+    /// Overlap between tiles in pixels for `P2P_SIZE_POLICY_TILE`; 0 = default (32).
+    pub tile_overlap: u32,
+    /// Worker threads for one translation; 0 = all cores. At most 1024.
+    pub threads: u32,
+    /// `P2P_OPT_*` bits.
+    pub flags: u32,
+    /// Seed of the inference dropout when `flags` has `P2P_OPT_DROPOUT`.
+    pub dropout_seed: u64,
+}
+
+/// An 8-bit image: `height` rows of `width` pixels of `channels` interleaved samples
+/// (1 = gray, 3 = RGB, 4 = RGBA), row `y` starting at `data + y * stride`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct p2p_image {
+    pub width: u32,
+    pub height: u32,
+    /// Bytes from the start of one row to the start of the next (at least `width * channels`).
+    pub stride: u32,
+    pub channels: u32,
+    pub data: *mut u8,
+}
+
+impl Default for p2p_image {
+    fn default() -> Self {
+        Self { width: 0, height: 0, stride: 0, channels: 0, data: std::ptr::null_mut() }
+    }
+}
+
+/// What a model is, as read off its checkpoint, and the options it was opened with.
+/// Strings are owned by the model and stay valid until `p2p_model_free`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct p2p_model_info {
+    /// `sizeof(p2p_model_info)` as the caller compiled it; the library writes only the fields
+    /// this size covers. Must cover this field.
+    pub struct_size: usize,
+    /// The reference's generator name: `unet_256`, `unet_128`, `resnet_9blocks`, ...
+    pub net_g: *const c_char,
+    /// `batch`, `instance` or `none`.
+    pub norm: *const c_char,
+    /// Where the weights came from (a path, or the name of the shipped model).
+    pub source: *const c_char,
+    /// Filters of the first layer.
+    pub ngf: u32,
+    pub in_channels: u32,
+    pub out_channels: u32,
+    /// The network takes sides that are multiples of this (the size policy handles the rest).
+    pub stride: u32,
+    /// The side the network was trained at.
+    pub native_size: u32,
+    /// `P2P_SIZE_POLICY_*` in effect (never `P2P_SIZE_POLICY_DEFAULT`).
+    pub size_policy: u32,
+    /// `P2P_NORM_STATS_*` in effect (never `P2P_NORM_STATS_DEFAULT`).
+    pub norm_stats: u32,
+    /// Trainable parameters (normalisation running statistics not counted).
+    pub parameters: u64,
+}
+
+impl Default for p2p_model_info {
+    fn default() -> Self {
+        Self {
+            struct_size: std::mem::size_of::<Self>(),
+            net_g: std::ptr::null(),
+            norm: std::ptr::null(),
+            source: std::ptr::null(),
+            ngf: 0,
+            in_channels: 0,
+            out_channels: 0,
+            stride: 0,
+            native_size: 0,
+            size_policy: 0,
+            norm_stats: 0,
+            parameters: 0,
+        }
+    }
+}
+
+/// One training step, as reported to a `p2p_progress_fn`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct p2p_progress {
+    /// Steps done so far (1 after the first).
+    pub step: u64,
+    pub epoch: u64,
+    /// Steps the run will take in all.
+    pub total_steps: u64,
+    /// Generator adversarial loss.
+    pub g_gan: f32,
+    /// lambda * L1, as the reference logs it.
+    pub g_l1: f32,
+    pub d_real: f32,
+    pub d_fake: f32,
+    /// Learning rate of this step.
+    pub lr: f64,
+    pub images_per_sec: f32,
+}
+
+/// Called after every training step with the step's report and the caller's `user` pointer.
+/// Return 0 to continue, non-zero to stop (a checkpoint is saved first). The pointer is valid
+/// only during the call. The callback runs on the thread that called `p2p_train`; it must not
+/// unwind (C++ exceptions, longjmp) out into the library.
+pub type p2p_progress_fn = Option<unsafe extern "C" fn(progress: *const p2p_progress, user: *mut c_void) -> c_int>;
+
+/// Evaluation results (`p2p_evaluate`), averaged over the pairs.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct p2p_metrics {
+    /// Mean absolute error.
+    pub mae: f64,
+    /// Peak signal-to-noise ratio in dB.
+    pub psnr: f64,
+    pub ssim: f64,
+    /// Pairs evaluated.
+    pub count: u64,
+}

@@ -24,7 +24,7 @@ use abi_stable::{
 pub mod c;
 
 /// Bumped when the C API changes incompatibly; `p2p_abi_version()` returns it.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = c::P2P_ABI_VERSION;
 
 /// What the plugin says about itself.
 #[repr(C)]

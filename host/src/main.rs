@@ -1,1 +1,68 @@
-fn main(){}
+//! `host`: the command-line host of `libpix2pix.so`. It loads the plugin at run time through
+//! its abi_stable root module (`pix2pix_ffi::Pix2PixModRef`) and never links the networks.
+
+mod atomic;
+mod bench;
+mod cancel;
+mod eval;
+mod imageio;
+mod info;
+mod inputs;
+mod pipeline;
+mod plugin;
+mod run;
+mod shard;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "host", version, about = "Runs the pix2pix plugin (libpix2pix.so): translate images, train, evaluate, benchmark, batch pipelines")]
+#[command(after_help = plugin::PLUGIN_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Plugin name, versions, ABI check result and features.
+    Info(info::Args),
+    /// Translate images (files, folders or globs) with a model.
+    Run(run::Args),
+    /// Train a model from a TOML config, with a progress bar; Ctrl-C saves a checkpoint.
+    Train(train::Args),
+    /// Evaluate a model on aligned A|B pairs: MAE, PSNR, SSIM and an HTML page.
+    Eval(eval::Args),
+    /// Time inference (and a training step) of a generator with random weights.
+    Bench(bench::Args),
+    /// Run a batch filter pipeline described by a TOML file.
+    Pipeline(pipeline::Args),
+}
+
+/// Exit statuses: 0 success, 1 some inputs failed, 2 could not run at all, 130 interrupted.
+pub const EXIT_FAILED_ITEMS: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => info::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Train(a) => train::main(a),
+        Command::Eval(a) => eval::main(a),
+        Command::Bench(a) => bench::main(a),
+        Command::Pipeline(a) => pipeline::main(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line per cause, no backtrace: these are the user's files and settings.
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

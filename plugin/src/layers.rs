@@ -89,7 +89,7 @@ pub enum Op {
 impl Layer for Op {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
         match self {
-            Op::Conv(c) => c.forward(x),
+            Op::Conv(c) => crate::kernels::conv2d(x, c),
             Op::ConvTranspose(c) => crate::kernels::conv_transpose2d(x, c),
             Op::Norm(n) => n.forward(x, f),
             Op::ReLU => x.relu(),

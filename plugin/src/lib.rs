@@ -4,8 +4,11 @@
 //! crate builds `libpix2pix.so`, which exports this API through a stable Rust ABI (abi_stable)
 //! and a C API (`ffi/include/pix2pix.h`).
 
+pub mod abi_module;
+pub mod api;
 pub mod arch;
 pub mod checkpoint;
+pub mod capi;
 pub mod default_model;
 pub mod error;
 pub mod frei0r;

@@ -1,11 +1,35 @@
-//! The pix2pix trainer (in progress): the public surface the plugin's ABI and C API call.
+//! The pix2pix trainer: the public surface the plugin's ABI and C API call ([`train`],
+//! [`evaluate`]), and its parts, one concept per module.
+//!
+//! A run is described by one TOML file ([`config`]); it reads pairs through a loader thread
+//! ([`data`], [`preprocess`]), takes the reference's step ([`trainer`], [`loss`], [`adam`],
+//! [`schedule`], [`init`]) with every random draw derived from (seed, counter) ([`rng`]), and
+//! leaves atomic checkpoint folders ([`state`]), `losses.csv` ([`log`]) and sample and
+//! loss-curve PNGs ([`samples`]) in `[output] dir`. Resuming from `latest/` continues exactly.
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::Model;
 
-/// One training step's report to the caller.
+pub mod adam;
+pub mod config;
+pub mod data;
+pub mod evaluate;
+pub mod init;
+pub mod log;
+pub mod loss;
+pub mod metrics;
+pub mod preprocess;
+pub mod rng;
+mod run;
+pub mod samples;
+pub mod schedule;
+pub mod state;
+pub mod trainer;
+
+/// One training step's report to the caller. `step` counts completed steps (1 after the first);
+/// `epoch` is 1-based, as the reference prints it.
 #[derive(Clone, Debug, Default)]
 pub struct Progress {
     pub step: u64,
@@ -28,12 +52,20 @@ pub struct TrainSummary {
     pub cancelled: bool,
     /// `<output.dir>/latest`.
     pub checkpoint_dir: PathBuf,
+    /// Usable pairs in the training set.
+    pub pairs: usize,
+    /// Files left out of the training set (unreadable, or without a partner); each was
+    /// named in a warning on stderr.
+    pub skipped: Vec<PathBuf>,
 }
 
-/// Trains from a TOML config text. `progress` is called after every step; returning `false`
-/// cancels the run (a checkpoint is saved first). `resume` continues from `<output.dir>/latest`.
-pub fn train(_config_toml: &str, _resume: bool, _progress: &mut dyn FnMut(&Progress) -> bool) -> Result<TrainSummary> {
-    Err(Error::invalid("train", "not implemented yet"))
+/// Trains from a TOML config text ([`config::Config`]). `progress` is called after every step;
+/// returning `false` cancels the run: `latest/` is saved first and the summary says
+/// `cancelled`. `resume` continues from `<output.dir>/latest` exactly where it stopped (same
+/// data order, augmentation and dropout as an uninterrupted run); without it a new run starts
+/// and replaces what the folder held.
+pub fn train(config_toml: &str, resume: bool, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<TrainSummary> {
+    run::train(config_toml, resume, progress)
 }
 
 /// Which half of an aligned A|B image is the input.
@@ -44,7 +76,8 @@ pub enum Direction {
     BtoA,
 }
 
-/// The evaluation protocol of the reference trainer's `evaluate`.
+/// The evaluation protocol of the reference trainer's `evaluate`: means over the pairs of MAE
+/// (0–255), PSNR (dB) and SSIM (scikit-image's defaults) on uint8 RGB.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Metrics {
     pub mae: f64,
@@ -54,7 +87,9 @@ pub struct Metrics {
 }
 
 /// Evaluates `model` over the aligned pairs in `data` (a folder of A|B images), resized to
-/// `size`; writes an HTML page of input | output | target rows into `html_dir` if given.
-pub fn evaluate(_model: &Model, _data: &Path, _direction: Direction, _size: usize, _html_dir: Option<&Path>) -> Result<Metrics> {
-    Err(Error::invalid("evaluate", "not implemented yet"))
+/// `size`; writes an HTML page of input | output | target rows into `html_dir` if given
+/// (`index.html` and `images/`). The protocol wants the model opened with batch statistics and
+/// dropout off (`Options::default()`). See [`evaluate::evaluate`].
+pub fn evaluate(model: &Model, data: &Path, direction: Direction, size: usize, html_dir: Option<&Path>) -> Result<Metrics> {
+    evaluate::evaluate(model, data, direction, size, html_dir)
 }

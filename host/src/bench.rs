@@ -1,0 +1,86 @@
+//! `host bench`: times the generator (and, with --train, a full training step) inside the
+//! plugin; the plugin returns per-iteration times and the host reports their median.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use pix2pix_ffi::BenchRequest;
+
+use crate::plugin::{into_result, PluginArg};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    plugin: PluginArg,
+    /// Generator: unet_256, unet_128, resnet_9blocks, resnet_6blocks.
+    #[arg(long, default_value = "unet_256")]
+    net_g: String,
+    #[arg(long, default_value_t = 64)]
+    ngf: u32,
+    /// Image side.
+    #[arg(long, default_value_t = 256)]
+    size: u32,
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
+    /// Timed iterations (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    iters: u32,
+    /// Untimed iterations first.
+    #[arg(long, default_value_t = 2)]
+    warmup: u32,
+    /// Also time a full training step (G and D forward, backward, Adam).
+    #[arg(long)]
+    train: bool,
+}
+
+pub fn median(v: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+pub fn main(args: Args) -> Result<ExitCode> {
+    if args.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let plugin = args.plugin.load()?;
+    let request = BenchRequest {
+        net_g: args.net_g.as_str().into(),
+        ngf: args.ngf,
+        size: args.size,
+        batch: args.batch,
+        iters: args.iters,
+        warmup: args.warmup,
+        train: args.train,
+    };
+    let r = into_result((plugin.module.bench())(request))?;
+    eprintln!("{} ngf {} size {} batch {}: {} iterations after {} warm-up", args.net_g, args.ngf, args.size, args.batch, args.iters, args.warmup);
+    let infer: Vec<f64> = r.infer_ms.to_vec();
+    let line = |name: &str, v: &[f64]| -> Result<()> {
+        let Some(m) = median(v) else { bail!("the plugin returned no {name} times") };
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        eprintln!("{name}: min {min:.2} max {max:.2} over {}", v.len());
+        println!("{name} {m:.3}");
+        Ok(())
+    };
+    line("infer_ms", &infer)?;
+    if args.train {
+        line("train_step_ms", &r.train_step_ms.to_vec())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(super::median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(super::median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(super::median(&[]), None);
+    }
+}

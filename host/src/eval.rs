@@ -1,0 +1,78 @@
+//! `host eval`: the plugin's evaluation protocol over aligned A|B pairs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use abi_stable::std_types::{ROption, RString};
+use anyhow::{bail, Context, Result};
+use pix2pix_ffi::EvalRequest;
+
+use crate::plugin::{into_result, PluginArg};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Direction {
+    #[value(name = "AtoB")]
+    AtoB,
+    #[value(name = "BtoA")]
+    BtoA,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    plugin: PluginArg,
+    /// Checkpoint; default: the shipped default model.
+    #[arg(long, value_name = "M")]
+    model: Option<PathBuf>,
+    /// Folder of aligned A|B images.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Which half is the input: AtoB (left → right) or BtoA (right → left, the facades recipe).
+    #[arg(long, value_enum, default_value = "BtoA")]
+    direction: Direction,
+    /// Evaluation size (each pair is resized to it); 0 = the model's native size.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    size: u32,
+    /// Folder for the HTML page of input | output | target rows.
+    #[arg(long, value_name = "DIR", default_value = "eval_html")]
+    html: PathBuf,
+    /// Write no HTML page.
+    #[arg(long, conflicts_with = "html")]
+    no_html: bool,
+}
+
+fn utf8(p: &std::path::Path, what: &str) -> Result<RString> {
+    Ok(p.to_str().with_context(|| format!("{what} {}: path is not valid UTF-8", p.display()))?.into())
+}
+
+pub fn main(args: Args) -> Result<ExitCode> {
+    if !args.data.is_dir() {
+        bail!("--data {}: no such folder", args.data.display());
+    }
+    if let Some(m) = &args.model {
+        if !m.is_file() {
+            bail!("model {}: no such file", m.display());
+        }
+    }
+    let plugin = args.plugin.load()?;
+    let request = EvalRequest {
+        model: match &args.model {
+            Some(m) => ROption::RSome(utf8(m, "model")?),
+            None => ROption::RNone,
+        },
+        data: utf8(&args.data, "--data")?,
+        direction: match args.direction {
+            Direction::AtoB => "AtoB".into(),
+            Direction::BtoA => "BtoA".into(),
+        },
+        size: args.size,
+        html_dir: if args.no_html { ROption::RNone } else { ROption::RSome(utf8(&args.html, "--html")?) },
+    };
+    let m = into_result((plugin.module.evaluate())(request)).with_context(|| format!("evaluating on {}", args.data.display()))?;
+    println!("pairs {}", m.count);
+    if !args.no_html {
+        println!("html {}", args.html.join("index.html").display());
+    }
+    println!("mae {:.4} psnr {:.4} ssim {:.4}", m.mae, m.psnr, m.ssim);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,163 @@
+//! Finding and loading `libpix2pix.so`, and calling it.
+//!
+//! The library is loaded through its abi_stable root module, which checks the module's layout
+//! against the one this host was built with; a mismatch is an error, never undefined
+//! behaviour. Every call returns an `RResult` with a message; nothing panics across.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{LibraryError, RootModule};
+use abi_stable::std_types::{ROption, RStr, RString};
+use anyhow::{anyhow, bail, Context, Result};
+use pix2pix_ffi::{NormStats, OpenOptions, Pix2PixModRef, PluginInfo, SizePolicy, TranslatorBox};
+use serde::Deserialize;
+
+pub const PLUGIN_HELP: &str = "The plugin is found by --plugin, else $P2P_PLUGIN, else libpix2pix.so beside the host executable.";
+
+/// The environment variable naming the plugin when `--plugin` is not given.
+pub const PLUGIN_ENV: &str = "P2P_PLUGIN";
+
+/// The `--plugin` option shared by every command.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PluginArg {
+    /// Path to libpix2pix.so (default: $P2P_PLUGIN, else libpix2pix.so beside this executable).
+    #[arg(long, value_name = "P")]
+    pub plugin: Option<PathBuf>,
+}
+
+impl PluginArg {
+    pub fn path(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.plugin {
+            return Ok(p.clone());
+        }
+        if let Some(p) = std::env::var_os(PLUGIN_ENV) {
+            return Ok(PathBuf::from(p));
+        }
+        let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("libpix2pix.so")));
+        match beside {
+            Some(p) if p.exists() => Ok(p),
+            _ => bail!("no plugin given: pass --plugin PATH/libpix2pix.so or set {PLUGIN_ENV}"),
+        }
+    }
+
+    pub fn load(&self) -> Result<Plugin> {
+        Plugin::load(&self.path()?)
+    }
+}
+
+/// A loaded plugin.
+#[derive(Clone, Copy)]
+pub struct Plugin {
+    pub module: Pix2PixModRef,
+}
+
+impl Plugin {
+    /// Loads the library and checks its root module's version and layout.
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            bail!("plugin {}: no such file", path.display());
+        }
+        // dlopen searches the library path for names without a slash: make it absolute.
+        let abs = std::path::absolute(path).with_context(|| format!("plugin {}", path.display()))?;
+        let module = Pix2PixModRef::load_from_file(&abs).map_err(|e| match e {
+            LibraryError::OpenError { err, .. } => anyhow!("plugin {}: cannot load: {err}", path.display()),
+            e => anyhow!("plugin {}: {}", path.display(), one_line(&e.to_string())),
+        })?;
+        Ok(Self { module })
+    }
+
+    pub fn info(&self) -> PluginInfo {
+        (self.module.info())()
+    }
+
+    /// Opens a checkpoint, or the shipped default model for `None`.
+    pub fn open_model(&self, model: Option<&Path>, options: OpenOptions) -> Result<TranslatorBox> {
+        let path = match model {
+            Some(p) => {
+                if !p.is_file() {
+                    bail!("model {}: no such file", p.display());
+                }
+                Some(p.to_str().with_context(|| format!("model {}: path is not valid UTF-8", p.display()))?)
+            }
+            None => None,
+        };
+        let arg: ROption<RStr<'_>> = path.map(RStr::from_str).into();
+        into_result((self.module.open_model())(arg, options)).with_context(|| match model {
+            Some(p) => format!("model {}", p.display()),
+            None => "default model".to_string(),
+        })
+    }
+}
+
+/// Plugin errors are `RString`s; long layout reports become one line.
+pub fn into_result<T>(r: abi_stable::std_types::RResult<T, RString>) -> Result<T> {
+    r.into_result().map_err(|e| anyhow!("{}", one_line(e.as_str())))
+}
+
+pub fn one_line(s: &str) -> String {
+    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+}
+
+/// `--size-policy` / `size_policy`.
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SizePolicyArg {
+    /// Bicubic resize to the network's native size, translate, resize back: fast, loses detail.
+    Resize,
+    /// The whole image at once, reflect-padded to a multiple of the network stride: full detail
+    /// and one set of batch statistics over the whole image; best up to a few megapixels.
+    #[default]
+    Pad,
+    /// Overlapping native-size tiles blended with a feathered window: bounded memory for very
+    /// large images.
+    Tile,
+}
+
+impl From<SizePolicyArg> for SizePolicy {
+    fn from(p: SizePolicyArg) -> Self {
+        match p {
+            SizePolicyArg::Resize => SizePolicy::Resize,
+            SizePolicyArg::Pad => SizePolicy::Pad,
+            SizePolicyArg::Tile => SizePolicy::Tile,
+        }
+    }
+}
+
+/// `--norm-stats` / `norm_stats`.
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NormStatsArg {
+    /// Statistics of the image itself (the paper's test-time protocol).
+    #[default]
+    Batch,
+    /// The checkpoint's running statistics (eval mode).
+    Running,
+}
+
+impl From<NormStatsArg> for NormStats {
+    fn from(n: NormStatsArg) -> Self {
+        match n {
+            NormStatsArg::Batch => NormStats::Batch,
+            NormStatsArg::Running => NormStats::Running,
+        }
+    }
+}
+
+impl SizePolicyArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            SizePolicyArg::Resize => "resize",
+            SizePolicyArg::Pad => "pad",
+            SizePolicyArg::Tile => "tile",
+        }
+    }
+}
+
+impl NormStatsArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            NormStatsArg::Batch => "batch",
+            NormStatsArg::Running => "running",
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! `host run`: translate images with one model. The same runner as pipelines (progress,
+//! atomic writes, per-file failures, summary), with a single translate step.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use pix2pix_ffi::OpenOptions;
+
+use crate::imageio::has_image_extension;
+use crate::pipeline::naming::NameTemplate;
+use crate::pipeline::runner::{self, Job, Output, Plan};
+use crate::pipeline::steps::Step;
+use crate::plugin::{NormStatsArg, PluginArg, SizePolicyArg};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    plugin: PluginArg,
+    /// Checkpoint (.safetensors or .pth); default: the shipped default model.
+    #[arg(long, value_name = "M")]
+    model: Option<PathBuf>,
+    /// Input images: files, folders (their images) or glob patterns ("labels/*.png").
+    #[arg(long, value_name = "IN", num_args = 1.., required = true)]
+    input: Vec<String>,
+    /// Output: a file when there is one input, else a folder (created; outputs keep the input
+    /// file names).
+    #[arg(long, value_name = "OUT")]
+    output: PathBuf,
+    /// How sizes that are not multiples of the network stride are handled. The default, pad,
+    /// translates the whole image at once, reflect-padded to a multiple of the stride: full
+    /// detail and one set of batch statistics over the whole image, best for images up to a
+    /// few megapixels. resize: to the native size and back (fast, loses detail). tile:
+    /// overlapping native-size tiles, feathered together (bounded memory for huge images).
+    #[arg(long, value_enum, default_value_t = SizePolicyArg::Pad, verbatim_doc_comment)]
+    size_policy: SizePolicyArg,
+    /// Tile overlap in pixels (tile policy).
+    #[arg(long, default_value_t = 32)]
+    tile_overlap: u32,
+    /// Normalisation statistics: batch (the image's own, the paper's protocol) or running
+    /// (the checkpoint's, eval mode).
+    #[arg(long, value_enum, default_value_t = NormStatsArg::Batch)]
+    norm_stats: NormStatsArg,
+    /// Threads inside one translation (0 = all cores).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: u32,
+    /// Images translated at once (they share the model).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    workers: usize,
+    /// Skip inputs whose output already exists (resume an interrupted run).
+    #[arg(long)]
+    skip_existing: bool,
+    /// Search input folders recursively.
+    #[arg(long)]
+    recursive: bool,
+}
+
+pub fn main(args: Args) -> Result<ExitCode> {
+    // An empty base keeps paths as the user wrote them (relative to the current folder).
+    let found = crate::inputs::discover(&args.input, std::path::Path::new(""), args.recursive)?;
+    if found.files.is_empty() {
+        bail!("no input images found in {}", args.input.join(", "));
+    }
+    // A single input goes to OUT as a file unless OUT is a folder (existing, or extensionless).
+    let to_file = found.files.len() == 1 && !args.output.is_dir() && args.output.extension().is_some();
+    if !to_file && args.output.is_file() {
+        bail!("--output {} is a file but there are {} inputs; give a folder", args.output.display(), found.files.len());
+    }
+    if !to_file && found.files.len() > 1 && has_image_extension(&args.output) && !args.output.exists() {
+        bail!("--output {} looks like a file but there are {} inputs; give a folder", args.output.display(), found.files.len());
+    }
+    let output = if to_file {
+        crate::imageio::format_for(&args.output)?;
+        Output::File(args.output.clone())
+    } else {
+        Output::Dir { dir: args.output.clone(), name: NameTemplate::parse("{name}").map_err(anyhow::Error::msg)? }
+    };
+    let all: Vec<(usize, &std::path::Path)> = found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
+    runner::check_collisions(&output, &all, "")?;
+
+    let plugin = args.plugin.load()?;
+    let options = OpenOptions {
+        norm_stats: args.norm_stats.into(),
+        size_policy: args.size_policy.into(),
+        tile_overlap: args.tile_overlap,
+        threads: args.threads,
+        ..OpenOptions::default()
+    };
+    let model = plugin.open_model(args.model.as_deref(), options)?;
+    let info = model.info();
+    let ignored = if found.ignored > 0 { format!(" ({} non-image files ignored)", found.ignored) } else { String::new() };
+    eprintln!(
+        "{} inputs{ignored}; model {} ({} ngf {}, {} norm, native {}); size policy {}, {} statistics",
+        found.files.len(),
+        info.source,
+        info.net_g,
+        info.ngf,
+        info.norm,
+        info.native_size,
+        args.size_policy.name(),
+        args.norm_stats.name()
+    );
+
+    crate::cancel::install("finishing the images in flight, then stopping")?;
+    let plan = Plan {
+        jobs: found.files.iter().enumerate().map(|(index, f)| Job { index, path: f.path.clone() }).collect(),
+        output,
+        overwrite: !args.skip_existing,
+        workers: args.workers.max(1),
+        stop_on_error: false,
+        steps: vec![Step::Translate(Arc::new(model))],
+        model_label: String::new(),
+    };
+    Ok(runner::report(&runner::execute(&plan)))
+}

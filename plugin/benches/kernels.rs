@@ -1,0 +1,195 @@
+//! unet_256 on the CPU, candle's convolutions against the fast kernels (`pix2pix::kernels`).
+//!
+//! `cargo bench -p pix2pix --bench kernels`. Prints one line per measurement (median and min
+//! over the timed iterations, after one warm-up), then the fast-vs-candle speedups.
+//!
+//! - `infer`: G forward, eval mode (running statistics), as `bench_torch.py --what infer`.
+//! - `grad`:  G forward in train mode + L1 loss + backward (no optimiser); the forward alone is
+//!   timed too, so backward = grad − fwd_train.
+//! - `step`:  the reference's training step (bench_torch.py `train`): G forward, D on fake and
+//!   real + backward + Adam, D on fake again, G backward (GAN + 100·L1) + Adam; the Adam updates
+//!   are also timed on their own.
+//!
+//! Environment: `PIX2PIX_BENCH=infer,grad,step` (what to run), `PIX2PIX_BENCH_MODES=candle,fast`,
+//! `PIX2PIX_BENCH_NGF=64,32`, `PIX2PIX_BENCH_BATCH=1,4` (infer; grad and step run batch 1),
+//! `PIX2PIX_BENCH_N` (timed iterations: default 7 fast, 3 candle), `PIX2PIX_BENCH_SIZE=256`;
+//! `PIX2PIX_KERNELS_PROFILE=1` adds the fast kernels' phase timings (summed over all runs).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use pix2pix::generator::GeneratorConfig;
+use pix2pix::kernels::{self, Mode};
+use pix2pix::unet::UnetConfig;
+use pix2pix::{Discriminator, DiscriminatorConfig, DiscriminatorKind, Forward, Generator, Layer, NormKind, NormStats};
+
+fn env_list(key: &str, default: &str) -> Vec<String> {
+    std::env::var(key).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+fn env_usizes(key: &str, default: &str) -> Vec<usize> {
+    env_list(key, default).iter().map(|s| s.parse().unwrap_or_else(|_| panic!("{key}: not a number: {s}"))).collect()
+}
+
+struct Stats {
+    median: f64,
+    min: f64,
+}
+
+/// Median and min in ms of `n` runs of `f`, after one warm-up run.
+fn time(n: usize, mut f: impl FnMut() -> Result<()>) -> Stats {
+    f().unwrap();
+    let mut ts: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f().unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ts.sort_by(|a, b| a.total_cmp(b));
+    Stats { median: ts[ts.len() / 2], min: ts[0] }
+}
+
+fn rand_image(nb: usize, size: usize, seed: u64) -> Tensor {
+    let dev = Device::Cpu;
+    // Deterministic per seed: candle's rand takes no seed, so shape a fixed pattern instead.
+    let n = nb * 3 * size * size;
+    let v: Vec<f32> = (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 2000) as f32 / 1000.0) - 1.0).collect();
+    Tensor::from_vec(v, (nb, 3, size, size), &dev).unwrap()
+}
+
+fn generator(ngf: usize) -> (VarMap, Generator) {
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let cfg = UnetConfig { in_channels: 3, out_channels: 3, num_downs: 8, ngf, norm: NormKind::Batch, dropout: true };
+    let g = Generator::new(GeneratorConfig::Unet(cfg), vb).unwrap();
+    (vm, g)
+}
+
+fn discriminator(ndf: usize) -> (VarMap, Discriminator) {
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let cfg = DiscriminatorConfig { kind: DiscriminatorKind::NLayer(3), in_channels: 6, ndf, norm: NormKind::Batch };
+    let d = Discriminator::new(cfg, vb).unwrap();
+    (vm, d)
+}
+
+/// mean(softplus(−x)) for target 1, mean(softplus(x)) for target 0: BCEWithLogitsLoss.
+fn bce_logits(x: &Tensor, target_one: bool) -> Result<Tensor> {
+    let z = if target_one { x.neg()? } else { x.clone() };
+    let sp = (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    sp.mean_all()
+}
+
+fn adam(vm: &VarMap) -> AdamW {
+    let params = ParamsAdamW { lr: 2e-4, beta1: 0.5, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    AdamW::new(vm.all_vars(), params).unwrap()
+}
+
+fn main() {
+    let what = env_list("PIX2PIX_BENCH", "infer,grad,step");
+    let modes: Vec<Mode> = env_list("PIX2PIX_BENCH_MODES", "candle,fast")
+        .iter()
+        .map(|m| match m.as_str() {
+            "candle" => Mode::Candle,
+            "fast" => Mode::Fast,
+            other => panic!("PIX2PIX_BENCH_MODES: unknown mode {other}"),
+        })
+        .collect();
+    let ngfs = env_usizes("PIX2PIX_BENCH_NGF", "64,32");
+    let batches = env_usizes("PIX2PIX_BENCH_BATCH", "1,4");
+    let size = env_usizes("PIX2PIX_BENCH_SIZE", "256")[0];
+    let iters = |m: Mode| {
+        std::env::var("PIX2PIX_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(if m == Mode::Candle { 3 } else { 7 })
+    };
+    println!("unet_256 bench: {size}x{size}, {} rayon threads", rayon::current_num_threads());
+    // (measurement, ngf, batch) -> mode -> median ms
+    let mut results: BTreeMap<(String, usize, usize), BTreeMap<&'static str, f64>> = BTreeMap::new();
+    let mut report = |name: &str, mode: Mode, ngf: usize, nb: usize, s: Stats| {
+        let m = if mode == Mode::Fast { "fast" } else { "candle" };
+        println!("{name:<14} kernels={m:<6} ngf={ngf:<3} batch={nb}  median {:8.1} ms  min {:8.1} ms", s.median, s.min);
+        results.entry((name.to_string(), ngf, nb)).or_default().insert(m, s.median);
+    };
+
+    for &ngf in &ngfs {
+        let (_vm, g) = generator(ngf);
+        if what.iter().any(|w| w == "infer") {
+            for &nb in &batches {
+                let x = rand_image(nb, size, 1);
+                let f = Forward::infer(NormStats::Running);
+                for &mode in &modes {
+                    kernels::set_mode(mode);
+                    let s = time(iters(mode), || g.forward(&x, &f).map(|_| ()));
+                    report("infer", mode, ngf, nb, s);
+                    print!("{}", kernels::take_profile());
+                }
+            }
+        }
+        if what.iter().any(|w| w == "grad") {
+            let (x, t) = (rand_image(1, size, 1), rand_image(1, size, 2));
+            for &mode in &modes {
+                kernels::set_mode(mode);
+                let s = time(iters(mode), || {
+                    let f = Forward::train(None);
+                    g.forward(&x, &f).map(|_| ())
+                });
+                report("fwd_train", mode, ngf, 1, s);
+                let s = time(iters(mode), || {
+                    let f = Forward::train(None);
+                    let y = g.forward(&x, &f)?;
+                    let loss = (y - &t)?.abs()?.mean_all()?;
+                    loss.backward().map(|_| ())
+                });
+                report("fwd+bwd_L1", mode, ngf, 1, s);
+                print!("{}", kernels::take_profile());
+            }
+        }
+        if what.iter().any(|w| w == "step") {
+            let (x, y) = (rand_image(1, size, 1), rand_image(1, size, 2));
+            let (gvm, g) = generator(ngf);
+            let (dvm, d) = discriminator(ngf);
+            let (mut og, mut od) = (adam(&gvm), adam(&dvm));
+            let d_vars: Vec<Var> = dvm.all_vars();
+            for &mode in &modes {
+                kernels::set_mode(mode);
+                let mut adam_ms = Vec::new();
+                let s = time(iters(mode), || {
+                    let f = Forward::train(None);
+                    let fake = g.forward(&x, &f)?;
+                    let pf = d.forward(&Tensor::cat(&[&x, &fake.detach()], 1)?, &f)?;
+                    let pr = d.forward(&Tensor::cat(&[&x, &y], 1)?, &f)?;
+                    let ld = ((bce_logits(&pf, false)? + bce_logits(&pr, true)?)? * 0.5)?;
+                    let gd = ld.backward()?;
+                    let t = Instant::now();
+                    od.step(&gd)?;
+                    let mut a = t.elapsed().as_secs_f64();
+                    let pf = d.forward(&Tensor::cat(&[&x, &fake], 1)?, &f)?;
+                    let lg = (bce_logits(&pf, true)? + ((&fake - &y)?.abs()?.mean_all()? * 100.0)?)?;
+                    let mut gg = lg.backward()?;
+                    // D is frozen for this loss, as the reference's requires_grad(False).
+                    for v in &d_vars {
+                        gg.remove(v.as_tensor());
+                    }
+                    let t = Instant::now();
+                    og.step(&gg)?;
+                    a += t.elapsed().as_secs_f64();
+                    adam_ms.push(a * 1e3);
+                    Ok(())
+                });
+                report("train_step", mode, ngf, 1, s);
+                adam_ms.sort_by(|a, b| a.total_cmp(b));
+                let a = adam_ms[adam_ms.len() / 2];
+                report("  of_it_adam", mode, ngf, 1, Stats { median: a, min: adam_ms[0] });
+                print!("{}", kernels::take_profile());
+            }
+        }
+    }
+    println!("\nspeedup fast vs candle (median):");
+    for ((name, ngf, nb), m) in &results {
+        if let (Some(c), Some(f)) = (m.get("candle"), m.get("fast")) {
+            println!("{name:<14} ngf={ngf:<3} batch={nb}  candle {c:8.1} ms  fast {f:8.1} ms  x{:.2}", c / f);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Conv2d as im2col + gemm, with a backward that stays on the fast paths: the input gradient is
+//! the transposed convolution of the output gradient (gemm + col2im), the weight gradient one
+//! gemm against the im2col of the input.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::conv_transpose::ConvTranspose2dOp;
+use super::gemm::{sgemm, Mat};
+use super::im2col::{cnhw_to_nchw, im2col, Geom};
+use super::weight_grad::WeightGradOp;
+use super::profile::timed;
+use super::{batch_merge, contiguous_f32, dims4};
+
+/// `conv2d(x, w)` without bias: x `(nb, cin, h, w)`, w `(cout, cin, kh, kw)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dOp {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+}
+
+/// `nb` images through a convolution whose weights are the `m × g.rows()` matrix `w`: the
+/// `(nb, m, oh, ow)` result, `bias` added.
+pub(crate) fn conv_core(x: &[f32], nb: usize, g: &Geom, w: Mat, bias: Option<&[f32]>) -> Vec<f32> {
+    let (m, s) = (w.rows, g.grid());
+    let shape = || format!("{m}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
+    let flops = 2.0 * (m * nb * s * g.rows()) as f64;
+    let col = timed(|| format!("conv   im2col   {}", shape()), 0.0, || im2col(x, nb, g));
+    let col = Mat::rm(&col, g.rows(), nb * s);
+    if batch_merge(nb, s) {
+        // One gemm over all batches (weights read once), then back to NCHW.
+        let mut tmp = vec![0f32; m * nb * s];
+        timed(|| format!("conv   gemm     {}", shape()), flops, || sgemm(&mut tmp, nb * s, w, col, false));
+        return timed(|| format!("conv   permute  {}", shape()), 0.0, || cnhw_to_nchw(&tmp, nb, m, s, bias));
+    }
+    let mut out = vec![0f32; nb * m * s];
+    timed(|| format!("conv   gemm     {}", shape()), flops, || {
+        for n in 0..nb {
+            let dst = &mut out[n * m * s..][..m * s];
+            if let Some(b) = bias {
+                dst.chunks_mut(s).zip(b).for_each(|(row, b)| row.fill(*b));
+            }
+            // Block n of the column matrix: the same rows, columns n·s .. (n+1)·s.
+            let block = Mat { data: &col.data[n * s..], cols: s, ..col };
+            sgemm(dst, s, w, block, bias.is_some());
+        }
+    });
+    out
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-conv2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
+        let (k, (cout, kcin, kh, kw)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
+        if kcin != cin {
+            candle_core::bail!("conv2d: input has {cin} channels, kernel expects {kcin}")
+        }
+        let g = Geom::conv(cin, (h, w), (kh, kw), self.stride, self.padding, self.dilation)?;
+        let y = conv_core(x, nb, &g, Mat::rm(k, cout, g.rows()), None);
+        Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.oh, g.ow))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let (_, _, oh, ow) = dy.dims4()?;
+        // The input gradient is the transposed convolution of dy with the same weights; the
+        // output padding recovers the rows and columns the forward's floor division dropped.
+        let dx = if x.track_op() {
+            let op = ConvTranspose2dOp {
+                stride: self.stride,
+                padding: self.padding,
+                dilation: self.dilation,
+                output_padding: (
+                    h - ((oh - 1) * self.stride + self.dilation * (kh - 1) + 1 - 2 * self.padding),
+                    wd - ((ow - 1) * self.stride + self.dilation * (kw - 1) + 1 - 2 * self.padding),
+                ),
+            };
+            Some(dy.apply_op2_no_bwd(w, &op)?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            let op = WeightGradOp { kh, kw, stride: self.stride, padding: self.padding, dilation: self.dilation };
+            Some(dy.apply_op2_no_bwd(&x.contiguous()?, &op)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}

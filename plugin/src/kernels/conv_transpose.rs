@@ -1,0 +1,109 @@
+//! The transposed convolution as gemm + col2im: each input pixel's channel vector times the
+//! weights gives its `cout·kh·kw` contributions in one matrix product, col2im sums them into the
+//! output. The backward is a conv2d (input gradient) and a weight-gradient gemm.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::conv2d::Conv2dOp;
+use super::gemm::{sgemm, Mat};
+use super::im2col::{col2im, nchw_to_cnhw, Geom};
+use super::weight_grad::WeightGradOp;
+use super::profile::timed;
+use super::{batch_merge, contiguous_f32, dims4};
+
+/// `conv_transpose2d(x, w)` without bias: x `(nb, cin, h, w)`, w `(cin, cout, kh, kw)`, output
+/// `(h−1)·s − 2p + d·(k−1) + output_padding + 1` per side, as `nn.ConvTranspose2d`.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvTranspose2dOp {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    /// (rows, columns).
+    pub output_padding: (usize, usize),
+}
+
+impl ConvTranspose2dOp {
+    /// The geometry of the conv2d this op transposes: the image is this op's output, the grid
+    /// this op's input.
+    fn geom(&self, cout: usize, (h, w): (usize, usize), (kh, kw): (usize, usize)) -> Result<Geom> {
+        let side = |n: usize, k: usize, op: usize| -> Result<usize> {
+            let full = (n.max(1) - 1) * self.stride + self.dilation * (k - 1) + 1 + op;
+            if n == 0 || full <= 2 * self.padding {
+                candle_core::bail!("conv_transpose2d: empty output for input side {n}")
+            }
+            Ok(full - 2 * self.padding)
+        };
+        let (oh, ow) = (side(h, kh, self.output_padding.0)?, side(w, kw, self.output_padding.1)?);
+        let mut g = Geom::conv(cout, (oh, ow), (kh, kw), self.stride, self.padding, self.dilation)?;
+        // An output padding of a stride or more (legal below the dilation) lets the conv2d
+        // over the output see more grid positions than there are inputs: use the first h × w.
+        if g.oh < h || g.ow < w {
+            candle_core::bail!("conv_transpose2d: output padding {:?} too large", self.output_padding)
+        }
+        (g.oh, g.ow) = (h, w);
+        Ok(g)
+    }
+}
+
+/// `nb` grids of `k` channels (`x`: `(nb, k, oh, ow)`) through the transposed convolution whose
+/// weights are the `g.rows() × k` matrix `wt`: the `(nb, g.c, g.h, g.w)` images, `bias` added.
+pub(crate) fn conv_t_core(x: &[f32], nb: usize, g: &Geom, wt: Mat, bias: Option<&[f32]>) -> Vec<f32> {
+    let (k, s, rows) = (wt.cols, g.grid(), g.rows());
+    let shape = || format!("{k}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
+    let flops = 2.0 * (rows * nb * s * k) as f64;
+    let mut col = vec![0f32; rows * nb * s];
+    if batch_merge(nb, s) {
+        let xm = timed(|| format!("convT  permute  {}", shape()), 0.0, || nchw_to_cnhw(x, nb, k, s));
+        timed(|| format!("convT  gemm     {}", shape()), flops, || sgemm(&mut col, nb * s, wt, Mat::rm(&xm, k, nb * s), false));
+    } else {
+        timed(|| format!("convT  gemm     {}", shape()), flops, || {
+            for n in 0..nb {
+                // Block n of the column matrix: row stride nb·s, columns n·s .. (n+1)·s.
+                let dst = &mut col[n * s..];
+                sgemm(dst, nb * s, wt, Mat::rm(&x[n * k * s..][..k * s], k, s), false);
+            }
+        });
+    }
+    timed(|| format!("convT  col2im   {}", shape()), 0.0, || col2im(&col, nb, g, bias))
+}
+
+impl CustomOp2 for ConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-conv-transpose2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
+        let (k, (kcin, cout, kh, kw)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
+        if kcin != cin {
+            candle_core::bail!("conv_transpose2d: input has {cin} channels, kernel expects {kcin}")
+        }
+        let g = self.geom(cout, (h, w), (kh, kw))?;
+        // The weights as stored, (cin, cout·kh·kw) row-major, transposed in place by the view.
+        let y = conv_t_core(x, nb, &g, Mat::rm(k, cin, g.rows()).t(), None);
+        Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.h, g.w))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        // dx: the conv2d of dy with the same weights read as (out = cin, in = cout).
+        let dx = if x.track_op() {
+            let op = Conv2dOp { stride: self.stride, padding: self.padding, dilation: self.dilation };
+            let (_, _, h, wd) = x.dims4()?;
+            let dx = dy.apply_op2_no_bwd(w, &op)?;
+            // Extra grid positions (output padding >= stride, see geom) have no input.
+            if dx.dims4()?.2 != h || dx.dims4()?.3 != wd { Some(dx.narrow(2, 0, h)?.narrow(3, 0, wd)?) } else { Some(dx) }
+        } else {
+            None
+        };
+        // dw: x against the im2col of dy, which lands in the (cin, cout, kh, kw) layout.
+        let dw = if w.track_op() {
+            let op = WeightGradOp { kh, kw, stride: self.stride, padding: self.padding, dilation: self.dilation };
+            Some(x.contiguous()?.apply_op2_no_bwd(&dy, &op)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}

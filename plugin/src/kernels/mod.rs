@@ -1,0 +1,132 @@
+//! Entry points for the convolution kernels, so that faster CPU paths can replace candle's
+//! without touching the networks.
+//!
+//! candle's CPU `conv_transpose2d` is a scalar loop over every output pixel, and its conv2d
+//! backward goes through it (input gradient) and through a conv2d with the whole output
+//! gradient as kernel (weight gradient). The fast path here runs every convolution, forward and
+//! backward, as im2col/col2im around one `gemm` call per layer (per batch item on large grids),
+//! as candle custom ops with their own backward.
+//!
+//! `PIX2PIX_KERNELS=candle` (or [`set_mode`]) selects candle's own ops instead, for comparison;
+//! the default is `fast`. Tensors that aren't f32 on the CPU always take candle's ops.
+
+mod conv2d;
+mod conv_transpose;
+mod gemm;
+mod im2col;
+mod profile;
+mod small_gemm;
+mod weight_grad;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use candle_core::{CpuStorage, DType, Layout, Module, Result, Tensor};
+
+pub use conv2d::Conv2dOp;
+pub use conv_transpose::ConvTranspose2dOp;
+#[doc(hidden)]
+pub use gemm::{bench_sgemm, Path as GemmPath};
+pub use profile::take_report as take_profile;
+pub use weight_grad::WeightGradOp;
+
+/// Which implementation the convolutions run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// candle's own conv2d / conv_transpose2d (the reference).
+    Candle,
+    /// The gemm-based custom ops of this module.
+    Fast,
+}
+
+const UNSET: u8 = 0;
+static MODE: AtomicU8 = AtomicU8::new(UNSET);
+
+fn encode(m: Mode) -> u8 {
+    match m {
+        Mode::Candle => 1,
+        Mode::Fast => 2,
+    }
+}
+
+/// The current mode: set by [`set_mode`], else `PIX2PIX_KERNELS` (`candle` | `fast`), else fast.
+pub fn mode() -> Mode {
+    match MODE.load(Ordering::Relaxed) {
+        1 => Mode::Candle,
+        2 => Mode::Fast,
+        _ => {
+            let m = match std::env::var("PIX2PIX_KERNELS").as_deref() {
+                Ok("candle") => Mode::Candle,
+                _ => Mode::Fast,
+            };
+            // Keep a concurrent set_mode's choice if it came first.
+            let _ = MODE.compare_exchange(UNSET, encode(m), Ordering::Relaxed, Ordering::Relaxed);
+            mode()
+        }
+    }
+}
+
+/// Overrides `PIX2PIX_KERNELS` for the whole process (benchmarks and tests compare both).
+pub fn set_mode(m: Mode) {
+    MODE.store(encode(m), Ordering::Relaxed);
+}
+
+fn fast_for(x: &Tensor, w: &Tensor) -> bool {
+    mode() == Mode::Fast && x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32
+}
+
+fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        None => Ok(y),
+        Some(b) => {
+            let c = b.dims1()?;
+            y.broadcast_add(&b.reshape((1, c, 1, 1))?)
+        }
+    }
+}
+
+/// `nn.Conv2d` (groups 1 on the fast path).
+pub fn conv2d(x: &Tensor, layer: &candle_nn::Conv2d) -> Result<Tensor> {
+    let cfg = layer.config();
+    if !fast_for(x, layer.weight()) || cfg.groups != 1 {
+        return layer.forward(x);
+    }
+    let op = Conv2dOp { stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation };
+    let y = x.contiguous()?.apply_op2(&layer.weight().contiguous()?, op)?;
+    add_bias(y, layer.bias())
+}
+
+/// Transposed convolution as `nn.ConvTranspose2d`.
+pub fn conv_transpose2d(x: &Tensor, layer: &candle_nn::ConvTranspose2d) -> Result<Tensor> {
+    let cfg = layer.config();
+    if !fast_for(x, layer.weight()) {
+        return layer.forward(x);
+    }
+    let op = ConvTranspose2dOp {
+        stride: cfg.stride,
+        padding: cfg.padding,
+        dilation: cfg.dilation,
+        output_padding: (cfg.output_padding, cfg.output_padding),
+    };
+    let y = x.contiguous()?.apply_op2(&layer.weight().contiguous()?, op)?;
+    add_bias(y, layer.bias())
+}
+
+/// Batches go through one gemm (weights read once, at the price of a transposing copy) when
+/// grids are this small; larger grids run a gemm per batch item straight on NCHW.
+const MERGE_BELOW: usize = 1024;
+
+fn batch_merge(nb: usize, grid: usize) -> bool {
+    nb > 1 && grid < MERGE_BELOW
+}
+
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("pix2pix kernels take contiguous tensors, got strides {:?}", l.stride()),
+    }
+}
+
+fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
+    l.shape().dims4()
+}

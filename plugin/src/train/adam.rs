@@ -1,0 +1,125 @@
+//! Adam (Kingma & Ba 2015) written to follow `torch.optim.Adam` (no weight decay, no amsgrad)
+//! operation by operation in f32, so a step here and a step there agree to rounding:
+//!
+//! ```text
+//! m ← lerp(m, g, 1 − β1)            (torch's lerp: g − (g − m)·β1 when 1 − β1 ≥ 0.5)
+//! v ← v·β2 + (1 − β2)·g·g
+//! p ← p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)
+//! ```
+//!
+//! with the scalars computed in f64 and rounded to f32, as PyTorch does on the CPU. The state
+//! (step count and both moments of every parameter) exports to named tensors for checkpoints.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug)]
+struct Moments {
+    step: u64,
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Adam {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    state: BTreeMap<String, Moments>,
+}
+
+/// Elements per parallel chunk of the update.
+const CHUNK: usize = 1 << 15;
+
+impl Adam {
+    pub fn new(beta1: f64, beta2: f64, eps: f64) -> Self {
+        Self { beta1, beta2, eps, state: BTreeMap::new() }
+    }
+
+    /// One update of every parameter that has a gradient in `grads` (by name; as torch,
+    /// parameters without one are left alone, their state included).
+    pub fn step(&mut self, lr: f64, params: &[(String, Var)], grads: &BTreeMap<String, Tensor>) -> Result<()> {
+        for (name, var) in params {
+            let Some(g) = grads.get(name) else { continue };
+            let g: Vec<f32> = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            let mut p: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
+            let st = self.state.entry(name.clone()).or_insert_with(|| Moments {
+                step: 0,
+                exp_avg: vec![0.0; g.len()],
+                exp_avg_sq: vec![0.0; g.len()],
+            });
+            if st.exp_avg.len() != g.len() {
+                return Err(Error::invalid("optimizer state", format!("`{name}` has {} elements, its gradient {}", st.exp_avg.len(), g.len())));
+            }
+            st.step += 1;
+            let t = st.step as i32;
+            let bias_correction1 = 1.0 - self.beta1.powi(t);
+            let bias_correction2 = 1.0 - self.beta2.powi(t);
+            let step_size = -(lr / bias_correction1) as f32;
+            let bc2_sqrt = bias_correction2.sqrt() as f32;
+            let w = (1.0 - self.beta1) as f32;
+            let beta2 = self.beta2 as f32;
+            let one_minus_beta2 = (1.0 - self.beta2) as f32;
+            let eps = self.eps as f32;
+            p.par_chunks_mut(CHUNK)
+                .zip(st.exp_avg.par_chunks_mut(CHUNK))
+                .zip(st.exp_avg_sq.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(((p, m), v), g)| {
+                    for i in 0..p.len() {
+                        let gi = g[i];
+                        m[i] = if w.abs() < 0.5 { m[i] + w * (gi - m[i]) } else { gi - (gi - m[i]) * (1.0 - w) };
+                        v[i] = v[i] * beta2 + one_minus_beta2 * gi * gi;
+                        let denom = v[i].sqrt() / bc2_sqrt + eps;
+                        p[i] += step_size * (m[i] / denom);
+                    }
+                });
+            var.set(&Tensor::from_vec(p, var.as_tensor().shape(), var.as_tensor().device())?)?;
+        }
+        Ok(())
+    }
+
+    /// The state as tensors: `<prefix>.step.<param>` (int64, one element),
+    /// `<prefix>.exp_avg.<param>` and `<prefix>.exp_avg_sq.<param>` (f32, the parameter's shape).
+    pub fn export(&self, prefix: &str, params: &[(String, Var)]) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for (name, var) in params {
+            let Some(st) = self.state.get(name) else { continue };
+            let shape = var.as_tensor().shape();
+            out.push((format!("{prefix}.step.{name}"), Tensor::new(&[st.step as i64], &Device::Cpu)?));
+            out.push((format!("{prefix}.exp_avg.{name}"), Tensor::from_slice(&st.exp_avg, shape, &Device::Cpu)?));
+            out.push((format!("{prefix}.exp_avg_sq.{name}"), Tensor::from_slice(&st.exp_avg_sq, shape, &Device::Cpu)?));
+        }
+        Ok(out)
+    }
+
+    /// Restores what [`Adam::export`] wrote; `get` looks a tensor up by name.
+    pub fn import(&mut self, prefix: &str, params: &[(String, Var)], get: impl Fn(&str) -> Option<Tensor>) -> Result<()> {
+        self.state.clear();
+        for (name, var) in params {
+            let Some(step) = get(&format!("{prefix}.step.{name}")) else { continue };
+            let step = step.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?.first().copied().unwrap_or(0).max(0) as u64;
+            let moment = |kind: &str| -> Result<Vec<f32>> {
+                let key = format!("{prefix}.{kind}.{name}");
+                let t = get(&key).ok_or_else(|| Error::invalid("optimizer state", format!("missing `{key}`")))?;
+                if t.dims() != var.as_tensor().dims() {
+                    return Err(Error::invalid("optimizer state", format!("`{key}` has shape {:?}, the parameter {:?}", t.dims(), var.as_tensor().dims())));
+                }
+                Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+            };
+            let exp_avg = moment("exp_avg")?;
+            let exp_avg_sq = moment("exp_avg_sq")?;
+            self.state.insert(name.clone(), Moments { step, exp_avg, exp_avg_sq });
+        }
+        Ok(())
+    }
+
+    /// Steps taken (that of the first parameter; they move together).
+    pub fn steps(&self) -> u64 {
+        self.state.values().map(|s| s.step).max().unwrap_or(0)
+    }
+}
