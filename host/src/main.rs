@@ -38,7 +38,8 @@ enum Command {
     Eval(eval::Args),
     /// Time inference (and a training step) of a generator with random weights.
     Bench(bench::Args),
-    /// Run a batch filter pipeline described by a TOML file.
+    /// Run a batch filter pipeline described by a TOML file (--help shows the format).
+    #[command(after_long_help = pipeline::ABOUT)]
     Pipeline(pipeline::Args),
 }
 

@@ -29,11 +29,10 @@ pub struct Args {
     #[arg(long, value_name = "OUT")]
     output: PathBuf,
     /// How sizes that are not multiples of the network stride are handled. The default, pad,
-    /// translates the whole image at once, reflect-padded to a multiple of the stride: full
-    /// detail and one set of batch statistics over the whole image, best for images up to a
-    /// few megapixels. resize: to the native size and back (fast, loses detail). tile:
-    /// overlapping native-size tiles, feathered together (bounded memory for huge images).
-    #[arg(long, value_enum, default_value_t = SizePolicyArg::Pad, verbatim_doc_comment)]
+    /// translates the whole image at once, reflect-padded to a multiple of the stride (full
+    /// detail, one set of batch statistics over the whole image): best for images up to a few
+    /// megapixels; tile bounds memory for larger ones.
+    #[arg(long, value_enum, default_value_t = SizePolicyArg::Pad)]
     size_policy: SizePolicyArg,
     /// Tile overlap in pixels (tile policy).
     #[arg(long, default_value_t = 32)]

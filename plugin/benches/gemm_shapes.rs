@@ -28,6 +28,10 @@ fn main() {
         shapes.push((format!("conv 512<-512 n={n}"), 512, n, 8192, false));
         shapes.push((format!("convT 1024->512 n={n}"), 8192, n, 1024, true));
     }
+    // Weight gradients: (cout, cin·16) = dy (cout × S) · colᵀ (S × cin·16), k = S small inside.
+    for s in [4, 16, 64] {
+        shapes.push((format!("wgrad 1024x8192 k=S={s}"), 1024, 8192, s, false));
+    }
     println!("{} rayon threads", rayon::current_num_threads());
     for (label, m, n, k, lt) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();

@@ -6,9 +6,9 @@
 //! - `infer`: G forward, eval mode (running statistics), as `bench_torch.py --what infer`.
 //! - `grad`:  G forward in train mode + L1 loss + backward (no optimiser); the forward alone is
 //!   timed too, so backward = grad − fwd_train.
-//! - `step`:  the reference's training step (bench_torch.py `train`): G forward, D on fake and
-//!   real + backward + Adam, D on fake again, G backward (GAN + 100·L1) + Adam; the Adam updates
-//!   are also timed on their own.
+//! - `step`:  the trainer's training step (`pix2pix::train::trainer::Trainer::step`, as
+//!   bench_torch.py `train`): G forward, D on fake and real + backward + Adam, D on fake again,
+//!   G backward (GAN + 100·L1) + Adam.
 //!
 //! Environment: `PIX2PIX_BENCH=infer,grad,step` (what to run), `PIX2PIX_BENCH_MODES=candle,fast`,
 //! `PIX2PIX_BENCH_NGF=64,32`, `PIX2PIX_BENCH_BATCH=1,4` (infer; grad and step run batch 1),
@@ -18,12 +18,14 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Result, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{rngs::StdRng, SeedableRng};
 use pix2pix::generator::GeneratorConfig;
 use pix2pix::kernels::{self, Mode};
 use pix2pix::unet::UnetConfig;
-use pix2pix::{Discriminator, DiscriminatorConfig, DiscriminatorKind, Forward, Generator, Layer, NormKind, NormStats};
+use pix2pix::train::trainer::{Settings, Trainer};
+use pix2pix::{DiscriminatorConfig, DiscriminatorKind, Forward, Generator, Layer, NormKind, NormStats};
 
 fn env_list(key: &str, default: &str) -> Vec<String> {
     std::env::var(key).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
@@ -68,25 +70,8 @@ fn generator(ngf: usize) -> (VarMap, Generator) {
     (vm, g)
 }
 
-fn discriminator(ndf: usize) -> (VarMap, Discriminator) {
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let cfg = DiscriminatorConfig { kind: DiscriminatorKind::NLayer(3), in_channels: 6, ndf, norm: NormKind::Batch };
-    let d = Discriminator::new(cfg, vb).unwrap();
-    (vm, d)
-}
 
-/// mean(softplus(−x)) for target 1, mean(softplus(x)) for target 0: BCEWithLogitsLoss.
-fn bce_logits(x: &Tensor, target_one: bool) -> Result<Tensor> {
-    let z = if target_one { x.neg()? } else { x.clone() };
-    let sp = (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    sp.mean_all()
-}
 
-fn adam(vm: &VarMap) -> AdamW {
-    let params = ParamsAdamW { lr: 2e-4, beta1: 0.5, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
-    AdamW::new(vm.all_vars(), params).unwrap()
-}
 
 fn main() {
     let what = env_list("PIX2PIX_BENCH", "infer,grad,step");
@@ -147,41 +132,20 @@ fn main() {
             }
         }
         if what.iter().any(|w| w == "step") {
+            // The trainer's own step (plugin/src/train): G forward (dropout on), D on fake and
+            // real + backward + Adam, G's GAN + 100·L1 loss through the frozen D + Adam.
             let (x, y) = (rand_image(1, size, 1), rand_image(1, size, 2));
-            let (gvm, g) = generator(ngf);
-            let (dvm, d) = discriminator(ngf);
-            let (mut og, mut od) = (adam(&gvm), adam(&dvm));
-            let d_vars: Vec<Var> = dvm.all_vars();
+            let dcfg = DiscriminatorConfig { kind: DiscriminatorKind::NLayer(3), in_channels: 6, ndf: ngf, norm: NormKind::Batch };
+            let gcfg = GeneratorConfig::Unet(UnetConfig { in_channels: 3, out_channels: 3, num_downs: 8, ngf, norm: NormKind::Batch, dropout: true });
+            let mut trainer = Trainer::new(gcfg, dcfg, Settings::default(), 2e-4).unwrap();
             for &mode in &modes {
                 kernels::set_mode(mode);
-                let mut adam_ms = Vec::new();
+                let mut seed = 0;
                 let s = time(iters(mode), || {
-                    let f = Forward::train(None);
-                    let fake = g.forward(&x, &f)?;
-                    let pf = d.forward(&Tensor::cat(&[&x, &fake.detach()], 1)?, &f)?;
-                    let pr = d.forward(&Tensor::cat(&[&x, &y], 1)?, &f)?;
-                    let ld = ((bce_logits(&pf, false)? + bce_logits(&pr, true)?)? * 0.5)?;
-                    let gd = ld.backward()?;
-                    let t = Instant::now();
-                    od.step(&gd)?;
-                    let mut a = t.elapsed().as_secs_f64();
-                    let pf = d.forward(&Tensor::cat(&[&x, &fake], 1)?, &f)?;
-                    let lg = (bce_logits(&pf, true)? + ((&fake - &y)?.abs()?.mean_all()? * 100.0)?)?;
-                    let mut gg = lg.backward()?;
-                    // D is frozen for this loss, as the reference's requires_grad(False).
-                    for v in &d_vars {
-                        gg.remove(v.as_tensor());
-                    }
-                    let t = Instant::now();
-                    og.step(&gg)?;
-                    a += t.elapsed().as_secs_f64();
-                    adam_ms.push(a * 1e3);
-                    Ok(())
+                    seed += 1;
+                    trainer.step(&x, &y, Some(StdRng::seed_from_u64(seed))).map(|_| ()).map_err(|e| candle_core::Error::Msg(e.to_string()))
                 });
                 report("train_step", mode, ngf, 1, s);
-                adam_ms.sort_by(|a, b| a.total_cmp(b));
-                let a = adam_ms[adam_ms.len() / 2];
-                report("  of_it_adam", mode, ngf, 1, Stats { median: a, min: adam_ms[0] });
                 print!("{}", kernels::take_profile());
             }
         }

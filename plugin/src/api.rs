@@ -362,6 +362,34 @@ pub struct BenchTimes {
 
 pub const MAX_BENCH_NGF: usize = 256;
 pub const MAX_BENCH_ITERS: usize = 100_000;
+/// Generator weights a benchmark may build (1 GiB of f32; the paper's `unet_256` has 54 M).
+pub const MAX_BENCH_PARAMETERS: u64 = 1 << 28;
+
+/// The convolution weights of a generator (biases and norm scales left out), computed from its
+/// settings without building it, to refuse absurd benchmarks before allocating.
+pub fn estimated_parameters(config: &GeneratorConfig) -> u64 {
+    let conv = |i: usize, o: usize, k: usize| (i as u64) * (o as u64) * (k * k) as u64;
+    match config {
+        GeneratorConfig::Unet(c) => {
+            let width = |level: usize| c.ngf * (1usize << level.min(3));
+            (0..c.num_downs)
+                .map(|l| {
+                    let outer = if l == 0 { c.in_channels } else { width(l - 1) };
+                    let up_in = if l + 1 == c.num_downs { width(l) } else { 2 * width(l) };
+                    let up_out = if l == 0 { c.out_channels } else { width(l - 1) };
+                    conv(outer, width(l), 4) + conv(up_in, up_out, 4)
+                })
+                .sum()
+        }
+        GeneratorConfig::Resnet(c) => {
+            let n = c.ngf;
+            conv(c.in_channels, n, 7)
+                + 2 * (conv(n, 2 * n, 3) + conv(2 * n, 4 * n, 3))
+                + 2 * c.n_blocks as u64 * conv(4 * n, 4 * n, 3)
+                + conv(n, c.out_channels, 7)
+        }
+    }
+}
 
 /// The generator a `netG` name stands for, at `ngf`, 3 → 3 channels, batch norm, dropout.
 pub fn generator_config(net_g: &str, ngf: usize) -> ApiResult<GeneratorConfig> {
@@ -406,6 +434,13 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
         )));
     }
     let config = generator_config(&spec.net_g, spec.ngf)?;
+    let parameters = estimated_parameters(&config);
+    if parameters > MAX_BENCH_PARAMETERS {
+        return Err(ApiError::invalid(format!(
+            "invalid benchmark: {} with ngf {} has about {parameters} parameters (at most {MAX_BENCH_PARAMETERS})",
+            spec.net_g, spec.ngf
+        )));
+    }
     let stride = config.stride();
     if spec.size == 0 || spec.size % stride != 0 {
         return Err(ApiError::invalid(format!("invalid size: {} (a positive multiple of {stride} for {})", spec.size, spec.net_g)));
@@ -505,6 +540,18 @@ mod tests {
     }
 
     #[test]
+    fn parameter_estimate_is_close() {
+        // The reference networks have 54.41 M (unet_256) and 11.38 M (resnet_9blocks) parameters
+        // in all, almost all of them convolution weights.
+        let unet256 = generator_config("unet_256", 64).unwrap();
+        let est = estimated_parameters(&unet256);
+        assert!((54_000_000..54_500_000).contains(&est), "{est}");
+        let resnet9 = generator_config("resnet_9blocks", 64).unwrap();
+        let est = estimated_parameters(&resnet9);
+        assert!((11_300_000..11_400_000).contains(&est), "{est}");
+    }
+
+    #[test]
     fn bench_refuses_absurd_requests_before_building_anything() {
         let ok = BenchSpec { net_g: "unet_128".into(), ngf: 8, size: 128, batch: 1, iters: 1, warmup: 0, train: false };
         for bad in [
@@ -515,6 +562,7 @@ mod tests {
             BenchSpec { size: 1 << 20, batch: 1 << 20, ..ok.clone() },
             BenchSpec { iters: 0, ..ok.clone() },
             BenchSpec { net_g: "unet_7".into(), ..ok.clone() },
+            BenchSpec { net_g: "unet_65536".into(), ngf: 256, ..ok.clone() },
         ] {
             assert_eq!(bench(&bad).unwrap_err().kind, ErrorKind::InvalidArgument, "{bad:?}");
         }

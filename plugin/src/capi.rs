@@ -18,18 +18,26 @@ use crate::model::Options;
 use crate::size_policy::SizePolicy;
 use crate::train;
 
+// Images the library allocates come from the C heap, so `p2p_image_free` needs nothing but the
+// pointer (not the size, which the caller could have changed in `*img`).
 extern "C" {
     fn malloc(size: usize) -> *mut c_void;
     fn free(ptr: *mut c_void);
 }
 
-/// What a `p2p_model *` points to.
+/// What a `p2p_model *` points to: the model and the strings `p2p_model_get_info` lends out.
 struct CModel {
     model: LoadedModel,
     net_g: CString,
     norm: CString,
     source: CString,
 }
+
+// Several threads use one `p2p_model *` at once.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<CModel>();
+};
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -231,14 +239,15 @@ const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_V
 /// Thread-safe; never fails.
 #[no_mangle]
 pub extern "C" fn p2p_abi_version() -> u32 {
-    P2P_ABI_VERSION
+    // Nothing here can panic; the guard keeps the rule "every export catches panics" uniform.
+    std::panic::catch_unwind(|| P2P_ABI_VERSION).unwrap_or(P2P_ABI_VERSION)
 }
 
 /// The library's version, e.g. `"0.1.0"`: a static string, never NULL, never to be freed.
 /// Thread-safe; never fails.
 #[no_mangle]
 pub extern "C" fn p2p_version() -> *const c_char {
-    VERSION.as_ptr()
+    std::panic::catch_unwind(|| VERSION.as_ptr()).unwrap_or(VERSION.as_ptr())
 }
 
 /// The message of the last failure on the calling thread (`""` if none yet), never NULL.
@@ -257,7 +266,11 @@ pub extern "C" fn p2p_last_error() -> *const c_char {
 /// not know). Never NULL, never to be freed. Thread-safe.
 #[no_mangle]
 pub extern "C" fn p2p_status_name(status: p2p_status) -> *const c_char {
-    let name = match status {
+    std::panic::catch_unwind(|| status_name(status)).unwrap_or(c"unknown").as_ptr()
+}
+
+fn status_name(status: p2p_status) -> &'static CStr {
+    match status {
         P2P_OK => c"P2P_OK",
         P2P_ERR_NULL => c"P2P_ERR_NULL",
         P2P_ERR_INVALID_ARGUMENT => c"P2P_ERR_INVALID_ARGUMENT",
@@ -272,8 +285,7 @@ pub extern "C" fn p2p_status_name(status: p2p_status) -> *const c_char {
         P2P_ERR_OUT_OF_MEMORY => c"P2P_ERR_OUT_OF_MEMORY",
         P2P_ERR_INTERNAL => c"P2P_ERR_INTERNAL",
         _ => c"unknown",
-    };
-    name.as_ptr()
+    }
 }
 
 /// Opens a generator checkpoint (`.safetensors`, or a PyTorch `.pth` state dict); its

@@ -231,6 +231,10 @@ fn network_shapes() {
         worst = worst.max(conv2d_case(c(nb, 3, 5, 64, 4, 2, 1, 0), &mut rng));
         worst = worst.max(conv_t_case(c(nb, 5, 3, 32, 4, 2, 1, 0), &mut rng));
         worst = worst.max(conv_t_case(c(nb, 6, 4, 2, 4, 2, 1, 0), &mut rng));
+        // Innermost U-Net layers: grids of 2×2 and 1×1 with enough weights for the small-n kernels.
+        worst = worst.max(conv_t_case(c(nb, 64, 64, 2, 4, 2, 1, 0), &mut rng));
+        worst = worst.max(conv_t_case(c(nb, 64, 64, 1, 4, 2, 1, 0), &mut rng));
+        worst = worst.max(conv2d_case(c(nb, 64, 64, 4, 4, 2, 1, 0), &mut rng));
         // ResNet: k7 s1 p0 after reflection padding, k3 s2 p1 down, k3 s2 p1 op1 up.
         worst = worst.max(conv2d_case(c(nb, 3, 4, 38, 7, 1, 0, 0), &mut rng));
         worst = worst.max(conv2d_case(c(nb, 4, 6, 33, 3, 2, 1, 0), &mut rng));

@@ -60,13 +60,13 @@ fn aligned_listing_skips_unreadable_files_and_sorts() {
     std::fs::create_dir_all(e.0.join("train")).unwrap();
     std::fs::write(e.0.join("train/x.png"), b"garbage").unwrap();
     let cfg = Config::parse(&format!("[data]\nroot = '{}'\n", e.0.display())).unwrap();
-    let err = Dataset::open(&cfg.data).err().expect("no usable pairs must fail").to_string();
+    let Err(err) = Dataset::open(&cfg.data) else { panic!("no usable pairs must fail") };
+    let err = err.to_string();
     assert!(err.contains("no usable image pairs") && err.contains("1 file(s) skipped"), "{err}");
     // And train() reports the same.
-    let err = train::train(&format!("[data]\nroot = '{}'\n[output]\ndir = '{}'\n", e.0.display(), e.0.join("out").display()), false, &mut |_| true)
-        .err()
-        .expect("train must fail")
-        .to_string();
+    let text = format!("[data]\nroot = '{}'\n[output]\ndir = '{}'\n", e.0.display(), e.0.join("out").display());
+    let Err(err) = train::train(&text, false, &mut |_| true) else { panic!("train must fail") };
+    let err = err.to_string();
     assert!(err.contains("no usable image pairs"), "{err}");
 }
 

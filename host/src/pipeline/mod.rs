@@ -20,8 +20,8 @@ use config::{OnError, StepSpec, TranslateSpec};
 use runner::{Job, Output, Plan};
 use steps::Step;
 
-const ABOUT: &str = "\
-Runs a batch filter pipeline described by a TOML file:
+pub const ABOUT: &str = "\
+The pipeline TOML:
 
   workers = 2                 # images in flight at once; models are shared, not copied
   on_error = \"continue\"       # or \"stop\"
@@ -39,6 +39,7 @@ Runs a batch filter pipeline described by a TOML file:
   name = \"facades\"
   path = \"models/facades.safetensors\"   # omit for the shipped default model
   norm_stats = \"batch\"        # or \"running\"
+  threads = 0                 # threads inside one translation; 0 = all cores
 
   [[step]]
   op = \"split\"                # half = \"left\" | \"right\" of an aligned A|B image
@@ -66,7 +67,6 @@ image and a rerun with overwrite = false resumes. Exit status: 0 all done, 1 som
 2 the pipeline could not run, 130 interrupted.";
 
 #[derive(clap::Args)]
-#[command(long_about = ABOUT)]
 pub struct Args {
     /// The pipeline TOML.
     #[arg(value_name = "CONFIG.toml")]

@@ -9,6 +9,7 @@ use super::gemm::{sgemm, Mat};
 use super::im2col::{cnhw_to_nchw, im2col, Geom};
 use super::weight_grad::WeightGradOp;
 use super::profile::timed;
+use super::scratch::Scratch;
 use super::{batch_merge, contiguous_f32, dims4};
 
 /// `conv2d(x, w)` without bias: x `(nb, cin, h, w)`, w `(cout, cin, kh, kw)`.
@@ -29,7 +30,7 @@ pub(crate) fn conv_core(x: &[f32], nb: usize, g: &Geom, w: Mat, bias: Option<&[f
     let col = Mat::rm(&col, g.rows(), nb * s);
     if batch_merge(nb, s) {
         // One gemm over all batches (weights read once), then back to NCHW.
-        let mut tmp = vec![0f32; m * nb * s];
+        let mut tmp = Scratch::take(m * nb * s);
         timed(|| format!("conv   gemm     {}", shape()), flops, || sgemm(&mut tmp, nb * s, w, col, false));
         return timed(|| format!("conv   permute  {}", shape()), 0.0, || cnhw_to_nchw(&tmp, nb, m, s, bias));
     }

@@ -9,6 +9,7 @@ use super::gemm::{sgemm, Mat};
 use super::im2col::{col2im, nchw_to_cnhw, Geom};
 use super::weight_grad::WeightGradOp;
 use super::profile::timed;
+use super::scratch::Scratch;
 use super::{batch_merge, contiguous_f32, dims4};
 
 /// `conv_transpose2d(x, w)` without bias: x `(nb, cin, h, w)`, w `(cin, cout, kh, kw)`, output
@@ -51,7 +52,7 @@ pub(crate) fn conv_t_core(x: &[f32], nb: usize, g: &Geom, wt: Mat, bias: Option<
     let (k, s, rows) = (wt.cols, g.grid(), g.rows());
     let shape = || format!("{k}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
     let flops = 2.0 * (rows * nb * s * k) as f64;
-    let mut col = vec![0f32; rows * nb * s];
+    let mut col = Scratch::take(rows * nb * s);
     if batch_merge(nb, s) {
         let xm = timed(|| format!("convT  permute  {}", shape()), 0.0, || nchw_to_cnhw(x, nb, k, s));
         timed(|| format!("convT  gemm     {}", shape()), flops, || sgemm(&mut col, nb * s, wt, Mat::rm(&xm, k, nb * s), false));

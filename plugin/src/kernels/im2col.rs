@@ -10,6 +10,8 @@
 
 use rayon::prelude::*;
 
+use super::scratch::Scratch;
+
 /// Rows of work below this many elements are not worth a rayon task of their own.
 const MIN_TASK: usize = 4096;
 
@@ -65,12 +67,12 @@ impl Geom {
     }
 }
 
-/// The column matrix (`rows × nb·grid`) of `nb` NCHW images.
-pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom) -> Vec<f32> {
+/// The column matrix (`rows × nb·grid`) of `nb` NCHW images, in a scratch buffer.
+pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom) -> Scratch {
     let (s, hw, kk) = (g.grid(), g.h * g.w, g.kh * g.kw);
     assert_eq!(x.len(), nb * g.c * hw, "im2col: input size");
     let row_len = nb * s;
-    let mut col = vec![0f32; g.rows() * row_len];
+    let mut col = Scratch::take(g.rows() * row_len);
     if col.is_empty() {
         return col;
     }
@@ -80,18 +82,21 @@ pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom) -> Vec<f32> {
         for n in 0..nb {
             let plane = &x[(n * g.c + c) * hw..][..hw];
             let out = &mut row[n * s..][..s];
-            for oy in 0..g.oh {
+            for (oy, dst) in out.chunks_exact_mut(g.ow).enumerate() {
                 let iy = g.at(oy, i);
                 if iy < 0 || iy >= g.h as isize {
-                    continue; // padding: the row stays zero
+                    dst.fill(0.0); // padding rows (the scratch buffer holds stale data)
+                    continue;
                 }
                 let src = &plane[iy as usize * g.w..][..g.w];
-                let dst = &mut out[oy * g.ow..][..g.ow][x0..x1];
+                dst[..x0].fill(0.0);
+                dst[x1..].fill(0.0);
+                let dst = &mut dst[x0..x1];
                 if g.stride == 1 {
                     dst.copy_from_slice(&src[ix0..ix0 + dst.len()]);
                 } else {
-                    for (d, v) in dst.iter_mut().zip(src[ix0..].iter().step_by(g.stride)) {
-                        *d = *v;
+                    for (d, v) in dst.iter_mut().zip(src[ix0..].chunks(g.stride)) {
+                        *d = v[0];
                     }
                 }
             }
@@ -133,8 +138,8 @@ pub(crate) fn col2im(col: &[f32], nb: usize, g: &Geom, bias: Option<&[f32]>) -> 
                             *d += *v;
                         }
                     } else {
-                        for (d, v) in dst[ix0..].iter_mut().step_by(g.stride).zip(src) {
-                            *d += *v;
+                        for (d, v) in dst[ix0..].chunks_mut(g.stride).zip(src) {
+                            d[0] += *v;
                         }
                     }
                 }
@@ -145,8 +150,8 @@ pub(crate) fn col2im(col: &[f32], nb: usize, g: &Geom, bias: Option<&[f32]>) -> 
 }
 
 /// `(nb, c, s)` → `(c, nb, s)`: activations as one `c × nb·s` matrix for a single gemm.
-pub(crate) fn nchw_to_cnhw(x: &[f32], nb: usize, c: usize, s: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+pub(crate) fn nchw_to_cnhw(x: &[f32], nb: usize, c: usize, s: usize) -> Scratch {
+    let mut out = Scratch::take(x.len());
     if out.is_empty() {
         return out;
     }

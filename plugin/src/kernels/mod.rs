@@ -15,6 +15,7 @@ mod conv_transpose;
 mod gemm;
 mod im2col;
 mod profile;
+mod scratch;
 mod small_gemm;
 mod weight_grad;
 

@@ -12,7 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor, Var};
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -35,50 +37,85 @@ pub struct Adam {
 /// Elements per parallel chunk of the update.
 const CHUNK: usize = 1 << 15;
 
+/// The element-wise update of one parameter, run in place on its storage.
+struct Update<'a> {
+    step_size: f32,
+    bc2_sqrt: f32,
+    weight: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    eps: f32,
+    moments: Mutex<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+}
+
+impl InplaceOp2 for Update<'_> {
+    fn name(&self) -> &'static str {
+        "adam-update"
+    }
+
+    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, src: &CpuStorage, src_l: &Layout) -> candle_core::Result<()> {
+        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (dst, src) else { candle_core::bail!("adam: f32 parameters and gradients expected") };
+        let (Some((p0, p1)), Some((g0, g1))) = (dst_l.contiguous_offsets(), src_l.contiguous_offsets()) else {
+            candle_core::bail!("adam: contiguous parameters and gradients expected")
+        };
+        let (p, g) = (&mut p[p0..p1], &g[g0..g1]);
+        let mut guard = self.moments.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, v) = &mut *guard;
+        if p.len() != g.len() || m.len() != p.len() || v.len() != p.len() {
+            candle_core::bail!("adam: sizes differ")
+        }
+        let Update { step_size, bc2_sqrt, weight: w, beta2, one_minus_beta2, eps, .. } = *self;
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((p, m), v), g)| {
+                for i in 0..p.len() {
+                    let gi = g[i];
+                    m[i] = if w.abs() < 0.5 { m[i] + w * (gi - m[i]) } else { gi - (gi - m[i]) * (1.0 - w) };
+                    v[i] = v[i] * beta2 + one_minus_beta2 * gi * gi;
+                    let denom = v[i].sqrt() / bc2_sqrt + eps;
+                    p[i] += step_size * (m[i] / denom);
+                }
+            });
+        Ok(())
+    }
+}
+
 impl Adam {
     pub fn new(beta1: f64, beta2: f64, eps: f64) -> Self {
         Self { beta1, beta2, eps, state: BTreeMap::new() }
     }
 
     /// One update of every parameter that has a gradient in `grads` (by name; as torch,
-    /// parameters without one are left alone, their state included).
+    /// parameters without one are left alone, their state included). The parameters are
+    /// updated in place, in their own storage.
     pub fn step(&mut self, lr: f64, params: &[(String, Var)], grads: &BTreeMap<String, Tensor>) -> Result<()> {
         for (name, var) in params {
             let Some(g) = grads.get(name) else { continue };
-            let g: Vec<f32> = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-            let mut p: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
-            let st = self.state.entry(name.clone()).or_insert_with(|| Moments {
-                step: 0,
-                exp_avg: vec![0.0; g.len()],
-                exp_avg_sq: vec![0.0; g.len()],
-            });
-            if st.exp_avg.len() != g.len() {
-                return Err(Error::invalid("optimizer state", format!("`{name}` has {} elements, its gradient {}", st.exp_avg.len(), g.len())));
+            let g = g.to_dtype(DType::F32)?.contiguous()?;
+            let n = var.as_tensor().elem_count();
+            if g.elem_count() != n {
+                return Err(Error::invalid("gradient", format!("`{name}` has {n} elements, its gradient {}", g.elem_count())));
+            }
+            let st = self.state.entry(name.clone()).or_insert_with(|| Moments { step: 0, exp_avg: vec![0.0; n], exp_avg_sq: vec![0.0; n] });
+            if st.exp_avg.len() != n {
+                return Err(Error::invalid("optimizer state", format!("`{name}` has {} elements, the parameter {n}", st.exp_avg.len())));
             }
             st.step += 1;
             let t = st.step as i32;
             let bias_correction1 = 1.0 - self.beta1.powi(t);
             let bias_correction2 = 1.0 - self.beta2.powi(t);
-            let step_size = -(lr / bias_correction1) as f32;
-            let bc2_sqrt = bias_correction2.sqrt() as f32;
-            let w = (1.0 - self.beta1) as f32;
-            let beta2 = self.beta2 as f32;
-            let one_minus_beta2 = (1.0 - self.beta2) as f32;
-            let eps = self.eps as f32;
-            p.par_chunks_mut(CHUNK)
-                .zip(st.exp_avg.par_chunks_mut(CHUNK))
-                .zip(st.exp_avg_sq.par_chunks_mut(CHUNK))
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(((p, m), v), g)| {
-                    for i in 0..p.len() {
-                        let gi = g[i];
-                        m[i] = if w.abs() < 0.5 { m[i] + w * (gi - m[i]) } else { gi - (gi - m[i]) * (1.0 - w) };
-                        v[i] = v[i] * beta2 + one_minus_beta2 * gi * gi;
-                        let denom = v[i].sqrt() / bc2_sqrt + eps;
-                        p[i] += step_size * (m[i] / denom);
-                    }
-                });
-            var.set(&Tensor::from_vec(p, var.as_tensor().shape(), var.as_tensor().device())?)?;
+            let update = Update {
+                step_size: -(lr / bias_correction1) as f32,
+                bc2_sqrt: bias_correction2.sqrt() as f32,
+                weight: (1.0 - self.beta1) as f32,
+                beta2: self.beta2 as f32,
+                one_minus_beta2: (1.0 - self.beta2) as f32,
+                eps: self.eps as f32,
+                moments: Mutex::new((&mut st.exp_avg, &mut st.exp_avg_sq)),
+            };
+            var.as_tensor().inplace_op2(&g, &update)?;
         }
         Ok(())
     }

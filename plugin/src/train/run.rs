@@ -43,7 +43,7 @@ fn fresh(cfg: &Config) -> Result<Trainer> {
 }
 
 /// The networks and optimisers of `<dir>/latest`, and the step it was saved at.
-fn resumed(cfg: &Config, config_text: &str, dir: &Path, steps_per_epoch: u64) -> Result<(Trainer, u64)> {
+fn resumed(cfg: &Config, dir: &Path, steps_per_epoch: u64) -> Result<(Trainer, u64)> {
     let folder = dir.join(LATEST);
     if !folder.is_dir() {
         return Err(Error::invalid("resume", format!("nothing to resume: {} does not exist", folder.display())));
@@ -60,8 +60,17 @@ fn resumed(cfg: &Config, config_text: &str, dir: &Path, steps_per_epoch: u64) ->
     if run.steps_per_epoch != steps_per_epoch {
         eprintln!("warning: the checkpoint had {} steps per epoch, the data now gives {steps_per_epoch}", run.steps_per_epoch);
     }
-    if run.config_text.trim() != config_text.trim() {
-        eprintln!("warning: the config differs from the one {} was trained with", folder.display());
+    // A longer `max_steps` or other output frequencies are what resuming is for; anything
+    // else that changed is worth a word.
+    let comparable = |c: &Config| {
+        let mut c = c.clone();
+        c.train.max_steps = None;
+        c.output = Default::default();
+        c
+    };
+    match Config::parse(&run.config_text) {
+        Ok(saved) if comparable(&saved) == comparable(cfg) => {}
+        _ => eprintln!("warning: the config differs from the one {} was trained with", folder.display()),
     }
     Ok((trainer, run.step))
 }
@@ -79,7 +88,7 @@ pub fn train(config_text: &str, resume: bool, progress: &mut dyn FnMut(&Progress
     let dir = cfg.output.dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     state::recover(&dir)?;
-    let (mut trainer, start) = if resume { resumed(&cfg, config_text, &dir, spe)? } else { (fresh(&cfg)?, 0) };
+    let (mut trainer, start) = if resume { resumed(&cfg, &dir, spe)? } else { (fresh(&cfg)?, 0) };
     let (mut log, mut history) = LossLog::open(&dir.join("losses.csv"), resume.then_some(start))?;
     let run_state = |step: u64| RunState { step, epoch: step / spe.max(1), seed: t.seed, steps_per_epoch: spe, config_text: config_text.to_string() };
 

@@ -6,11 +6,14 @@
 //!
 //! The networks are built over `VarMap`s, so the parameters are candle `Var`s that backward
 //! reaches and Adam updates in place; BatchNorm's running statistics live in the same maps (and
-//! are saved with them) but are left out of the optimiser.
+//! are saved with them) but are left out of the optimiser. For the generator's loss the
+//! discriminator runs as a second instance over the same storage with its weights detached, so
+//! the backward pass skips the discriminator's weight gradients nobody would use.
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{VarBuilder, VarMap};
 use rand::rngs::StdRng;
 
@@ -64,6 +67,8 @@ pub struct StepOutput {
 pub struct Trainer {
     pub generator: Generator,
     pub discriminator: Discriminator,
+    /// The discriminator over the same storage, weights detached (for the generator's step).
+    discriminator_frozen: Discriminator,
     g_vars: VarMap,
     d_vars: VarMap,
     g_params: Vec<(String, Var)>,
@@ -73,6 +78,30 @@ pub struct Trainer {
     pub settings: Settings,
     /// The learning rate of both optimisers for the next step (the schedule sets it).
     pub lr: f64,
+}
+
+/// Hands out a map's variables detached (same storage, so later updates show, but no
+/// gradient), except BatchNorm's running statistics, which stay the variables themselves so
+/// that their updates land in the map.
+struct Frozen {
+    vars: BTreeMap<String, Var>,
+}
+
+impl SimpleBackend for Frozen {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, dev)?;
+        if t.dims() != s.dims() {
+            candle_core::bail!("`{name}` has shape {:?}, {:?} wanted", t.dims(), s.dims())
+        }
+        Ok(t)
+    }
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        let Some(v) = self.vars.get(name) else { candle_core::bail!("no variable `{name}`") };
+        Ok(if is_running_stat(name) { v.as_tensor().clone() } else { v.as_tensor().detach() })
+    }
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.vars.contains_key(name)
+    }
 }
 
 /// Learnable parameters of a map, sorted by name (running statistics excluded).
@@ -120,9 +149,23 @@ impl Trainer {
         let d_vars = VarMap::new();
         let generator = Generator::new(g, VarBuilder::from_varmap(&g_vars, DType::F32, &Device::Cpu))?;
         let discriminator = Discriminator::new(d, VarBuilder::from_varmap(&d_vars, DType::F32, &Device::Cpu))?;
+        let frozen = Frozen { vars: sorted_vars(&d_vars) };
+        let discriminator_frozen = Discriminator::new(d, VarBuilder::from_backend(Box::new(frozen), DType::F32, Device::Cpu))?;
         let (g_params, d_params) = (params_of(&g_vars), params_of(&d_vars));
         let adam = Adam::new(settings.beta1, settings.beta2, settings.eps);
-        Ok(Self { generator, discriminator, g_vars, d_vars, g_params, d_params, opt_g: adam.clone(), opt_d: adam, settings, lr })
+        Ok(Self {
+            generator,
+            discriminator,
+            discriminator_frozen,
+            g_vars,
+            d_vars,
+            g_params,
+            d_params,
+            opt_g: adam.clone(),
+            opt_d: adam,
+            settings,
+            lr,
+        })
     }
 
     /// Networks with the architecture and weights of two checkpoints (read off them).
@@ -195,7 +238,7 @@ impl Trainer {
         self.opt_d.step(self.lr, &self.d_params, &grads_d)?;
 
         // Generator: fool the updated discriminator, stay close to the target.
-        let pred_fake = self.discriminator.forward(&Tensor::cat(&[x, &fake], 1)?, &f_d)?;
+        let pred_fake = self.discriminator_frozen.forward(&Tensor::cat(&[x, &fake], 1)?, &f_d)?;
         let g_gan = gan_loss(&pred_fake, true, mode)?;
         let g_l1 = (l1(&fake, y)? * self.settings.lambda_l1)?;
         let grads = (&g_gan + &g_l1)?.backward()?;

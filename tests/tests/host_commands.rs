@@ -1,0 +1,83 @@
+//! `host bench`, `host eval` and `host train` (with Ctrl-C and --resume) end to end.
+
+mod host_common;
+
+use std::process::{Command, Stdio};
+
+use host_common::*;
+
+#[test]
+fn bench_prints_medians_on_its_last_lines() {
+    let out = run(host(&["bench", "--plugin"]).arg(plugin()).args(["--net-g", "unet_128", "--ngf", "8", "--size", "128", "--iters", "3", "--warmup", "1", "--train"]));
+    assert!(out.status.success());
+    let s = stdout(&out);
+    let lines: Vec<&str> = s.lines().collect();
+    let n = lines.len();
+    assert!(n >= 2, "{s}");
+    let value = |line: &str, key: &str| -> f64 {
+        let v = line.strip_prefix(key).unwrap_or_else(|| panic!("{line:?} should start with {key}"));
+        v.trim().parse().unwrap_or_else(|_| panic!("{line:?}"))
+    };
+    assert!(value(lines[n - 2], "infer_ms ") > 0.0);
+    assert!(value(lines[n - 1], "train_step_ms ") > 0.0);
+}
+
+#[test]
+fn eval_prints_metrics_last_and_writes_html() {
+    let t = TempDir::new("eval");
+    for i in 0..3 {
+        save(&rgb(256, 128, i), &t.join(&format!("data/{i}.png")));
+    }
+    let out = run(host(&["eval", "--plugin"]).arg(plugin()).arg("--model").arg(fixture(UNET128)).arg("--data").arg(t.join("data")).arg("--html").arg(t.join("html")).args(["--direction", "AtoB", "--size", "128"]));
+    assert!(out.status.success());
+    let s = stdout(&out);
+    let last: Vec<&str> = s.lines().last().unwrap_or("").split_whitespace().collect();
+    assert_eq!(last.len(), 6, "{s}");
+    assert_eq!((last[0], last[2], last[4]), ("mae", "psnr", "ssim"), "{s}");
+    assert!(last.iter().skip(1).step_by(2).all(|v| v.parse::<f64>().is_ok()), "{s}");
+    assert!(t.join("html/index.html").is_file());
+}
+
+#[test]
+fn train_stops_on_ctrl_c_with_a_checkpoint_and_resumes() {
+    let t = TempDir::new("train");
+    for i in 0..4 {
+        save(&rgb(256, 128, i), &t.join(&format!("data/train/{i}.png")));
+    }
+    let config = |max_steps: u64| {
+        format!(
+            "[data]\nroot = \"data\"\nload_size = 128\ncrop_size = 128\n[model]\nnet_g = \"unet_128\"\nngf = 8\nndf = 8\n\
+             [train]\nn_epochs = 1000\nn_epochs_decay = 0\nmax_steps = {max_steps}\n[output]\ndir = \"ckpt\"\n"
+        )
+    };
+    std::fs::write(t.join("train.toml"), config(100_000)).unwrap();
+    let mut child = Command::new(host_bin())
+        .args(["train", "--config", "train.toml", "--plugin"])
+        .arg(plugin())
+        .current_dir(t.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once steps are being logged.
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(t.join("ckpt/losses.csv")).map_or(0, |s| s.lines().count()) < 3
+        && start.elapsed().as_secs() < 120
+        && matches!(child.try_wait(), Ok(None))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let out = child.wait_with_output().unwrap();
+    let s = stdout(&out);
+    eprintln!("{s}{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(130), "{s}");
+    assert!(s.contains("cancelled after") && s.contains("--resume"), "{s}");
+    assert!(t.join("ckpt/latest/generator.safetensors").is_file());
+    let steps: u64 = s.split("cancelled after ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap();
+
+    std::fs::write(t.join("train.toml"), config(steps + 2)).unwrap();
+    let out = run(host(&["train", "--config", "train.toml", "--resume", "--plugin"]).arg(plugin()).current_dir(t.path()));
+    assert!(out.status.success());
+    assert!(stdout(&out).contains(&format!("trained {} steps", steps + 2)), "{}", stdout(&out));
+}
