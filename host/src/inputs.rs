@@ -47,10 +47,9 @@ pub fn discover(specs: &[String], base: &Path, recursive: bool) -> Result<Inputs
                 any = true;
                 if p.is_dir() {
                     walk(&p, recursive, &mut files, &mut found.ignored)?;
-                } else if is_hidden(&p) {
-                } else if has_image_extension(&p) {
+                } else if has_image_extension(&p) && !is_hidden(&p) {
                     files.push(p);
-                } else {
+                } else if !is_hidden(&p) {
                     found.ignored += 1;
                 }
             }

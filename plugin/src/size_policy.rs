@@ -40,7 +40,8 @@ impl SizePolicy {
     /// Translates packed RGB8 of any size into packed RGB8 of the same size.
     pub(crate) fn translate(self, model: &Model, rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
         let stride = model.config().stride();
-        if w % stride == 0 && h % stride == 0 {
+        // Tile keeps its bounded memory even for stride-multiple sizes.
+        if self != SizePolicy::Tile && w % stride == 0 && h % stride == 0 {
             return model.translate_rgb(rgb, w, h);
         }
         match self {

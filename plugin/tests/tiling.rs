@@ -34,12 +34,12 @@ fn translate(name: &str, policy: SizePolicy, rgb: &[u8], w: usize, h: usize) -> 
 fn seam_error(tiled: &[u8], pad: &[u8], w: usize, h: usize) -> (f64, f64) {
     let mut cols = vec![0f64; w];
     let mut rows = vec![0f64; h];
-    for y in 0..h {
-        for x in 0..w {
+    for (y, row) in rows.iter_mut().enumerate() {
+        for (x, col) in cols.iter_mut().enumerate() {
             let i = (y * w + x) * 3;
             let d: f64 = (0..3).map(|c| tiled[i + c] as f64 - pad[i + c] as f64).sum::<f64>() / 3.0;
-            cols[x] += d / h as f64;
-            rows[y] += d / w as f64;
+            *col += d / h as f64;
+            *row += d / w as f64;
         }
     }
     let (mut sb, mut nb, mut si, mut ni) = (0f64, 0usize, 0f64, 0usize);

@@ -80,26 +80,44 @@ fn short_facades_run_learns() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Time per training step of the paper's generator (unet_256, ngf 64) with the basic PatchGAN,
-/// batch 1, 256×256. `cargo test --release -p pix2pix --test train_facades -- --ignored --nocapture`
+/// Process CPU seconds (user + system) from /proc, to read step costs on a busy machine.
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Time per training step of unet_256 (ngf 64, the paper's, and ngf 32, the shipped recipe's)
+/// with the basic PatchGAN (ndf 64), batch 1, 256×256, dropout on: wall time, and CPU time per
+/// core in use (what an idle machine would show when other jobs share the cores).
+/// `cargo test --release -p pix2pix --test train_facades -- --ignored --nocapture`
 #[test]
 #[ignore]
-fn step_time_unet256_ngf64() {
+fn step_time_unet256() {
     use candle_core::{Device, Tensor};
     use pix2pix::train::config::Config;
     use pix2pix::train::trainer::{Settings, Trainer};
-    let cfg = Config::parse("").unwrap();
-    let mut t = Trainer::new(cfg.generator_config(), cfg.discriminator_config(), Settings::default(), 2e-4).unwrap();
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-    t.init_weights(cfg.model.init_type, 0.02, &mut rng.clone(), &mut rng).unwrap();
-    let x = Tensor::rand(-1f32, 1f32, (1, 3, 256, 256), &Device::Cpu).unwrap();
-    let y = Tensor::rand(-1f32, 1f32, (1, 3, 256, 256), &Device::Cpu).unwrap();
-    let dropout = || Some(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1));
-    t.step(&x, &y, dropout()).unwrap();
-    let n = 3;
-    let start = Instant::now();
-    for _ in 0..n {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    for ngf in [64, 32] {
+        let cfg = Config::parse(&format!("[model]\nngf = {ngf}\n")).unwrap();
+        let mut t = Trainer::new(cfg.generator_config(), cfg.discriminator_config(), Settings::default(), 2e-4).unwrap();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+        t.init_weights(cfg.model.init_type, 0.02, &mut rng.clone(), &mut rng).unwrap();
+        let x = Tensor::rand(-1f32, 1f32, (1, 3, 256, 256), &Device::Cpu).unwrap();
+        let y = Tensor::rand(-1f32, 1f32, (1, 3, 256, 256), &Device::Cpu).unwrap();
+        let dropout = || Some(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1));
         t.step(&x, &y, dropout()).unwrap();
+        let n = 3;
+        let (start, cpu) = (Instant::now(), cpu_secs());
+        for _ in 0..n {
+            t.step(&x, &y, dropout()).unwrap();
+        }
+        let wall = start.elapsed().as_secs_f64() * 1000.0 / n as f64;
+        let cpu = cpu.zip(cpu_secs()).map(|(a, b)| (b - a) * 1000.0 / n as f64 / threads);
+        println!(
+            "unet_256 ngf {ngf} + basic D ndf 64, batch 1, 256x256: {wall:.0} ms per training step (wall); CPU time / {threads} cores: {} ms",
+            cpu.map(|c| format!("{c:.0}")).unwrap_or_else(|| "n/a".into())
+        );
     }
-    println!("unet_256 ngf 64 + basic D ndf 64, batch 1, 256x256: {:.0} ms per training step", start.elapsed().as_secs_f64() * 1000.0 / n as f64);
 }

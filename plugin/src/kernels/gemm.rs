@@ -101,10 +101,11 @@ pub(crate) fn sgemm_on(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulat
 }
 
 /// The products as the benchmarks drive them: `c (m × n, row-major) = a · b`, `a` with strides
-/// `(ars, acs)`, `b` row-major.
+/// `(ars, acs)`, `b` row-major or (`b_t`) column-major.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
-pub fn bench_sgemm(c: &mut [f32], a: &[f32], ars: usize, acs: usize, b: &[f32], m: usize, n: usize, k: usize, path: Path) {
+pub fn bench_sgemm(c: &mut [f32], a: &[f32], ars: usize, acs: usize, b: &[f32], b_t: bool, m: usize, n: usize, k: usize, path: Path) {
     let a = Mat { data: a, rows: m, cols: k, rs: ars, cs: acs };
-    sgemm_on(c, n, a, Mat::rm(b, k, n), false, path)
+    let b = if b_t { Mat::rm(b, n, k).t() } else { Mat::rm(b, k, n) };
+    sgemm_on(c, n, a, b, false, path)
 }

@@ -48,22 +48,77 @@ impl Geom {
     pub fn grid(&self) -> usize {
         self.oh * self.ow
     }
-    /// Image coordinate of grid position `o` under kernel tap `t` (may be out of the image).
-    fn at(&self, o: usize, t: usize) -> isize {
-        (o * self.stride + t * self.dil) as isize - self.pad as isize
-    }
-    /// The grid positions `o0..o1` along a side of `n` whose tap `t` lands inside the image,
-    /// and the image coordinate of the first.
-    fn valid(&self, t: usize, grid: usize, n: usize) -> (usize, usize, usize) {
-        let off = (t * self.dil) as isize - self.pad as isize;
-        // Smallest o with o·s + off >= 0, largest with o·s + off <= n - 1.
-        let o0 = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(self.stride) };
-        let last = n as isize - 1 - off;
-        let o1 = if last < 0 { 0 } else { (last as usize / self.stride + 1).min(grid) };
-        if o0 >= o1 {
-            return (0, 0, 0);
+}
+
+/// A `h × w` plane split into its `s × s` phases (space-to-depth), so that the taps of a
+/// stride-`s` convolution read and write contiguous runs: phase `(py, px)` holds the pixels
+/// `(py + s·a, px + s·b)`, row-major, `ph[py] × pw[px]` of them from `off[py·s + px]`.
+/// With `s = 1` it is the plane itself.
+struct Phases {
+    s: usize,
+    w: usize,
+    ph: Vec<usize>,
+    pw: Vec<usize>,
+    off: Vec<usize>,
+}
+
+impl Phases {
+    fn new(h: usize, w: usize, s: usize) -> Self {
+        let count = |n: usize, p: usize| if p < n { (n - p).div_ceil(s) } else { 0 };
+        let (ph, pw): (Vec<usize>, Vec<usize>) = ((0..s).map(|p| count(h, p)).collect(), (0..s).map(|p| count(w, p)).collect());
+        let mut off = Vec::with_capacity(s * s);
+        let mut at = 0;
+        for py in 0..s {
+            for px in 0..s {
+                off.push(at);
+                at += ph[py] * pw[px];
+            }
         }
-        (o0, o1, (o0 as isize * self.stride as isize + off) as usize)
+        Self { s, w, ph, pw, off }
+    }
+    /// Phase and offset within it of the image coordinate `o·s + t` (for any grid position o).
+    fn tap(&self, t: isize) -> (usize, isize) {
+        (t.rem_euclid(self.s as isize) as usize, t.div_euclid(self.s as isize))
+    }
+    /// Grid positions `o0..o1` (of `grid`) whose phase index `o + base` lies in `0..n`.
+    fn span(base: isize, n: usize, grid: usize) -> (usize, usize) {
+        let o0 = (-base).max(0) as usize;
+        let o1 = (n as isize - base).clamp(0, grid as isize) as usize;
+        (o0.min(o1), o1)
+    }
+    fn split(&self, plane: &[f32], out: &mut [f32]) {
+        let s = self.s;
+        for py in 0..s {
+            for px in 0..s {
+                let (pw, o) = (self.pw[px], self.off[py * s + px]);
+                if pw == 0 {
+                    continue; // px beyond the plane's width
+                }
+                for a in 0..self.ph[py] {
+                    let src = &plane[(py + s * a) * self.w + px..];
+                    for (d, v) in out[o + a * pw..][..pw].iter_mut().zip(src.iter().step_by(s)) {
+                        *d = *v;
+                    }
+                }
+            }
+        }
+    }
+    fn merge(&self, phases: &[f32], plane: &mut [f32], bias: f32) {
+        let s = self.s;
+        for py in 0..s {
+            for px in 0..s {
+                let (pw, o) = (self.pw[px], self.off[py * s + px]);
+                if pw == 0 {
+                    continue; // px beyond the plane's width
+                }
+                for a in 0..self.ph[py] {
+                    let dst = &mut plane[(py + s * a) * self.w + px..];
+                    for (d, v) in dst.iter_mut().step_by(s).zip(&phases[o + a * pw..][..pw]) {
+                        *d = *v + bias;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -76,29 +131,35 @@ pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom) -> Scratch {
     if col.is_empty() {
         return col;
     }
+    let ph = Phases::new(g.h, g.w, g.stride);
+    // Strided: split every plane into its phases once, so each row below copies contiguous runs.
+    let split = (g.stride > 1).then(|| {
+        let mut buf = Scratch::take(x.len());
+        buf.par_chunks_mut(hw).zip(x.par_chunks(hw)).for_each(|(out, plane)| ph.split(plane, out));
+        buf
+    });
+    let src: &[f32] = split.as_deref().unwrap_or(x);
     col.par_chunks_mut(row_len).with_min_len(MIN_TASK.div_ceil(row_len)).enumerate().for_each(|(r, row)| {
         let (c, i, j) = (r / kk, (r / g.kw) % g.kh, r % g.kw);
-        let (x0, x1, ix0) = g.valid(j, g.ow, g.w);
+        let pad = g.pad as isize;
+        let ((py, by), (px, bx)) = (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
+        let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
+        let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
+        let pw = ph.pw[px];
         for n in 0..nb {
-            let plane = &x[(n * g.c + c) * hw..][..hw];
+            let phase = &src[(n * g.c + c) * hw + ph.off[py * ph.s + px]..];
             let out = &mut row[n * s..][..s];
             for (oy, dst) in out.chunks_exact_mut(g.ow).enumerate() {
-                let iy = g.at(oy, i);
-                if iy < 0 || iy >= g.h as isize {
-                    dst.fill(0.0); // padding rows (the scratch buffer holds stale data)
+                // The scratch buffer holds stale data: write the padding too.
+                if oy < y0 || oy >= y1 || x0 == x1 {
+                    dst.fill(0.0);
                     continue;
                 }
-                let src = &plane[iy as usize * g.w..][..g.w];
+                let a = (oy as isize + by) as usize;
+                let b0 = (x0 as isize + bx) as usize;
                 dst[..x0].fill(0.0);
                 dst[x1..].fill(0.0);
-                let dst = &mut dst[x0..x1];
-                if g.stride == 1 {
-                    dst.copy_from_slice(&src[ix0..ix0 + dst.len()]);
-                } else {
-                    for (d, v) in dst.iter_mut().zip(src[ix0..].chunks(g.stride)) {
-                        *d = v[0];
-                    }
-                }
+                dst[x0..x1].copy_from_slice(&phase[a * pw + b0..][..x1 - x0]);
             }
         }
     });
@@ -115,35 +176,38 @@ pub(crate) fn col2im(col: &[f32], nb: usize, g: &Geom, bias: Option<&[f32]>) -> 
     if img.is_empty() {
         return img;
     }
+    let ph = Phases::new(g.h, g.w, g.stride);
     // One task per output plane: planes are disjoint, so the scatter-adds need no atomics.
     img.par_chunks_mut(hw).with_min_len(MIN_TASK.div_ceil(hw)).enumerate().for_each(|(p, plane)| {
         let (n, c) = (p / g.c, p % g.c);
-        if let Some(b) = bias {
-            plane.fill(b[c]);
-        }
+        let b = bias.map_or(0.0, |b| b[c]);
+        // Strided: sum into the phases (contiguous adds), interleave once at the end.
+        let mut phases = if g.stride > 1 { vec![0f32; hw] } else { Vec::new() };
+        let acc: &mut [f32] = if g.stride > 1 { &mut phases } else { plane.fill(b); &mut *plane };
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let r = (c * g.kh + i) * g.kw + j;
                 let src = &col[r * row_len + n * s..][..s];
-                let (x0, x1, ix0) = g.valid(j, g.ow, g.w);
-                for oy in 0..g.oh {
-                    let iy = g.at(oy, i);
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let dst = &mut plane[iy as usize * g.w..][..g.w];
-                    let src = &src[oy * g.ow..][..g.ow][x0..x1];
-                    if g.stride == 1 {
-                        for (d, v) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
-                            *d += *v;
-                        }
-                    } else {
-                        for (d, v) in dst[ix0..].chunks_mut(g.stride).zip(src) {
-                            d[0] += *v;
-                        }
+                let pad = g.pad as isize;
+                let ((py, by), (px, bx)) = (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
+                let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
+                let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
+                if x0 == x1 {
+                    continue;
+                }
+                let (pw, o) = (ph.pw[px], ph.off[py * ph.s + px]);
+                let b0 = (x0 as isize + bx) as usize;
+                for oy in y0..y1 {
+                    let a = (oy as isize + by) as usize;
+                    let dst = &mut acc[o + a * pw + b0..][..x1 - x0];
+                    for (d, v) in dst.iter_mut().zip(&src[oy * g.ow + x0..oy * g.ow + x1]) {
+                        *d += *v;
                     }
                 }
             }
+        }
+        if g.stride > 1 {
+            ph.merge(&phases, plane, b);
         }
     });
     img

@@ -1,5 +1,5 @@
-//! The pix2pix trainer: the public surface the plugin's ABI and C API call ([`train`],
-//! [`evaluate`]), and its parts, one concept per module.
+//! The pix2pix trainer: the public surface the plugin's ABI and C API call ([`train()`],
+//! [`evaluate()`]), and its parts, one concept per module.
 //!
 //! A run is described by one TOML file ([`config`]); it reads pairs through a loader thread
 //! ([`data`], [`preprocess`]), takes the reference's step ([`trainer`], [`loss`], [`adam`],
@@ -63,7 +63,8 @@ pub struct TrainSummary {
 /// returning `false` cancels the run: `latest/` is saved first and the summary says
 /// `cancelled`. `resume` continues from `<output.dir>/latest` exactly where it stopped (same
 /// data order, augmentation and dropout as an uninterrupted run); without it a new run starts
-/// and replaces what the folder held.
+/// in the folder: `losses.csv` begins afresh and its checkpoints replace same-named folders of
+/// an earlier run (other `step_*` folders of that run are left alone).
 pub fn train(config_toml: &str, resume: bool, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<TrainSummary> {
     run::train(config_toml, resume, progress)
 }

@@ -81,7 +81,7 @@ pub fn train(config_text: &str, resume: bool, progress: &mut dyn FnMut(&Progress
     let t = &cfg.train;
     let plan = Plan { len: ds.len(), batch_size: t.batch_size, seed: t.seed };
     let spe = plan.steps_per_epoch();
-    let mut total = spe * (t.n_epochs + t.n_epochs_decay);
+    let mut total = spe.saturating_mul(t.n_epochs.saturating_add(t.n_epochs_decay));
     if let Some(max) = t.max_steps {
         total = total.min(max);
     }

@@ -3,7 +3,8 @@
 //!
 //! Loss curve: top panel λ·L1 (black); bottom panel G_GAN (red), D_real (green), D_fake (blue).
 //! Each panel scales to its own range; the x axis is the step, from the first logged to the last,
-//! and each pixel column shows the mean of the steps that fall in it.
+//! and each pixel column shows the mean of the steps that fall in it (pale), with a moving
+//! average over about 1/25 of the run on top (full colour) for the trend.
 
 use std::path::Path;
 
@@ -85,43 +86,62 @@ fn rect(img: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, c: Rgb<u8>) {
     line(img, (x0, y1), (x0, y0), c);
 }
 
-/// Draws series (each a value per step) into the panel (x0, y0, w, h).
+/// Per-pixel-column means of one series (columns without a finite value are `None`).
+fn to_columns(steps: &[u64], values: &[f32], w: i64) -> Vec<Option<f64>> {
+    let (Some(&first), Some(&last)) = (steps.first(), steps.last()) else { return Vec::new() };
+    let span = (last - first).max(1) as f64;
+    let mut sum = vec![0f64; w as usize + 1];
+    let mut count = vec![0u32; w as usize + 1];
+    for (s, v) in steps.iter().zip(values) {
+        if v.is_finite() {
+            let c = ((((s - first) as f64 / span) * w as f64).round() as usize).min(w as usize);
+            sum[c] += *v as f64;
+            count[c] += 1;
+        }
+    }
+    sum.iter().zip(&count).map(|(s, &n)| (n > 0).then(|| s / n as f64)).collect()
+}
+
+/// Centred moving average over `2·half + 1` steps (finite values only).
+fn smooth(values: &[f32], half: usize) -> Vec<f32> {
+    (0..values.len())
+        .map(|i| {
+            let w = values[i.saturating_sub(half)..(i + half + 1).min(values.len())].iter().filter(|v| v.is_finite());
+            let (s, n) = w.fold((0f64, 0usize), |(s, n), v| (s + *v as f64, n + 1));
+            if n > 0 { (s / n as f64) as f32 } else { f32::NAN }
+        })
+        .collect()
+}
+
+/// Draws series (each a value per step) into the panel (x0, y0, w, h): the raw per-column
+/// means pale, a centred moving average over 2·max(2, n/50) + 1 of the n steps in full colour.
 fn panel(img: &mut RgbImage, (x0, y0, w, h): (i64, i64, i64, i64), steps: &[u64], series: &[(&[f32], Rgb<u8>)]) {
     rect(img, x0, y0, x0 + w, y0 + h, Rgb([160, 160, 160]));
-    let (Some(&first), Some(&last)) = (steps.first(), steps.last()) else { return };
-    let span = (last - first).max(1) as f64;
-    // Per-column means, so long runs stay readable.
-    let columns: Vec<Vec<Option<f64>>> = series
-        .iter()
-        .map(|(values, _)| {
-            let mut sum = vec![0f64; w as usize + 1];
-            let mut count = vec![0u32; w as usize + 1];
-            for (s, v) in steps.iter().zip(values.iter()) {
-                if v.is_finite() {
-                    let c = (((s - first) as f64 / span) * w as f64).round() as usize;
-                    sum[c.min(w as usize)] += *v as f64;
-                    count[c.min(w as usize)] += 1;
-                }
-            }
-            sum.iter().zip(&count).map(|(s, &n)| (n > 0).then(|| s / n as f64)).collect()
-        })
-        .collect();
-    let all = columns.iter().flatten().flatten().copied();
-    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let half = (steps.len() / 50).max(2);
+    let raw: Vec<Vec<Option<f64>>> = series.iter().map(|(v, _)| to_columns(steps, v, w)).collect();
+    let smoothed: Vec<Vec<Option<f64>>> = series.iter().map(|(v, _)| to_columns(steps, &smooth(v, half), w)).collect();
+    let (lo, hi) = raw.iter().flatten().flatten().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     if !lo.is_finite() {
         return;
     }
     let pad = ((hi - lo) * 0.05).max(1e-6);
     let (lo, hi) = (lo - pad, hi + pad);
     let to_y = |v: f64| y0 + h - ((v - lo) / (hi - lo) * h as f64).round() as i64;
-    for (col, (_, colour)) in columns.iter().zip(series) {
+    let polyline = |img: &mut RgbImage, col: &[Option<f64>], colour: Rgb<u8>| {
         let mut prev: Option<(i64, i64)> = None;
         for (c, v) in col.iter().enumerate() {
             let Some(v) = v else { continue };
             let p = (x0 + c as i64, to_y(*v));
-            line(img, prev.unwrap_or(p), p, *colour);
+            line(img, prev.unwrap_or(p), p, colour);
             prev = Some(p);
         }
+    };
+    let pale = |c: Rgb<u8>| Rgb(c.0.map(|v| ((v as u16 + 2 * 255) / 3) as u8));
+    for (col, (_, colour)) in raw.iter().zip(series) {
+        polyline(img, col, pale(*colour));
+    }
+    for (col, (_, colour)) in smoothed.iter().zip(series) {
+        polyline(img, col, *colour);
     }
 }
 

@@ -31,7 +31,7 @@ pub fn fixture(name: &str) -> PathBuf {
 
 pub const UNET128: &str = "unet128_ngf8_instance_lsgan";
 
-/// `host ARGS…` with the plugin given by `--plugin` after the subcommand when `with_plugin`.
+/// `host ARGS…`, without $P2P_PLUGIN from the environment (tests pass --plugin).
 pub fn host(args: &[&str]) -> Command {
     let mut c = Command::new(host_bin());
     c.args(args);
