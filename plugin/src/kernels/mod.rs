@@ -28,6 +28,7 @@ pub use conv_transpose::ConvTranspose2dOp;
 #[doc(hidden)]
 pub use gemm::{bench_sgemm, Path as GemmPath};
 pub use profile::take_report as take_profile;
+pub use scratch::release as release_scratch;
 pub use weight_grad::WeightGradOp;
 
 /// Which implementation the convolutions run on.

@@ -6,8 +6,9 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
 /// Buffers kept between calls; the largest is a layer's column matrix (16 MB for unet_256
-/// ngf 64 at batch 1), so this bounds the memory held to a few of those.
-const KEEP: usize = 3;
+/// ngf 64 at batch 1, 64 MB at batch 4), so this bounds the memory held to two of those
+/// ([`release`] hands them back).
+const KEEP: usize = 2;
 static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 
 /// `len` floats of unspecified (but initialised) contents: whoever takes one writes every
@@ -58,4 +59,9 @@ impl Drop for Scratch {
             pool.swap_remove(smallest);
         }
     }
+}
+
+/// Frees the kept buffers (after a large batch, say); the next kernels allocate afresh.
+pub fn release() {
+    POOL.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
