@@ -14,6 +14,8 @@
 //! `PIX2PIX_BENCH_NGF=64,32`, `PIX2PIX_BENCH_BATCH=1,4` (infer; grad and step run batch 1),
 //! `PIX2PIX_BENCH_N` (timed iterations: default 7 fast, 3 candle), `PIX2PIX_BENCH_SIZE=256`;
 //! `PIX2PIX_KERNELS_PROFILE=1` adds the fast kernels' phase timings (summed over all runs).
+//! On a 2-core machine, also compare `CANDLE_BARRIER_POOL_SPIN_LIMIT=100`: candle's element-wise
+//! ops spin a worker thread after each op, which takes a core from the next convolution.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -89,7 +91,11 @@ fn main() {
     let iters = |m: Mode| {
         std::env::var("PIX2PIX_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(if m == Mode::Candle { 3 } else { 7 })
     };
-    println!("unet_256 bench: {size}x{size}, {} rayon threads", rayon::current_num_threads());
+    println!(
+        "unet_256 bench: {size}x{size}, {} rayon threads, CANDLE_BARRIER_POOL_SPIN_LIMIT={}",
+        rayon::current_num_threads(),
+        std::env::var("CANDLE_BARRIER_POOL_SPIN_LIMIT").unwrap_or_else(|_| "default".into())
+    );
     // (measurement, ngf, batch) -> mode -> median ms
     let mut results: BTreeMap<(String, usize, usize), BTreeMap<&'static str, f64>> = BTreeMap::new();
     let mut report = |name: &str, mode: Mode, ngf: usize, nb: usize, s: Stats| {
