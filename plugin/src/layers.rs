@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Result, Tensor, D};
 use candle_nn::VarBuilder;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 

@@ -7,9 +7,9 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use super::conv2d::Conv2dOp;
 use super::gemm::{sgemm, Mat};
 use super::im2col::{col2im, nchw_to_cnhw, Geom};
-use super::weight_grad::WeightGradOp;
 use super::profile::timed;
 use super::scratch::Scratch;
+use super::weight_grad::WeightGradOp;
 use super::{batch_merge, contiguous_f32, dims4};
 
 /// `conv_transpose2d(x, w)` without bias: x `(nb, cin, h, w)`, w `(cin, cout, kh, kw)`, output
