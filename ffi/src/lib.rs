@@ -193,6 +193,8 @@ pub struct BenchRequest {
     pub warmup: u32,
     /// Also time a full training step (G + D, Adam).
     pub train: bool,
+    /// Statistics the timed inference normalises with (training steps always use the batch's).
+    pub norm_stats: NormStats,
 }
 
 /// Per-iteration times in milliseconds.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use pix2pix_ffi::BenchRequest;
 
-use crate::plugin::{into_result, PluginArg};
+use crate::plugin::{into_result, NormStatsArg, PluginArg};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,6 +31,12 @@ pub struct Args {
     /// Also time a full training step (G and D forward, backward, Adam).
     #[arg(long)]
     train: bool,
+    /// Normalisation statistics of the timed inference: running = the checkpoint's running
+    /// statistics (here the fresh network's), PyTorch's eval mode, what bench_torch.py and ONNX
+    /// Runtime time; batch = the statistics of the input itself, the paper's protocol and
+    /// `host run`'s default. Training steps always use the batch's.
+    #[arg(long, value_enum, default_value_t = NormStatsArg::Batch)]
+    norm_stats: NormStatsArg,
 }
 
 pub fn median(v: &[f64]) -> Option<f64> {
@@ -56,9 +62,19 @@ pub fn main(args: Args) -> Result<ExitCode> {
         iters: args.iters,
         warmup: args.warmup,
         train: args.train,
+        norm_stats: args.norm_stats.into(),
     };
     let r = into_result((plugin.module.bench())(request))?;
-    eprintln!("{} ngf {} size {} batch {}: {} iterations after {} warm-up", args.net_g, args.ngf, args.size, args.batch, args.iters, args.warmup);
+    eprintln!(
+        "{} ngf {} size {} batch {}, {} statistics: {} iterations after {} warm-up",
+        args.net_g,
+        args.ngf,
+        args.size,
+        args.batch,
+        args.norm_stats.name(),
+        args.iters,
+        args.warmup
+    );
     let infer: Vec<f64> = r.infer_ms.to_vec();
     let line = |name: &str, v: &[f64]| -> Result<()> {
         let Some(m) = median(v) else { bail!("the plugin returned no {name} times") };

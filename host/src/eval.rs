@@ -7,7 +7,7 @@ use abi_stable::std_types::{ROption, RString};
 use anyhow::{bail, Context, Result};
 use pix2pix_ffi::EvalRequest;
 
-use crate::plugin::{into_result, PluginArg};
+use crate::plugin::{into_result, model_path, ModelArg};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum Direction {
@@ -20,10 +20,7 @@ pub enum Direction {
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    plugin: PluginArg,
-    /// Checkpoint; default: the shipped default model.
-    #[arg(long, value_name = "M")]
-    model: Option<PathBuf>,
+    model: ModelArg,
     /// Folder of aligned A|B images.
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
@@ -49,17 +46,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
     if !args.data.is_dir() {
         bail!("--data {}: no such folder", args.data.display());
     }
-    if let Some(m) = &args.model {
-        if !m.is_file() {
-            bail!("model {}: no such file", m.display());
-        }
-    }
-    let plugin = args.plugin.load()?;
+    let model = model_path(args.model.path.as_deref())?;
+    let plugin = args.model.plugin.load()?;
     let request = EvalRequest {
-        model: match &args.model {
-            Some(m) => ROption::RSome(utf8(m, "model")?),
-            None => ROption::RNone,
-        },
+        model: model.map(RString::from).into(),
         data: utf8(&args.data, "--data")?,
         direction: match args.direction {
             Direction::AtoB => "AtoB".into(),

@@ -45,6 +45,26 @@ impl PluginArg {
     }
 }
 
+/// `--plugin` and `--model`, shared by the commands that work with one model.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArg {
+    #[command(flatten)]
+    pub plugin: PluginArg,
+    /// Checkpoint (.safetensors or .pth); default: the shipped default model.
+    #[arg(long = "model", value_name = "M")]
+    pub path: Option<PathBuf>,
+}
+
+/// A checkpoint path as the plugin takes it, or `None` for the shipped default model. Checked
+/// here so that a missing file is reported as such, not as whatever the plugin makes of it.
+pub fn model_path(model: Option<&Path>) -> Result<Option<&str>> {
+    let Some(p) = model else { return Ok(None) };
+    if !p.is_file() {
+        bail!("model {}: no such file", p.display());
+    }
+    Ok(Some(p.to_str().with_context(|| format!("model {}: path is not valid UTF-8", p.display()))?))
+}
+
 /// A loaded plugin.
 #[derive(Clone, Copy)]
 pub struct Plugin {
@@ -72,16 +92,7 @@ impl Plugin {
 
     /// Opens a checkpoint, or the shipped default model for `None`.
     pub fn open_model(&self, model: Option<&Path>, options: OpenOptions) -> Result<TranslatorBox> {
-        let path = match model {
-            Some(p) => {
-                if !p.is_file() {
-                    bail!("model {}: no such file", p.display());
-                }
-                Some(p.to_str().with_context(|| format!("model {}: path is not valid UTF-8", p.display()))?)
-            }
-            None => None,
-        };
-        let arg: ROption<RStr<'_>> = path.map(RStr::from_str).into();
+        let arg: ROption<RStr<'_>> = model_path(model)?.map(RStr::from_str).into();
         into_result((self.module.open_model())(arg, options)).with_context(|| match model {
             Some(p) => format!("model {}", p.display()),
             None => "default model".to_string(),

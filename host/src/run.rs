@@ -12,15 +12,12 @@ use crate::imageio::has_image_extension;
 use crate::pipeline::naming::NameTemplate;
 use crate::pipeline::runner::{self, Job, Output, Plan};
 use crate::pipeline::steps::Step;
-use crate::plugin::{NormStatsArg, PluginArg, SizePolicyArg};
+use crate::plugin::{ModelArg, NormStatsArg, SizePolicyArg};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    plugin: PluginArg,
-    /// Checkpoint (.safetensors or .pth); default: the shipped default model.
-    #[arg(long, value_name = "M")]
-    model: Option<PathBuf>,
+    model: ModelArg,
     /// Input images: files, folders (their images) or glob patterns ("labels/*.png").
     #[arg(long, value_name = "IN", num_args = 1.., required = true)]
     input: Vec<String>,
@@ -78,7 +75,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
     let all: Vec<(usize, &std::path::Path)> = found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
     runner::check_collisions(&output, &all, "")?;
 
-    let plugin = args.plugin.load()?;
+    let plugin = args.model.plugin.load()?;
     let options = OpenOptions {
         norm_stats: args.norm_stats.into(),
         size_policy: args.size_policy.into(),
@@ -86,7 +83,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         threads: args.threads,
         ..OpenOptions::default()
     };
-    let model = plugin.open_model(args.model.as_deref(), options)?;
+    let model = plugin.open_model(args.model.path.as_deref(), options)?;
     let info = model.info();
     let ignored = if found.ignored > 0 { format!(" ({} non-image files ignored)", found.ignored) } else { String::new() };
     eprintln!(

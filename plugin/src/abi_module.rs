@@ -53,12 +53,16 @@ extern "C" fn info() -> ffi::PluginInfo {
     })
 }
 
+fn norm_stats_from_ffi(s: ffi::NormStats) -> NormStats {
+    match s {
+        ffi::NormStats::Batch => NormStats::Batch,
+        ffi::NormStats::Running => NormStats::Running,
+    }
+}
+
 pub(crate) fn options_from_ffi(o: &ffi::OpenOptions) -> Options {
     Options {
-        norm_stats: match o.norm_stats {
-            ffi::NormStats::Batch => NormStats::Batch,
-            ffi::NormStats::Running => NormStats::Running,
-        },
+        norm_stats: norm_stats_from_ffi(o.norm_stats),
         size_policy: match o.size_policy {
             ffi::SizePolicy::Resize => SizePolicy::Resize,
             ffi::SizePolicy::Pad => SizePolicy::Pad,
@@ -130,19 +134,7 @@ extern "C" fn train(
     mut sink: ProgressSink_TO<'_, RMut<'_, ()>>,
 ) -> RResult<ffi::TrainReport, RString> {
     call(|| {
-        let mut progress = |p: &crate::train::Progress| {
-            sink.progress(&ffi::TrainProgress {
-                step: p.step,
-                epoch: p.epoch,
-                total_steps: p.total_steps,
-                g_gan: p.g_gan,
-                g_l1: p.g_l1,
-                d_real: p.d_real,
-                d_fake: p.d_fake,
-                lr: p.lr,
-                images_per_sec: p.images_per_sec,
-            })
-        };
+        let mut progress = |p: &crate::train::Progress| sink.progress(&ffi::TrainProgress::from(p));
         let s = api::train(config_toml.as_str(), resume, &mut progress)?;
         Ok(ffi::TrainReport { steps: s.steps, cancelled: s.cancelled, checkpoint_dir: s.checkpoint_dir.display().to_string().into() })
     })
@@ -154,7 +146,7 @@ extern "C" fn evaluate(request: ffi::EvalRequest) -> RResult<ffi::EvalMetrics, R
         let model = request.model.as_ref().map(|m| Path::new(m.as_str())).into_option();
         let html = request.html_dir.as_ref().map(|h| Path::new(h.as_str())).into_option();
         let m = api::evaluate_path(model, Path::new(request.data.as_str()), direction, request.size as usize, html)?;
-        Ok(ffi::EvalMetrics { mae: m.mae, psnr: m.psnr, ssim: m.ssim, count: m.count as u64 })
+        Ok(ffi::EvalMetrics::from(&m))
     })
 }
 
@@ -168,6 +160,7 @@ extern "C" fn bench(request: ffi::BenchRequest) -> RResult<ffi::BenchReport, RSt
             iters: request.iters as usize,
             warmup: request.warmup as usize,
             train: request.train,
+            norm_stats: norm_stats_from_ffi(request.norm_stats),
         };
         let t = api::bench(&spec)?;
         Ok(ffi::BenchReport { infer_ms: t.infer_ms.into(), train_step_ms: t.train_step_ms.into() })

@@ -1,7 +1,7 @@
 //! The one implementation behind both plugin interfaces: the abi_stable root module
 //! ([`crate::abi_module`]) and the C API ([`crate::capi`]) only convert types and call these
-//! functions. Everything here returns an [`ApiError`], whose [`ErrorKind`] becomes a C status
-//! code and whose message is what either interface shows.
+//! functions (the conversions both need are here too). Everything here returns an [`ApiError`],
+//! whose [`ErrorKind`] becomes a C status code and whose message is what either interface shows.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use pix2pix_ffi as ffi;
+use pix2pix_ffi::c::{p2p_metrics, p2p_progress};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -298,6 +300,27 @@ pub fn train(config_toml: &str, resume: bool, progress: &mut dyn FnMut(&train::P
     Ok(train::train(config_toml, resume, progress)?)
 }
 
+/// `impl From<&$from>` for each listed boundary type, copying the named fields (with a cast
+/// where the widths differ): one field list per report, so the interfaces cannot drift apart.
+macro_rules! from_fields {
+    ($from:ty => [$($to:ty),+] $fields:tt) => {
+        $(from_fields!(@one $from => $to $fields);)+
+    };
+    (@one $from:ty => $to:ty { $($field:ident $(as $cast:ty)?),+ $(,)? }) => {
+        impl From<&$from> for $to {
+            fn from(v: &$from) -> Self {
+                Self { $($field: v.$field $(as $cast)?),+ }
+            }
+        }
+    };
+}
+
+from_fields!(train::Progress => [ffi::TrainProgress, p2p_progress] {
+    step, epoch, total_steps, g_gan, g_l1, d_real, d_fake, lr, images_per_sec,
+});
+
+from_fields!(train::Metrics => [ffi::EvalMetrics, p2p_metrics] { mae, psnr, ssim, count as u64 });
+
 pub fn parse_direction(s: &str) -> ApiResult<train::Direction> {
     match s {
         "" => Ok(train::Direction::default()),
@@ -351,6 +374,9 @@ pub struct BenchSpec {
     pub warmup: usize,
     /// Also time full training steps (G + D, Adam).
     pub train: bool,
+    /// Statistics the timed inference normalises with: the input's own (the paper's protocol),
+    /// or the running ones (PyTorch's eval mode, what other runtimes are usually timed in).
+    pub norm_stats: NormStats,
 }
 
 /// Milliseconds per timed iteration.
@@ -455,7 +481,7 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
     // Inputs in [-1, 1], as images are.
     let x = Tensor::randn(0f32, 0.5, shape, &Device::Cpu).and_then(|t| t.tanh()).map_err(Error::from)?;
     let generator = random_generator(config)?;
-    let f = Forward::infer(NormStats::Batch);
+    let f = Forward::infer(spec.norm_stats);
     let infer_ms = time_iterations(spec, |_| {
         generator.forward(&x, &f).map_err(Error::from)?;
         Ok(())
@@ -553,7 +579,7 @@ mod tests {
 
     #[test]
     fn bench_refuses_absurd_requests_before_building_anything() {
-        let ok = BenchSpec { net_g: "unet_128".into(), ngf: 8, size: 128, batch: 1, iters: 1, warmup: 0, train: false };
+        let ok = BenchSpec { net_g: "unet_128".into(), ngf: 8, size: 128, batch: 1, iters: 1, warmup: 0, train: false, norm_stats: NormStats::Batch };
         for bad in [
             BenchSpec { ngf: 0, ..ok.clone() },
             BenchSpec { ngf: 100_000, ..ok.clone() },

@@ -531,17 +531,7 @@ pub unsafe extern "C" fn p2p_train_ex(config_toml: *const c_char, flags: u32, cb
         }
         let mut progress = |p: &train::Progress| -> bool {
             let Some(cb) = cb else { return true };
-            let c = p2p_progress {
-                step: p.step,
-                epoch: p.epoch,
-                total_steps: p.total_steps,
-                g_gan: p.g_gan,
-                g_l1: p.g_l1,
-                d_real: p.d_real,
-                d_fake: p.d_fake,
-                lr: p.lr,
-                images_per_sec: p.images_per_sec,
-            };
+            let c = p2p_progress::from(p);
             // SAFETY: the caller's callback with its own `user`; `&c` lives for the call.
             let stop: c_int = unsafe { cb(&c, user) };
             stop == 0
@@ -597,7 +587,7 @@ pub unsafe extern "C" fn p2p_evaluate(
             other => return Err(ApiError::invalid(format!("invalid direction: {other} (P2P_DIRECTION_*)"))),
         };
         let m = api::evaluate(&c.model, &data, direction, size as usize, html.as_deref())?;
-        let metrics = p2p_metrics { mae: m.mae, psnr: m.psnr, ssim: m.ssim, count: m.count as u64 };
+        let metrics = p2p_metrics::from(&m);
         // SAFETY: non-NULL and writable (caller contract).
         unsafe { out.write(metrics) };
         Ok(())

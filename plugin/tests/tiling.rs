@@ -5,17 +5,8 @@
 mod common;
 
 use common::fixture;
+use common::seams::{gradient, seam_error};
 use pix2pix::{ImageView, Model, Options, SizePolicy};
-
-fn gradient(w: usize, h: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(w * h * 3);
-    for y in 0..h {
-        for x in 0..w {
-            v.extend_from_slice(&[(x * 255 / (w - 1)) as u8, (y * 255 / (h - 1)) as u8, 128]);
-        }
-    }
-    v
-}
 
 fn translate(name: &str, policy: SizePolicy, rgb: &[u8], w: usize, h: usize) -> Vec<u8> {
     let path = fixture(name).join("generator.safetensors");
@@ -25,37 +16,6 @@ fn translate(name: &str, policy: SizePolicy, rgb: &[u8], w: usize, h: usize) -> 
     let out = model.translate(&view).unwrap_or_else(|e| panic!("{name} {policy:?}: {e}"));
     assert_eq!((out.width, out.height, out.channels), (w, h, 3));
     out.data
-}
-
-/// Mean |jump| of the row/column-averaged error profile (tiled − pad) across lines that are
-/// multiples of 16, and across all other lines. Tile origins and ends sit on multiples of 32
-/// and overlap midpoints on multiples of 16 when the sides are multiples of 32 (no padding),
-/// so the first set contains every seam. Averaging along lines removes the fixtures' texture.
-fn seam_error(tiled: &[u8], pad: &[u8], w: usize, h: usize) -> (f64, f64) {
-    let mut cols = vec![0f64; w];
-    let mut rows = vec![0f64; h];
-    for (y, row) in rows.iter_mut().enumerate() {
-        for (x, col) in cols.iter_mut().enumerate() {
-            let i = (y * w + x) * 3;
-            let d: f64 = (0..3).map(|c| tiled[i + c] as f64 - pad[i + c] as f64).sum::<f64>() / 3.0;
-            *col += d / h as f64;
-            *row += d / w as f64;
-        }
-    }
-    let (mut sb, mut nb, mut si, mut ni) = (0f64, 0usize, 0f64, 0usize);
-    for p in [&cols, &rows] {
-        for k in 1..p.len() {
-            let d = (p[k] - p[k - 1]).abs();
-            if k % 16 == 0 {
-                sb += d;
-                nb += 1;
-            } else {
-                si += d;
-                ni += 1;
-            }
-        }
-    }
-    (sb / nb as f64, si / ni as f64)
 }
 
 fn mean_abs(a: &[u8], b: &[u8]) -> f64 {

@@ -2,34 +2,14 @@
 //! unreadable files), augmentation, the loader's reproducibility, and the evaluation protocol's
 //! metrics (checked against scikit-image) and HTML page.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{examples, TempDir};
 use image::RgbImage;
 use pix2pix::train::config::{Config, Preprocess};
 use pix2pix::train::data::{make_batch, Dataset, Loader, Plan};
 use pix2pix::train::preprocess::Preprocessor;
 use pix2pix::train::{self as train, metrics, Direction};
-
-fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/facades")
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("pix2pix-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn solid(w: u32, h: u32, v: u8) -> RgbImage {
     RgbImage::from_pixel(w, h, image::Rgb([v, v / 2, 255 - v]))

@@ -2,32 +2,13 @@
 //! weights and optimiser state; a cancel saves first; a checkpoint folder never holds a partial
 //! or temporary file, and a failed or interrupted save leaves the previous checkpoint intact.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::{examples, TempDir};
 use pix2pix::train::state::{self, FileWriter, DISCRIMINATOR, GENERATOR, LATEST, STATE};
 use pix2pix::train::{self as train, Progress};
-
-fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/facades")
-}
-
-/// A fresh folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("pix2pix-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A tiny run over the 8 example pairs: unet_128 with dropout, batch 2 (4 steps per epoch,
 /// so the schedule's decay starts at step 5), samples every 2 steps.

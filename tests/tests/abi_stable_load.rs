@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use abi_stable::library::RootModule;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString};
-use pix2pix_ffi::{BenchRequest, EvalRequest, ImageRef, OpenOptions, Pix2PixModRef, ProgressSink, ProgressSink_TO, TrainProgress, TranslatorBox};
+use pix2pix_ffi::{BenchRequest, EvalRequest, ImageRef, NormStats, OpenOptions, Pix2PixModRef, ProgressSink, ProgressSink_TO, TrainProgress, TranslatorBox};
 
 use common::*;
 
@@ -122,13 +122,27 @@ fn errors_are_messages() {
 
 #[test]
 fn bench_times_inference_and_training_steps() {
-    let request = |train: bool| BenchRequest { net_g: RString::from("unet_128"), ngf: 8, size: 128, batch: 1, iters: 2, warmup: 1, train };
+    let request = |train: bool| BenchRequest {
+        net_g: RString::from("unet_128"),
+        ngf: 8,
+        size: 128,
+        batch: 1,
+        iters: 2,
+        warmup: 1,
+        train,
+        norm_stats: NormStats::Batch,
+    };
     match module().bench()(request(false)) {
         RResult::ROk(r) => {
             assert_eq!(r.infer_ms.len(), 2);
             assert!(r.infer_ms.iter().all(|&t| t > 0.0));
         }
         RResult::RErr(e) => panic!("bench: {e}"),
+    }
+    // Eval-mode inference, as other runtimes are timed.
+    match module().bench()(BenchRequest { norm_stats: NormStats::Running, ..request(false) }) {
+        RResult::ROk(r) => assert!(r.infer_ms.len() == 2 && r.infer_ms.iter().all(|&t| t > 0.0)),
+        RResult::RErr(e) => panic!("bench with running statistics: {e}"),
     }
     let bad = BenchRequest { size: 100, ..request(false) };
     match module().bench()(bad) {

@@ -20,6 +20,12 @@ fn bench_prints_medians_on_its_last_lines() {
     };
     assert!(value(lines[n - 2], "infer_ms ") > 0.0);
     assert!(value(lines[n - 1], "train_step_ms ") > 0.0);
+    assert!(stderr(&out).contains("batch statistics"), "batch statistics are the default");
+
+    let out = run(host(&["bench", "--plugin"]).arg(plugin()).args(["--net-g", "unet_128", "--ngf", "8", "--size", "128", "--iters", "1", "--warmup", "0", "--norm-stats", "running"]));
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("running statistics"));
+    assert!(value(stdout(&out).lines().last().unwrap_or(""), "infer_ms ") > 0.0);
 }
 
 #[test]

@@ -4,10 +4,35 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 
+pub mod seams;
+
 pub const FIXTURES: [&str; 3] = ["unet256_ngf8_batch", "unet128_ngf8_instance_lsgan", "resnet6_ngf8_instance"];
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
+/// The 8 facades pairs shipped as examples (`train/`, `test/`).
+pub fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/facades")
+}
+
+/// A fresh folder under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("pix2pix-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 pub fn load(name: &str, file: &str) -> HashMap<String, Tensor> {

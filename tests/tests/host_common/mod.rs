@@ -7,6 +7,10 @@ use std::process::{Command, Output};
 
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 
+// The plugin's own tiling test measures seams with the same code.
+#[path = "../../../plugin/tests/common/seams.rs"]
+pub mod seams;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -95,7 +99,8 @@ pub fn rgba(w: u32, h: u32) -> DynamicImage {
 
 /// A smooth two-axis gradient (the hardest case for hiding tile seams).
 pub fn gradient(w: u32, h: u32) -> DynamicImage {
-    DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| Rgb([(x * 255 / (w - 1)) as u8, (y * 255 / (h - 1)) as u8, 128])))
+    let rgb = seams::gradient(w as usize, h as usize);
+    DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, rgb).expect("a packed RGB buffer of w × h pixels"))
 }
 
 pub fn save(img: &DynamicImage, path: &Path) {
