@@ -3,7 +3,8 @@
 //! `cargo bench -p pix2pix --bench kernels`. Prints one line per measurement (median and min
 //! over the timed iterations, after one warm-up), then the fast-vs-candle speedups.
 //!
-//! - `infer`: G forward, eval mode (running statistics), as `bench_torch.py --what infer`.
+//! - `infer`: G forward with frozen weights, eval mode (running statistics), as
+//!   `bench_torch.py --what infer`.
 //! - `grad`:  G forward in train mode + L1 loss + backward (no optimiser); the forward alone is
 //!   timed too, so backward = grad − fwd_train.
 //! - `step`:  the trainer's training step (`pix2pix::train::trainer::Trainer::step`, as
@@ -107,6 +108,9 @@ fn main() {
     for &ngf in &ngfs {
         let (_vm, g) = generator(ngf);
         if what.iter().any(|w| w == "infer") {
+            // Frozen weights, as a model opened from a file has them (and host bench times).
+            let cfg = UnetConfig { in_channels: 3, out_channels: 3, num_downs: 8, ngf, norm: NormKind::Batch, dropout: true };
+            let g = pix2pix::api::random_generator(GeneratorConfig::Unet(cfg)).unwrap();
             for &nb in &batches {
                 let x = rand_image(nb, size, 1);
                 let f = Forward::infer(NormStats::Running);

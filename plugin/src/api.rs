@@ -439,12 +439,17 @@ pub fn generator_config(net_g: &str, ngf: usize) -> ApiResult<GeneratorConfig> {
 }
 
 /// A generator with fresh weights, initialised as the trainer does (`init_type = normal`,
-/// gain 0.02, seed 0).
+/// gain 0.02, seed 0), frozen as a model opened from a file is (so inference takes the same
+/// paths as `host run`).
 pub fn random_generator(config: GeneratorConfig) -> ApiResult<Generator> {
     let vars = VarMap::new();
-    let generator = Generator::new(config, VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu)).map_err(Error::from)?;
+    Generator::new(config, VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu)).map_err(Error::from)?;
     train::init::init_weights(&vars, InitType::Normal, 0.02, &mut StdRng::seed_from_u64(0))?;
-    Ok(generator)
+    let frozen: std::collections::HashMap<String, Tensor> = {
+        let data = vars.data().lock().unwrap_or_else(|e| e.into_inner());
+        data.iter().map(|(name, var)| (name.clone(), var.as_tensor().detach())).collect()
+    };
+    Ok(Generator::new(config, VarBuilder::from_tensors(frozen, DType::F32, &Device::Cpu)).map_err(Error::from)?)
 }
 
 /// Times generator inference (and, on request, training steps) at `spec`'s size and batch.

@@ -25,12 +25,16 @@ impl Checkpoint {
     /// Reads a `.safetensors` or a PyTorch `.pth` (zip) file, told apart by content.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let tensors = if bytes.starts_with(b"PK\x03\x04") {
-            read_pth(path)?
-        } else {
-            read_safetensors(path, &bytes)?
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut magic = [0u8; 4];
+        let zip = match std::io::Read::read_exact(&mut file, &mut magic) {
+            Ok(()) => magic == *b"PK\x03\x04",
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+            Err(e) => return Err(Error::io(path, e)),
         };
+        // Tensor by tensor, never the whole file in memory: loading peaks at the weights plus
+        // the largest tensor, not twice the weights.
+        let tensors = if zip { read_pth(path)? } else { read_safetensors_file(path, &file)? };
         Self::from_tensors(path, tensors)
     }
 
@@ -131,9 +135,55 @@ fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> 
     st.tensors().into_iter().map(|(name, view)| Ok((name.clone(), view_to_f32(path, &name, &view)?))).collect()
 }
 
+/// Reads a safetensors file's header, then each tensor from its offset.
+fn read_safetensors_file(path: &Path, file: &std::fs::File) -> Result<Vec<(String, Tensor)>> {
+    use std::os::unix::fs::FileExt;
+    let bad = |why: String| Error::checkpoint(path, format!("not a valid safetensors file: {why}"));
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut n = [0u8; 8];
+    file.read_exact_at(&mut n, 0).map_err(|_| bad("shorter than its 8-byte header length".into()))?;
+    let n = u64::from_le_bytes(n);
+    // safetensors' own limit on header size.
+    if n > 100_000_000 || 8 + n > file_len {
+        return Err(bad(format!("header length {n} does not fit the file ({file_len} bytes)")));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact_at(&mut header, 8).map_err(|e| Error::io(path, e))?;
+    // Deserialising validates dtypes, shapes and that the offsets tile the data section.
+    let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    let start = 8 + n;
+    if start + meta.data_len() as u64 != file_len {
+        return Err(bad(format!("the header describes {} data bytes, the file holds {}", meta.data_len(), file_len - start)));
+    }
+    let mut tensors: Vec<(String, &safetensors::tensor::TensorInfo)> = meta.tensors().into_iter().collect();
+    tensors.sort_by_key(|(_, info)| info.data_offsets);
+    tensors
+        .into_iter()
+        .map(|(name, info)| {
+            let (a, b) = info.data_offsets;
+            let at = start + a as u64;
+            if info.dtype == safetensors::Dtype::F32 && cfg!(target_endian = "little") {
+                // Straight into the tensor's own buffer (validation checked b − a = 4·elements).
+                let mut v = vec![0f32; (b - a) / 4];
+                file.read_exact_at(bytemuck::cast_slice_mut(&mut v), at).map_err(|e| Error::io(path, e))?;
+                let t = Tensor::from_vec(v, info.shape.as_slice(), &Device::Cpu)
+                    .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))?;
+                return Ok((name, t));
+            }
+            let mut data = vec![0u8; b - a];
+            file.read_exact_at(&mut data, at).map_err(|e| Error::io(path, e))?;
+            Ok((name.clone(), bytes_to_f32(path, &name, info.dtype, &info.shape, &data)?))
+        })
+        .collect()
+}
+
 fn view_to_f32(path: &Path, name: &str, view: &TensorView) -> Result<Tensor> {
+    bytes_to_f32(path, name, view.dtype(), view.shape(), view.data())
+}
+
+fn bytes_to_f32(path: &Path, name: &str, dtype: safetensors::Dtype, shape: &[usize], data: &[u8]) -> Result<Tensor> {
     use safetensors::Dtype as S;
-    let dtype = match view.dtype() {
+    let dtype = match dtype {
         S::F32 => DType::F32,
         S::F16 => DType::F16,
         S::BF16 => DType::BF16,
@@ -143,7 +193,7 @@ fn view_to_f32(path: &Path, name: &str, view: &TensorView) -> Result<Tensor> {
             return Err(Error::checkpoint(path, format!("tensor `{name}` has unsupported dtype {other:?} (f32, f16, bf16, f64 or i64 expected)")))
         }
     };
-    let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
+    let t = Tensor::from_raw_buffer(data, dtype, shape, &Device::Cpu)
         .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))?;
     Ok(t.to_dtype(DType::F32)?)
 }

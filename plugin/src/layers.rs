@@ -76,7 +76,7 @@ impl Run for Tensor {
 /// One entry of a [`Sequential`]; parameter-free entries still take an index, as in PyTorch.
 pub enum Op {
     Conv(candle_nn::Conv2d),
-    ConvTranspose(candle_nn::ConvTranspose2d),
+    ConvTranspose(crate::kernels::ConvTranspose2d),
     Norm(Norm),
     ReLU,
     LeakyReLU(f64),
@@ -90,10 +90,10 @@ impl Layer for Op {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
         match self {
             Op::Conv(c) => crate::kernels::conv2d(x, c),
-            Op::ConvTranspose(c) => crate::kernels::conv_transpose2d(x, c),
+            Op::ConvTranspose(c) => c.forward(x),
             Op::Norm(n) => n.forward(x, f),
-            Op::ReLU => x.relu(),
-            Op::LeakyReLU(slope) => candle_nn::ops::leaky_relu(x, *slope),
+            Op::ReLU => crate::kernels::leaky_relu(x, 0.0),
+            Op::LeakyReLU(slope) => crate::kernels::leaky_relu(x, *slope),
             Op::Tanh => x.tanh(),
             Op::Dropout(p) => match f.dropout_mask(x, *p)? {
                 Some(mask) => x * mask,
@@ -173,7 +173,7 @@ pub fn conv_transpose(cin: usize, cout: usize, k: usize, stride: usize, padding:
         } else {
             candle_nn::conv_transpose2d_no_bias(cin, cout, k, cfg, vb)?
         };
-        Ok(Op::ConvTranspose(c))
+        Ok(Op::ConvTranspose(crate::kernels::ConvTranspose2d::new(c)))
     }
 }
 

@@ -26,7 +26,7 @@ pub struct ConvTranspose2dOp {
 impl ConvTranspose2dOp {
     /// The geometry of the conv2d this op transposes: the image is this op's output, the grid
     /// this op's input.
-    fn geom(&self, cout: usize, (h, w): (usize, usize), (kh, kw): (usize, usize)) -> Result<Geom> {
+    pub(crate) fn geom(&self, cout: usize, (h, w): (usize, usize), (kh, kw): (usize, usize)) -> Result<Geom> {
         let side = |n: usize, k: usize, op: usize| -> Result<usize> {
             let full = (n.max(1) - 1) * self.stride + self.dilation * (k - 1) + 1 + op;
             if n == 0 || full <= 2 * self.padding {

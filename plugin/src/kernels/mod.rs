@@ -10,10 +10,13 @@
 //! `PIX2PIX_KERNELS=candle` (or [`set_mode`]) selects candle's own ops instead, for comparison;
 //! the default is `fast`. Tensors that aren't f32 on the CPU always take candle's ops.
 
+mod activation;
 mod conv2d;
 mod conv_transpose;
+mod frozen;
 mod gemm;
 mod im2col;
+mod norm;
 mod profile;
 mod scratch;
 mod small_gemm;
@@ -24,9 +27,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use candle_core::{CpuStorage, DType, Layout, Module, Result, Tensor};
 
 pub use conv2d::Conv2dOp;
+pub use activation::LeakyReluOp;
 pub use conv_transpose::ConvTranspose2dOp;
+pub use frozen::ConvTranspose2d;
 #[doc(hidden)]
 pub use gemm::{bench_sgemm, Path as GemmPath};
+pub use norm::{Groups, MomentsOp, NormAffineOp};
 pub use profile::take_report as take_profile;
 pub use scratch::release as release_scratch;
 pub use weight_grad::WeightGradOp;
@@ -50,8 +56,30 @@ fn encode(m: Mode) -> u8 {
     }
 }
 
-/// The current mode: set by [`set_mode`], else `PIX2PIX_KERNELS` (`candle` | `fast`), else fast.
+thread_local! {
+    static THREAD_MODE: std::cell::Cell<Option<Mode>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with this thread's ops dispatched in mode `m` (ops dispatch on the calling thread;
+/// only their insides run on rayon's), leaving other threads as they are.
+pub fn with_mode<R>(m: Mode, f: impl FnOnce() -> R) -> R {
+    let before = THREAD_MODE.with(|c| c.replace(Some(m)));
+    struct Restore(Option<Mode>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD_MODE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+/// The current mode: [`with_mode`]'s on this thread, else [`set_mode`]'s, else
+/// `PIX2PIX_KERNELS` (`candle` | `fast`), else fast.
 pub fn mode() -> Mode {
+    if let Some(m) = THREAD_MODE.with(|c| c.get()) {
+        return m;
+    }
     match MODE.load(Ordering::Relaxed) {
         1 => Mode::Candle,
         2 => Mode::Fast,
@@ -72,7 +100,7 @@ pub fn set_mode(m: Mode) {
     MODE.store(encode(m), Ordering::Relaxed);
 }
 
-fn fast_for(x: &Tensor, w: &Tensor) -> bool {
+pub(crate) fn fast_for(x: &Tensor, w: &Tensor) -> bool {
     mode() == Mode::Fast && x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32
 }
 
@@ -111,6 +139,14 @@ pub fn conv_transpose2d(x: &Tensor, layer: &candle_nn::ConvTranspose2d) -> Resul
     };
     let y = x.contiguous()?.apply_op2(&layer.weight().contiguous()?, op)?;
     add_bias(y, layer.bias())
+}
+
+/// `nn.LeakyReLU(slope)` (`nn.ReLU` for 0), with PyTorch's gradient.
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    if !fast_for(x, x) {
+        return if slope == 0.0 { x.relu() } else { candle_nn::ops::leaky_relu(x, slope) };
+    }
+    x.contiguous()?.apply_op1(LeakyReluOp { slope: slope as f32 })
 }
 
 /// Batches go through one gemm (weights read once, at the price of a transposing copy) when

@@ -1,0 +1,136 @@
+//! `nn.ConvTranspose2d` as the networks hold it, with frozen weights re-laid out for the
+//! product.
+//!
+//! The transposed convolution multiplies `Wᵀ` (`cout·kh·kw × cin`) by the input. Stored as the
+//! checkpoint has it, `(cin, cout, kh, kw)`, `Wᵀ` is a column-major view whose reduction steps
+//! are `cout·kh·kw` floats apart (32 KB in the inner U-Net layers): on the small grids there,
+//! where the product is a pass over the weights, gemm runs at a third of its speed on it. Frozen
+//! weights (not training variables: a model opened for inference) are therefore copied once,
+//! on first use, into the row-major `(cout, kh, kw, cin)` layout, and the copy replaces the
+//! stored tensor so memory does not grow. Training variables change every step and keep theirs.
+
+use std::sync::RwLock;
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::conv_transpose::{conv_t_core, ConvTranspose2dOp};
+use super::gemm::Mat;
+use super::{add_bias, contiguous_f32, dims4, fast_for};
+
+enum Weight {
+    /// `(cin, cout, kh, kw)`, as loaded.
+    Stored(Tensor),
+    /// `(cout, kh, kw, cin)`, contiguous: the frozen layout.
+    RowMajor(Tensor),
+}
+
+pub struct ConvTranspose2d {
+    weight: RwLock<Weight>,
+    bias: Option<Tensor>,
+    config: candle_nn::ConvTranspose2dConfig,
+}
+
+impl ConvTranspose2d {
+    pub fn new(layer: candle_nn::ConvTranspose2d) -> Self {
+        let config = *layer.config();
+        Self { weight: RwLock::new(Weight::Stored(layer.weight().clone())), bias: layer.bias().cloned(), config }
+    }
+
+    fn op(&self) -> ConvTranspose2dOp {
+        let c = &self.config;
+        ConvTranspose2dOp {
+            stride: c.stride,
+            padding: c.padding,
+            dilation: c.dilation,
+            output_padding: (c.output_padding, c.output_padding),
+        }
+    }
+
+    /// The weights in the checkpoint's layout (a copy back if they were re-laid out).
+    pub fn weight(&self) -> Result<Tensor> {
+        match &*self.weight.read().unwrap_or_else(|e| e.into_inner()) {
+            Weight::Stored(w) => Ok(w.clone()),
+            Weight::RowMajor(w) => w.permute((3, 0, 1, 2))?.contiguous(),
+        }
+    }
+
+    /// The row-major weights if they are frozen, converting them on the first call.
+    fn row_major(&self) -> Result<Option<Tensor>> {
+        match &*self.weight.read().unwrap_or_else(|e| e.into_inner()) {
+            Weight::RowMajor(w) => return Ok(Some(w.clone())),
+            Weight::Stored(w) if w.is_variable() || !fast_for(w, w) => return Ok(None),
+            Weight::Stored(_) => {}
+        }
+        let mut slot = self.weight.write().unwrap_or_else(|e| e.into_inner());
+        if let Weight::Stored(w) = &*slot {
+            let (cin, cout, kh, kw) = w.dims4()?;
+            let t = {
+                // Read in place: a copy first would hold a third weight-sized buffer at once.
+                let (storage, layout) = w.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else { return Ok(None) };
+                transpose(contiguous_f32(cpu, layout)?, cin, cout * kh * kw)
+            };
+            *slot = Weight::RowMajor(Tensor::from_vec(t, (cout, kh, kw, cin), w.device())?);
+        }
+        match &*slot {
+            Weight::RowMajor(w) => Ok(Some(w.clone())),
+            Weight::Stored(_) => Ok(None),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // An input that needs its gradient takes the op with a backward (stored layout).
+        if !x.track_op() && fast_for(x, x) {
+            if let Some(w) = self.row_major()? {
+                let y = x.contiguous()?.apply_op2_no_bwd(&w, &RowMajorOp(self.op()))?;
+                return add_bias(y, self.bias.as_ref());
+            }
+        }
+        let layer = candle_nn::ConvTranspose2d::new(self.weight()?, self.bias.clone(), self.config);
+        match fast_for(x, layer.weight()) {
+            true => super::conv_transpose2d(x, &layer),
+            false => layer.forward(x),
+        }
+    }
+}
+
+/// `src` (`rows × cols`, row-major) transposed, in parallel over blocks of destination rows.
+fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const B: usize = 32;
+    let mut dst = vec![0f32; src.len()];
+    if src.is_empty() {
+        return dst;
+    }
+    dst.par_chunks_mut(B * rows).enumerate().for_each(|(bi, d)| {
+        let (c0, nc) = (bi * B, d.len() / rows);
+        for r0 in (0..rows).step_by(B) {
+            for c in 0..nc {
+                for r in r0..(r0 + B).min(rows) {
+                    d[c * rows + r] = src[r * cols + c0 + c];
+                }
+            }
+        }
+    });
+    dst
+}
+
+/// The transposed convolution on `(cout, kh, kw, cin)` weights (forward only: frozen).
+struct RowMajorOp(ConvTranspose2dOp);
+
+impl CustomOp2 for RowMajorOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-conv-transpose2d-frozen"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
+        let (k, (cout, kh, kw, kcin)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
+        if kcin != cin {
+            candle_core::bail!("conv_transpose2d: input has {cin} channels, kernel expects {kcin}")
+        }
+        let g = self.0.geom(cout, (h, w), (kh, kw))?;
+        let y = conv_t_core(x, nb, &g, Mat::rm(k, g.rows(), cin), None);
+        Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.h, g.w))))
+    }
+}

@@ -1,0 +1,164 @@
+//! The fused element-wise kernels (batch / instance norm, ReLU / LeakyReLU) and the frozen
+//! transposed convolution, against candle's own composition of the same layers in f64 (which
+//! the fast paths never take): outputs, running statistics, and the gradients of the input,
+//! the scale and the shift, over shapes from 1×1 maps to batches of 64×64 planes.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use pix2pix::kernels::{self, ConvTranspose2d};
+use pix2pix::layers::Op;
+use pix2pix::{Forward, NormKind, NormStats};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn rand_t(rng: &mut StdRng, shape: &[usize], scale: f32, offset: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| (rng.gen::<f32>() * 2.0 - 1.0) * scale + offset).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.to_dtype(DType::F64).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+}
+
+/// Asserts `got` (f32) ≈ `want` (f64) to `tol` relative to `want`'s largest magnitude (≥ 1).
+fn check(what: &str, got: &Tensor, want: &Tensor, tol: f64) -> f64 {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let err = max_abs(&(got.to_dtype(DType::F64).unwrap() - want).unwrap()) / max_abs(want).max(1.0);
+    assert!(err <= tol, "{what}: max abs error {err:.2e} (relative to magnitude)");
+    err
+}
+
+struct NormRun {
+    y: Tensor,
+    dx: Tensor,
+    dgamma: Option<Tensor>,
+    dbeta: Option<Tensor>,
+    running: Option<(Tensor, Tensor)>,
+}
+
+/// One norm layer on `x` in `dtype` (f32: the fused kernels; f64: candle's ops), with the
+/// gradients of `Σ y·r`.
+fn run_norm(kind: NormKind, f: &Forward, x: &Tensor, r: &Tensor, params: &[Tensor; 4], dtype: DType) -> NormRun {
+    let c = x.dim(1).unwrap();
+    let var = |t: &Tensor| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap();
+    let (gamma, beta, rm, rv) = (var(&params[0]), var(&params[1]), var(&params[2]), var(&params[3]));
+    let mut map = HashMap::new();
+    map.insert("weight".to_string(), gamma.as_tensor().clone());
+    map.insert("bias".to_string(), beta.as_tensor().clone());
+    map.insert("running_mean".to_string(), rm.as_tensor().clone());
+    map.insert("running_var".to_string(), rv.as_tensor().clone());
+    map.insert("num_batches_tracked".to_string(), Tensor::zeros((), dtype, &Device::Cpu).unwrap());
+    let vb = VarBuilder::from_tensors(map, dtype, &Device::Cpu);
+    let layer = match kind.layer(c)(vb).unwrap() {
+        Op::Norm(n) => n,
+        _ => unreachable!("a norm kind builds a norm layer"),
+    };
+    let xv = var(x);
+    let y = layer.forward(xv.as_tensor(), f).unwrap();
+    let grads = (&y * r.to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    let batch = kind == NormKind::Batch;
+    NormRun {
+        dx: grads.get(xv.as_tensor()).expect("input gradient").clone(),
+        dgamma: batch.then(|| grads.get(gamma.as_tensor()).expect("scale gradient").clone()),
+        dbeta: batch.then(|| grads.get(beta.as_tensor()).expect("shift gradient").clone()),
+        running: (batch && f.update_running).then(|| (rm.as_tensor().clone(), rv.as_tensor().clone())),
+        y,
+    }
+}
+
+#[test]
+fn norm_matches_candle_in_f64() {
+    assert_eq!(kernels::mode(), kernels::Mode::Fast, "run these tests without PIX2PIX_KERNELS=candle");
+    let mut rng = StdRng::seed_from_u64(11);
+    // (shape, offset): innermost U-Net maps, odd sizes, and a mean far above the spread.
+    let cases: [(&[usize], f32); 6] =
+        [(&[1, 8, 2, 2], 0.0), (&[2, 3, 1, 1], 0.5), (&[4, 6, 7, 5], 0.0), (&[2, 16, 32, 32], 100.0), (&[1, 8, 64, 64], -3.0), (&[3, 2, 9, 1], 0.0)];
+    let mut worst: f64 = 0.0;
+    for (shape, offset) in cases {
+        let c = shape[1];
+        let x = rand_t(&mut rng, shape, 1.0, offset);
+        let r = rand_t(&mut rng, shape, 1.0, 0.0);
+        let params = [rand_t(&mut rng, &[c], 0.5, 1.0), rand_t(&mut rng, &[c], 0.5, 0.0), rand_t(&mut rng, &[c], 0.5, offset), rand_t(&mut rng, &[c], 0.4, 1.0)];
+        for kind in [NormKind::Batch, NormKind::Instance] {
+            let modes = [("train", Forward::train(None)), ("batch stats", Forward::infer(NormStats::Batch)), ("running stats", Forward::infer(NormStats::Running))];
+            for (mode, f) in modes {
+                if kind == NormKind::Instance && mode != "train" || shape[2] * shape[3] == 1 && kind == NormKind::Instance {
+                    continue; // instance norm has no running statistics; one pixel has no variance
+                }
+                let what = format!("{} {shape:?} {mode}", kind.name());
+                let (fast, reference) = (run_norm(kind, &f, &x, &r, &params, DType::F32), run_norm(kind, &f, &x, &r, &params, DType::F64));
+                worst = worst.max(check(&format!("{what}: output"), &fast.y, &reference.y, 1e-5));
+                // Gradients through batch statistics cancel to a small remainder: relative to r's scale.
+                worst = worst.max(check(&format!("{what}: input grad"), &fast.dx, &reference.dx, 1e-4));
+                if let (Some(a), Some(b)) = (&fast.dgamma, &reference.dgamma) {
+                    worst = worst.max(check(&format!("{what}: scale grad"), a, b, 1e-4));
+                }
+                if let (Some(a), Some(b)) = (&fast.dbeta, &reference.dbeta) {
+                    worst = worst.max(check(&format!("{what}: shift grad"), a, b, 1e-4));
+                }
+                if let (Some((m, v)), Some((mr, vr))) = (&fast.running, &reference.running) {
+                    check(&format!("{what}: running mean"), m, mr, 1e-5);
+                    check(&format!("{what}: running var"), v, vr, 1e-5);
+                }
+            }
+        }
+    }
+    println!("fused norm: worst relative error {worst:.2e}");
+}
+
+#[test]
+fn leaky_relu_matches_candle_with_pytorch_gradient() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for slope in [0.0, 0.2] {
+        for shape in [&[1usize, 3, 5, 7][..], &[2, 64, 33, 33]] {
+            let x = rand_t(&mut rng, shape, 1.0, 0.0);
+            let run = |dtype: DType| {
+                let xv = Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
+                let y = kernels::leaky_relu(xv.as_tensor(), slope).unwrap();
+                let g = y.sum_all().unwrap().backward().unwrap();
+                (y, g.get(xv.as_tensor()).expect("input gradient").clone())
+            };
+            let ((y, dx), (y64, dx64)) = (run(DType::F32), run(DType::F64));
+            check(&format!("leaky_relu({slope}) {shape:?}"), &y, &y64, 1e-7);
+            check(&format!("leaky_relu({slope}) {shape:?} grad"), &dx, &dx64, 1e-7);
+        }
+    }
+    // At exactly 0 the gradient is PyTorch's (the negative side's), not candle's ReLU's 1.
+    let xv = Var::from_tensor(&Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let g = kernels::leaky_relu(xv.as_tensor(), 0.2).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(xv.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![0.2f32; 4]);
+}
+
+/// A transposed convolution with frozen weights (re-laid out on first use) gives what the same
+/// layer with training variables gives, keeps the checkpoint layout readable, and still
+/// back-propagates to an input that asks for it.
+#[test]
+fn frozen_transposed_convolution_equals_trainable() {
+    let mut rng = StdRng::seed_from_u64(13);
+    // (nb, cin, cout, side, k, stride, pad): U-Net inner layers and a stride-1 3×3.
+    for (nb, cin, cout, side, k, stride, pad) in [(1, 64, 32, 2, 4, 2, 1), (2, 48, 16, 8, 4, 2, 1), (1, 16, 8, 5, 3, 1, 1), (3, 256, 64, 4, 4, 2, 1)] {
+        let w = rand_t(&mut rng, &[cin, cout, k, k], 0.1, 0.0);
+        let b = rand_t(&mut rng, &[cout], 0.1, 0.0);
+        let x = rand_t(&mut rng, &[nb, cin, side, side], 1.0, 0.0);
+        let cfg = candle_nn::ConvTranspose2dConfig { padding: pad, output_padding: 0, stride, dilation: 1 };
+        let wv = Var::from_tensor(&w).unwrap();
+        let trainable = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(wv.as_tensor().clone(), Some(b.clone()), cfg));
+        let frozen = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w.clone(), Some(b.clone()), cfg));
+        let what = format!("convT {cin}->{cout} k{k} s{stride} @{side}x{side} batch {nb}");
+        let want = trainable.forward(&x).unwrap().to_dtype(DType::F64).unwrap();
+        for call in 0..2 {
+            check(&format!("{what}, frozen call {call}"), &frozen.forward(&x).unwrap(), &want, 1e-5);
+        }
+        let back = frozen.weight().unwrap();
+        assert_eq!(back.dims(), w.dims());
+        assert_eq!(max_abs(&(back - &w).unwrap()), 0.0, "{what}: weights read back differ");
+        let xv = Var::from_tensor(&x).unwrap();
+        let grad = |l: &ConvTranspose2d| {
+            let g = l.forward(xv.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            g.get(xv.as_tensor()).expect("input gradient").clone()
+        };
+        check(&format!("{what}: input grad"), &grad(&frozen), &grad(&trainable).to_dtype(DType::F64).unwrap(), 1e-5);
+    }
+}
