@@ -86,7 +86,9 @@ impl Phases {
         let o1 = (n as isize - base).clamp(0, grid as isize) as usize;
         (o0.min(o1), o1)
     }
-    fn split(&self, plane: &[f32], out: &mut [f32]) {
+    /// Calls `f(plane_at, phase_at, len)` for every row of every phase: `len` pixels of the
+    /// plane from `plane_at`, `s` apart, against the contiguous run of the phases at `phase_at`.
+    fn rows(&self, mut f: impl FnMut(usize, usize, usize)) {
         let s = self.s;
         for py in 0..s {
             for px in 0..s {
@@ -95,30 +97,16 @@ impl Phases {
                     continue; // px beyond the plane's width
                 }
                 for a in 0..self.ph[py] {
-                    let src = &plane[(py + s * a) * self.w + px..];
-                    for (d, v) in out[o + a * pw..][..pw].iter_mut().zip(src.iter().step_by(s)) {
-                        *d = *v;
-                    }
+                    f((py + s * a) * self.w + px, o + a * pw, pw);
                 }
             }
         }
     }
+    fn split(&self, plane: &[f32], out: &mut [f32]) {
+        self.rows(|p, q, n| out[q..q + n].iter_mut().zip(plane[p..].iter().step_by(self.s)).for_each(|(d, v)| *d = *v));
+    }
     fn merge(&self, phases: &[f32], plane: &mut [f32], bias: f32) {
-        let s = self.s;
-        for py in 0..s {
-            for px in 0..s {
-                let (pw, o) = (self.pw[px], self.off[py * s + px]);
-                if pw == 0 {
-                    continue; // px beyond the plane's width
-                }
-                for a in 0..self.ph[py] {
-                    let dst = &mut plane[(py + s * a) * self.w + px..];
-                    for (d, v) in dst.iter_mut().step_by(s).zip(&phases[o + a * pw..][..pw]) {
-                        *d = *v + bias;
-                    }
-                }
-            }
-        }
+        self.rows(|p, q, n| plane[p..].iter_mut().step_by(self.s).zip(&phases[q..q + n]).for_each(|(d, v)| *d = *v + bias));
     }
 }
 
