@@ -49,6 +49,13 @@ pub const EXIT_ERROR: u8 = 2;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
+    // `host … | head` closes the pipe early: end quietly as other Unix tools do, not with Rust's
+    // "failed printing to stdout" panic. Outputs are written atomically, so none is left half.
+    #[cfg(unix)]
+    // SAFETY: resetting a signal's disposition to the default, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => info::main(a),

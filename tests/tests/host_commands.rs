@@ -87,3 +87,17 @@ fn train_stops_on_ctrl_c_with_a_checkpoint_and_resumes() {
     assert!(out.status.success());
     assert!(stdout(&out).contains(&format!("trained {} steps", steps + 2)), "{}", stdout(&out));
 }
+
+/// `host … | head`: a reader that goes away early ends the host quietly (SIGPIPE, as other Unix
+/// tools), without a panic message.
+#[test]
+fn closed_stdout_ends_quietly() {
+    let mut child = host(&["info"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Our end of the pipe closes before the host (still loading its plugin) writes a line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "host panicked on a closed pipe: {err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(out.status.success() || out.status.signal() == Some(libc::SIGPIPE), "status {:?}, stderr: {err}", out.status);
+}
