@@ -1,14 +1,17 @@
-//! Entry points for the convolution kernels, so that faster CPU paths can replace candle's
-//! without touching the networks.
+//! Entry points for the CPU kernels, so that faster paths can replace candle's without touching
+//! the networks.
 //!
 //! candle's CPU `conv_transpose2d` is a scalar loop over every output pixel, and its conv2d
 //! backward goes through it (input gradient) and through a conv2d with the whole output
 //! gradient as kernel (weight gradient). The fast path here runs every convolution, forward and
 //! backward, as im2col/col2im around one `gemm` call per layer (per batch item on large grids),
-//! as candle custom ops with their own backward.
+//! as candle custom ops with their own backward; frozen transposed-convolution weights are
+//! re-laid out for the product ([`ConvTranspose2d`]); normalisation and (Leaky)ReLU are fused
+//! parallel passes (`norm`, `activation`).
 //!
-//! `PIX2PIX_KERNELS=candle` (or [`set_mode`]) selects candle's own ops instead, for comparison;
-//! the default is `fast`. Tensors that aren't f32 on the CPU always take candle's ops.
+//! `PIX2PIX_KERNELS=candle` (or [`set_mode`], or [`with_mode`] for one thread) selects candle's
+//! own ops instead, for comparison; the default is `fast`. Tensors that aren't f32 on the CPU
+//! always take candle's ops.
 
 mod activation;
 mod conv2d;
