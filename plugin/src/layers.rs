@@ -126,7 +126,8 @@ impl<'a> SequentialBuilder<'a> {
     pub fn new(vb: VarBuilder<'a>) -> Self {
         Self { vb, ops: Vec::new() }
     }
-    /// Adds a child built from the `VarBuilder` at its index.
+    /// Adds a child built from the `VarBuilder` at its index (`nn.Sequential`'s word, not `+`).
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, build: impl FnOnce(VarBuilder<'a>) -> Result<Op>) -> Result<Self> {
         let vb = self.vb.pp(self.ops.len());
         self.ops.push(build(vb)?);

@@ -38,6 +38,7 @@ impl SizePolicy {
     }
 
     /// Translates packed RGB8 of any size into packed RGB8 of the same size.
+    #[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than the MSRV (1.85)
     pub(crate) fn translate(self, model: &Model, rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
         let stride = model.config().stride();
         // Tile keeps its bounded memory even for stride-multiple sizes.

@@ -68,10 +68,10 @@ impl Phases {
         let (ph, pw): (Vec<usize>, Vec<usize>) = ((0..s).map(|p| count(h, p)).collect(), (0..s).map(|p| count(w, p)).collect());
         let mut off = Vec::with_capacity(s * s);
         let mut at = 0;
-        for py in 0..s {
-            for px in 0..s {
+        for rows in &ph {
+            for cols in &pw {
                 off.push(at);
-                at += ph[py] * pw[px];
+                at += rows * cols;
             }
         }
         Self { s, w, ph, pw, off }

@@ -36,6 +36,7 @@ fn slug(data: &Path, p: &Path) -> String {
     rel.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
+#[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than the MSRV (1.85)
 pub fn evaluate(model: &Model, data: &Path, direction: Direction, size: usize, html_dir: Option<&Path>) -> Result<Metrics> {
     let stride = model.config().stride();
     if size == 0 || size % stride != 0 {
