@@ -443,6 +443,7 @@ pub fn generator_config(net_g: &str, ngf: usize) -> ApiResult<GeneratorConfig> {
 /// paths as `host run`).
 pub fn random_generator(config: GeneratorConfig) -> ApiResult<Generator> {
     let vars = VarMap::new();
+    // Built once for its variables (named and shaped as a checkpoint's), then on their values.
     Generator::new(config, VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu)).map_err(Error::from)?;
     train::init::init_weights(&vars, InitType::Normal, 0.02, &mut StdRng::seed_from_u64(0))?;
     let frozen: std::collections::HashMap<String, Tensor> = {

@@ -66,7 +66,7 @@ impl Norm {
                 let c = x.dim(1)?;
                 let (mean, var) = fast_moments(x, Groups::ImageChannel)?;
                 let (ones, zeros) = (Tensor::ones(c, x.dtype(), x.device())?, Tensor::zeros(c, x.dtype(), x.device())?);
-                fast_affine(x, &ones, &zeros, Groups::ImageChannel, mean, &var, true)
+                fast_affine(x, &ones, &zeros, Groups::ImageChannel, &mean, &var, true)
             }
             Norm::Instance => {
                 let (mean, var) = moments(x, (2, 3))?;
@@ -76,21 +76,17 @@ impl Norm {
     }
 }
 
-/// Mean and biased variance per group, by the fused kernel.
-fn fast_moments(x: &Tensor, groups: Groups) -> Result<(Vec<f32>, Vec<f32>)> {
-    let m = x.contiguous()?.apply_op1_no_bwd(&MomentsOp { groups })?.to_vec2::<f32>()?;
-    let mut rows = m.into_iter();
-    match (rows.next(), rows.next()) {
-        (Some(mean), Some(var)) => Ok((mean, var)),
-        _ => candle_core::bail!("norm: moments kernel returned no statistics"),
-    }
+/// Mean and biased variance per group, by the fused kernel, as two tensors.
+fn fast_moments(x: &Tensor, groups: Groups) -> Result<(Tensor, Tensor)> {
+    let m = x.contiguous()?.apply_op1_no_bwd(&MomentsOp { groups })?;
+    Ok((m.get(0)?, m.get(1)?))
 }
 
 /// `(x − mean)/√(var + eps)·γ + β` by the fused kernel (with its own backward).
-fn fast_affine(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: Groups, mean: Vec<f32>, var: &[f32], batch_stats: bool)
+fn fast_affine(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: Groups, mean: &Tensor, var: &Tensor, batch_stats: bool)
     -> Result<Tensor> {
-    let rstd = var.iter().map(|v| 1.0 / (*v as f64 + EPS).sqrt() as f32).collect();
-    let op = NormAffineOp { groups, mean, rstd, batch_stats };
+    let rstd = var.to_vec1::<f32>()?.iter().map(|v| 1.0 / (*v as f64 + EPS).sqrt() as f32).collect();
+    let op = NormAffineOp { groups, mean: mean.to_vec1()?, rstd, batch_stats };
     x.contiguous()?.apply_op3(gamma, beta, op)
 }
 
@@ -125,20 +121,16 @@ impl BatchNorm2d {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
         if kernels::fast_for(x, &self.weight) {
             let (mean, var) = match f.stats {
-                NormStats::Running => {
-                    (self.running_mean.as_tensor().to_vec1::<f32>()?, self.running_var.as_tensor().to_vec1::<f32>()?)
-                }
+                NormStats::Running => (self.running_mean.as_tensor().clone(), self.running_var.as_tensor().clone()),
                 NormStats::Batch => {
                     let (mean, var) = fast_moments(x, Groups::Channel)?;
                     if f.update_running {
-                        let c = mean.len();
-                        let (m, v) = (Tensor::from_vec(mean.clone(), c, x.device())?, Tensor::from_vec(var.clone(), c, x.device())?);
-                        self.update_running(x, &m, &v)?;
+                        self.update_running(x, &mean, &var)?;
                     }
                     (mean, var)
                 }
             };
-            return fast_affine(x, &self.weight, &self.bias, Groups::Channel, mean, &var, f.stats == NormStats::Batch);
+            return fast_affine(x, &self.weight, &self.bias, Groups::Channel, &mean, &var, f.stats == NormStats::Batch);
         }
         let c = self.weight.dim(0)?;
         let (mean, var) = match f.stats {

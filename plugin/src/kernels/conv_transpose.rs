@@ -68,21 +68,32 @@ pub(crate) fn conv_t_core(x: &[f32], nb: usize, g: &Geom, wt: Mat, bias: Option<
     timed(|| format!("convT  col2im   {}", shape()), 0.0, || col2im(&col, nb, g, bias))
 }
 
+impl ConvTranspose2dOp {
+    /// The forward on weights `(cin, cout, kh, kw)` as stored or, `row_major`, re-laid out as
+    /// `(cout, kh, kw, cin)` (see `frozen.rs`).
+    pub(crate) fn forward_on(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, row_major: bool)
+        -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
+        let (k, d) = (contiguous_f32(s2, l2)?, dims4(l2)?);
+        let (kcin, cout, kh, kw) = if row_major { (d.3, d.0, d.1, d.2) } else { d };
+        if kcin != cin {
+            candle_core::bail!("conv_transpose2d: input has {cin} channels, kernel expects {kcin}")
+        }
+        let g = self.geom(cout, (h, w), (kh, kw))?;
+        // Stored: (cin, cout·kh·kw) row-major, transposed by the view.
+        let wt = if row_major { Mat::rm(k, g.rows(), cin) } else { Mat::rm(k, cin, g.rows()).t() };
+        let y = conv_t_core(x, nb, &g, wt, None);
+        Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.h, g.w))))
+    }
+}
+
 impl CustomOp2 for ConvTranspose2dOp {
     fn name(&self) -> &'static str {
         "pix2pix-conv-transpose2d"
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
-        let (k, (kcin, cout, kh, kw)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
-        if kcin != cin {
-            candle_core::bail!("conv_transpose2d: input has {cin} channels, kernel expects {kcin}")
-        }
-        let g = self.geom(cout, (h, w), (kh, kw))?;
-        // The weights as stored, (cin, cout·kh·kw) row-major, transposed in place by the view.
-        let y = conv_t_core(x, nb, &g, Mat::rm(k, cin, g.rows()).t(), None);
-        Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.h, g.w))))
+        self.forward_on(s1, l1, s2, l2, false)
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {

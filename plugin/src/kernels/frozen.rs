@@ -11,12 +11,11 @@
 
 use std::sync::RwLock;
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv_transpose::{conv_t_core, ConvTranspose2dOp};
-use super::gemm::Mat;
-use super::{add_bias, contiguous_f32, dims4, fast_for};
+use super::conv_transpose::ConvTranspose2dOp;
+use super::{add_bias, contiguous_f32, fast_for};
 
 enum Weight {
     /// `(cin, cout, kh, kw)`, as loaded.
@@ -87,11 +86,7 @@ impl ConvTranspose2d {
                 return add_bias(y, self.bias.as_ref());
             }
         }
-        let layer = candle_nn::ConvTranspose2d::new(self.weight()?, self.bias.clone(), self.config);
-        match fast_for(x, layer.weight()) {
-            true => super::conv_transpose2d(x, &layer),
-            false => layer.forward(x),
-        }
+        super::conv_transpose2d(x, &candle_nn::ConvTranspose2d::new(self.weight()?, self.bias.clone(), self.config))
     }
 }
 
@@ -124,13 +119,6 @@ impl CustomOp2 for RowMajorOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
-        let (k, (cout, kh, kw, kcin)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
-        if kcin != cin {
-            candle_core::bail!("conv_transpose2d: input has {cin} channels, kernel expects {kcin}")
-        }
-        let g = self.0.geom(cout, (h, w), (kh, kw))?;
-        let y = conv_t_core(x, nb, &g, Mat::rm(k, g.rows(), cin), None);
-        Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.h, g.w))))
+        self.0.forward_on(s1, l1, s2, l2, true)
     }
 }

@@ -165,6 +165,17 @@ impl CustomOp3 for NormAffineOp {
     }
 }
 
+/// The backward ops' operands: the input, its output's gradient (same size), the input's dims.
+#[allow(clippy::type_complexity)]
+fn input_and_grad<'a>(s1: &'a CpuStorage, l1: &Layout, s2: &'a CpuStorage, l2: &Layout)
+    -> Result<(&'a [f32], &'a [f32], (usize, usize, usize, usize))> {
+    let (x, dy) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+    if dy.len() != x.len() {
+        candle_core::bail!("norm backward: gradient has {} elements, input {}", dy.len(), x.len())
+    }
+    Ok((x, dy, dims4(l1)?))
+}
+
 /// `(x, dy)` → `(2, groups)`: `Σdy` and `Σdy·(x − mean)` per group.
 struct GradSumsOp {
     groups: Groups,
@@ -177,11 +188,7 @@ impl CustomOp2 for GradSumsOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (nb, c, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
-        let dy = contiguous_f32(s2, l2)?;
-        if dy.len() != x.len() {
-            candle_core::bail!("norm backward: gradient has {} elements, input {}", dy.len(), x.len())
-        }
+        let (x, dy, (nb, c, h, w)) = input_and_grad(s1, l1, s2, l2)?;
         let (hw, ng) = (h * w, self.groups.count(nb, c));
         let sums: Vec<(f32, f32)> = (0..ng)
             .into_par_iter()
@@ -217,10 +224,9 @@ impl CustomOp2 for GradInputOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (nb, c, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
-        let dy = contiguous_f32(s2, l2)?;
+        let (x, dy, (nb, c, h, w)) = input_and_grad(s1, l1, s2, l2)?;
         let (hw, groups) = (h * w, self.affine.groups);
-        if self.gamma.len() != c || self.sum_dy.len() != groups.count(nb, c) || dy.len() != x.len() {
+        if self.gamma.len() != c || self.sum_dy.len() != groups.count(nb, c) {
             candle_core::bail!("norm backward: inconsistent shapes")
         }
         let m = (groups.planes(0, nb, c).count() * hw).max(1) as f32;
