@@ -4,9 +4,10 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use pix2pix_ffi::BenchRequest;
+use pix2pix_ffi::{BenchRequest, NormStats};
 
-use crate::plugin::{into_result, NormStatsArg, PluginArg};
+use crate::plugin::{into_result, PluginArg};
+use crate::settings::parser;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,8 +36,8 @@ pub struct Args {
     /// statistics (here the fresh network's), PyTorch's eval mode, what bench_torch.py and ONNX
     /// Runtime time; batch = the statistics of the input itself, the paper's protocol and
     /// `host run`'s default. Training steps always use the batch's.
-    #[arg(long, value_enum, default_value_t = NormStatsArg::Batch)]
-    norm_stats: NormStatsArg,
+    #[arg(long, value_parser = parser::<NormStats>(), default_value_t = NormStats::default())]
+    norm_stats: NormStats,
 }
 
 pub fn median(v: &[f64]) -> Option<f64> {
@@ -62,7 +63,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         iters: args.iters,
         warmup: args.warmup,
         train: args.train,
-        norm_stats: args.norm_stats.into(),
+        norm_stats: args.norm_stats,
     };
     let r = into_result((plugin.module.bench())(request))?;
     eprintln!(

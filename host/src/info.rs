@@ -45,7 +45,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
                 println!("module    {} {v} (host built against {})", Pix2PixModRef::NAME, host_version.version);
             }
             println!("abi check FAILED: {e:#}");
-            Ok(ExitCode::from(crate::EXIT_ERROR))
+            Ok(ExitCode::from(crate::exit::EXIT_ERROR))
         }
     }
 }

@@ -2,15 +2,18 @@
 //! its abi_stable root module (`pix2pix_ffi::Pix2PixModRef`) and never links the networks.
 
 mod atomic;
+mod batch;
 mod bench;
 mod cancel;
 mod eval;
+mod exit;
 mod imageio;
 mod info;
 mod inputs;
 mod pipeline;
 mod plugin;
 mod run;
+mod settings;
 mod shard;
 mod train;
 
@@ -43,11 +46,6 @@ enum Command {
     Pipeline(pipeline::Args),
 }
 
-/// Exit statuses: 0 success, 1 some inputs failed, 2 could not run at all, 130 interrupted.
-pub const EXIT_FAILED_ITEMS: u8 = 1;
-pub const EXIT_ERROR: u8 = 2;
-pub const EXIT_INTERRUPTED: u8 = 130;
-
 fn main() -> ExitCode {
     // `host … | head` closes the pipe early: end quietly as other Unix tools do, not with Rust's
     // "failed printing to stdout" panic. Outputs are written atomically, so none is left half.
@@ -70,7 +68,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line per cause, no backtrace: these are the user's files and settings.
             eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(exit::EXIT_ERROR)
         }
     }
 }

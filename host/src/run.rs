@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use pix2pix_ffi::OpenOptions;
+use pix2pix_ffi::{NormStats, OpenOptions, SizePolicy, DEFAULT_TILE_OVERLAP};
 
 use crate::imageio::has_image_extension;
-use crate::pipeline::naming::NameTemplate;
-use crate::pipeline::runner::{self, Job, Output, Plan};
-use crate::pipeline::steps::Step;
-use crate::plugin::{ModelArg, NormStatsArg, SizePolicyArg};
+use crate::batch::naming::NameTemplate;
+use crate::batch::runner::{self, Job, Output, Plan};
+use crate::batch::steps::Step;
+use crate::plugin::ModelArg;
+use crate::settings::parser;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,15 +30,15 @@ pub struct Args {
     /// translates the whole image at once, reflect-padded to a multiple of the stride (full
     /// detail, one set of batch statistics over the whole image): best for images up to a few
     /// megapixels; tile bounds memory for larger ones.
-    #[arg(long, value_enum, default_value_t = SizePolicyArg::Pad)]
-    size_policy: SizePolicyArg,
+    #[arg(long, value_parser = parser::<SizePolicy>(), default_value_t = SizePolicy::default())]
+    size_policy: SizePolicy,
     /// Tile overlap in pixels (tile policy).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = DEFAULT_TILE_OVERLAP)]
     tile_overlap: u32,
     /// Normalisation statistics: batch (the image's own, the paper's protocol) or running
     /// (the checkpoint's, eval mode).
-    #[arg(long, value_enum, default_value_t = NormStatsArg::Batch)]
-    norm_stats: NormStatsArg,
+    #[arg(long, value_parser = parser::<NormStats>(), default_value_t = NormStats::default())]
+    norm_stats: NormStats,
     /// Threads inside one translation (0 = all cores).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: u32,
@@ -77,8 +78,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
 
     let plugin = args.model.plugin.load()?;
     let options = OpenOptions {
-        norm_stats: args.norm_stats.into(),
-        size_policy: args.size_policy.into(),
+        norm_stats: args.norm_stats,
+        size_policy: args.size_policy,
         tile_overlap: args.tile_overlap,
         threads: args.threads,
         ..OpenOptions::default()

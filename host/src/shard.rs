@@ -4,7 +4,7 @@
 //!
 //! `--shard auto` reads K and N from the scheduler:
 //! - a Kubernetes Indexed Job: K = `JOB_COMPLETION_INDEX` (set by Kubernetes); N must be passed
-//!   in by the Job spec as `P2P_SHARD_COUNT` or `JOB_COMPLETIONS` (Kubernetes does not export
+//!   in by the Job spec as `PIX2PIX_SHARD_COUNT` or `JOB_COMPLETIONS` (Kubernetes does not export
 //!   `.spec.completions`; set it in `env:` to the same number);
 //! - a Slurm job array: K = `SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN` (0 if unset),
 //!   N = `SLURM_ARRAY_TASK_COUNT`.
@@ -74,11 +74,11 @@ fn number(env: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<us
 
 fn auto(env: impl Fn(&str) -> Option<String>) -> Result<Shard> {
     if let Some(k) = number(&env, "JOB_COMPLETION_INDEX")? {
-        let n = match number(&env, "P2P_SHARD_COUNT")? {
+        let n = match number(&env, "PIX2PIX_SHARD_COUNT")? {
             Some(n) => n,
             None => number(&env, "JOB_COMPLETIONS")?.context(
                 "--shard auto: JOB_COMPLETION_INDEX is set (Kubernetes Indexed Job) but the shard count is not: \
-                 set P2P_SHARD_COUNT (or JOB_COMPLETIONS) to the Job's completions in its env",
+                 set PIX2PIX_SHARD_COUNT (or JOB_COMPLETIONS) to the Job's completions in its env",
             )?,
         };
         return Shard::new(k, n).context("--shard auto (Kubernetes)");
@@ -91,7 +91,7 @@ fn auto(env: impl Fn(&str) -> Option<String>) -> Result<Shard> {
         return Shard::new(k, n).context("--shard auto (Slurm array)");
     }
     bail!(
-        "--shard auto: no scheduler found: set JOB_COMPLETION_INDEX and P2P_SHARD_COUNT (Kubernetes Indexed Job) \
+        "--shard auto: no scheduler found: set JOB_COMPLETION_INDEX and PIX2PIX_SHARD_COUNT (Kubernetes Indexed Job) \
          or SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT (Slurm array), or pass --shard K/N"
     )
 }
@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn auto_reads_kubernetes_and_slurm() {
-        let k8s = [("JOB_COMPLETION_INDEX", "2"), ("P2P_SHARD_COUNT", "3")];
+        let k8s = [("JOB_COMPLETION_INDEX", "2"), ("PIX2PIX_SHARD_COUNT", "3")];
         assert_eq!(ShardSpec::Auto.resolve(env(&k8s)).unwrap(), Shard { index: 2, count: 3 });
         let k8s = [("JOB_COMPLETION_INDEX", "0"), ("JOB_COMPLETIONS", "5")];
         assert_eq!(ShardSpec::Auto.resolve(env(&k8s)).unwrap(), Shard { index: 0, count: 5 });

@@ -79,7 +79,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
     }
     if report.cancelled {
         println!("cancelled after {} steps; checkpoint saved in {}; continue with --resume", report.steps, report.checkpoint_dir);
-        Ok(ExitCode::from(crate::EXIT_INTERRUPTED))
+        Ok(ExitCode::from(crate::exit::EXIT_INTERRUPTED))
     } else {
         println!("trained {} steps; checkpoint in {}", report.steps, report.checkpoint_dir);
         Ok(ExitCode::SUCCESS)

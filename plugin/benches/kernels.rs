@@ -24,9 +24,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rand::{rngs::StdRng, SeedableRng};
-use pix2pix::generator::GeneratorConfig;
+use pix2pix::nets::generator::GeneratorConfig;
 use pix2pix::kernels::{self, Mode};
-use pix2pix::unet::UnetConfig;
+use pix2pix::nets::unet::UnetConfig;
 use pix2pix::train::trainer::{Settings, Trainer};
 use pix2pix::{DiscriminatorConfig, DiscriminatorKind, Forward, Generator, Layer, NormKind, NormStats};
 
@@ -110,7 +110,7 @@ fn main() {
         if what.iter().any(|w| w == "infer") {
             // Frozen weights, as a model opened from a file has them (and host bench times).
             let cfg = UnetConfig { in_channels: 3, out_channels: 3, num_downs: 8, ngf, norm: NormKind::Batch, dropout: true };
-            let g = pix2pix::api::random_generator(GeneratorConfig::Unet(cfg)).unwrap();
+            let g = pix2pix::faces::api::random_generator(GeneratorConfig::Unet(cfg)).unwrap();
             for &nb in &batches {
                 let x = rand_image(nb, size, 1);
                 let f = Forward::infer(NormStats::Running);

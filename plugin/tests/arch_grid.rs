@@ -4,8 +4,8 @@
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use pix2pix::checkpoint::save_safetensors;
-use pix2pix::resnet::ResnetConfig;
-use pix2pix::unet::UnetConfig;
+use pix2pix::nets::resnet::ResnetConfig;
+use pix2pix::nets::unet::UnetConfig;
 use pix2pix::{Checkpoint, Discriminator, DiscriminatorConfig, DiscriminatorKind, Generator, GeneratorConfig, NormKind};
 
 fn saved(build: impl FnOnce(VarBuilder) -> candle_core::Result<()>, tag: &str) -> Checkpoint {

@@ -129,14 +129,14 @@ fn bad_files_are_errors_naming_file_and_tensor() {
     t.remove(victim);
     let p = dir.join("missing-tensor.safetensors");
     save_safetensors(&p, &t, DType::F32).unwrap();
-    let e = err_of(Model::open(Some(&p), Options::default()));
+    let e = err_of(Model::open(&p, Options::default()));
     assert!(e.contains("missing-tensor.safetensors") && e.contains(victim), "{e}");
 
     let mut t = a.tensors().clone();
     t.insert(victim.into(), Tensor::zeros((16, 8, 3, 3), DType::F32, &Device::Cpu).unwrap());
     let p = dir.join("wrong-shape.safetensors");
     save_safetensors(&p, &t, DType::F32).unwrap();
-    let e = err_of(Model::open(Some(&p), Options::default()));
+    let e = err_of(Model::open(&p, Options::default()));
     assert!(e.contains("wrong-shape.safetensors") && e.contains(victim) && e.contains("[16, 8, 3, 3]") && e.contains("[16, 8, 4, 4]"), "{e}");
 
     let mut t: Vec<(String, Tensor)> = a.tensors().iter().map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use pix2pix::kernels::{self, ConvTranspose2d};
-use pix2pix::layers::Op;
+use pix2pix::nets::layers::Op;
 use pix2pix::{Forward, NormKind, NormStats};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 

@@ -1,6 +1,6 @@
 //! Pixels ↔ tensors: the [-1, 1] mapping, the gray/RGBA rules, and buffer validation.
 
-use pix2pix::image_tensor::{rgb_to_tensor, tensor_to_rgb};
+use pix2pix::filter::image_tensor::{rgb_to_tensor, tensor_to_rgb};
 use pix2pix::ImageView;
 
 #[test]

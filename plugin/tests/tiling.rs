@@ -10,7 +10,7 @@ use pix2pix::{ImageView, Model, Options, SizePolicy};
 
 fn translate(name: &str, policy: SizePolicy, rgb: &[u8], w: usize, h: usize) -> Vec<u8> {
     let path = fixture(name).join("generator.safetensors");
-    let model = Model::open(Some(&path), Options { size_policy: policy, tile_overlap: 32, ..Options::default() })
+    let model = Model::open(&path, Options { size_policy: policy, tile_overlap: 32, ..Options::default() })
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let view = ImageView::new(w, h, w * 3, 3, rgb).unwrap();
     let out = model.translate(&view).unwrap_or_else(|e| panic!("{name} {policy:?}: {e}"));
@@ -41,7 +41,7 @@ fn tiled_output_has_no_seams() {
 fn tiles_small_and_odd_images() {
     // Smaller than one tile, odd sides, gray and RGBA inputs: same size out, alpha kept.
     let path = fixture("unet128_ngf8_instance_lsgan").join("generator.safetensors");
-    let model = Model::open(Some(&path), Options { size_policy: SizePolicy::Tile, ..Options::default() }).unwrap();
+    let model = Model::open(&path, Options { size_policy: SizePolicy::Tile, ..Options::default() }).unwrap();
     for (w, h, c) in [(37, 23, 3), (131, 129, 1), (200, 61, 4)] {
         let data: Vec<u8> = (0..w * h * c).map(|i| (i * 7 % 251) as u8).collect();
         let out = model.translate(&ImageView::new(w, h, w * c, c, &data).unwrap()).unwrap();

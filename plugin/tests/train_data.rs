@@ -144,7 +144,7 @@ fn evaluate_writes_metrics_and_html() {
     );
     let s = train::train(&cfg, false, &mut |_| true).unwrap();
     assert_eq!(s.steps, 0);
-    let model = pix2pix::Model::open(Some(&s.checkpoint_dir.join("generator.safetensors")), pix2pix::Options::default()).unwrap();
+    let model = pix2pix::Model::open(&s.checkpoint_dir.join("generator.safetensors"), pix2pix::Options::default()).unwrap();
     let html = d.0.join("html");
     let m = train::evaluate(&model, &examples().join("test"), Direction::BtoA, 128, Some(&html)).unwrap();
     println!("{m:?}");

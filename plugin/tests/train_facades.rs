@@ -46,7 +46,7 @@ sample_every_steps = 50
 /// Mean absolute error (0–255) of G(A) against B, the generator in `dir/latest`, over the
 /// training pairs.
 fn l1(dir: &std::path::Path) -> f64 {
-    let model = Model::open(Some(&dir.join("latest/generator.safetensors")), Options::default()).unwrap();
+    let model = Model::open(&dir.join("latest/generator.safetensors"), Options::default()).unwrap();
     train::evaluate(&model, &examples().join("train"), Direction::AtoB, 128, None).unwrap().mae
 }
 

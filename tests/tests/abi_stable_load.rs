@@ -208,3 +208,22 @@ fn train_cancels_and_evaluates() {
         RResult::ROk(_) => panic!("evaluated in direction `sideways`"),
     }
 }
+
+/// The library prints nothing: a data-loader warning (an unreadable image in the training
+/// folder) reaches a Rust host through its sink's `message`.
+#[test]
+fn data_loader_warnings_reach_the_sink() {
+    let dir = scratch("abi-train-warning");
+    let (pairs, config) = tiny_training_run(&dir, 2, 1);
+    std::fs::write(pairs.join("broken.png"), b"not a png").unwrap();
+    let mut sink = Sink { steps: Vec::new(), messages: Vec::new() };
+    match module().train()(RStr::from(config.as_str()), false, ProgressSink_TO::from_ptr(&mut sink, TD_Opaque)) {
+        RResult::ROk(r) => assert_eq!(r.steps, 1, "{r:?}"),
+        RResult::RErr(e) => panic!("train: {e}"),
+    }
+    assert!(
+        sink.messages.iter().any(|m| m.contains("skipping") && m.contains("broken.png")),
+        "no warning naming broken.png: {:?}",
+        sink.messages
+    );
+}

@@ -3,7 +3,7 @@
 //! - translations equal the Rust API's byte for byte (library-allocated and caller buffers),
 //! - four C++ threads sharing one model give the bytes of one thread,
 //! - misuse gives a status and a message, never a crash or a write outside the buffers,
-//!   also under valgrind when it is installed (`P2P_REQUIRE_VALGRIND=1` makes its absence a
+//!   also under valgrind when it is installed (`PIX2PIX_REQUIRE_VALGRIND=1` makes its absence a
 //!   failure, for CI).
 
 mod common;
@@ -102,8 +102,8 @@ fn c_abuse_gives_statuses_and_messages() {
 #[test]
 fn c_abuse_is_clean_under_valgrind() {
     if !have("valgrind") {
-        if std::env::var("P2P_REQUIRE_VALGRIND").as_deref() == Ok("1") {
-            panic!("valgrind is required (P2P_REQUIRE_VALGRIND=1) but not found");
+        if std::env::var("PIX2PIX_REQUIRE_VALGRIND").as_deref() == Ok("1") {
+            panic!("valgrind is required (PIX2PIX_REQUIRE_VALGRIND=1) but not found");
         }
         eprintln!("NOTE: valgrind not found; the memory check of the C API is skipped (install valgrind to run it)");
         return;

@@ -16,6 +16,7 @@ struct Api {
     _lib: libloading::Library,
     train: unsafe extern "C" fn(*const c_char, p2p_progress_fn, *mut c_void) -> p2p_status,
     train_ex: unsafe extern "C" fn(*const c_char, u32, p2p_progress_fn, *mut c_void) -> p2p_status,
+    train_with_messages: unsafe extern "C" fn(*const c_char, u32, p2p_progress_fn, p2p_message_fn, *mut c_void) -> p2p_status,
     last_error: unsafe extern "C" fn() -> *const c_char,
     open: unsafe extern "C" fn(*const c_char, *const p2p_options, *mut *mut p2p_model) -> p2p_status,
     free: unsafe extern "C" fn(*mut p2p_model),
@@ -32,6 +33,7 @@ fn api() -> Api {
         Api {
             train: *lib.get(b"p2p_train").unwrap(),
             train_ex: *lib.get(b"p2p_train_ex").unwrap(),
+            train_with_messages: *lib.get(b"p2p_train_with_messages").unwrap(),
             last_error: *lib.get(b"p2p_last_error").unwrap(),
             open: *lib.get(b"p2p_model_open").unwrap(),
             free: *lib.get(b"p2p_model_free").unwrap(),
@@ -124,4 +126,30 @@ fn train_cancel_resume_then_open_and_evaluate_the_checkpoint() {
     assert!(html.join("index.html").exists());
     // SAFETY: releasing the model once.
     unsafe { (api.free)(m) };
+}
+
+unsafe extern "C" fn on_message(text: *const c_char, user: *mut c_void) {
+    // SAFETY: `user` is the `Vec<String>` passed to p2p_train_with_messages; `text` is a
+    // NUL-terminated string valid for the call.
+    let (seen, text) = unsafe { (&mut *user.cast::<Vec<String>>(), CStr::from_ptr(text)) };
+    seen.push(text.to_string_lossy().into_owned());
+}
+
+/// The library prints nothing: a data-loader warning (an unreadable image in the training
+/// folder) reaches a C caller through its message callback.
+#[test]
+fn data_loader_warnings_reach_the_message_callback() {
+    let api = api();
+    let dir = scratch("c-train-warning");
+    let (pairs, config) = tiny_training_run(&dir, 2, 1);
+    std::fs::write(pairs.join("broken.png"), b"not a png").unwrap();
+    let config = CString::new(config).unwrap();
+    let mut messages: Vec<String> = Vec::new();
+    // SAFETY: valid config string; the callback and its `user` outlive the call.
+    let status = unsafe { (api.train_with_messages)(config.as_ptr(), 0, None, Some(on_message), ptr::from_mut(&mut messages).cast()) };
+    assert_eq!(status, P2P_OK, "p2p_train_with_messages: {}", api.last_error());
+    assert!(
+        messages.iter().any(|m| m.contains("skipping") && m.contains("broken.png")),
+        "no warning naming broken.png: {messages:?}"
+    );
 }

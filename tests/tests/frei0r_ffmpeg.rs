@@ -2,7 +2,7 @@
 //! the same frames (within 1 level), and a bad model path passes frames through unchanged.
 //!
 //! Needs ffmpeg built with frei0r (Debian's is; `.ci/run` installs it). Without ffmpeg the test
-//! says so and returns, unless `P2P_REQUIRE_FFMPEG=1` (as in CI), where that is a failure.
+//! says so and returns, unless `PIX2PIX_REQUIRE_FFMPEG=1` (as in CI), where that is a failure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,8 +14,8 @@ fn release_dir() -> PathBuf {
 
 fn have_ffmpeg() -> bool {
     let ok = Command::new("ffmpeg").arg("-version").output().is_ok_and(|o| o.status.success());
-    if !ok && std::env::var("P2P_REQUIRE_FFMPEG").as_deref() == Ok("1") {
-        panic!("ffmpeg is required (P2P_REQUIRE_FFMPEG=1) but not found");
+    if !ok && std::env::var("PIX2PIX_REQUIRE_FFMPEG").as_deref() == Ok("1") {
+        panic!("ffmpeg is required (PIX2PIX_REQUIRE_FFMPEG=1) but not found");
     }
     if !ok {
         eprintln!("ffmpeg not found: frei0r test skipped (install Debian's ffmpeg to run it)");

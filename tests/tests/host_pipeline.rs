@@ -73,7 +73,7 @@ fn shards_split_the_inputs_deterministically() {
     let out = run(pipeline(&t.join("facades.toml")).args(["--shard", "auto"]).env_remove("JOB_COMPLETION_INDEX").env_remove("SLURM_ARRAY_TASK_MIN").env("SLURM_ARRAY_TASK_ID", "1").env("SLURM_ARRAY_TASK_COUNT", "2"));
     assert!(out.status.success());
     assert_eq!(files(&t.join("out")).len(), 2);
-    let out = run(pipeline(&t.join("facades.toml")).args(["--shard", "auto"]).env("JOB_COMPLETION_INDEX", "0").env("P2P_SHARD_COUNT", "2"));
+    let out = run(pipeline(&t.join("facades.toml")).args(["--shard", "auto"]).env("JOB_COMPLETION_INDEX", "0").env("PIX2PIX_SHARD_COUNT", "2"));
     assert!(out.status.success());
     assert_eq!(files(&t.join("out")).len(), n);
     let out = run(pipeline(&t.join("facades.toml")).args(["--shard", "auto"]).env_remove("SLURM_ARRAY_TASK_ID").env_remove("JOB_COMPLETION_INDEX"));
@@ -189,5 +189,5 @@ fn help_documents_the_format_and_path_rule() {
     let s = stdout(&out);
     assert!(s.contains("[[step]]") && s.contains("op = \"translate\""), "{s}");
     assert!(s.contains("resolve against the file's own folder"), "{s}");
-    assert!(s.contains("P2P_SHARD_COUNT") && s.contains("SLURM_ARRAY_TASK_ID"), "{s}");
+    assert!(s.contains("PIX2PIX_SHARD_COUNT") && s.contains("SLURM_ARRAY_TASK_ID"), "{s}");
 }

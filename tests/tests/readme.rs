@@ -57,7 +57,7 @@ fn every_readme_shell_command_runs() {
             _ if cmd.starts_with("cargo ") => continue,
             _ => cmd,
         };
-        if cmd.contains("ffmpeg") && !have("ffmpeg") && std::env::var("P2P_REQUIRE_FFMPEG").as_deref() != Ok("1") {
+        if cmd.contains("ffmpeg") && !have("ffmpeg") && std::env::var("PIX2PIX_REQUIRE_FFMPEG").as_deref() != Ok("1") {
             eprintln!("ffmpeg not found: skipped `{cmd}`");
             continue;
         }

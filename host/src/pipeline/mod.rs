@@ -1,9 +1,7 @@
-//! `host pipeline CONFIG.toml`: batch filter pipelines.
+//! `host pipeline CONFIG.toml`: batch filter pipelines described by a TOML file ([`config`]),
+//! run by the batch engine ([`crate::batch`]).
 
 pub mod config;
-pub mod naming;
-pub mod runner;
-pub mod steps;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,12 +11,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use pix2pix_ffi::{OpenOptions, TranslatorBox};
 
+use crate::batch::runner::{self, Job, Output, Plan};
+use crate::batch::steps::Step;
 use crate::inputs;
 use crate::plugin::{Plugin, PluginArg};
 use crate::shard::ShardSpec;
 use config::{OnError, StepSpec, TranslateSpec};
-use runner::{Job, Output, Plan};
-use steps::Step;
 
 pub const ABOUT: &str = "\
 The pipeline TOML:
@@ -72,7 +70,7 @@ pub struct Args {
     #[arg(value_name = "CONFIG.toml")]
     config: PathBuf,
     /// Process only shard K of N (inputs whose sorted index ≡ K mod N), or `auto` to read K
-    /// and N from a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, and P2P_SHARD_COUNT or
+    /// and N from a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, and PIX2PIX_SHARD_COUNT or
     /// JOB_COMPLETIONS set to the completions) or a Slurm array (SLURM_ARRAY_TASK_ID,
     /// SLURM_ARRAY_TASK_COUNT).
     #[arg(long, value_name = "K/N|auto")]
@@ -142,8 +140,8 @@ fn open_steps(p: &config::Pipeline, plugin_arg: &PluginArg) -> Result<Vec<Step>>
                     None => {
                         let decl = &p.models[t.model];
                         let options = OpenOptions {
-                            norm_stats: t.norm_stats.into(),
-                            size_policy: t.size_policy.into(),
+                            norm_stats: t.norm_stats,
+                            size_policy: t.size_policy,
                             tile_overlap: t.tile_overlap,
                             threads: decl.threads,
                             ..OpenOptions::default()

@@ -15,13 +15,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
+use pix2pix_ffi::GeneratorName;
+
 use super::Direction;
 use crate::error::{Error, Result};
-use crate::generator::GeneratorConfig;
-use crate::norm::NormKind;
-use crate::patchgan::{DiscriminatorConfig, DiscriminatorKind};
-use crate::resnet::ResnetConfig;
-use crate::unet::UnetConfig;
+use crate::nets::generator::GeneratorConfig;
+use crate::nets::norm::NormKind;
+use crate::nets::patchgan::{DiscriminatorConfig, DiscriminatorKind};
 
 /// Declares a config section twice from one field list: the typed struct (unknown keys denied,
 /// every field defaulted) and a twin that records each value's span for error lines.
@@ -63,6 +63,9 @@ section! {
         /// `aligned`: A|B side by side in one image; `unaligned`: `A/` and `B/` folders with
         /// matching file names (paired by name).
         mode: Mode = Mode::Aligned,
+        /// The reference trainer's option default (`AtoB`), not evaluation's
+        /// ([`Direction::default`], the facades recipe's `BtoA`): configs follow the reference.
+        #[serde(deserialize_with = "direction")]
         direction: Direction = Direction::AtoB,
         preprocess: Preprocess = Preprocess::ResizeAndCrop,
         load_size: usize = 286,
@@ -77,7 +80,8 @@ section! {
 section! {
     /// `[model]`: the networks and their initialisation.
     ModelConfig, ModelSpans {
-        net_g: NetG = NetG::Unet256,
+        #[serde(deserialize_with = "net_g")]
+        net_g: GeneratorName = GeneratorName::Unet { side: 256 },
         ngf: usize = 64,
         net_d: NetD = NetD::Basic,
         /// Layers of the `n_layers` discriminator (`basic` is 3).
@@ -153,29 +157,6 @@ impl Preprocess {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-pub enum NetG {
-    #[serde(rename = "unet_256")]
-    Unet256,
-    #[serde(rename = "unet_128")]
-    Unet128,
-    #[serde(rename = "resnet_9blocks")]
-    Resnet9,
-    #[serde(rename = "resnet_6blocks")]
-    Resnet6,
-}
-
-impl NetG {
-    pub fn name(self) -> &'static str {
-        match self {
-            NetG::Unet256 => "unet_256",
-            NetG::Unet128 => "unet_128",
-            NetG::Resnet9 => "resnet_9blocks",
-            NetG::Resnet6 => "resnet_6blocks",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetD {
     Basic,
@@ -228,27 +209,18 @@ pub enum LrPolicy {
     Cosine,
 }
 
-impl Direction {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "AtoB" => Some(Direction::AtoB),
-            "BtoA" => Some(Direction::BtoA),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Direction::AtoB => "AtoB",
-            Direction::BtoA => "BtoA",
-        }
-    }
+/// `data.direction` by the contract's parser.
+fn direction<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Direction, D::Error> {
+    let s = String::deserialize(d)?;
+    Direction::parse(&s).ok_or_else(|| serde::de::Error::unknown_variant(&s, Direction::NAMES))
 }
 
-impl<'de> Deserialize<'de> for Direction {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Direction::parse(&s).ok_or_else(|| serde::de::Error::unknown_variant(&s, &["AtoB", "BtoA"]))
-    }
+/// `model.net_g` by the contract's parser, limited to the generators the reference trains.
+fn net_g<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<GeneratorName, D::Error> {
+    let s = String::deserialize(d)?;
+    GeneratorName::parse(&s)
+        .filter(|_| GeneratorName::REFERENCE.contains(&s.as_str()))
+        .ok_or_else(|| serde::de::Error::unknown_variant(&s, GeneratorName::REFERENCE))
 }
 
 /// The whole configuration, with the text it was read from (saved in every checkpoint).
@@ -397,14 +369,7 @@ impl Config {
     pub fn generator_config(&self) -> GeneratorConfig {
         let m = &self.model;
         let norm = m.norm.kind();
-        let unet = |num_downs| GeneratorConfig::Unet(UnetConfig { in_channels: 3, out_channels: 3, num_downs, ngf: m.ngf, norm, dropout: m.dropout });
-        let resnet = |n_blocks| GeneratorConfig::Resnet(ResnetConfig { in_channels: 3, out_channels: 3, ngf: m.ngf, n_blocks, norm, dropout: m.dropout });
-        match m.net_g {
-            NetG::Unet256 => unet(8),
-            NetG::Unet128 => unet(7),
-            NetG::Resnet9 => resnet(9),
-            NetG::Resnet6 => resnet(6),
-        }
+        GeneratorConfig::named(m.net_g, m.ngf, norm, m.dropout)
     }
 
     /// The conditional discriminator: it sees (input, output) stacked, 6 channels.
@@ -447,7 +412,7 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.data.load_size, 286);
-        assert_eq!(c.model.net_g, NetG::Unet256);
+        assert_eq!(c.model.net_g, GeneratorName::Unet { side: 256 });
         assert_eq!(c.data.direction, Direction::AtoB);
     }
 

@@ -28,7 +28,7 @@ use super::preprocess::Preprocessor;
 use super::rng::{derive, Stream};
 use super::Direction;
 use crate::error::{Error, Result};
-use crate::image_tensor::rgb_to_tensor;
+use crate::filter::image_tensor::rgb_to_tensor;
 
 const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
 
@@ -60,6 +60,9 @@ pub struct Skipped {
 pub struct Dataset {
     pub sources: Vec<Source>,
     pub skipped: Vec<Skipped>,
+    /// One line per skipped file and a count, for the caller's message channel (the library
+    /// does not print).
+    pub warnings: Vec<String>,
     pub direction: Direction,
 }
 
@@ -151,9 +154,6 @@ impl Dataset {
                 None => skipped.push(Skipped { reason: format!("no matching file in {}", b_dir.display()), path: a }),
             }
         }
-        for s in &skipped {
-            eprintln!("warning: skipping {}: {}", s.path.display(), s.reason);
-        }
         Self::checked(sources, skipped, direction, a_dir)
     }
 
@@ -163,15 +163,13 @@ impl Dataset {
         let mut usable = Vec::with_capacity(sources.len());
         for (s, v) in sources.into_iter().zip(verdicts) {
             match v {
-                Some(sk) => {
-                    eprintln!("warning: skipping {}: {}", sk.path.display(), sk.reason);
-                    skipped.push(sk);
-                }
+                Some(sk) => skipped.push(sk),
                 None => usable.push(s),
             }
         }
+        let mut warnings: Vec<String> = skipped.iter().map(|s| format!("warning: skipping {}: {}", s.path.display(), s.reason)).collect();
         if !skipped.is_empty() {
-            eprintln!("warning: {} file(s) skipped in {}", skipped.len(), dir.display());
+            warnings.push(format!("warning: {} file(s) skipped in {}", skipped.len(), dir.display()));
         }
         if usable.is_empty() {
             return Err(Error::invalid(
@@ -179,7 +177,7 @@ impl Dataset {
                 format!("{}: no usable image pairs ({} file(s) skipped)", dir.display(), skipped.len()),
             ));
         }
-        Ok(Self { sources: usable, skipped, direction })
+        Ok(Self { sources: usable, skipped, warnings, direction })
     }
 
     pub fn len(&self) -> usize {

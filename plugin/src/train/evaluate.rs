@@ -16,8 +16,8 @@ use super::samples::write_png;
 use super::{Direction, Metrics};
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
-use crate::image_tensor::{rgb_to_tensor, tensor_to_rgb};
-use crate::model::Model;
+use crate::filter::image_tensor::{rgb_to_tensor, tensor_to_rgb};
+use crate::filter::model::Model;
 
 struct Row {
     name: String,

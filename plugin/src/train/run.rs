@@ -15,7 +15,7 @@ use super::samples::{save_grid, save_loss_curve};
 use super::schedule::lr_at;
 use super::state::{self, step_name, RunState, LATEST};
 use super::trainer::{Settings, Trainer};
-use super::{Progress, TrainSummary};
+use super::{Progress, Reporter, TrainSummary};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 
@@ -43,7 +43,7 @@ fn fresh(cfg: &Config) -> Result<Trainer> {
 }
 
 /// The networks and optimisers of `<dir>/latest`, and the step it was saved at.
-fn resumed(cfg: &Config, dir: &Path, steps_per_epoch: u64) -> Result<(Trainer, u64)> {
+fn resumed(cfg: &Config, dir: &Path, steps_per_epoch: u64, report: &mut dyn Reporter) -> Result<(Trainer, u64)> {
     let folder = dir.join(LATEST);
     if !folder.is_dir() {
         return Err(Error::invalid("resume", format!("nothing to resume: {} does not exist", folder.display())));
@@ -55,10 +55,13 @@ fn resumed(cfg: &Config, dir: &Path, steps_per_epoch: u64) -> Result<(Trainer, u
     trainer.load_optimizer_tensors(|k| loaded.optimizer.get(k).cloned())?;
     let run = &loaded.run;
     if run.seed != cfg.train.seed {
-        eprintln!("warning: resuming a run seeded {} with seed {}: data order, augmentation and dropout will differ", run.seed, cfg.train.seed);
+        report.message(&format!(
+            "warning: resuming a run seeded {} with seed {}: data order, augmentation and dropout will differ",
+            run.seed, cfg.train.seed
+        ));
     }
     if run.steps_per_epoch != steps_per_epoch {
-        eprintln!("warning: the checkpoint had {} steps per epoch, the data now gives {steps_per_epoch}", run.steps_per_epoch);
+        report.message(&format!("warning: the checkpoint had {} steps per epoch, the data now gives {steps_per_epoch}", run.steps_per_epoch));
     }
     // A longer `max_steps` or other output frequencies are what resuming is for; anything
     // else that changed is worth a word.
@@ -70,14 +73,17 @@ fn resumed(cfg: &Config, dir: &Path, steps_per_epoch: u64) -> Result<(Trainer, u
     };
     match Config::parse(&run.config_text) {
         Ok(saved) if comparable(&saved) == comparable(cfg) => {}
-        _ => eprintln!("warning: the config differs from the one {} was trained with", folder.display()),
+        _ => report.message(&format!("warning: the config differs from the one {} was trained with", folder.display())),
     }
     Ok((trainer, run.step))
 }
 
-pub fn train(config_text: &str, resume: bool, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<TrainSummary> {
+pub fn train(config_text: &str, resume: bool, report: &mut dyn Reporter) -> Result<TrainSummary> {
     let cfg = Config::parse(config_text)?;
     let ds = Arc::new(Dataset::open(&cfg.data)?);
+    for w in &ds.warnings {
+        report.message(w);
+    }
     let t = &cfg.train;
     let plan = Plan { len: ds.len(), batch_size: t.batch_size, seed: t.seed };
     let spe = plan.steps_per_epoch();
@@ -87,8 +93,8 @@ pub fn train(config_text: &str, resume: bool, progress: &mut dyn FnMut(&Progress
     }
     let dir = cfg.output.dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    state::recover(&dir)?;
-    let (mut trainer, start) = if resume { resumed(&cfg, &dir, spe)? } else { (fresh(&cfg)?, 0) };
+    state::recover(&dir, &mut |text| report.message(text))?;
+    let (mut trainer, start) = if resume { resumed(&cfg, &dir, spe, report)? } else { (fresh(&cfg)?, 0) };
     let (mut log, mut history) = LossLog::open(&dir.join("losses.csv"), resume.then_some(start))?;
     let run_state = |step: u64| RunState { step, epoch: step / spe.max(1), seed: t.seed, steps_per_epoch: spe, config_text: config_text.to_string() };
 
@@ -123,7 +129,7 @@ pub fn train(config_text: &str, resume: bool, progress: &mut dyn FnMut(&Progress
             save_grid(&dir.join("samples").join(format!("{}.png", step_name(step))), &batch.input, &out.fake, &batch.target, 4)?;
             save_loss_curve(&dir.join("loss_curve.png"), &history)?;
         }
-        let keep_going = progress(&p);
+        let keep_going = report.progress(&p);
         let every = cfg.output.save_every_steps;
         if every > 0 && step % every == 0 {
             state::save(&dir, &[step_name(step), LATEST.to_string()], &trainer, &run_state(step))?;

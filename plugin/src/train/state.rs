@@ -99,8 +99,8 @@ fn install(tmp: &Path, target: &Path, old: &Path) -> Result<()> {
 }
 
 /// Tidies `<dir>` after an interrupted save: a checkpoint folder renamed aside but not replaced
-/// is put back, and leftover temporary folders are removed.
-pub fn recover(dir: &Path) -> Result<()> {
+/// is put back (and said so through `note`), and leftover temporary folders are removed.
+pub fn recover(dir: &Path, note: &mut dyn FnMut(&str)) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     let mut names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
@@ -110,7 +110,7 @@ pub fn recover(dir: &Path) -> Result<()> {
         if let Some((name, _)) = rest.rsplit_once(".old-") {
             let target = dir.join(name);
             if !target.exists() {
-                eprintln!("warning: restoring {} from an interrupted save", target.display());
+                note(&format!("warning: restoring {} from an interrupted save", target.display()));
                 std::fs::rename(&path, &target).map_err(|e| Error::io(&target, e))?;
                 continue;
             }

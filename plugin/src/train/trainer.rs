@@ -23,9 +23,9 @@ use super::init::{init_weights, is_running_stat, sorted_vars};
 use super::loss::{gan_loss, l1};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::generator::{Generator, GeneratorConfig};
-use crate::layers::{Forward, Layer};
-use crate::patchgan::{Discriminator, DiscriminatorConfig};
+use crate::nets::generator::{Generator, GeneratorConfig};
+use crate::nets::layers::{Forward, Layer};
+use crate::nets::patchgan::{Discriminator, DiscriminatorConfig};
 
 /// The loss and optimiser settings of a step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -170,7 +170,7 @@ impl Trainer {
 
     /// Networks with the architecture and weights of two checkpoints (read off them).
     pub fn from_checkpoints(g: &Checkpoint, d: &Checkpoint, settings: Settings, lr: f64) -> Result<Self> {
-        let t = Self::new(crate::arch::infer_generator(g)?, crate::arch::infer_discriminator(d)?, settings, lr)?;
+        let t = Self::new(crate::nets::arch::infer_generator(g)?, crate::nets::arch::infer_discriminator(d)?, settings, lr)?;
         t.load_generator(g)?;
         t.load_discriminator(d)?;
         Ok(t)

@@ -100,7 +100,7 @@ pub fn test_image(width: usize, height: usize, channels: usize, seed: u32) -> Ve
 
 /// The reference: the same translation through the Rust API (the rlib), default options.
 pub fn rust_translate(model: &Path, pixels: &[u8], width: usize, height: usize, channels: usize) -> Vec<u8> {
-    let m = pix2pix::Model::open(Some(model), pix2pix::Options::default()).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    let m = pix2pix::Model::open(model, pix2pix::Options::default()).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
     let view = pix2pix::ImageView::new(width, height, width * channels, channels, pixels).expect("valid test image");
     m.translate(&view).expect("translate").data
 }

@@ -35,11 +35,11 @@ pub fn fixture(name: &str) -> PathBuf {
 
 pub const UNET128: &str = "unet128_ngf8_instance_lsgan";
 
-/// `host ARGS…`, without $P2P_PLUGIN from the environment (tests pass --plugin).
+/// `host ARGS…`, without $PIX2PIX_PLUGIN from the environment (tests pass --plugin).
 pub fn host(args: &[&str]) -> Command {
     let mut c = Command::new(host_bin());
     c.args(args);
-    c.env_remove("P2P_PLUGIN");
+    c.env_remove("PIX2PIX_PLUGIN");
     c
 }
 

@@ -6,7 +6,7 @@ use candle_core::{Result, Tensor, Var};
 use candle_nn::VarBuilder;
 
 use crate::kernels::{self, Groups, MomentsOp, NormAffineOp};
-use crate::layers::{Forward, NormStats, Op};
+use crate::nets::forward::{Forward, NormStats};
 
 const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
@@ -42,14 +42,15 @@ impl NormKind {
     pub fn is_some(self) -> bool {
         self != NormKind::None
     }
-    /// The norm layer for `c` channels, or `None` for `norm = none`.
-    pub fn layer(self, c: usize) -> impl FnOnce(VarBuilder) -> Result<Op> {
-        move |vb| {
-            Ok(Op::Norm(match self {
-                NormKind::Batch => Norm::Batch(BatchNorm2d::new(c, vb)?),
-                _ => Norm::Instance,
-            }))
-        }
+    /// The builder of the norm layer for `c` channels, or `None` for `norm = none` (which has
+    /// no layer, and takes no index in a `Sequential`).
+    pub fn layer(self, c: usize) -> Option<impl FnOnce(VarBuilder) -> Result<Norm>> {
+        let batch = match self {
+            NormKind::Batch => true,
+            NormKind::Instance => false,
+            NormKind::None => return None,
+        };
+        Some(move |vb: VarBuilder<'_>| Ok(if batch { Norm::Batch(BatchNorm2d::new(c, vb)?) } else { Norm::Instance }))
     }
 }
 

@@ -3,11 +3,11 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::generator::GeneratorConfig;
-use crate::norm::NormKind;
-use crate::patchgan::{DiscriminatorConfig, DiscriminatorKind};
-use crate::resnet::ResnetConfig;
-use crate::unet::UnetConfig;
+use crate::nets::generator::GeneratorConfig;
+use crate::nets::norm::NormKind;
+use crate::nets::patchgan::{DiscriminatorConfig, DiscriminatorKind};
+use crate::nets::resnet::ResnetConfig;
+use crate::nets::unet::UnetConfig;
 
 fn dims4(ckpt: &Checkpoint, name: &str) -> Result<[usize; 4]> {
     match ckpt.dims(name) {

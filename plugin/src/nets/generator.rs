@@ -3,9 +3,13 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::layers::{Forward, Layer};
-use crate::resnet::{ResnetConfig, ResnetGenerator};
-use crate::unet::{UnetConfig, UnetGenerator};
+use pix2pix_ffi::GeneratorName;
+
+use crate::nets::forward::{Forward, Layer};
+use crate::nets::norm::NormKind;
+use crate::nets::parameters;
+use crate::nets::resnet::{ResnetConfig, ResnetGenerator};
+use crate::nets::unet::{UnetConfig, UnetGenerator};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GeneratorConfig {
@@ -14,12 +18,42 @@ pub enum GeneratorConfig {
 }
 
 impl GeneratorConfig {
+    /// The generator a `netG` name stands for, RGB → RGB.
+    pub fn named(name: GeneratorName, ngf: usize, norm: NormKind, dropout: bool) -> Self {
+        match name {
+            GeneratorName::Unet { side } => GeneratorConfig::Unet(UnetConfig {
+                in_channels: 3,
+                out_channels: 3,
+                num_downs: side.trailing_zeros() as usize,
+                ngf,
+                norm,
+                dropout,
+            }),
+            GeneratorName::Resnet { blocks } => GeneratorConfig::Resnet(ResnetConfig {
+                in_channels: 3,
+                out_channels: 3,
+                ngf,
+                n_blocks: blocks as usize,
+                norm,
+                dropout,
+            }),
+        }
+    }
+    /// The reference's `netG` name of this architecture.
+    pub fn name(&self) -> GeneratorName {
+        match self {
+            GeneratorConfig::Unet(c) => GeneratorName::Unet { side: c.stride() as u32 },
+            GeneratorConfig::Resnet(c) => GeneratorName::Resnet { blocks: c.n_blocks as u32 },
+        }
+    }
     /// The reference's `netG` name: `unet_256`, `unet_128`, `resnet_9blocks`, …
     pub fn net_g(&self) -> String {
-        match self {
-            GeneratorConfig::Unet(c) => format!("unet_{}", c.stride()),
-            GeneratorConfig::Resnet(c) => format!("resnet_{}blocks", c.n_blocks),
-        }
+        self.name().name()
+    }
+    /// Trainable parameters (running statistics not counted), counted by building the network
+    /// on placeholders that take no memory: safe to ask before allocating a huge network.
+    pub fn parameters(&self) -> Result<u64> {
+        parameters::count(|vb| Generator::new(*self, vb))
     }
     /// Input sides must be multiples of this; `unet_256` takes 256, 512, …
     pub fn stride(&self) -> usize {
@@ -41,7 +75,7 @@ impl GeneratorConfig {
             GeneratorConfig::Resnet(c) => c.ngf,
         }
     }
-    pub fn norm(&self) -> crate::norm::NormKind {
+    pub fn norm(&self) -> NormKind {
         match self {
             GeneratorConfig::Unet(c) => c.norm,
             GeneratorConfig::Resnet(c) => c.norm,

@@ -1,17 +1,17 @@
 //! The translation filter: a generator loaded from a checkpoint, with the options a host sets,
 //! turning 8-bit images of any size into translated images of the same size.
 
-use std::path::Path;
-
 use candle_core::Tensor;
 
-use crate::arch::infer_generator;
+use crate::nets::arch::infer_generator;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::generator::{Generator, GeneratorConfig};
-use crate::image_tensor::{rgb_to_tensor, tensor_to_rgb, ImageU8, ImageView};
-use crate::layers::{Forward, Layer, NormStats};
-use crate::size_policy::SizePolicy;
+use crate::nets::generator::{Generator, GeneratorConfig};
+use crate::filter::image_tensor::{rgb_to_tensor, tensor_to_rgb, ImageU8, ImageView};
+use crate::filter::size_policy::{self, SizePolicy};
+use crate::filter::tiling::{self, TileGeometry};
+use crate::nets::forward::{Forward, Layer, NormStats};
+use crate::nets::norm::NormKind;
 
 /// Options fixed when a model is opened.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,8 +27,22 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// The contract's defaults.
     fn default() -> Self {
-        Self { norm_stats: NormStats::Batch, size_policy: SizePolicy::default(), tile_overlap: 32, threads: 0, dropout_seed: None }
+        Self::from(&pix2pix_ffi::OpenOptions::default())
+    }
+}
+
+/// The abi_stable face's options: the one conversion from the contract's type.
+impl From<&pix2pix_ffi::OpenOptions> for Options {
+    fn from(o: &pix2pix_ffi::OpenOptions) -> Self {
+        Self {
+            norm_stats: o.norm_stats,
+            size_policy: o.size_policy,
+            tile_overlap: o.tile_overlap as usize,
+            threads: o.threads as usize,
+            dropout_seed: o.dropout_seed.into_option(),
+        }
     }
 }
 
@@ -41,13 +55,10 @@ pub struct Model {
 }
 
 impl Model {
-    /// Opens a checkpoint (`.safetensors` or `.pth`), or the shipped default model for `None`.
-    pub fn open(path: Option<&Path>, options: Options) -> Result<Self> {
-        let ckpt = match path {
-            Some(p) => Checkpoint::load(p)?,
-            None => crate::default_model::checkpoint()?,
-        };
-        Self::from_checkpoint(&ckpt, options)
+    /// Opens a checkpoint file (`.safetensors` or `.pth`). (The faces' "no path" meaning the
+    /// shipped model is theirs: `faces::api::open_model`.)
+    pub fn open(path: &std::path::Path, options: Options) -> Result<Self> {
+        Self::from_checkpoint(&Checkpoint::load(path)?, options)
     }
 
     pub fn from_checkpoint(ckpt: &Checkpoint, options: Options) -> Result<Self> {
@@ -92,10 +103,40 @@ impl Model {
     }
 
     /// Translates packed RGB8 whose sides suit the network as they are.
-    pub(crate) fn translate_rgb(&self, rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
+    fn translate_rgb(&self, rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
         let x = rgb_to_tensor(rgb, width, height)?;
         let (out, _, _) = tensor_to_rgb(&self.forward(&x)?)?;
         Ok(out)
+    }
+
+    /// Translates packed RGB8 of any size into packed RGB8 of the same size, by the size policy
+    /// of the options.
+    #[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than the MSRV (1.85)
+    pub(crate) fn translate_any(&self, rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
+        let config = self.config();
+        let policy = self.options.size_policy;
+        let net = |rgb: &[u8], w: usize, h: usize| self.translate_rgb(rgb, w, h);
+        // Tile keeps its bounded memory even for stride-multiple sizes.
+        if policy != SizePolicy::Tile && w % config.stride() == 0 && h % config.stride() == 0 {
+            return net(rgb, w, h);
+        }
+        match policy {
+            SizePolicy::Resize => size_policy::resized(&net, config.native_size(), rgb, w, h),
+            SizePolicy::Pad => size_policy::padded(&net, config.stride(), rgb, w, h),
+            SizePolicy::Tile => tiling::translate_tiled(&|x| self.forward(x), &self.tile_geometry(), rgb, w, h),
+        }
+    }
+
+    /// The tile policy's geometry for this network and these options.
+    pub(crate) fn tile_geometry(&self) -> TileGeometry {
+        let config = self.config();
+        TileGeometry {
+            tile: config.native_size(),
+            stride: config.stride(),
+            overlap: self.options.tile_overlap,
+            // All tiles in one batch share batch-norm statistics; any other norm is per tile.
+            shared_stats: config.norm() == NormKind::Batch && self.options.norm_stats == NormStats::Batch,
+        }
     }
 
     /// Translates an image of any size; the output has the input's size, 3 channels, or 4 with
@@ -103,7 +144,7 @@ impl Model {
     pub fn translate(&self, img: &ImageView) -> Result<ImageU8> {
         let run = || -> Result<ImageU8> {
             let rgb = img.to_rgb();
-            let out = self.options.size_policy.translate(self, &rgb, img.width, img.height)?;
+            let out = self.translate_any(&rgb, img.width, img.height)?;
             Ok(match img.channels {
                 4 => {
                     let mut rgba = Vec::with_capacity(img.width * img.height * 4);

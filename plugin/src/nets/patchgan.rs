@@ -8,8 +8,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::layers::{conv, Forward, Layer, Op, Run, Sequential, SequentialBuilder};
-use crate::norm::NormKind;
+use crate::nets::layers::{conv, Forward, Layer, Op, Run, Sequential, SequentialBuilder};
+use crate::nets::norm::NormKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiscriminatorKind {

@@ -1,7 +1,7 @@
-//! The C API of `libpix2pix.so` (declared in `ffi/include/pix2pix.h`, which cbindgen generates
-//! from this file and `ffi/src/c.rs`; the doc comments here are the header's documentation).
+//! The C API of `libpix2pix.so`: the definitions of the functions the contract declares in
+//! `pix2pix_ffi::c::functions` (documented there and in `ffi/include/pix2pix.h`).
 //!
-//! Thin wrappers over [`crate::api`]: check pointers, convert the C types, call, convert back.
+//! Thin wrappers over [`crate::faces::api`]: check pointers, convert the C types, call, convert back.
 //! Every exported function catches panics (a panic becomes `P2P_ERR_INTERNAL`).
 
 use std::cell::RefCell;
@@ -9,14 +9,17 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::mem::{offset_of, size_of};
 use std::path::PathBuf;
 
+use pix2pix_ffi::c::functions as contract;
 use pix2pix_ffi::c::*;
 
-use crate::api::{self, ApiError, ApiResult, ErrorKind, LoadedModel};
-use crate::image_tensor::ImageView;
-use crate::layers::NormStats;
-use crate::model::Options;
-use crate::size_policy::SizePolicy;
+use pix2pix_ffi::{Direction, NormStats, SizePolicy};
+
+use crate::faces::api::{self, ApiError, ApiResult, ErrorKind, LoadedModel};
+use crate::filter::image_tensor::ImageView;
+use crate::filter::model::Options;
 use crate::train;
+
+mod buffers;
 
 // Images the library allocates come from the C heap, so `p2p_image_free` needs nothing but the
 // pointer (not the size, which the caller could have changed in `*img`).
@@ -24,6 +27,25 @@ extern "C" {
     fn malloc(size: usize) -> *mut c_void;
     fn free(ptr: *mut c_void);
 }
+
+// Each definition below has the signature the contract declares (`pix2pix_ffi::c::functions`,
+// from which the header is generated): a pair of function items only coerces to one
+// function-pointer type, as an array needs, when their signatures agree.
+const _: () = {
+    let _ = [contract::p2p_abi_version, p2p_abi_version];
+    let _ = [contract::p2p_version, p2p_version];
+    let _ = [contract::p2p_last_error, p2p_last_error];
+    let _ = [contract::p2p_status_name, p2p_status_name];
+    let _ = [contract::p2p_model_open, p2p_model_open];
+    let _ = [contract::p2p_model_free, p2p_model_free];
+    let _ = [contract::p2p_model_get_info, p2p_model_get_info];
+    let _ = [contract::p2p_translate, p2p_translate];
+    let _ = [contract::p2p_image_free, p2p_image_free];
+    let _ = [contract::p2p_train, p2p_train];
+    let _ = [contract::p2p_train_ex, p2p_train_ex];
+    let _ = [contract::p2p_train_with_messages, p2p_train_with_messages];
+    let _ = [contract::p2p_evaluate, p2p_evaluate];
+};
 
 /// What a `p2p_model *` points to: the model and the strings `p2p_model_get_info` lends out.
 struct CModel {
@@ -180,21 +202,12 @@ unsafe fn read_options(p: *const p2p_options) -> ApiResult<Options> {
         return Err(ApiError::invalid(format!("invalid options: struct_size {size} (set it to sizeof(p2p_options))")));
     }
     if let Some(v) = read_field!(p, size, p2p_options, norm_stats) {
-        o.norm_stats = match v {
-            P2P_NORM_STATS_DEFAULT => o.norm_stats,
-            P2P_NORM_STATS_BATCH => NormStats::Batch,
-            P2P_NORM_STATS_RUNNING => NormStats::Running,
-            other => return Err(ApiError::invalid(format!("invalid options.norm_stats: {other} (P2P_NORM_STATS_*)"))),
-        };
+        o.norm_stats = NormStats::from_code(v)
+            .ok_or_else(|| ApiError::invalid(format!("invalid options.norm_stats: {v} (P2P_NORM_STATS_*)")))?;
     }
     if let Some(v) = read_field!(p, size, p2p_options, size_policy) {
-        o.size_policy = match v {
-            P2P_SIZE_POLICY_DEFAULT => o.size_policy,
-            P2P_SIZE_POLICY_RESIZE => SizePolicy::Resize,
-            P2P_SIZE_POLICY_PAD => SizePolicy::Pad,
-            P2P_SIZE_POLICY_TILE => SizePolicy::Tile,
-            other => return Err(ApiError::invalid(format!("invalid options.size_policy: {other} (P2P_SIZE_POLICY_*)"))),
-        };
+        o.size_policy = SizePolicy::from_code(v)
+            .ok_or_else(|| ApiError::invalid(format!("invalid options.size_policy: {v} (P2P_SIZE_POLICY_*)")))?;
     }
     if let Some(v) = read_field!(p, size, p2p_options, tile_overlap) {
         if v != 0 {
@@ -214,45 +227,25 @@ unsafe fn read_options(p: *const p2p_options) -> ApiResult<Options> {
     Ok(o)
 }
 
-fn size_policy_code(p: SizePolicy) -> u32 {
-    match p {
-        SizePolicy::Resize => P2P_SIZE_POLICY_RESIZE,
-        SizePolicy::Pad => P2P_SIZE_POLICY_PAD,
-        SizePolicy::Tile => P2P_SIZE_POLICY_TILE,
-    }
-}
-
-fn norm_stats_code(s: NormStats) -> u32 {
-    match s {
-        NormStats::Batch => P2P_NORM_STATS_BATCH,
-        NormStats::Running => P2P_NORM_STATS_RUNNING,
-    }
-}
-
 const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
     Ok(v) => v,
     Err(_) => panic!("the package version contains a NUL"),
 };
 
-/// The version of the C API this library implements (`P2P_ABI_VERSION` of the header it was
-/// built with). A caller compiled against a different `P2P_ABI_VERSION` must not use it.
-/// Thread-safe; never fails.
+/// `p2p_abi_version` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 #[no_mangle]
 pub extern "C" fn p2p_abi_version() -> u32 {
     // Nothing here can panic; the guard keeps the rule "every export catches panics" uniform.
     std::panic::catch_unwind(|| P2P_ABI_VERSION).unwrap_or(P2P_ABI_VERSION)
 }
 
-/// The library's version, e.g. `"0.1.0"`: a static string, never NULL, never to be freed.
-/// Thread-safe; never fails.
+/// `p2p_version` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 #[no_mangle]
 pub extern "C" fn p2p_version() -> *const c_char {
     std::panic::catch_unwind(|| VERSION.as_ptr()).unwrap_or(VERSION.as_ptr())
 }
 
-/// The message of the last failure on the calling thread (`""` if none yet), never NULL.
-/// Owned by the library: valid until the next failing call on the same thread; copy it to
-/// keep it. Each thread has its own message, so concurrent failures do not mix.
+/// `p2p_last_error` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 #[no_mangle]
 pub extern "C" fn p2p_last_error() -> *const c_char {
     let ptr = std::panic::catch_unwind(|| LAST_ERROR.try_with(|l| l.borrow().as_ptr()).ok());
@@ -262,8 +255,7 @@ pub extern "C" fn p2p_last_error() -> *const c_char {
     }
 }
 
-/// A static name for a status code (`"P2P_ERR_IO"`, ...; `"unknown"` for codes this version does
-/// not know). Never NULL, never to be freed. Thread-safe.
+/// `p2p_status_name` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 #[no_mangle]
 pub extern "C" fn p2p_status_name(status: p2p_status) -> *const c_char {
     std::panic::catch_unwind(|| status_name(status)).unwrap_or(c"unknown").as_ptr()
@@ -288,21 +280,10 @@ fn status_name(status: p2p_status) -> &'static CStr {
     }
 }
 
-/// Opens a generator checkpoint (`.safetensors`, or a PyTorch `.pth` state dict); its
-/// architecture is read off the file.
-///
-/// - `path`: NUL-terminated file name, or NULL for the model shipped with the library
-///   (`P2P_ERR_UNSUPPORTED` if this build ships none).
-/// - `opts`: NULL for the defaults, or options whose `struct_size` is set (see `p2p_options`).
-/// - `out`: receives the model on success (and is set to NULL on failure); must not be NULL.
-///   Release the model with `p2p_model_free`.
-///
-/// Errors: `P2P_ERR_NULL`, `P2P_ERR_IO` (missing/unreadable file), `P2P_ERR_CHECKPOINT` (not a
-/// checkpoint, truncated, or not a pix2pix generator), `P2P_ERR_INVALID_ARGUMENT` (options),
-/// `P2P_ERR_UNSUPPORTED`. Thread-safe.
+/// `p2p_model_open` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 ///
 /// # Safety
-/// Pointers are NULL or valid as described; `path` is NUL-terminated.
+/// As the contract documents.
 #[no_mangle]
 pub unsafe extern "C" fn p2p_model_open(path: *const c_char, opts: *const p2p_options, out: *mut *mut p2p_model) -> p2p_status {
     run(|| {
@@ -328,11 +309,10 @@ pub unsafe extern "C" fn p2p_model_open(path: *const c_char, opts: *const p2p_op
     })
 }
 
-/// Releases a model from `p2p_model_open`. NULL is ignored. The model must not be in use by
-/// another thread, and must not be used afterwards (nor the strings of its `p2p_model_info`).
+/// `p2p_model_free` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 ///
 /// # Safety
-/// `m` is NULL or a model from `p2p_model_open` not yet released.
+/// As the contract documents.
 #[no_mangle]
 pub unsafe extern "C" fn p2p_model_free(m: *mut p2p_model) {
     if m.is_null() {
@@ -345,14 +325,10 @@ pub unsafe extern "C" fn p2p_model_free(m: *mut p2p_model) {
     });
 }
 
-/// Describes a model (named `_get_info` because C cannot have a function and a typedef both
-/// called `p2p_model_info`). `out->struct_size` must be set to `sizeof(p2p_model_info)`; the library
-/// fills the fields that size covers. Strings point into the model and stay valid until
-/// `p2p_model_free`. Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT` (struct_size too
-/// small). Thread-safe.
+/// `p2p_model_get_info` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 ///
 /// # Safety
-/// `m` is NULL or a live model; `out` is NULL or points to `out->struct_size` writable bytes.
+/// As the contract documents.
 #[no_mangle]
 pub unsafe extern "C" fn p2p_model_get_info(m: *const p2p_model, out: *mut p2p_model_info) -> p2p_status {
     run(|| {
@@ -375,41 +351,17 @@ pub unsafe extern "C" fn p2p_model_get_info(m: *const p2p_model, out: *mut p2p_m
         write_field!(out, size, p2p_model_info, out_channels, i.out_channels as u32);
         write_field!(out, size, p2p_model_info, stride, i.stride as u32);
         write_field!(out, size, p2p_model_info, native_size, i.native_size as u32);
-        write_field!(out, size, p2p_model_info, size_policy, size_policy_code(i.size_policy));
-        write_field!(out, size, p2p_model_info, norm_stats, norm_stats_code(i.norm_stats));
+        write_field!(out, size, p2p_model_info, size_policy, i.size_policy.code());
+        write_field!(out, size, p2p_model_info, norm_stats, i.norm_stats.code());
         write_field!(out, size, p2p_model_info, parameters, i.parameters);
         Ok(())
     })
 }
 
-/// Translates an image of any size (the model's size policy handles sides the network does not
-/// take as they are). The output has the input's width and height, and 4 channels if the input
-/// has 4 (its alpha copied through unchanged), else 3 (RGB; gray input is read as RGB).
-///
-/// Input: `in->data` must hold `in->stride * (in->height - 1) + in->width * in->channels`
-/// bytes. Width and height must be positive and `width * height` at most 2^28 pixels; `stride`
-/// at least `width * channels`; `channels` 1, 3 or 4; the extent above at most 2^40 bytes.
-/// Violations give `P2P_ERR_INVALID_ARGUMENT` before anything is read or allocated.
-///
-/// Output, two modes:
-/// - `out->data == NULL`: the library allocates a packed image (`stride = width * channels`)
-///   and sets all of `*out`; release it with `p2p_image_free`.
-/// - `out->data != NULL`: the caller's buffer of `out->height` rows `out->stride` bytes apart.
-///   It must have `out->stride >= in->width * C` and `out->height >= in->height` (C = output
-///   channels), else `P2P_ERR_BUFFER_TOO_SMALL` and nothing is written. Row `y` is written to
-///   `out->data + y * out->stride`, `in->width * C` bytes each; nothing else is touched (not
-///   the bytes between rows, nor rows past `in->height`). On success `out->width`,
-///   `out->height` and `out->channels` describe the image; `out->stride` is kept.
-///   `out->data` may be `in->data` (in place) if the rows fit.
-///
-/// On failure `*out` is unchanged. Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`,
-/// `P2P_ERR_BUFFER_TOO_SMALL`, `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY`.
-///
-/// Thread-safe: several threads may translate with one model at once (each with its own
-/// images); results do not depend on concurrency.
+/// `p2p_translate` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 ///
 /// # Safety
-/// `m` is NULL or a live model; `in`/`out` are NULL or valid, and their buffers as described.
+/// As the contract documents.
 #[no_mangle]
 pub unsafe extern "C" fn p2p_translate(m: *const p2p_model, r#in: *const p2p_image, out: *mut p2p_image) -> p2p_status {
     run(|| {
@@ -428,11 +380,11 @@ pub unsafe extern "C" fn p2p_translate(m: *const p2p_model, r#in: *const p2p_ima
             return Err(null("in->data"));
         }
         let (w, h, stride, ch) = (src.width as usize, src.height as usize, src.stride as usize, src.channels as usize);
-        let len = api::image_extent(w, h, stride, ch)?;
-        let out_ch = api::output_channels(ch);
+        let len = buffers::image_extent(w, h, stride, ch)?;
+        let out_ch = buffers::output_channels(ch);
         let out_len = match dst.data.is_null() {
             true => None,
-            false => Some(api::output_extent(w, h, out_ch, dst.stride as usize, dst.height as usize)?),
+            false => Some(buffers::output_extent(w, h, out_ch, dst.stride as usize, dst.height as usize)?),
         };
         let image = {
             // SAFETY: `in->data` holds `len` readable bytes (the documented contract; `len` is
@@ -448,7 +400,7 @@ pub unsafe extern "C" fn p2p_translate(m: *const p2p_model, r#in: *const p2p_ima
                 // and `n` (checked by `output_extent`) lies within its first `in->height` rows;
                 // no other reference to it is alive.
                 let buf = unsafe { std::slice::from_raw_parts_mut(dst.data, n) };
-                api::copy_to_strided(&image, buf, dst.stride as usize)?;
+                buffers::copy_to_strided(&image, buf, dst.stride as usize)?;
                 let desc = p2p_image { width: image.width as u32, height: image.height as u32, stride: dst.stride, channels: image.channels as u32, data: dst.data };
                 // SAFETY: `out` is non-NULL and writable (caller contract).
                 unsafe { out.write(desc) };
@@ -472,12 +424,10 @@ pub unsafe extern "C" fn p2p_translate(m: *const p2p_model, r#in: *const p2p_ima
     })
 }
 
-/// Releases the pixels of an image the library allocated (`p2p_translate` with
-/// `out->data == NULL`) and zeroes `*img`. NULL, and an image whose `data` is NULL, are
-/// ignored. Never pass an image whose buffer the caller allocated.
+/// `p2p_image_free` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 ///
 /// # Safety
-/// `img` is NULL or points to a `p2p_image` whose `data` is NULL or library-allocated.
+/// As the contract documents.
 #[no_mangle]
 pub unsafe extern "C" fn p2p_image_free(img: *mut p2p_image) {
     if img.is_null() {
@@ -496,47 +446,46 @@ pub unsafe extern "C" fn p2p_image_free(img: *mut p2p_image) {
     });
 }
 
-/// Trains a model from a TOML configuration text (not a path): `p2p_train_ex` without flags.
+/// `p2p_train` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 ///
 /// # Safety
-/// See `p2p_train_ex`.
+/// As the contract documents.
 #[no_mangle]
 pub unsafe extern "C" fn p2p_train(config_toml: *const c_char, cb: p2p_progress_fn, user: *mut c_void) -> p2p_status {
     // SAFETY: same contract.
     unsafe { p2p_train_ex(config_toml, 0, cb, user) }
 }
 
-/// Trains a model from a TOML configuration text (not a path), writing checkpoints where the
-/// configuration says.
-///
-/// - `flags`: `P2P_TRAIN_RESUME` to continue from `<output.dir>/latest`; other bits must be 0.
-/// - `cb`: NULL, or called after every step on the calling thread with `user`; returning
-///   non-zero stops the run after a checkpoint is saved, and the call returns
-///   `P2P_ERR_CANCELLED`.
-///
-/// Blocks until the run ends. Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT` (not UTF-8,
-/// unknown flags), `P2P_ERR_CONFIG` (the message names the key and line), `P2P_ERR_IO`,
-/// `P2P_ERR_IMAGE`, `P2P_ERR_CHECKPOINT`, `P2P_ERR_CANCELLED`, `P2P_ERR_COMPUTE`.
-/// Several runs may proceed at once on different threads if their output folders differ.
+/// `p2p_train_ex` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 ///
 /// # Safety
-/// `config_toml` is NULL or NUL-terminated; `cb` does not unwind into the library.
+/// As the contract documents.
 #[no_mangle]
 pub unsafe extern "C" fn p2p_train_ex(config_toml: *const c_char, flags: u32, cb: p2p_progress_fn, user: *mut c_void) -> p2p_status {
+    // SAFETY: same contract.
+    unsafe { p2p_train_with_messages(config_toml, flags, cb, None, user) }
+}
+
+/// `p2p_train_with_messages` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_train_with_messages(
+    config_toml: *const c_char,
+    flags: u32,
+    cb: p2p_progress_fn,
+    on_message: p2p_message_fn,
+    user: *mut c_void,
+) -> p2p_status {
     run(|| {
         // SAFETY: caller contract on `config_toml`.
         let text = utf8(unsafe { c_str(config_toml, "config_toml") }?, "config_toml")?;
         if flags & !P2P_TRAIN_RESUME != 0 {
             return Err(ApiError::invalid(format!("invalid flags: {flags:#x} (unknown bits)")));
         }
-        let mut progress = |p: &train::Progress| -> bool {
-            let Some(cb) = cb else { return true };
-            let c = p2p_progress::from(p);
-            // SAFETY: the caller's callback with its own `user`; `&c` lives for the call.
-            let stop: c_int = unsafe { cb(&c, user) };
-            stop == 0
-        };
-        let s = api::train(text, flags & P2P_TRAIN_RESUME != 0, &mut progress)?;
+        let mut report = CallbackReporter { progress: cb, message: on_message, user };
+        let s = api::train(text, flags & P2P_TRAIN_RESUME != 0, &mut report)?;
         if s.cancelled {
             return Err(ApiError::new(
                 ErrorKind::Cancelled,
@@ -547,17 +496,32 @@ pub unsafe extern "C" fn p2p_train_ex(config_toml: *const c_char, flags: u32, cb
     })
 }
 
-/// Evaluates a model over a folder of aligned A|B image pairs, each resized to `size`
-/// (0 = the model's native size): mean absolute error, PSNR and SSIM into `*out`.
-///
-/// - `data_dir`: NUL-terminated folder; `direction`: `P2P_DIRECTION_*`.
-/// - `html_dir`: NULL, or a folder to write an HTML page of input | output | target rows into.
-///
-/// Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`, `P2P_ERR_IO`, `P2P_ERR_IMAGE`,
-/// `P2P_ERR_COMPUTE`. Thread-safe (several evaluations may share one model).
+/// The caller's callbacks as the trainer's reporter.
+struct CallbackReporter {
+    progress: p2p_progress_fn,
+    message: p2p_message_fn,
+    user: *mut c_void,
+}
+
+impl train::Reporter for CallbackReporter {
+    fn progress(&mut self, p: &train::Progress) -> bool {
+        let Some(cb) = self.progress else { return true };
+        // SAFETY: the caller's callback with its own `user`; `p` lives for the call.
+        let stop: c_int = unsafe { cb(p, self.user) };
+        stop == 0
+    }
+    fn message(&mut self, text: &str) {
+        let Some(cb) = self.message else { return };
+        let text = c_string(text);
+        // SAFETY: the caller's callback with its own `user`; `text` lives for the call.
+        unsafe { cb(text.as_ptr(), self.user) };
+    }
+}
+
+/// `p2p_evaluate` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 ///
 /// # Safety
-/// `m` is NULL or a live model; strings are NULL or NUL-terminated; `out` is NULL or writable.
+/// As the contract documents.
 #[no_mangle]
 pub unsafe extern "C" fn p2p_evaluate(
     m: *const p2p_model,
@@ -580,14 +544,10 @@ pub unsafe extern "C" fn p2p_evaluate(
             // SAFETY: non-NULL and NUL-terminated (caller contract).
             false => Some(path_of(unsafe { c_str(html_dir, "html_dir") }?)?),
         };
-        let direction = match direction {
-            P2P_DIRECTION_DEFAULT => train::Direction::default(),
-            P2P_DIRECTION_A_TO_B => train::Direction::AtoB,
-            P2P_DIRECTION_B_TO_A => train::Direction::BtoA,
-            other => return Err(ApiError::invalid(format!("invalid direction: {other} (P2P_DIRECTION_*)"))),
-        };
+        let direction =
+            Direction::from_code(direction).ok_or_else(|| ApiError::invalid(format!("invalid direction: {direction} (P2P_DIRECTION_*)")))?;
         let m = api::evaluate(&c.model, &data, direction, size as usize, html.as_deref())?;
-        let metrics = p2p_metrics::from(&m);
+        let metrics = p2p_metrics { mae: m.mae, psnr: m.psnr, ssim: m.ssim, count: m.count as u64 };
         // SAFETY: non-NULL and writable (caller contract).
         unsafe { out.write(metrics) };
         Ok(())

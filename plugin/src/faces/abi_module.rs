@@ -1,6 +1,6 @@
 //! The abi_stable root module of `libpix2pix.so` (the interface is `pix2pix_ffi::Pix2PixModRef`).
 //!
-//! Thin wrappers over [`crate::api`]: convert the FFI-safe types, call, convert back. Every
+//! Thin wrappers over [`crate::faces::api`]: convert the FFI-safe types, call, convert back. Every
 //! function and trait method catches panics, so none crosses the boundary (abi_stable would
 //! abort the process).
 
@@ -17,11 +17,10 @@ use abi_stable::{
 use pix2pix_ffi as ffi;
 use pix2pix_ffi::{ProgressSink_TO, Translator, Translator_TO};
 
-use crate::api::{self, ApiResult, LoadedModel};
-use crate::image_tensor::ImageView;
-use crate::layers::NormStats;
-use crate::model::Options;
-use crate::size_policy::SizePolicy;
+use crate::faces::api::{self, ApiResult, LoadedModel};
+use crate::filter::image_tensor::ImageView;
+use crate::filter::model::Options;
+use crate::train;
 
 /// The root module `Pix2PixModRef::load_from_directory` / `load_from_file` finds.
 #[export_root_module]
@@ -53,30 +52,9 @@ extern "C" fn info() -> ffi::PluginInfo {
     })
 }
 
-fn norm_stats_from_ffi(s: ffi::NormStats) -> NormStats {
-    match s {
-        ffi::NormStats::Batch => NormStats::Batch,
-        ffi::NormStats::Running => NormStats::Running,
-    }
-}
-
-pub(crate) fn options_from_ffi(o: &ffi::OpenOptions) -> Options {
-    Options {
-        norm_stats: norm_stats_from_ffi(o.norm_stats),
-        size_policy: match o.size_policy {
-            ffi::SizePolicy::Resize => SizePolicy::Resize,
-            ffi::SizePolicy::Pad => SizePolicy::Pad,
-            ffi::SizePolicy::Tile => SizePolicy::Tile,
-        },
-        tile_overlap: o.tile_overlap as usize,
-        threads: o.threads as usize,
-        dropout_seed: o.dropout_seed.into_option(),
-    }
-}
-
 extern "C" fn open_model(path: ROption<RStr<'_>>, options: ffi::OpenOptions) -> RResult<ffi::TranslatorBox, RString> {
     call(|| {
-        let model = api::open_model(path.map(|p| Path::new(p.as_str())).into_option(), options_from_ffi(&options))?;
+        let model = api::open_model(path.map(|p| Path::new(p.as_str())).into_option(), Options::from(&options))?;
         Ok(Translator_TO::from_value(AbiModel(model), TD_Opaque))
     })
 }
@@ -134,10 +112,21 @@ extern "C" fn train(
     mut sink: ProgressSink_TO<'_, RMut<'_, ()>>,
 ) -> RResult<ffi::TrainReport, RString> {
     call(|| {
-        let mut progress = |p: &crate::train::Progress| sink.progress(&ffi::TrainProgress::from(p));
-        let s = api::train(config_toml.as_str(), resume, &mut progress)?;
+        let s = api::train(config_toml.as_str(), resume, &mut SinkReporter(&mut sink))?;
         Ok(ffi::TrainReport { steps: s.steps, cancelled: s.cancelled, checkpoint_dir: s.checkpoint_dir.display().to_string().into() })
     })
+}
+
+/// The host's progress sink as the trainer's reporter: steps and messages both reach the host.
+struct SinkReporter<'s, 'a, 'b>(&'s mut ProgressSink_TO<'a, RMut<'b, ()>>);
+
+impl train::Reporter for SinkReporter<'_, '_, '_> {
+    fn progress(&mut self, p: &train::Progress) -> bool {
+        self.0.progress(p)
+    }
+    fn message(&mut self, text: &str) {
+        self.0.message(RStr::from_str(text));
+    }
 }
 
 extern "C" fn evaluate(request: ffi::EvalRequest) -> RResult<ffi::EvalMetrics, RString> {
@@ -146,7 +135,7 @@ extern "C" fn evaluate(request: ffi::EvalRequest) -> RResult<ffi::EvalMetrics, R
         let model = request.model.as_ref().map(|m| Path::new(m.as_str())).into_option();
         let html = request.html_dir.as_ref().map(|h| Path::new(h.as_str())).into_option();
         let m = api::evaluate_path(model, Path::new(request.data.as_str()), direction, request.size as usize, html)?;
-        Ok(ffi::EvalMetrics::from(&m))
+        Ok(ffi::EvalMetrics { mae: m.mae, psnr: m.psnr, ssim: m.ssim, count: m.count as u64 })
     })
 }
 
@@ -160,7 +149,7 @@ extern "C" fn bench(request: ffi::BenchRequest) -> RResult<ffi::BenchReport, RSt
             iters: request.iters as usize,
             warmup: request.warmup as usize,
             train: request.train,
-            norm_stats: norm_stats_from_ffi(request.norm_stats),
+            norm_stats: request.norm_stats,
         };
         let t = api::bench(&spec)?;
         Ok(ffi::BenchReport { infer_ms: t.infer_ms.into(), train_step_ms: t.train_step_ms.into() })

@@ -1,77 +1,12 @@
 //! The building blocks shared by the networks: a `Sequential` whose child indices are the
-//! checkpoint's key indices (as PyTorch's `nn.Sequential`), and the forward context that carries
-//! the normalisation mode and the dropout generator through it.
-
-use std::sync::Mutex;
+//! checkpoint's key indices (as PyTorch's `nn.Sequential`), its entries, and the constructors of
+//! the reference's convolution layers.
 
 use candle_core::{Result, Tensor, D};
 use candle_nn::VarBuilder;
-use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use crate::norm::Norm;
-
-/// Which statistics normalisation layers use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum NormStats {
-    /// Statistics of the input itself (train-mode norm): the paper's test-time protocol.
-    #[default]
-    Batch,
-    /// The running statistics stored in the checkpoint (PyTorch's eval mode).
-    Running,
-}
-
-/// How a forward pass runs: the norm statistics, whether running statistics move (training),
-/// and dropout (off unless a seeded generator is given).
-pub struct Forward {
-    pub stats: NormStats,
-    pub update_running: bool,
-    dropout: Option<Mutex<StdRng>>,
-}
-
-impl Forward {
-    /// Inference: no dropout, running statistics untouched.
-    pub fn infer(stats: NormStats) -> Self {
-        Self { stats, update_running: false, dropout: None }
-    }
-    /// Training: batch statistics, running statistics updated with PyTorch's momentum 0.1.
-    pub fn train(dropout_rng: Option<StdRng>) -> Self {
-        Self { stats: NormStats::Batch, update_running: true, dropout: dropout_rng.map(Mutex::new) }
-    }
-    /// Inference with seeded dropout (pix2pix's noise source), on request.
-    pub fn with_dropout(mut self, seed: u64) -> Self {
-        self.dropout = Some(Mutex::new(StdRng::seed_from_u64(seed)));
-        self
-    }
-    /// Hands back the dropout generator (to checkpoint its state).
-    pub fn into_dropout_rng(self) -> Option<StdRng> {
-        self.dropout.map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn dropout_mask(&self, like: &Tensor, p: f32) -> Result<Option<Tensor>> {
-        let Some(rng) = &self.dropout else { return Ok(None) };
-        let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
-        let keep = 1.0 / (1.0 - p);
-        let mask: Vec<f32> =
-            (0..like.elem_count()).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }).collect();
-        Tensor::from_vec(mask, like.shape(), like.device()).map(Some)
-    }
-}
-
-/// A layer that runs under a [`Forward`] context.
-pub trait Layer {
-    fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor>;
-}
-
-/// `x.run(&layer, f)`: candle's `apply`, with the forward context.
-pub trait Run {
-    fn run<L: Layer + ?Sized>(&self, layer: &L, f: &Forward) -> Result<Tensor>;
-}
-
-impl Run for Tensor {
-    fn run<L: Layer + ?Sized>(&self, layer: &L, f: &Forward) -> Result<Tensor> {
-        layer.forward(self, f)
-    }
-}
+pub use crate::nets::forward::{Forward, Layer, NormStats, Run};
+use crate::nets::norm::{Norm, NormKind};
 
 /// One entry of a [`Sequential`]; parameter-free entries still take an index, as in PyTorch.
 pub enum Op {
@@ -139,8 +74,11 @@ impl<'a> SequentialBuilder<'a> {
         self
     }
     /// Adds the norm layer for `c` channels, unless `norm = none` (which takes no index).
-    pub fn add_norm(self, norm: crate::norm::NormKind, c: usize) -> Result<Self> {
-        if norm.is_some() { self.add(norm.layer(c)) } else { Ok(self) }
+    pub fn add_norm(self, norm: NormKind, c: usize) -> Result<Self> {
+        match norm.layer(c) {
+            Some(build) => self.add(|vb| Ok(Op::Norm(build(vb)?))),
+            None => Ok(self),
+        }
     }
     pub fn push_if(self, cond: bool, op: Op) -> Self {
         if cond { self.push(op) } else { self }

@@ -17,6 +17,7 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 use super::naming::NameTemplate;
 use super::steps::{apply_all, Step};
+use crate::exit::{EXIT_FAILED_ITEMS, EXIT_INTERRUPTED};
 use crate::{atomic, cancel, imageio};
 
 pub struct Job {
@@ -165,9 +166,9 @@ pub fn report(s: &Summary) -> ExitCode {
         println!("failed: {}: {reason}", path.display());
     }
     if s.interrupted {
-        ExitCode::from(crate::EXIT_INTERRUPTED)
+        ExitCode::from(EXIT_INTERRUPTED)
     } else if !s.failed.is_empty() {
-        ExitCode::from(crate::EXIT_FAILED_ITEMS)
+        ExitCode::from(EXIT_FAILED_ITEMS)
     } else {
         ExitCode::SUCCESS
     }

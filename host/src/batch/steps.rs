@@ -5,10 +5,58 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use image::{imageops, imageops::FilterType, DynamicImage, GenericImageView};
 use pix2pix_ffi::TranslatorBox;
+use serde::Deserialize;
 
-use super::config::{ConcatWith, Filter, FlipDirection, Half, Side};
 use crate::imageio::{from_buf, Pixels};
 use crate::plugin::into_result;
+
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Half {
+    Left,
+    Right,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Filter {
+    Nearest,
+    Triangle,
+    #[default]
+    CatmullRom,
+    Gaussian,
+    Lanczos3,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FlipDirection {
+    #[default]
+    Horizontal,
+    Vertical,
+}
+
+/// What `concat` puts beside its input.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConcatWith {
+    /// The image the previous step received (e.g. the label a translate step turned into the
+    /// photo): review sheets of input | output.
+    #[default]
+    Input,
+    /// The image as read from the file.
+    Original,
+}
+
+/// Where the other image goes.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    #[default]
+    Left,
+    Right,
+}
+
 
 pub enum Step {
     Split(Half),

@@ -1,7 +1,7 @@
 //! The frei0r 1.2 filter interface, so ffmpeg (`-vf frei0r=pix2pix:…`), MLT (Kdenlive,
 //! Shotcut) and other frei0r hosts run the generator with no code of their own.
 //!
-//! Built on the same [`Model`] the C API wraps. A frei0r host has no error channel, so a model
+//! Opens and translates through the same [`crate::faces::api`] as the C and abi_stable faces. A frei0r host has no error channel, so a model
 //! that fails to load passes frames through unchanged and is reported once on stderr. Frames are
 //! RGBA8888; alpha passes through. Inference uses batch statistics over the frame and no
 //! dropout, so the same frame always gives the same output.
@@ -13,10 +13,11 @@ use std::ffi::{c_char, c_double, c_int, c_uint, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use crate::image_tensor::ImageView;
-use crate::layers::NormStats;
-use crate::model::{Model, Options};
-use crate::size_policy::SizePolicy;
+use pix2pix_ffi::{NormStats, SizePolicy};
+
+use crate::faces::api::{self, LoadedModel};
+use crate::filter::image_tensor::ImageView;
+use crate::filter::model::Options;
 
 const F0R_PLUGIN_TYPE_FILTER: c_int = 0;
 const F0R_COLOR_MODEL_RGBA8888: c_int = 1;
@@ -55,7 +56,7 @@ struct Instance {
     height: usize,
     /// Current parameter strings, NUL-terminated so `f0r_get_param_value` can hand them out.
     params: [std::ffi::CString; 3],
-    model: Option<Model>,
+    model: Option<LoadedModel>,
     /// Parameters changed since the model was (re)loaded.
     dirty: bool,
     /// A load failure is reported once per parameter change, not per frame.
@@ -68,12 +69,10 @@ impl Instance {
     }
 
     fn options(&self) -> Result<Options, String> {
-        let size_policy = SizePolicy::parse(self.param(1)).ok_or_else(|| format!("size_policy `{}`: expected pad, resize or tile", self.param(1)))?;
-        let norm_stats = match self.param(2) {
-            "batch" => NormStats::Batch,
-            "running" => NormStats::Running,
-            other => return Err(format!("norm_stats `{other}`: expected batch or running")),
-        };
+        let size_policy = SizePolicy::parse(self.param(1))
+            .ok_or_else(|| format!("size_policy `{}`: expected {}", self.param(1), SizePolicy::NAMES.join(", ")))?;
+        let norm_stats = NormStats::parse(self.param(2))
+            .ok_or_else(|| format!("norm_stats `{}`: expected {}", self.param(2), NormStats::NAMES.join(", ")))?;
         Ok(Options { size_policy, norm_stats, ..Options::default() })
     }
 
@@ -87,7 +86,7 @@ impl Instance {
         let path = self.param(0).to_string();
         let loaded = self.options().and_then(|opts| {
             let p = (!path.is_empty()).then(|| Path::new(&path));
-            Model::open(p, opts).map_err(|e| e.to_string())
+            api::guard(|| api::open_model(p, opts)).map_err(|e| e.message)
         });
         match loaded {
             Ok(m) => self.model = Some(m),
@@ -102,7 +101,7 @@ impl Instance {
     fn update(&mut self, input: &[u8], output: &mut [u8]) {
         self.ensure_model();
         let translated = self.model.as_ref().map(|m| {
-            ImageView::new(self.width, self.height, self.width * 4, 4, input).and_then(|v| m.translate(&v))
+            api::guard(|| Ok(m.translate(&ImageView::new(self.width, self.height, self.width * 4, 4, input)?)?))
         });
         match translated {
             Some(Ok(img)) if img.data.len() == output.len() => output.copy_from_slice(&img.data),

@@ -52,29 +52,37 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::layers::NormStats;
-use crate::model::Model;
-use crate::norm::NormKind;
-use crate::size_policy::{crop, reflect_pad};
+use crate::filter::pixels::{crop, reflect_pad};
 
 /// Tile pixels per forward pass when tiles are independent (8 tiles of 256²).
 const CHUNK_PIXELS: usize = 1 << 19;
 /// Tile pixels per forward pass when tiles share batch statistics (64 tiles of 256²).
 pub(crate) const SHARED_STATS_PIXELS: usize = 1 << 22;
 
-pub(crate) fn translate_tiled(model: &Model, rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
-    let shared = model.config().norm() == NormKind::Batch && model.options().norm_stats == NormStats::Batch;
-    translate_tiled_with(model, rgb, w, h, model.options().tile_overlap, shared)
+/// The network on a (N, 3, T, T) batch of tiles in [-1, 1].
+pub(crate) type TensorForward<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
+
+/// How an image is cut into tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TileGeometry {
+    /// Tile side: the network's native size (a multiple of its stride).
+    pub tile: usize,
+    /// The network stride.
+    pub stride: usize,
+    /// Overlap between neighbouring tiles in pixels (clamped to half a tile).
+    pub overlap: usize,
+    /// Translate all tiles in one batch (shared batch-norm statistics); otherwise tile rows are
+    /// streamed through a band buffer.
+    pub shared_stats: bool,
 }
 
-/// `shared`: translate all tiles in one batch (shared batch-norm statistics); otherwise tile
-/// rows are streamed through a band buffer.
-pub(crate) fn translate_tiled_with(model: &Model, rgb: &[u8], w: usize, h: usize, overlap: usize, shared: bool) -> Result<Vec<u8>> {
+/// Translates packed RGB8 of any size with `net` run on tiles laid out by `geometry`.
+pub(crate) fn translate_tiled(net: &TensorForward, geometry: &TileGeometry, rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
     if rgb.len() < w * h * 3 {
         return Err(Error::invalid("image", "buffer smaller than its size"));
     }
-    let t = model.config().native_size();
-    let align = alignment(t, model.config().stride());
+    let (t, overlap, shared) = (geometry.tile, geometry.overlap, geometry.shared_stats);
+    let align = alignment(t, geometry.stride);
     // Reflect-pad up to at least one tile and to a multiple of the alignment, so that every
     // tile origin can sit on the alignment grid.
     let (pw, ph) = (w.max(t).next_multiple_of(align), h.max(t).next_multiple_of(align));
@@ -87,7 +95,7 @@ pub(crate) fn translate_tiled_with(model: &Model, rgb: &[u8], w: usize, h: usize
         rgb
     };
     let grid = Grid::new(pw, ph, t, overlap.min(t / 2), align);
-    let out = if shared { blend_shared(model, src, &grid)? } else { blend_streamed(model, src, &grid)? };
+    let out = if shared { blend_shared(net, src, &grid)? } else { blend_streamed(net, src, &grid)? };
     Ok(if (pw, ph) != (w, h) { crop(&out, pw, left, top, w, h) } else { out })
 }
 
@@ -204,7 +212,7 @@ impl Blend {
 }
 
 /// Translates the tiles at `origins` in one forward pass; returns each tile's C×T×T output.
-fn run_tiles(model: &Model, src: &[u8], width: usize, t: usize, origins: &[(usize, usize)]) -> Result<(Vec<Vec<f32>>, usize)> {
+fn run_tiles(net: &TensorForward, src: &[u8], width: usize, t: usize, origins: &[(usize, usize)]) -> Result<(Vec<Vec<f32>>, usize)> {
     let plane = t * t;
     let mut v = vec![0f32; origins.len() * 3 * plane];
     for (k, &(x0, y0)) in origins.iter().enumerate() {
@@ -219,7 +227,7 @@ fn run_tiles(model: &Model, src: &[u8], width: usize, t: usize, origins: &[(usiz
         }
     }
     let x = Tensor::from_vec(v, (origins.len(), 3, t, t), &Device::Cpu)?;
-    let y = model.forward(&x)?;
+    let y = net(&x)?;
     let (n, c, _, _) = y.dims4()?;
     let flat: Vec<f32> = y.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let per = c * plane;
@@ -228,7 +236,7 @@ fn run_tiles(model: &Model, src: &[u8], width: usize, t: usize, origins: &[(usiz
 
 /// All tiles through the network in batches that each sample the whole image (every k-th
 /// tile), so batch norm normalises every tile with (nearly) whole-image statistics.
-fn blend_shared(model: &Model, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
+fn blend_shared(net: &TensorForward, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
     let t = g.tile;
     let tiles: Vec<(usize, usize)> = (0..g.ys.len()).flat_map(|j| (0..g.xs.len()).map(move |i| (i, j))).collect();
     let per_batch = (SHARED_STATS_PIXELS / (t * t)).max(1);
@@ -237,7 +245,7 @@ fn blend_shared(model: &Model, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
     for b in 0..batches {
         let members: Vec<(usize, usize)> = tiles.iter().copied().skip(b).step_by(batches).collect();
         let origins: Vec<(usize, usize)> = members.iter().map(|&(i, j)| (g.xs[i], g.ys[j])).collect();
-        let (outs, c) = run_tiles(model, src, g.width, t, &origins)?;
+        let (outs, c) = run_tiles(net, src, g.width, t, &origins)?;
         for (&(i, j), out) in members.iter().zip(&outs) {
             blend.add(out, c, g.xs[i], g.ys[j], &g.wx[i], &g.wy[j]);
         }
@@ -248,7 +256,7 @@ fn blend_shared(model: &Model, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
 }
 
 /// Tile rows one at a time through a one-tile-high band: memory bounded by the tile size.
-fn blend_streamed(model: &Model, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
+fn blend_streamed(net: &TensorForward, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
     let t = g.tile;
     let per_batch = (CHUNK_PIXELS / (t * t)).max(1);
     let mut blend = Blend::new(g.width, t);
@@ -259,7 +267,7 @@ fn blend_streamed(model: &Model, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
         let cols: Vec<usize> = (0..g.xs.len()).collect();
         for chunk in cols.chunks(per_batch) {
             let origins: Vec<(usize, usize)> = chunk.iter().map(|&i| (g.xs[i], y0)).collect();
-            let (outs, c) = run_tiles(model, src, g.width, t, &origins)?;
+            let (outs, c) = run_tiles(net, src, g.width, t, &origins)?;
             for (&i, out) in chunk.iter().zip(&outs) {
                 blend.add(out, c, g.xs[i], y0, &g.wx[i], &g.wy[j]);
             }
@@ -272,6 +280,13 @@ fn blend_streamed(model: &Model, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::Checkpoint;
+    use crate::filter::image_tensor::{rgb_to_tensor, tensor_to_rgb};
+    use crate::filter::size_policy::padded;
+    use crate::nets::arch::infer_generator;
+    use crate::nets::forward::{Forward, Layer, NormStats};
+    use crate::nets::generator::Generator;
+    use crate::nets::norm::NormKind;
 
     #[test]
     fn positions_cover_with_overlap() {
@@ -365,25 +380,35 @@ mod tests {
         (sb / nb.max(1) as f64, si / ni.max(1) as f64)
     }
 
-    fn fixture_model(name: &str) -> Model {
+    /// A fixture generator, run as a model opened with the default options runs it.
+    fn fixture_generator(name: &str) -> Generator {
         let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name).join("generator.safetensors");
-        Model::open(Some(&p), crate::model::Options::default()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        let ckpt = Checkpoint::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let config = infer_generator(&ckpt).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        ckpt.build(|vb| Generator::new(config, vb)).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
     /// The numbers quoted in the module documentation. Sides are multiples of the alignment so
-    /// that the grid below is the one `translate_tiled_with` uses.
+    /// that the grid below is the one `translate_tiled` uses.
     #[test]
     fn tone_and_seams_against_pad() {
         // 768×512 is a multiple of the stride, so there "pad" is exactly the whole image at once.
         for (name, w, h) in [("unet256_ngf8_batch", 608, 288), ("unet256_ngf8_batch", 768, 512), ("unet128_ngf8_instance_lsgan", 416, 192)] {
-            let model = fixture_model(name);
+            let generator = fixture_generator(name);
+            let config = generator.config();
+            let net = |x: &Tensor| -> Result<Tensor> { Ok(generator.forward(x, &Forward::infer(NormStats::Batch))?) };
             let rgb = gradient(w, h);
-            let pad = crate::size_policy::SizePolicy::Pad.translate(&model, &rgb, w, h).unwrap();
-            let t = model.config().native_size();
-            let align = alignment(t, model.config().stride());
+            let net_rgb = |rgb: &[u8], w: usize, h: usize| -> Result<Vec<u8>> {
+                let (out, _, _) = tensor_to_rgb(&net(&rgb_to_tensor(rgb, w, h)?)?)?;
+                Ok(out)
+            };
+            let pad = padded(&net_rgb, config.stride(), &rgb, w, h).unwrap();
+            let t = config.native_size();
+            let align = alignment(t, config.stride());
+            let geometry = |shared_stats| TileGeometry { tile: t, stride: config.stride(), overlap: 32, shared_stats };
             let g = Grid::new(w, h, t, 32, align);
-            let shared = translate_tiled_with(&model, &rgb, w, h, 32, true).unwrap();
-            let own = translate_tiled_with(&model, &rgb, w, h, 32, false).unwrap();
+            let shared = translate_tiled(&net, &geometry(true), &rgb, w, h).unwrap();
+            let own = translate_tiled(&net, &geometry(false), &rgb, w, h).unwrap();
             // Hard cuts at the overlap midpoints, each tile on its own statistics.
             let mut cut = Grid::new(w, h, t, 32, align);
             let hard = |pos: &[usize]| -> Vec<Vec<f32>> {
@@ -397,7 +422,7 @@ mod tests {
             };
             cut.wx = hard(&cut.xs);
             cut.wy = hard(&cut.ys);
-            let hard_own = blend_streamed(&model, &rgb, &cut).unwrap();
+            let hard_own = blend_streamed(&net, &rgb, &cut).unwrap();
             let (xl, yl) = (seam_lines(&g.xs, t), seam_lines(&g.ys, t));
             let mids = |p: &[usize]| -> Vec<usize> { p.windows(2).map(|p| (p[0] + t + p[1]) / 2).collect() };
             let (sb, si) = profile_jumps(&shared, &pad, w, h, &xl, &yl);
@@ -413,7 +438,7 @@ mod tests {
                 mad(&hard_own, &pad),
                 tone(&hard_own, &pad, w, h),
             );
-            let chosen = if model.config().norm() == NormKind::Batch { (sb, si) } else { (ob, oi) };
+            let chosen = if config.norm() == NormKind::Batch { (sb, si) } else { (ob, oi) };
             assert!(chosen.0 <= chosen.1, "{name}: seams: error jumps {} at tile boundaries vs {} inside", chosen.0, chosen.1);
             if (name, w) == ("unet256_ngf8_batch", 768) {
                 assert!(tone(&shared, &pad, w, h) < tone(&own, &pad, w, h), "shared statistics should match the whole image better");
