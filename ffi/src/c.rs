@@ -198,7 +198,8 @@ pub struct p2p_progress {
 /// Return 0 to continue, non-zero to stop (a checkpoint is saved first). The pointer is valid
 /// only during the call. The callback runs on the thread that called `p2p_train`; it must not
 /// unwind (C++ exceptions, longjmp) out into the library.
-pub type p2p_progress_fn = Option<unsafe extern "C" fn(progress: *const p2p_progress, user: *mut c_void) -> c_int>;
+pub type p2p_progress_fn =
+    Option<unsafe extern "C" fn(progress: *const p2p_progress, user: *mut c_void) -> c_int>;
 
 /// Called with a warning or note from a training run (`p2p_train_with_messages`): one line of
 /// NUL-terminated UTF-8, valid only during the call, and the caller's `user` pointer. Runs on the

@@ -14,10 +14,9 @@
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings,
-    sabi_trait,
+    package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RBox, RResult, RSlice, RStr, RString, RVec, ROption},
+    std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };
 
@@ -192,9 +191,16 @@ pub struct BenchReport {
 pub struct Pix2PixMod {
     pub info: extern "C" fn() -> PluginInfo,
     /// Opens a checkpoint (`.safetensors` or `.pth`), or the shipped default model for none.
-    pub open_model: extern "C" fn(path: ROption<RStr<'_>>, options: OpenOptions) -> RResult<TranslatorBox, RString>,
+    pub open_model: extern "C" fn(
+        path: ROption<RStr<'_>>,
+        options: OpenOptions,
+    ) -> RResult<TranslatorBox, RString>,
     /// Trains from a TOML config text, reporting to `sink`.
-    pub train: extern "C" fn(config_toml: RStr<'_>, resume: bool, sink: ProgressSink_TO<'_, abi_stable::sabi_types::RMut<'_, ()>>) -> RResult<TrainReport, RString>,
+    pub train: extern "C" fn(
+        config_toml: RStr<'_>,
+        resume: bool,
+        sink: ProgressSink_TO<'_, abi_stable::sabi_types::RMut<'_, ()>>,
+    ) -> RResult<TrainReport, RString>,
     pub evaluate: extern "C" fn(request: EvalRequest) -> RResult<EvalMetrics, RString>,
     #[sabi(last_prefix_field)]
     pub bench: extern "C" fn(request: BenchRequest) -> RResult<BenchReport, RString>,

@@ -86,9 +86,11 @@ pub enum GeneratorName {
 
 impl GeneratorName {
     /// The names the reference trainer offers.
-    pub const REFERENCE: &'static [&'static str] = &["unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"];
+    pub const REFERENCE: &'static [&'static str] =
+        &["unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"];
     /// What [`GeneratorName::parse`] accepts, for error messages.
-    pub const EXPECTED: &'static str = "unet_<side> with side a power of two ≥ 32, or resnet_<n>blocks";
+    pub const EXPECTED: &'static str =
+        "unet_<side> with side a power of two ≥ 32, or resnet_<n>blocks";
 
     pub fn name(self) -> String {
         match self {
@@ -100,7 +102,8 @@ impl GeneratorName {
     pub fn parse(s: &str) -> Option<Self> {
         if let Some(side) = s.strip_prefix("unet_") {
             let side: u32 = side.parse().ok()?;
-            return (side.is_power_of_two() && (32..=1 << 16).contains(&side)).then_some(GeneratorName::Unet { side });
+            return (side.is_power_of_two() && (32..=1 << 16).contains(&side))
+                .then_some(GeneratorName::Unet { side });
         }
         let blocks: u32 = s.strip_prefix("resnet_")?.strip_suffix("blocks")?.parse().ok()?;
         (1..=64).contains(&blocks).then_some(GeneratorName::Resnet { blocks })
@@ -138,8 +141,21 @@ mod tests {
     #[test]
     fn generator_names() {
         assert_eq!(GeneratorName::parse("unet_256"), Some(GeneratorName::Unet { side: 256 }));
-        assert_eq!(GeneratorName::parse("resnet_9blocks"), Some(GeneratorName::Resnet { blocks: 9 }));
-        for bad in ["unet_100", "unet_16", "unet_", "unet_131072", "resnet_blocks", "resnet_0blocks", "resnet_65blocks", "vgg", ""] {
+        assert_eq!(
+            GeneratorName::parse("resnet_9blocks"),
+            Some(GeneratorName::Resnet { blocks: 9 })
+        );
+        for bad in [
+            "unet_100",
+            "unet_16",
+            "unet_",
+            "unet_131072",
+            "resnet_blocks",
+            "resnet_0blocks",
+            "resnet_65blocks",
+            "vgg",
+            "",
+        ] {
             assert_eq!(GeneratorName::parse(bad), None, "{bad}");
         }
     }

@@ -32,7 +32,9 @@ pub struct Args {
 }
 
 fn utf8(p: &std::path::Path, what: &str) -> Result<RString> {
-    Ok(p.to_str().with_context(|| format!("{what} {}: path is not valid UTF-8", p.display()))?.into())
+    Ok(p.to_str()
+        .with_context(|| format!("{what} {}: path is not valid UTF-8", p.display()))?
+        .into())
 }
 
 pub fn main(args: Args) -> Result<ExitCode> {
@@ -46,9 +48,14 @@ pub fn main(args: Args) -> Result<ExitCode> {
         data: utf8(&args.data, "--data")?,
         direction: args.direction.name().into(),
         size: args.size,
-        html_dir: if args.no_html { ROption::RNone } else { ROption::RSome(utf8(&args.html, "--html")?) },
+        html_dir: if args.no_html {
+            ROption::RNone
+        } else {
+            ROption::RSome(utf8(&args.html, "--html")?)
+        },
     };
-    let m = into_result((plugin.module.evaluate())(request)).with_context(|| format!("evaluating on {}", args.data.display()))?;
+    let m = into_result((plugin.module.evaluate())(request))
+        .with_context(|| format!("evaluating on {}", args.data.display()))?;
     println!("pairs {}", m.count);
     if !args.no_html {
         println!("html {}", args.html.join("index.html").display());

@@ -23,7 +23,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
     let lib_version = std::path::absolute(&path)
         .ok()
         .and_then(|abs| lib_header_from_path(&abs).ok())
-        .ok_or(()).map(|h| h.version_strings().version.as_str().to_string());
+        .ok_or(())
+        .map(|h| h.version_strings().version.as_str().to_string());
     match Plugin::load(&path) {
         Ok(plugin) => {
             let i = plugin.info();
@@ -36,13 +37,20 @@ pub fn main(args: Args) -> Result<ExitCode> {
                 host_version.version
             );
             let c_abi = if i.abi_version == ABI_VERSION { "ok" } else { "DIFFERS" };
-            println!("abi check ok: root module layout matches; C ABI {} (host {ABI_VERSION}) {c_abi}", i.abi_version);
+            println!(
+                "abi check ok: root module layout matches; C ABI {} (host {ABI_VERSION}) {c_abi}",
+                i.abi_version
+            );
             println!("features  {}", i.features);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             if let Ok(v) = &lib_version {
-                println!("module    {} {v} (host built against {})", Pix2PixModRef::NAME, host_version.version);
+                println!(
+                    "module    {} {v} (host built against {})",
+                    Pix2PixModRef::NAME,
+                    host_version.version
+                );
             }
             println!("abi check FAILED: {e:#}");
             Ok(ExitCode::from(crate::exit::EXIT_ERROR))

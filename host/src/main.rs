@@ -22,7 +22,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "host", version, about = "Runs the pix2pix plugin (libpix2pix.so): translate images, train, evaluate, benchmark, batch pipelines")]
+#[command(
+    name = "host",
+    version,
+    about = "Runs the pix2pix plugin (libpix2pix.so): translate images, train, evaluate, benchmark, batch pipelines"
+)]
 #[command(after_help = plugin::PLUGIN_HELP)]
 struct Cli {
     #[command(subcommand)]

@@ -32,7 +32,9 @@ impl PluginArg {
         if let Some(p) = std::env::var_os(PLUGIN_ENV) {
             return Ok(PathBuf::from(p));
         }
-        let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("libpix2pix.so")));
+        let beside = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("libpix2pix.so")));
         match beside {
             Some(p) if p.exists() => Ok(p),
             _ => bail!("no plugin given: pass --plugin PATH/libpix2pix.so or set {PLUGIN_ENV}"),
@@ -77,9 +79,12 @@ impl Plugin {
             bail!("plugin {}: no such file", path.display());
         }
         // dlopen searches the library path for names without a slash: make it absolute.
-        let abs = std::path::absolute(path).with_context(|| format!("plugin {}", path.display()))?;
+        let abs =
+            std::path::absolute(path).with_context(|| format!("plugin {}", path.display()))?;
         let module = Pix2PixModRef::load_from_file(&abs).map_err(|e| match e {
-            LibraryError::OpenError { err, .. } => anyhow!("plugin {}: cannot load: {err}", path.display()),
+            LibraryError::OpenError { err, .. } => {
+                anyhow!("plugin {}: cannot load: {err}", path.display())
+            }
             e => anyhow!("plugin {}: {}", path.display(), one_line(&e.to_string())),
         })?;
         Ok(Self { module })

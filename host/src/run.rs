@@ -8,10 +8,10 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use pix2pix_ffi::{NormStats, OpenOptions, SizePolicy, DEFAULT_TILE_OVERLAP};
 
-use crate::imageio::has_image_extension;
 use crate::batch::naming::NameTemplate;
 use crate::batch::runner::{self, Job, Output, Plan};
 use crate::batch::steps::Step;
+use crate::imageio::has_image_extension;
 use crate::plugin::ModelArg;
 use crate::settings::parser;
 
@@ -60,20 +60,37 @@ pub fn main(args: Args) -> Result<ExitCode> {
         bail!("no input images found in {}", args.input.join(", "));
     }
     // A single input goes to OUT as a file unless OUT is a folder (existing, or extensionless).
-    let to_file = found.files.len() == 1 && !args.output.is_dir() && args.output.extension().is_some();
+    let to_file =
+        found.files.len() == 1 && !args.output.is_dir() && args.output.extension().is_some();
     if !to_file && args.output.is_file() {
-        bail!("--output {} is a file but there are {} inputs; give a folder", args.output.display(), found.files.len());
+        bail!(
+            "--output {} is a file but there are {} inputs; give a folder",
+            args.output.display(),
+            found.files.len()
+        );
     }
-    if !to_file && found.files.len() > 1 && has_image_extension(&args.output) && !args.output.exists() {
-        bail!("--output {} looks like a file but there are {} inputs; give a folder", args.output.display(), found.files.len());
+    if !to_file
+        && found.files.len() > 1
+        && has_image_extension(&args.output)
+        && !args.output.exists()
+    {
+        bail!(
+            "--output {} looks like a file but there are {} inputs; give a folder",
+            args.output.display(),
+            found.files.len()
+        );
     }
     let output = if to_file {
         crate::imageio::format_for(&args.output)?;
         Output::File(args.output.clone())
     } else {
-        Output::Dir { dir: args.output.clone(), name: NameTemplate::parse("{name}").map_err(anyhow::Error::msg)? }
+        Output::Dir {
+            dir: args.output.clone(),
+            name: NameTemplate::parse("{name}").map_err(anyhow::Error::msg)?,
+        }
     };
-    let all: Vec<(usize, &std::path::Path)> = found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
+    let all: Vec<(usize, &std::path::Path)> =
+        found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
     runner::check_collisions(&output, &all, "")?;
 
     let plugin = args.model.plugin.load()?;
@@ -86,7 +103,11 @@ pub fn main(args: Args) -> Result<ExitCode> {
     };
     let model = plugin.open_model(args.model.path.as_deref(), options)?;
     let info = model.info();
-    let ignored = if found.ignored > 0 { format!(" ({} non-image files ignored)", found.ignored) } else { String::new() };
+    let ignored = if found.ignored > 0 {
+        format!(" ({} non-image files ignored)", found.ignored)
+    } else {
+        String::new()
+    };
     eprintln!(
         "{} inputs{ignored}; model {} ({} ngf {}, {} norm, native {}); size policy {}, {} statistics",
         found.files.len(),
@@ -101,7 +122,12 @@ pub fn main(args: Args) -> Result<ExitCode> {
 
     crate::cancel::install("finishing the images in flight, then stopping")?;
     let plan = Plan {
-        jobs: found.files.iter().enumerate().map(|(index, f)| Job { index, path: f.path.clone() }).collect(),
+        jobs: found
+            .files
+            .iter()
+            .enumerate()
+            .map(|(index, f)| Job { index, path: f.path.clone() })
+            .collect(),
         output,
         overwrite: !args.skip_existing,
         workers: args.workers.max(1),

@@ -26,8 +26,10 @@ named!(SizePolicy, NormStats, Direction);
 
 /// The clap value parser of a setting: its names as the possible values.
 pub fn parser<T: Named + Clone>() -> impl TypedValueParser<Value = T> {
-    clap::builder::PossibleValuesParser::new(T::NAMES)
-        .try_map(|s: String| T::parse(&s).ok_or_else(|| format!("unknown value `{s}` (expected one of {})", T::NAMES.join(", "))))
+    clap::builder::PossibleValuesParser::new(T::NAMES).try_map(|s: String| {
+        T::parse(&s)
+            .ok_or_else(|| format!("unknown value `{s}` (expected one of {})", T::NAMES.join(", ")))
+    })
 }
 
 /// A setting read from TOML by its name.

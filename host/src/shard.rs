@@ -32,7 +32,8 @@ impl FromStr for ShardSpec {
         if s == "auto" {
             return Ok(ShardSpec::Auto);
         }
-        let (k, n) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected K/N (e.g. 0/4) or auto"))?;
+        let (k, n) =
+            s.split_once('/').ok_or_else(|| format!("{s:?}: expected K/N (e.g. 0/4) or auto"))?;
         let k: usize = k.trim().parse().map_err(|_| format!("{s:?}: K is not a number"))?;
         let n: usize = n.trim().parse().map_err(|_| format!("{s:?}: N is not a number"))?;
         Shard::new(k, n).map(ShardSpec::Fixed).map_err(|e| e.to_string())
@@ -68,7 +69,11 @@ impl ShardSpec {
 fn number(env: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<usize>> {
     match env(name) {
         None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).with_context(|| format!("{name}={v:?} is not a non-negative integer")),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{name}={v:?} is not a non-negative integer")),
     }
 }
 
@@ -85,9 +90,12 @@ fn auto(env: impl Fn(&str) -> Option<String>) -> Result<Shard> {
     }
     if let Some(id) = number(&env, "SLURM_ARRAY_TASK_ID")? {
         let min = number(&env, "SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-        let n = number(&env, "SLURM_ARRAY_TASK_COUNT")?
-            .context("--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")?;
-        let k = id.checked_sub(min).context("--shard auto: SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?;
+        let n = number(&env, "SLURM_ARRAY_TASK_COUNT")?.context(
+            "--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not",
+        )?;
+        let k = id
+            .checked_sub(min)
+            .context("--shard auto: SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?;
         return Shard::new(k, n).context("--shard auto (Slurm array)");
     }
     bail!(
@@ -120,7 +128,11 @@ mod tests {
         let k8s = [("JOB_COMPLETION_INDEX", "0"), ("JOB_COMPLETIONS", "5")];
         assert_eq!(ShardSpec::Auto.resolve(env(&k8s)).unwrap(), Shard { index: 0, count: 5 });
         assert!(ShardSpec::Auto.resolve(env(&[("JOB_COMPLETION_INDEX", "0")])).is_err());
-        let slurm = [("SLURM_ARRAY_TASK_ID", "7"), ("SLURM_ARRAY_TASK_MIN", "5"), ("SLURM_ARRAY_TASK_COUNT", "4")];
+        let slurm = [
+            ("SLURM_ARRAY_TASK_ID", "7"),
+            ("SLURM_ARRAY_TASK_MIN", "5"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
         assert_eq!(ShardSpec::Auto.resolve(env(&slurm)).unwrap(), Shard { index: 2, count: 4 });
         assert!(ShardSpec::Auto.resolve(env(&[])).is_err());
     }

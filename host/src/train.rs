@@ -55,7 +55,8 @@ impl ProgressSink for Bar {
 }
 
 pub fn main(args: Args) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
     let plugin = args.plugin.load()?;
     cancel::install("saving a checkpoint, then stopping")?;
     let bar = ProgressBar::new(0);
@@ -69,7 +70,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
         (plugin.module.train())(RStr::from_str(&text), args.resume, to)
     };
     sink.bar.finish_and_clear();
-    let report = into_result(report).with_context(|| format!("training from {}", args.config.display()))?;
+    let report =
+        into_result(report).with_context(|| format!("training from {}", args.config.display()))?;
     let p = sink.last;
     if p.step > 0 {
         println!(
@@ -78,7 +80,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
         );
     }
     if report.cancelled {
-        println!("cancelled after {} steps; checkpoint saved in {}; continue with --resume", report.steps, report.checkpoint_dir);
+        println!(
+            "cancelled after {} steps; checkpoint saved in {}; continue with --resume",
+            report.steps, report.checkpoint_dir
+        );
         Ok(ExitCode::from(crate::exit::EXIT_INTERRUPTED))
     } else {
         println!("trained {} steps; checkpoint in {}", report.steps, report.checkpoint_dir);

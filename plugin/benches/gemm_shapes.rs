@@ -9,7 +9,13 @@ use pix2pix::kernels::{bench_sgemm, GemmPath};
 /// Median seconds of `n` runs of `f` after a warm-up.
 fn med(n: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let mut ts: Vec<f64> = (0..n).map(|_| { let t = Instant::now(); f(); t.elapsed().as_secs_f64() }).collect();
+    let mut ts: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
     ts.sort_by(|a, b| a.total_cmp(b));
     ts[n / 2]
 }
@@ -42,11 +48,16 @@ fn main() {
         let fl = 2.0 * (m * n * k) as f64;
         let t1 = med(9, || bench_sgemm(&mut c, &a, ars, acs, &b, bt, m, n, k, GemmPath::Gemm));
         let small = if n <= 16 {
-            let t2 = med(9, || bench_sgemm(&mut c, &a, ars, acs, &b, bt, m, n, k, GemmPath::SmallN));
+            let t2 =
+                med(9, || bench_sgemm(&mut c, &a, ars, acs, &b, bt, m, n, k, GemmPath::SmallN));
             format!("| small-n {:7.2} ms {:6.1} GF/s", t2 * 1e3, fl / t2 / 1e9)
         } else {
             String::new()
         };
-        println!("{label:<24} m{m:<6} n{n:<6} k{k:<5} gemm {:7.2} ms {:6.1} GF/s {small}", t1 * 1e3, fl / t1 / 1e9);
+        println!(
+            "{label:<24} m{m:<6} n{n:<6} k{k:<5} gemm {:7.2} ms {:6.1} GF/s {small}",
+            t1 * 1e3,
+            fl / t1 / 1e9
+        );
     }
 }

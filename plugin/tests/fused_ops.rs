@@ -19,13 +19,23 @@ fn rand_t(rng: &mut StdRng, shape: &[usize], scale: f32, offset: f32) -> Tensor 
 }
 
 fn max_abs(t: &Tensor) -> f64 {
-    t.to_dtype(DType::F64).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
 }
 
 /// Asserts `got` (f32) ≈ `want` (f64) to `tol` relative to `want`'s largest magnitude (≥ 1).
 fn check(what: &str, got: &Tensor, want: &Tensor, tol: f64) -> f64 {
     assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let err = max_abs(&(got.to_dtype(DType::F64).unwrap() - want).unwrap()) / max_abs(want).max(1.0);
+    let err =
+        max_abs(&(got.to_dtype(DType::F64).unwrap() - want).unwrap()) / max_abs(want).max(1.0);
     assert!(err <= tol, "{what}: max abs error {err:.2e} (relative to magnitude)");
     err
 }
@@ -40,10 +50,18 @@ struct NormRun {
 
 /// One norm layer on `x` in `dtype` (f32: the fused kernels; f64: candle's ops), with the
 /// gradients of `Σ y·r`.
-fn run_norm(kind: NormKind, f: &Forward, x: &Tensor, r: &Tensor, params: &[Tensor; 4], dtype: DType) -> NormRun {
+fn run_norm(
+    kind: NormKind,
+    f: &Forward,
+    x: &Tensor,
+    r: &Tensor,
+    params: &[Tensor; 4],
+    dtype: DType,
+) -> NormRun {
     let c = x.dim(1).unwrap();
     let var = |t: &Tensor| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap();
-    let (gamma, beta, rm, rv) = (var(&params[0]), var(&params[1]), var(&params[2]), var(&params[3]));
+    let (gamma, beta, rm, rv) =
+        (var(&params[0]), var(&params[1]), var(&params[2]), var(&params[3]));
     let mut map = HashMap::new();
     map.insert("weight".to_string(), gamma.as_tensor().clone());
     map.insert("bias".to_string(), beta.as_tensor().clone());
@@ -63,35 +81,59 @@ fn run_norm(kind: NormKind, f: &Forward, x: &Tensor, r: &Tensor, params: &[Tenso
         dx: grads.get(xv.as_tensor()).expect("input gradient").clone(),
         dgamma: batch.then(|| grads.get(gamma.as_tensor()).expect("scale gradient").clone()),
         dbeta: batch.then(|| grads.get(beta.as_tensor()).expect("shift gradient").clone()),
-        running: (batch && f.update_running).then(|| (rm.as_tensor().clone(), rv.as_tensor().clone())),
+        running: (batch && f.update_running)
+            .then(|| (rm.as_tensor().clone(), rv.as_tensor().clone())),
         y,
     }
 }
 
 #[test]
 fn norm_matches_candle_in_f64() {
-    assert_eq!(kernels::mode(), kernels::Mode::Fast, "run these tests without PIX2PIX_KERNELS=candle");
+    assert_eq!(
+        kernels::mode(),
+        kernels::Mode::Fast,
+        "run these tests without PIX2PIX_KERNELS=candle"
+    );
     let mut rng = StdRng::seed_from_u64(11);
     // (shape, offset): innermost U-Net maps, odd sizes, and a mean far above the spread.
-    let cases: [(&[usize], f32); 6] =
-        [(&[1, 8, 2, 2], 0.0), (&[2, 3, 1, 1], 0.5), (&[4, 6, 7, 5], 0.0), (&[2, 16, 32, 32], 100.0), (&[1, 8, 64, 64], -3.0), (&[3, 2, 9, 1], 0.0)];
+    let cases: [(&[usize], f32); 6] = [
+        (&[1, 8, 2, 2], 0.0),
+        (&[2, 3, 1, 1], 0.5),
+        (&[4, 6, 7, 5], 0.0),
+        (&[2, 16, 32, 32], 100.0),
+        (&[1, 8, 64, 64], -3.0),
+        (&[3, 2, 9, 1], 0.0),
+    ];
     let mut worst: f64 = 0.0;
     for (shape, offset) in cases {
         let c = shape[1];
         let x = rand_t(&mut rng, shape, 1.0, offset);
         let r = rand_t(&mut rng, shape, 1.0, 0.0);
-        let params = [rand_t(&mut rng, &[c], 0.5, 1.0), rand_t(&mut rng, &[c], 0.5, 0.0), rand_t(&mut rng, &[c], 0.5, offset), rand_t(&mut rng, &[c], 0.4, 1.0)];
+        let params = [
+            rand_t(&mut rng, &[c], 0.5, 1.0),
+            rand_t(&mut rng, &[c], 0.5, 0.0),
+            rand_t(&mut rng, &[c], 0.5, offset),
+            rand_t(&mut rng, &[c], 0.4, 1.0),
+        ];
         for kind in [NormKind::Batch, NormKind::Instance] {
-            let modes = [("train", Forward::train(None)), ("batch stats", Forward::infer(NormStats::Batch)), ("running stats", Forward::infer(NormStats::Running))];
+            let modes = [
+                ("train", Forward::train(None)),
+                ("batch stats", Forward::infer(NormStats::Batch)),
+                ("running stats", Forward::infer(NormStats::Running)),
+            ];
             for (mode, f) in modes {
                 if kind == NormKind::Instance && (mode != "train" || shape[2] * shape[3] == 1) {
                     continue; // instance norm has no running statistics; one pixel has no variance
                 }
                 let what = format!("{} {shape:?} {mode}", kind.name());
-                let (fast, reference) = (run_norm(kind, &f, &x, &r, &params, DType::F32), run_norm(kind, &f, &x, &r, &params, DType::F64));
+                let (fast, reference) = (
+                    run_norm(kind, &f, &x, &r, &params, DType::F32),
+                    run_norm(kind, &f, &x, &r, &params, DType::F64),
+                );
                 worst = worst.max(check(&format!("{what}: output"), &fast.y, &reference.y, 1e-5));
                 // Gradients through batch statistics cancel to a small remainder: relative to r's scale.
-                worst = worst.max(check(&format!("{what}: input grad"), &fast.dx, &reference.dx, 1e-4));
+                worst =
+                    worst.max(check(&format!("{what}: input grad"), &fast.dx, &reference.dx, 1e-4));
                 if let (Some(a), Some(b)) = (&fast.dgamma, &reference.dgamma) {
                     worst = worst.max(check(&format!("{what}: scale grad"), a, b, 1e-4));
                 }
@@ -127,7 +169,8 @@ fn leaky_relu_matches_candle_with_pytorch_gradient() {
     }
     // At exactly 0 the gradient is PyTorch's (the negative side's), not candle's ReLU's 1.
     let xv = Var::from_tensor(&Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap()).unwrap();
-    let g = kernels::leaky_relu(xv.as_tensor(), 0.2).unwrap().sum_all().unwrap().backward().unwrap();
+    let g =
+        kernels::leaky_relu(xv.as_tensor(), 0.2).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(g.get(xv.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![0.2f32; 4]);
 }
 
@@ -138,18 +181,38 @@ fn leaky_relu_matches_candle_with_pytorch_gradient() {
 fn frozen_transposed_convolution_equals_trainable() {
     let mut rng = StdRng::seed_from_u64(13);
     // (nb, cin, cout, side, k, stride, pad): U-Net inner layers and a stride-1 3×3.
-    for (nb, cin, cout, side, k, stride, pad) in [(1, 64, 32, 2, 4, 2, 1), (2, 48, 16, 8, 4, 2, 1), (1, 16, 8, 5, 3, 1, 1), (3, 256, 64, 4, 4, 2, 1)] {
+    for (nb, cin, cout, side, k, stride, pad) in [
+        (1, 64, 32, 2, 4, 2, 1),
+        (2, 48, 16, 8, 4, 2, 1),
+        (1, 16, 8, 5, 3, 1, 1),
+        (3, 256, 64, 4, 4, 2, 1),
+    ] {
         let w = rand_t(&mut rng, &[cin, cout, k, k], 0.1, 0.0);
         let b = rand_t(&mut rng, &[cout], 0.1, 0.0);
         let x = rand_t(&mut rng, &[nb, cin, side, side], 1.0, 0.0);
-        let cfg = candle_nn::ConvTranspose2dConfig { padding: pad, output_padding: 0, stride, dilation: 1 };
+        let cfg = candle_nn::ConvTranspose2dConfig {
+            padding: pad,
+            output_padding: 0,
+            stride,
+            dilation: 1,
+        };
         let wv = Var::from_tensor(&w).unwrap();
-        let trainable = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(wv.as_tensor().clone(), Some(b.clone()), cfg));
-        let frozen = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w.clone(), Some(b.clone()), cfg));
+        let trainable = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(
+            wv.as_tensor().clone(),
+            Some(b.clone()),
+            cfg,
+        ));
+        let frozen =
+            ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w.clone(), Some(b.clone()), cfg));
         let what = format!("convT {cin}->{cout} k{k} s{stride} @{side}x{side} batch {nb}");
         let want = trainable.forward(&x).unwrap().to_dtype(DType::F64).unwrap();
         for call in 0..2 {
-            check(&format!("{what}, frozen call {call}"), &frozen.forward(&x).unwrap(), &want, 1e-5);
+            check(
+                &format!("{what}, frozen call {call}"),
+                &frozen.forward(&x).unwrap(),
+                &want,
+                1e-5,
+            );
         }
         let back = frozen.weight().unwrap();
         assert_eq!(back.dims(), w.dims());
@@ -159,6 +222,11 @@ fn frozen_transposed_convolution_equals_trainable() {
             let g = l.forward(xv.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
             g.get(xv.as_tensor()).expect("input gradient").clone()
         };
-        check(&format!("{what}: input grad"), &grad(&frozen), &grad(&trainable).to_dtype(DType::F64).unwrap(), 1e-5);
+        check(
+            &format!("{what}: input grad"),
+            &grad(&frozen),
+            &grad(&trainable).to_dtype(DType::F64).unwrap(),
+            1e-5,
+        );
     }
 }

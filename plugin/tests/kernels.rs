@@ -45,8 +45,16 @@ struct Case {
 /// of both implementations (candle's own backward mis-sizes some of these shapes: conv2d takes
 /// one output padding for both sides, conv_transpose2d ignores output padding ≥ stride).
 /// Returns (y, dL/dx, dL/dw) for L = Σ y·r; `r = None` only sizes y.
-fn oracle(c: &Case, transposed: bool, x: &Tensor, w: &Tensor, r: Option<&Tensor>) -> (Tensor, Tensor, Tensor) {
-    let f = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+fn oracle(
+    c: &Case,
+    transposed: bool,
+    x: &Tensor,
+    w: &Tensor,
+    r: Option<&Tensor>,
+) -> (Tensor, Tensor, Tensor) {
+    let f = |t: &Tensor| {
+        t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    };
     let (xv, wv) = (f(x), f(w));
     let eff = c.dil * (c.k - 1) + 1;
     // Image (the convolution's input side) and grid sizes, as the conv from image to grid sees them.
@@ -54,13 +62,29 @@ fn oracle(c: &Case, transposed: bool, x: &Tensor, w: &Tensor, r: Option<&Tensor>
         let side = |n: usize| (n - 1) * c.stride + eff + c.out_pad - 2 * c.pad;
         (c.cout, c.cin, side(c.h), side(c.w), c.h, c.w)
     } else {
-        (c.cin, c.cout, c.h, c.w, (c.h + 2 * c.pad - eff) / c.stride + 1, (c.w + 2 * c.pad - eff) / c.stride + 1)
+        (
+            c.cin,
+            c.cout,
+            c.h,
+            c.w,
+            (c.h + 2 * c.pad - eff) / c.stride + 1,
+            (c.w + 2 * c.pad - eff) / c.stride + 1,
+        )
     };
     let (img_len, grid_len) = (c.nb * ci_img * ih * iw, c.nb * ci_grid * gh * gw);
     let rv = r.map(f);
-    let (mut img, mut grid, mut gimg, mut ggrid, mut gw_) =
-        (vec![0f64; img_len], vec![0f64; grid_len], vec![0f64; img_len], vec![0f64; grid_len], vec![0f64; wv.len()]);
-    if transposed { grid.copy_from_slice(&xv) } else { img.copy_from_slice(&xv) }
+    let (mut img, mut grid, mut gimg, mut ggrid, mut gw_) = (
+        vec![0f64; img_len],
+        vec![0f64; grid_len],
+        vec![0f64; img_len],
+        vec![0f64; grid_len],
+        vec![0f64; wv.len()],
+    );
+    if transposed {
+        grid.copy_from_slice(&xv)
+    } else {
+        img.copy_from_slice(&xv)
+    }
     // The convolution's output side (y) and its cotangent.
     for n in 0..c.nb {
         for a in 0..ci_grid {
@@ -71,10 +95,14 @@ fn oracle(c: &Case, transposed: bool, x: &Tensor, w: &Tensor, r: Option<&Tensor>
                         let wi = ((a * ci_img + b) * c.k + i) * c.k + j;
                         for oy in 0..gh {
                             let iy = (oy * c.stride + i * c.dil) as isize - c.pad as isize;
-                            if iy < 0 || iy >= ih as isize { continue; }
+                            if iy < 0 || iy >= ih as isize {
+                                continue;
+                            }
                             for ox in 0..gw {
                                 let ix = (ox * c.stride + j * c.dil) as isize - c.pad as isize;
-                                if ix < 0 || ix >= iw as isize { continue; }
+                                if ix < 0 || ix >= iw as isize {
+                                    continue;
+                                }
                                 let ii = ((n * ci_img + b) * ih + iy as usize) * iw + ix as usize;
                                 let gi = ((n * ci_grid + a) * gh + oy) * gw + ox;
                                 if transposed {
@@ -97,7 +125,9 @@ fn oracle(c: &Case, transposed: bool, x: &Tensor, w: &Tensor, r: Option<&Tensor>
             }
         }
     }
-    let t = |v: Vec<f64>, shape: &[usize]| Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
+    let t = |v: Vec<f64>, shape: &[usize]| {
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(DType::F32).unwrap()
+    };
     let (img_shape, grid_shape) = ([c.nb, ci_img, ih, iw], [c.nb, ci_grid, gh, gw]);
     if transposed {
         (t(img, &img_shape), t(ggrid, &grid_shape), t(gw_, w.dims()))
@@ -108,7 +138,15 @@ fn oracle(c: &Case, transposed: bool, x: &Tensor, w: &Tensor, r: Option<&Tensor>
 
 /// Runs `fast(x, w)` and compares its output and the gradients of x and w under a random linear
 /// loss with the f64 oracle, and with candle's `reference` where candle's backward can run.
-fn compare<F, R>(what: &str, c: &Case, transposed: bool, x: &Tensor, w: &Tensor, fast: F, reference: R) -> f32
+fn compare<F, R>(
+    what: &str,
+    c: &Case,
+    transposed: bool,
+    x: &Tensor,
+    w: &Tensor,
+    fast: F,
+    reference: R,
+) -> f32
 where
     F: Fn(&Tensor, &Tensor) -> Tensor,
     R: Fn(&Tensor, &Tensor) -> Tensor,
@@ -119,7 +157,9 @@ where
         let (xv, wv) = (Var::from_tensor(x).unwrap(), Var::from_tensor(w).unwrap());
         let y = f(xv.as_tensor(), wv.as_tensor());
         let g = (&y * &r).unwrap().sum_all().unwrap().backward();
-        let grads = g.ok().map(|g| (g.get(xv.as_tensor()).unwrap().clone(), g.get(wv.as_tensor()).unwrap().clone()));
+        let grads = g.ok().map(|g| {
+            (g.get(xv.as_tensor()).unwrap().clone(), g.get(wv.as_tensor()).unwrap().clone())
+        });
         (y, grads)
     };
     let (y, grads) = run(&fast);
@@ -131,7 +171,9 @@ where
     // candle's backward panics or mis-sizes where its implied output padding differs per side,
     // underflows, or reaches the stride; compare gradients with it elsewhere.
     let eff = (c.dil * (c.k - 1) + 1) as isize;
-    let implied = |n: usize, g: usize| n as isize - ((g as isize - 1) * c.stride as isize + eff - 2 * c.pad as isize);
+    let implied = |n: usize, g: usize| {
+        n as isize - ((g as isize - 1) * c.stride as isize + eff - 2 * c.pad as isize)
+    };
     let candle_bwd_ok = if transposed {
         c.out_pad < c.stride
     } else {
@@ -139,11 +181,7 @@ where
         let (ph, pw) = (implied(c.h, gh), implied(c.w, gw));
         ph == pw && ph <= c.h as isize && ph >= 0
     };
-    let (y_c, grads_c) = if candle_bwd_ok {
-        run(&reference)
-    } else {
-        (reference(x, w), None)
-    };
+    let (y_c, grads_c) = if candle_bwd_ok { run(&reference) } else { (reference(x, w), None) };
     worst = worst.max(check(&format!("{what} output vs candle"), &y, &y_c));
     if let Some((gx_c, gw_c)) = grads_c.filter(|(gx_c, _)| gx_c.dims() == gx.dims()) {
         worst = worst.max(check(&format!("{what} input grad vs candle"), &gx, &gx_c));
@@ -154,7 +192,8 @@ where
 }
 
 /// How many cases also had their gradients checked against candle's backward.
-static CANDLE_GRADS_COMPARED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static CANDLE_GRADS_COMPARED: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 
 fn random_case(rng: &mut StdRng, transposed: bool) -> Case {
     let k = [1, 2, 3, 4, 5, 7][rng.gen_range(0..6)];
@@ -163,7 +202,18 @@ fn random_case(rng: &mut StdRng, transposed: bool) -> Case {
     let pad = rng.gen_range(0..=(dil * (k - 1) / 2 + 1).min(3));
     let out_pad = if transposed { rng.gen_range(0..stride.max(dil)) } else { 0 };
     let (h, w) = (rng.gen_range(1..=9), rng.gen_range(1..=9));
-    let c = Case { nb: rng.gen_range(1..=3), cin: rng.gen_range(1..=6), cout: rng.gen_range(1..=6), h, w, k, stride, pad, dil, out_pad };
+    let c = Case {
+        nb: rng.gen_range(1..=3),
+        cin: rng.gen_range(1..=6),
+        cout: rng.gen_range(1..=6),
+        h,
+        w,
+        k,
+        stride,
+        pad,
+        dil,
+        out_pad,
+    };
     let eff = dil * (k - 1) + 1;
     if !transposed && (h + 2 * c.pad < eff || w + 2 * c.pad < eff) {
         return random_case(rng, transposed);
@@ -193,7 +243,12 @@ fn conv2d_case(c: Case, rng: &mut StdRng) -> f32 {
 fn conv_t_case(c: Case, rng: &mut StdRng) -> f32 {
     let x = randn(rng, &[c.nb, c.cin, c.h, c.w]);
     let w = randn(rng, &[c.cin, c.cout, c.k, c.k]);
-    let op = ConvTranspose2dOp { stride: c.stride, padding: c.pad, dilation: c.dil, output_padding: (c.out_pad, c.out_pad) };
+    let op = ConvTranspose2dOp {
+        stride: c.stride,
+        padding: c.pad,
+        dilation: c.dil,
+        output_padding: (c.out_pad, c.out_pad),
+    };
     compare(
         &format!("conv_transpose2d {c:?}"),
         &c,
@@ -208,14 +263,19 @@ fn conv_t_case(c: Case, rng: &mut StdRng) -> f32 {
 #[test]
 fn conv2d_random_shapes() {
     let mut rng = StdRng::seed_from_u64(1);
-    let worst = (0..60).map(|_| conv2d_case(random_case(&mut rng, false), &mut rng)).fold(0f32, f32::max);
-    println!("conv2d: worst relative error {worst:.2e} ({} cases so far with candle's gradients too)", CANDLE_GRADS_COMPARED.load(std::sync::atomic::Ordering::Relaxed));
+    let worst =
+        (0..60).map(|_| conv2d_case(random_case(&mut rng, false), &mut rng)).fold(0f32, f32::max);
+    println!(
+        "conv2d: worst relative error {worst:.2e} ({} cases so far with candle's gradients too)",
+        CANDLE_GRADS_COMPARED.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
 
 #[test]
 fn conv_transpose2d_random_shapes() {
     let mut rng = StdRng::seed_from_u64(2);
-    let worst = (0..60).map(|_| conv_t_case(random_case(&mut rng, true), &mut rng)).fold(0f32, f32::max);
+    let worst =
+        (0..60).map(|_| conv_t_case(random_case(&mut rng, true), &mut rng)).fold(0f32, f32::max);
     println!("conv_transpose2d: worst relative error {worst:.2e} ({} cases so far with candle's gradients too)", CANDLE_GRADS_COMPARED.load(std::sync::atomic::Ordering::Relaxed));
 }
 
@@ -224,7 +284,18 @@ fn conv_transpose2d_random_shapes() {
 #[test]
 fn network_shapes() {
     let mut rng = StdRng::seed_from_u64(3);
-    let c = |nb, cin, cout, h, k, stride, pad, out_pad| Case { nb, cin, cout, h, w: h, k, stride, pad, dil: 1, out_pad };
+    let c = |nb, cin, cout, h, k, stride, pad, out_pad| Case {
+        nb,
+        cin,
+        cout,
+        h,
+        w: h,
+        k,
+        stride,
+        pad,
+        dil: 1,
+        out_pad,
+    };
     let mut worst = 0f32;
     for nb in [1, 2] {
         // U-Net down / up (k4 s2 p1), on a 64×64 image: a 32×32 grid either way.
@@ -246,24 +317,46 @@ fn network_shapes() {
 /// The entry points the networks call, with bias, against the candle_nn layers themselves.
 #[test]
 fn layers_with_bias() {
-    assert_eq!(kernels::mode(), kernels::Mode::Fast, "run these tests without PIX2PIX_KERNELS=candle");
+    assert_eq!(
+        kernels::mode(),
+        kernels::Mode::Fast,
+        "run these tests without PIX2PIX_KERNELS=candle"
+    );
     let mut rng = StdRng::seed_from_u64(4);
     let x = randn(&mut rng, &[2, 4, 10, 10]);
     for transposed in [false, true] {
-        let (cin, cout, k, stride, pad, out_pad) = if transposed { (4, 3, 3, 2, 1, 1) } else { (4, 3, 4, 2, 1, 0) };
+        let (cin, cout, k, stride, pad, out_pad) =
+            if transposed { (4, 3, 3, 2, 1, 1) } else { (4, 3, 4, 2, 1, 0) };
         let wshape = if transposed { [cin, cout, k, k] } else { [cout, cin, k, k] };
         let (w, b) = (randn(&mut rng, &wshape), randn(&mut rng, &[cout]));
         let run = |fast: bool| {
-            let (xv, wv, bv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap(), Var::from_tensor(&b).unwrap());
+            let (xv, wv, bv) = (
+                Var::from_tensor(&x).unwrap(),
+                Var::from_tensor(&w).unwrap(),
+                Var::from_tensor(&b).unwrap(),
+            );
             let (wt, bt) = (wv.as_tensor().clone(), Some(bv.as_tensor().clone()));
             let y = if transposed {
-                let cfg = candle_nn::ConvTranspose2dConfig { padding: pad, output_padding: out_pad, stride, dilation: 1 };
+                let cfg = candle_nn::ConvTranspose2dConfig {
+                    padding: pad,
+                    output_padding: out_pad,
+                    stride,
+                    dilation: 1,
+                };
                 let l = candle_nn::ConvTranspose2d::new(wt, bt, cfg);
-                if fast { kernels::conv_transpose2d(xv.as_tensor(), &l) } else { l.forward(xv.as_tensor()) }
+                if fast {
+                    kernels::conv_transpose2d(xv.as_tensor(), &l)
+                } else {
+                    l.forward(xv.as_tensor())
+                }
             } else {
                 let cfg = candle_nn::Conv2dConfig { padding: pad, stride, ..Default::default() };
                 let l = candle_nn::Conv2d::new(wt, bt, cfg);
-                if fast { kernels::conv2d(xv.as_tensor(), &l) } else { l.forward(xv.as_tensor()) }
+                if fast {
+                    kernels::conv2d(xv.as_tensor(), &l)
+                } else {
+                    l.forward(xv.as_tensor())
+                }
             }
             .unwrap();
             let r = randn(&mut StdRng::seed_from_u64(5), y.dims());
@@ -287,7 +380,8 @@ fn non_contiguous_and_other_dtypes() {
     let mut rng = StdRng::seed_from_u64(6);
     let x = randn(&mut rng, &[1, 3, 8, 8]).transpose(2, 3).unwrap();
     let w = randn(&mut rng, &[3, 2, 4, 4]);
-    let cfg = candle_nn::ConvTranspose2dConfig { padding: 1, output_padding: 0, stride: 2, dilation: 1 };
+    let cfg =
+        candle_nn::ConvTranspose2dConfig { padding: 1, output_padding: 0, stride: 2, dilation: 1 };
     let l = candle_nn::ConvTranspose2d::new(w.clone(), None, cfg);
     check("strided input", &kernels::conv_transpose2d(&x, &l).unwrap(), &l.forward(&x).unwrap());
     let l64 = candle_nn::ConvTranspose2d::new(w.to_dtype(DType::F64).unwrap(), None, cfg);

@@ -1,7 +1,9 @@
 //! The training config: reference defaults, and errors that name the key and its line for an
 //! unknown key, a wrong type and a bad value.
 
-use pix2pix::train::config::{Config, GanMode, InitType, LrPolicy, Mode, NetD, NetG, Norm, Preprocess};
+use pix2pix::train::config::{
+    Config, GanMode, InitType, LrPolicy, Mode, NetD, NetG, Norm, Preprocess,
+};
 use pix2pix::train::Direction;
 
 fn err(text: &str) -> String {
@@ -19,12 +21,27 @@ fn assert_names(e: &str, key: &str, line: usize) {
 fn every_key_defaults_to_the_reference() {
     let c = Config::parse("").unwrap();
     let (d, m, t, o) = (&c.data, &c.model, &c.train, &c.output);
-    assert_eq!((d.phase.as_str(), d.mode, d.direction, d.preprocess), ("train", Mode::Aligned, Direction::AtoB, Preprocess::ResizeAndCrop));
+    assert_eq!(
+        (d.phase.as_str(), d.mode, d.direction, d.preprocess),
+        ("train", Mode::Aligned, Direction::AtoB, Preprocess::ResizeAndCrop)
+    );
     assert_eq!((d.load_size, d.crop_size, d.flip, d.max_dataset_size), (286, 256, true, None));
-    assert_eq!((m.net_g, m.ngf, m.net_d, m.n_layers_d, m.ndf, m.norm, m.dropout), (NetG::Unet256, 64, NetD::Basic, 3, 64, Norm::Batch, true));
-    assert_eq!((m.init_type, m.init_gain, m.init_generator.clone(), m.init_discriminator.clone()), (InitType::Normal, 0.02, None, None));
-    assert_eq!((t.gan_mode, t.lambda_l1, t.lr, t.beta1, t.beta2), (GanMode::Vanilla, 100.0, 2e-4, 0.5, 0.999));
-    assert_eq!((t.n_epochs, t.n_epochs_decay, t.lr_policy, t.lr_decay_iters, t.batch_size, t.max_steps), (100, 100, LrPolicy::Linear, 50, 1, None));
+    assert_eq!(
+        (m.net_g, m.ngf, m.net_d, m.n_layers_d, m.ndf, m.norm, m.dropout),
+        (NetG::Unet256, 64, NetD::Basic, 3, 64, Norm::Batch, true)
+    );
+    assert_eq!(
+        (m.init_type, m.init_gain, m.init_generator.clone(), m.init_discriminator.clone()),
+        (InitType::Normal, 0.02, None, None)
+    );
+    assert_eq!(
+        (t.gan_mode, t.lambda_l1, t.lr, t.beta1, t.beta2),
+        (GanMode::Vanilla, 100.0, 2e-4, 0.5, 0.999)
+    );
+    assert_eq!(
+        (t.n_epochs, t.n_epochs_decay, t.lr_policy, t.lr_decay_iters, t.batch_size, t.max_steps),
+        (100, 100, LrPolicy::Linear, 50, 1, None)
+    );
     assert!(o.save_every_steps > 0 && o.sample_every_steps > 0);
 }
 
@@ -85,7 +102,11 @@ sample_every_steps = 10
 #[test]
 fn unknown_key_names_key_and_line() {
     assert_names(&err("[data]\nroot = \"x\"\n\ncrop_sise = 256\n"), "data.crop_sise", 4);
-    assert_names(&err("[train]\nlr = 0.1\n[model]\nngf = 8\nnet_G = \"unet_128\"\n"), "model.net_G", 5);
+    assert_names(
+        &err("[train]\nlr = 0.1\n[model]\nngf = 8\nnet_G = \"unet_128\"\n"),
+        "model.net_G",
+        5,
+    );
     assert_names(&err("[data]\nroot = \"x\"\n[trian]\nlr = 0.1\n"), "trian", 3);
 }
 

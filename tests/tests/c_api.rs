@@ -15,7 +15,14 @@ use common::*;
 
 /// Runs `tests/c/<program>` (C or C++) on a test image and checks its output against the Rust
 /// API's translation of the same pixels.
-fn check_against_rust(program: &str, fixture: &str, width: usize, height: usize, channels: usize, extra: &[&str]) {
+fn check_against_rust(
+    program: &str,
+    fixture: &str,
+    width: usize,
+    height: usize,
+    channels: usize,
+    extra: &[&str],
+) {
     let dir = scratch(&format!("{program}-{fixture}-{width}x{height}x{channels}"));
     let exe = compile(program, &dir);
     let model = generator(fixture);
@@ -81,7 +88,8 @@ fn broken_files(dir: &Path) -> Vec<std::path::PathBuf> {
     std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
     let text = dir.join("text.safetensors");
     std::fs::write(&text, "This is a text file, not a checkpoint.\n").unwrap();
-    let pth = std::fs::read(root().join("tests/fixtures").join(UNET128).join("generator.pth")).unwrap();
+    let pth =
+        std::fs::read(root().join("tests/fixtures").join(UNET128).join("generator.pth")).unwrap();
     let truncated_pth = dir.join("truncated.pth");
     std::fs::write(&truncated_pth, &pth[..pth.len() / 3]).unwrap();
     let empty = dir.join("empty.safetensors");
@@ -129,7 +137,12 @@ fn c_abuse_is_clean_under_valgrind() {
         .output()
         .expect("run valgrind");
     let report = std::fs::read_to_string(&log).unwrap_or_default();
-    let summary: Vec<&str> = report.lines().filter(|l| l.contains("ERROR SUMMARY") || l.contains("definitely lost") || l.contains("Invalid")).collect();
+    let summary: Vec<&str> = report
+        .lines()
+        .filter(|l| {
+            l.contains("ERROR SUMMARY") || l.contains("definitely lost") || l.contains("Invalid")
+        })
+        .collect();
     println!("{}", summary.join("\n"));
     assert!(
         out.status.success(),

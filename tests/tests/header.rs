@@ -10,7 +10,8 @@ fn root() -> PathBuf {
 fn generate() -> String {
     let root = root();
     // Everything comes from the contract crate: types and constants, then the functions.
-    let config = cbindgen::Config::from_file(root.join("ffi/cbindgen.toml")).unwrap_or_else(|e| panic!("ffi/cbindgen.toml: {e}"));
+    let config = cbindgen::Config::from_file(root.join("ffi/cbindgen.toml"))
+        .unwrap_or_else(|e| panic!("ffi/cbindgen.toml: {e}"));
     let bindings = cbindgen::Builder::new()
         .with_config(config)
         .with_src(root.join("ffi/src/c.rs"))
@@ -34,7 +35,11 @@ fn committed_header_is_up_to_date() {
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     if committed != fresh {
-        let first = committed.lines().zip(fresh.lines()).position(|(a, b)| a != b).unwrap_or(committed.lines().count().min(fresh.lines().count()));
+        let first = committed
+            .lines()
+            .zip(fresh.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(committed.lines().count().min(fresh.lines().count()));
         let show = |s: &str| s.lines().skip(first).take(3).collect::<Vec<_>>().join("\n");
         panic!(
             "{} is out of date with ffi/src/c.rs / ffi/src/c/functions.rs / ffi/cbindgen.toml.\n\

@@ -8,21 +8,38 @@ use host_common::*;
 
 #[test]
 fn bench_prints_medians_on_its_last_lines() {
-    let out = run(host(&["bench", "--plugin"]).arg(plugin()).args(["--net-g", "unet_128", "--ngf", "8", "--size", "128", "--iters", "3", "--warmup", "1", "--train"]));
+    let out = run(host(&["bench", "--plugin"]).arg(plugin()).args([
+        "--net-g", "unet_128", "--ngf", "8", "--size", "128", "--iters", "3", "--warmup", "1",
+        "--train",
+    ]));
     assert!(out.status.success());
     let s = stdout(&out);
     let lines: Vec<&str> = s.lines().collect();
     let n = lines.len();
     assert!(n >= 2, "{s}");
     let value = |line: &str, key: &str| -> f64 {
-        let v = line.strip_prefix(key).unwrap_or_else(|| panic!("{line:?} should start with {key}"));
+        let v =
+            line.strip_prefix(key).unwrap_or_else(|| panic!("{line:?} should start with {key}"));
         v.trim().parse().unwrap_or_else(|_| panic!("{line:?}"))
     };
     assert!(value(lines[n - 2], "infer_ms ") > 0.0);
     assert!(value(lines[n - 1], "train_step_ms ") > 0.0);
     assert!(stderr(&out).contains("batch statistics"), "batch statistics are the default");
 
-    let out = run(host(&["bench", "--plugin"]).arg(plugin()).args(["--net-g", "unet_128", "--ngf", "8", "--size", "128", "--iters", "1", "--warmup", "0", "--norm-stats", "running"]));
+    let out = run(host(&["bench", "--plugin"]).arg(plugin()).args([
+        "--net-g",
+        "unet_128",
+        "--ngf",
+        "8",
+        "--size",
+        "128",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--norm-stats",
+        "running",
+    ]));
     assert!(out.status.success());
     assert!(stderr(&out).contains("running statistics"));
     assert!(value(stdout(&out).lines().last().unwrap_or(""), "infer_ms ") > 0.0);
@@ -34,7 +51,15 @@ fn eval_prints_metrics_last_and_writes_html() {
     for i in 0..3 {
         save(&rgb(256, 128, i), &t.join(&format!("data/{i}.png")));
     }
-    let out = run(host(&["eval", "--plugin"]).arg(plugin()).arg("--model").arg(fixture(UNET128)).arg("--data").arg(t.join("data")).arg("--html").arg(t.join("html")).args(["--direction", "AtoB", "--size", "128"]));
+    let out = run(host(&["eval", "--plugin"])
+        .arg(plugin())
+        .arg("--model")
+        .arg(fixture(UNET128))
+        .arg("--data")
+        .arg(t.join("data"))
+        .arg("--html")
+        .arg(t.join("html"))
+        .args(["--direction", "AtoB", "--size", "128"]));
     assert!(out.status.success());
     let s = stdout(&out);
     let last: Vec<&str> = s.lines().last().unwrap_or("").split_whitespace().collect();
@@ -80,10 +105,17 @@ fn train_stops_on_ctrl_c_with_a_checkpoint_and_resumes() {
     assert_eq!(out.status.code(), Some(130), "{s}");
     assert!(s.contains("cancelled after") && s.contains("--resume"), "{s}");
     assert!(t.join("ckpt/latest/generator.safetensors").is_file());
-    let steps: u64 = s.split("cancelled after ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap();
+    let steps: u64 = s
+        .split("cancelled after ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
 
     std::fs::write(t.join("train.toml"), config(steps + 2)).unwrap();
-    let out = run(host(&["train", "--config", "train.toml", "--resume", "--plugin"]).arg(plugin()).current_dir(t.path()));
+    let out = run(host(&["train", "--config", "train.toml", "--resume", "--plugin"])
+        .arg(plugin())
+        .current_dir(t.path()));
     assert!(out.status.success());
     assert!(stdout(&out).contains(&format!("trained {} steps", steps + 2)), "{}", stdout(&out));
 }
@@ -99,5 +131,9 @@ fn closed_stdout_ends_quietly() {
     let err = stderr(&out);
     assert!(!err.contains("panicked"), "host panicked on a closed pipe: {err}");
     use std::os::unix::process::ExitStatusExt;
-    assert!(out.status.success() || out.status.signal() == Some(libc::SIGPIPE), "status {:?}, stderr: {err}", out.status);
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "status {:?}, stderr: {err}",
+        out.status
+    );
 }

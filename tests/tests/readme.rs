@@ -44,7 +44,10 @@ fn the_test_command_is_what_ci_runs() {
     let ci = std::fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
     let test_cmd = "cargo build --release --workspace && cargo test --release --workspace";
     assert!(commands().iter().any(|c| c == test_cmd), "README lost its test command");
-    assert!(ci.lines().any(|l| l.trim() == test_cmd), ".ci/run no longer runs the README's test command");
+    assert!(
+        ci.lines().any(|l| l.trim() == test_cmd),
+        ".ci/run no longer runs the README's test command"
+    );
 }
 
 #[test]
@@ -57,11 +60,15 @@ fn every_readme_shell_command_runs() {
             _ if cmd.starts_with("cargo ") => continue,
             _ => cmd,
         };
-        if cmd.contains("ffmpeg") && !have("ffmpeg") && std::env::var("PIX2PIX_REQUIRE_FFMPEG").as_deref() != Ok("1") {
+        if cmd.contains("ffmpeg")
+            && !have("ffmpeg")
+            && std::env::var("PIX2PIX_REQUIRE_FFMPEG").as_deref() != Ok("1")
+        {
             eprintln!("ffmpeg not found: skipped `{cmd}`");
             continue;
         }
-        let out = Command::new("bash").arg("-ec").arg(&cmd).current_dir(root()).output().expect("bash");
+        let out =
+            Command::new("bash").arg("-ec").arg(&cmd).current_dir(root()).output().expect("bash");
         assert!(
             out.status.success(),
             "README command failed: {cmd}\n--- stdout\n{}\n--- stderr\n{}",
@@ -88,16 +95,24 @@ fn the_readme_c_program_translates_an_image() {
     let lib_dir = so.parent().unwrap_or(Path::new("."));
     let out = Command::new("cc")
         .arg(dir.join("translate.c"))
-        .arg("-I").arg(root().join("ffi/include"))
-        .arg("-L").arg(lib_dir)
+        .arg("-I")
+        .arg(root().join("ffi/include"))
+        .arg("-L")
+        .arg(lib_dir)
         .arg("-lpix2pix")
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
-        .arg("-o").arg(dir.join("translate"))
+        .arg("-o")
+        .arg(dir.join("translate"))
         .output()
         .expect("cc");
     assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
     let run = Command::new(dir.join("translate")).current_dir(&dir).output().expect("run");
-    assert!(run.status.success(), "translate: {}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "translate: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
     let ppm = std::fs::read(dir.join("translated.ppm")).expect("translated.ppm");
     assert!(ppm.starts_with(b"P6 300 200 255\n"));
     assert_eq!(ppm.len(), "P6 300 200 255\n".len() + 300 * 200 * 3);

@@ -42,7 +42,11 @@ extern "C" {
     ///
     /// # Safety
     /// Pointers are NULL or valid as described; `path` is NUL-terminated.
-    pub fn p2p_model_open(path: *const c_char, opts: *const p2p_options, out: *mut *mut p2p_model) -> p2p_status;
+    pub fn p2p_model_open(
+        path: *const c_char,
+        opts: *const p2p_options,
+        out: *mut *mut p2p_model,
+    ) -> p2p_status;
 
     /// Releases a model from `p2p_model_open`. NULL is ignored. The model must not be in use by
     /// another thread, and must not be used afterwards (nor the strings of its `p2p_model_info`).
@@ -89,7 +93,11 @@ extern "C" {
     ///
     /// # Safety
     /// `m` is NULL or a live model; `in`/`out` are NULL or valid, and their buffers as described.
-    pub fn p2p_translate(m: *const p2p_model, r#in: *const p2p_image, out: *mut p2p_image) -> p2p_status;
+    pub fn p2p_translate(
+        m: *const p2p_model,
+        r#in: *const p2p_image,
+        out: *mut p2p_image,
+    ) -> p2p_status;
 
     /// Releases the pixels of an image the library allocated (`p2p_translate` with
     /// `out->data == NULL`) and zeroes `*img`. NULL, and an image whose `data` is NULL, are
@@ -103,7 +111,11 @@ extern "C" {
     ///
     /// # Safety
     /// See `p2p_train_ex`.
-    pub fn p2p_train(config_toml: *const c_char, cb: p2p_progress_fn, user: *mut c_void) -> p2p_status;
+    pub fn p2p_train(
+        config_toml: *const c_char,
+        cb: p2p_progress_fn,
+        user: *mut c_void,
+    ) -> p2p_status;
 
     /// Trains a model from a TOML configuration text (not a path), writing checkpoints where the
     /// configuration says: `p2p_train_with_messages` without a message callback.
@@ -120,7 +132,12 @@ extern "C" {
     ///
     /// # Safety
     /// `config_toml` is NULL or NUL-terminated; `cb` does not unwind into the library.
-    pub fn p2p_train_ex(config_toml: *const c_char, flags: u32, cb: p2p_progress_fn, user: *mut c_void) -> p2p_status;
+    pub fn p2p_train_ex(
+        config_toml: *const c_char,
+        flags: u32,
+        cb: p2p_progress_fn,
+        user: *mut c_void,
+    ) -> p2p_status;
 
     /// `p2p_train_ex` that also reports warnings and notes (a skipped unreadable image, a resumed
     /// run whose settings differ, ...) to `on_message`, one line each, with the same `user`. The

@@ -20,16 +20,21 @@ pub struct NameTemplate {
 
 impl NameTemplate {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let valid = || PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(" ");
+        let valid =
+            || PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(" ");
         let mut parts = Vec::new();
         let mut rest = s;
         while let Some(open) = rest.find('{') {
             if open > 0 {
                 parts.push(Part::Text(rest[..open].to_string()));
             }
-            let close = rest[open..].find('}').ok_or_else(|| format!("unclosed {{ in {s:?}"))? + open;
+            let close =
+                rest[open..].find('}').ok_or_else(|| format!("unclosed {{ in {s:?}"))? + open;
             let field = &rest[open + 1..close];
-            let known = PLACEHOLDERS.iter().find(|p| **p == field).ok_or_else(|| format!("unknown placeholder {{{field}}}; valid: {}", valid()))?;
+            let known = PLACEHOLDERS
+                .iter()
+                .find(|p| **p == field)
+                .ok_or_else(|| format!("unknown placeholder {{{field}}}; valid: {}", valid()))?;
             parts.push(Part::Field(known));
             rest = &rest[close + 1..];
         }
@@ -66,7 +71,10 @@ impl NameTemplate {
         let ext = |s: &str| Path::new(s).extension().map(|e| e.to_os_string());
         if ext(&a) == ext(&b) {
             crate::imageio::format_for(Path::new(&a)).map_err(|_| {
-                format!("cannot tell the output format from the name's extension (use one of: {})", crate::imageio::EXTENSIONS.join(", "))
+                format!(
+                    "cannot tell the output format from the name's extension (use one of: {})",
+                    crate::imageio::EXTENSIONS.join(", ")
+                )
             })?;
         }
         Ok(())
@@ -81,8 +89,13 @@ mod tests {
     fn renders_placeholders() {
         let t = NameTemplate::parse("{stem}_{model}-{index}.{ext}").unwrap();
         assert_eq!(t.render(Path::new("/x/a.b.jpg"), 7, "facades"), "a.b_facades-7.jpg");
-        assert_eq!(NameTemplate::parse("{name}").unwrap().render(Path::new("d/p.png"), 0, ""), "p.png");
-        assert!(NameTemplate::parse("{nope}.png").unwrap_err().contains("valid: {stem} {name} {ext} {model} {index}"));
+        assert_eq!(
+            NameTemplate::parse("{name}").unwrap().render(Path::new("d/p.png"), 0, ""),
+            "p.png"
+        );
+        assert!(NameTemplate::parse("{nope}.png")
+            .unwrap_err()
+            .contains("valid: {stem} {name} {ext} {model} {index}"));
         assert!(NameTemplate::parse("{stem").is_err());
         assert!(NameTemplate::parse("{stem}.gif").unwrap().check_format().is_err());
         assert!(NameTemplate::parse("{stem}").unwrap().check_format().is_err());

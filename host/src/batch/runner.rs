@@ -29,7 +29,10 @@ pub struct Job {
 pub enum Output {
     /// One input, one named output file.
     File(PathBuf),
-    Dir { dir: PathBuf, name: NameTemplate },
+    Dir {
+        dir: PathBuf,
+        name: NameTemplate,
+    },
 }
 
 impl Output {
@@ -104,11 +107,13 @@ fn process(plan: &Plan, job: &Job) -> Result<Done> {
 pub fn execute(plan: &Plan) -> Summary {
     let started = Instant::now();
     let bar = ProgressBar::new(plan.jobs.len() as u64);
-    let style = ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} images  {ips}  ETA {eta}  {wide_msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .with_key("ips", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{:.2} images/s", s.per_sec());
-        });
+    let style = ProgressStyle::with_template(
+        "{bar:40.cyan/blue} {pos}/{len} images  {ips}  ETA {eta}  {wide_msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key("ips", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{:.2} images/s", s.per_sec());
+    });
     bar.set_style(style);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -121,7 +126,12 @@ pub fn execute(plan: &Plan) -> Summary {
                 }
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(job) = plan.jobs.get(i) else { break };
-                bar.set_message(job.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                bar.set_message(
+                    job.path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
                 let result = process(plan, job);
                 let mut s = summary.lock().unwrap_or_else(|e| e.into_inner());
                 match result {
@@ -157,9 +167,19 @@ pub fn execute(plan: &Plan) -> Summary {
 /// Prints the summary on stdout; the exit status says whether anything failed.
 pub fn report(s: &Summary) -> ExitCode {
     let rate = if s.seconds > 0.0 { s.processed as f64 / s.seconds } else { 0.0 };
-    println!("processed {}, skipped {}, failed {} ({:.1} s, {rate:.2} images/s)", s.processed, s.skipped, s.failed.len(), s.seconds);
+    println!(
+        "processed {}, skipped {}, failed {} ({:.1} s, {rate:.2} images/s)",
+        s.processed,
+        s.skipped,
+        s.failed.len(),
+        s.seconds
+    );
     if s.not_started > 0 {
-        let why = if s.interrupted { "interrupted" } else { "stopped after a failure (on_error = \"stop\")" };
+        let why = if s.interrupted {
+            "interrupted"
+        } else {
+            "stopped after a failure (on_error = \"stop\")"
+        };
         println!("not started {} ({why}); rerun to resume", s.not_started);
     }
     for (path, reason) in &s.failed {

@@ -57,15 +57,26 @@ pub enum Side {
     Right,
 }
 
-
 pub enum Step {
     Split(Half),
-    Crop { x: u32, y: u32, width: u32, height: u32 },
-    Resize { width: Option<u32>, height: Option<u32>, filter: Filter },
+    Crop {
+        x: u32,
+        y: u32,
+        width: u32,
+        height: u32,
+    },
+    Resize {
+        width: Option<u32>,
+        height: Option<u32>,
+        filter: Filter,
+    },
     Flip(FlipDirection),
     /// A model instance shared by all workers (the plugin's models are thread-safe).
     Translate(Arc<TranslatorBox>),
-    Concat { with: ConcatWith, side: Side },
+    Concat {
+        with: ConcatWith,
+        side: Side,
+    },
 }
 
 /// Runs `steps` over `original`.
@@ -74,7 +85,9 @@ pub fn apply_all(steps: &[Step], original: &DynamicImage) -> Result<DynamicImage
     let mut previous_input = original.clone();
     let mut current = original.clone();
     for (i, step) in steps.iter().enumerate() {
-        let next = step.apply(&current, original, &previous_input).map_err(|e| e.context(format!("step {} ({})", i + 1, step.name())))?;
+        let next = step
+            .apply(&current, original, &previous_input)
+            .map_err(|e| e.context(format!("step {} ({})", i + 1, step.name())))?;
         previous_input = std::mem::replace(&mut current, next);
     }
     Ok(current)
@@ -92,7 +105,12 @@ impl Step {
         }
     }
 
-    fn apply(&self, img: &DynamicImage, original: &DynamicImage, previous_input: &DynamicImage) -> Result<DynamicImage> {
+    fn apply(
+        &self,
+        img: &DynamicImage,
+        original: &DynamicImage,
+        previous_input: &DynamicImage,
+    ) -> Result<DynamicImage> {
         let (w, h) = img.dimensions();
         Ok(match self {
             Step::Split(half) => {
@@ -105,8 +123,12 @@ impl Step {
                 }
             }
             &Step::Crop { x, y, width, height } => {
-                if x.checked_add(width).is_none_or(|r| r > w) || y.checked_add(height).is_none_or(|b| b > h) {
-                    bail!("the crop {width}x{height} at ({x}, {y}) falls outside the {w}x{h} image");
+                if x.checked_add(width).is_none_or(|r| r > w)
+                    || y.checked_add(height).is_none_or(|b| b > h)
+                {
+                    bail!(
+                        "the crop {width}x{height} at ({x}, {y}) falls outside the {w}x{h} image"
+                    );
                 }
                 img.crop_imm(x, y, width, height)
             }
@@ -188,7 +210,9 @@ mod tests {
     use super::*;
 
     fn img(w: u32, h: u32) -> DynamicImage {
-        DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 0])))
+        DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([x as u8, y as u8, 0])
+        }))
     }
 
     #[test]
@@ -197,15 +221,31 @@ mod tests {
         let right = apply_all(&[Step::Split(Half::Right)], &i).unwrap();
         assert_eq!(right.dimensions(), (5, 4));
         assert_eq!(right.to_rgb8().get_pixel(0, 0)[0], 5);
-        let r = apply_all(&[Step::Resize { width: Some(20), height: None, filter: Filter::Nearest }], &i).unwrap();
+        let r = apply_all(
+            &[Step::Resize { width: Some(20), height: None, filter: Filter::Nearest }],
+            &i,
+        )
+        .unwrap();
         assert_eq!(r.dimensions(), (20, 8));
         assert!(apply_all(&[Step::Crop { x: 8, y: 0, width: 4, height: 1 }], &i).is_err());
         let f = apply_all(&[Step::Flip(FlipDirection::Horizontal)], &i).unwrap();
         assert_eq!(f.to_rgb8().get_pixel(0, 0)[0], 9);
         // concat with the input of the previous step: the split's input is the original.
-        let c = apply_all(&[Step::Split(Half::Left), Step::Concat { with: ConcatWith::Input, side: Side::Left }], &i).unwrap();
+        let c = apply_all(
+            &[Step::Split(Half::Left), Step::Concat { with: ConcatWith::Input, side: Side::Left }],
+            &i,
+        )
+        .unwrap();
         assert_eq!(c.dimensions(), (15, 4));
-        let c = apply_all(&[Step::Split(Half::Left), Step::Flip(FlipDirection::Vertical), Step::Concat { with: ConcatWith::Input, side: Side::Right }], &i).unwrap();
+        let c = apply_all(
+            &[
+                Step::Split(Half::Left),
+                Step::Flip(FlipDirection::Vertical),
+                Step::Concat { with: ConcatWith::Input, side: Side::Right },
+            ],
+            &i,
+        )
+        .unwrap();
         assert_eq!(c.dimensions(), (10, 4));
     }
 }

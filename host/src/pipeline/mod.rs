@@ -86,7 +86,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
 
     let model_label = model_label(&p);
     let output = Output::Dir { dir: p.out_dir.clone(), name: p.name.clone() };
-    let all: Vec<(usize, &std::path::Path)> = found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
+    let all: Vec<(usize, &std::path::Path)> =
+        found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
     runner::check_collisions(&output, &all, &model_label)?;
     let jobs: Vec<Job> = found
         .files
@@ -97,12 +98,31 @@ pub fn main(args: Args) -> Result<ExitCode> {
         .collect();
 
     let steps = open_steps(&p, &args.plugin)?;
-    let shard_note = shard.map(|s| format!(" (shard {}/{}: {})", s.index, s.count, jobs.len())).unwrap_or_default();
-    let ignored = if found.ignored > 0 { format!(", {} non-image files ignored", found.ignored) } else { String::new() };
-    eprintln!("{} inputs{shard_note}{ignored}; {} workers; output {}", found.files.len(), p.workers, p.out_dir.display());
+    let shard_note = shard
+        .map(|s| format!(" (shard {}/{}: {})", s.index, s.count, jobs.len()))
+        .unwrap_or_default();
+    let ignored = if found.ignored > 0 {
+        format!(", {} non-image files ignored", found.ignored)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "{} inputs{shard_note}{ignored}; {} workers; output {}",
+        found.files.len(),
+        p.workers,
+        p.out_dir.display()
+    );
 
     crate::cancel::install("finishing the images in flight, then stopping")?;
-    let plan = Plan { jobs, output, overwrite: p.overwrite, workers: p.workers, stop_on_error: p.on_error == OnError::Stop, steps, model_label };
+    let plan = Plan {
+        jobs,
+        output,
+        overwrite: p.overwrite,
+        workers: p.workers,
+        stop_on_error: p.on_error == OnError::Stop,
+        steps,
+        model_label,
+    };
     let summary = runner::execute(&plan);
     Ok(runner::report(&summary))
 }
@@ -117,7 +137,11 @@ fn model_label(p: &config::Pipeline) -> String {
             _ => None,
         })
         .collect();
-    if names.is_empty() { "none".into() } else { names.join("+") }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join("+")
+    }
 }
 
 /// Opens one model instance per distinct translate configuration and builds the steps. The
@@ -147,7 +171,11 @@ fn open_steps(p: &config::Pipeline, plugin_arg: &PluginArg) -> Result<Vec<Step>>
                             ..OpenOptions::default()
                         };
                         let plugin = plugin.as_ref().context("internal: plugin not loaded")?;
-                        let m = Arc::new(plugin.open_model(decl.path.as_deref(), options).with_context(|| format!("[[model]] {:?}", decl.name))?);
+                        let m = Arc::new(
+                            plugin
+                                .open_model(decl.path.as_deref(), options)
+                                .with_context(|| format!("[[model]] {:?}", decl.name))?,
+                        );
                         open.insert(t, m.clone());
                         m
                     }

@@ -12,7 +12,7 @@ use abi_stable::{
     prefix_type::PrefixTypeTrait,
     sabi_trait::TD_Opaque,
     sabi_types::RMut,
-    std_types::{RResult, RStr, RString, RVec, ROption},
+    std_types::{ROption, RResult, RStr, RString, RVec},
 };
 use pix2pix_ffi as ffi;
 use pix2pix_ffi::{ProgressSink_TO, Translator, Translator_TO};
@@ -42,7 +42,12 @@ fn call<T>(f: impl FnOnce() -> ApiResult<T>) -> RResult<T, RString> {
 extern "C" fn info() -> ffi::PluginInfo {
     let make = || {
         let i = api::plugin_info();
-        ffi::PluginInfo { name: i.name.into(), version: i.version.into(), abi_version: i.abi_version, features: i.features.into() }
+        ffi::PluginInfo {
+            name: i.name.into(),
+            version: i.version.into(),
+            abi_version: i.abi_version,
+            features: i.features.into(),
+        }
     };
     catch_unwind(make).unwrap_or_else(|_| ffi::PluginInfo {
         name: "pix2pix".into(),
@@ -52,9 +57,15 @@ extern "C" fn info() -> ffi::PluginInfo {
     })
 }
 
-extern "C" fn open_model(path: ROption<RStr<'_>>, options: ffi::OpenOptions) -> RResult<ffi::TranslatorBox, RString> {
+extern "C" fn open_model(
+    path: ROption<RStr<'_>>,
+    options: ffi::OpenOptions,
+) -> RResult<ffi::TranslatorBox, RString> {
     call(|| {
-        let model = api::open_model(path.map(|p| Path::new(p.as_str())).into_option(), Options::from(&options))?;
+        let model = api::open_model(
+            path.map(|p| Path::new(p.as_str())).into_option(),
+            Options::from(&options),
+        )?;
         Ok(Translator_TO::from_value(AbiModel(model), TD_Opaque))
     })
 }
@@ -101,7 +112,12 @@ impl Translator for AbiModel {
                 image.data.as_slice(),
             )?;
             let out = self.0.translate(&view)?;
-            Ok(ffi::ImageBuf { width: out.width as u32, height: out.height as u32, channels: out.channels as u32, data: RVec::from(out.data) })
+            Ok(ffi::ImageBuf {
+                width: out.width as u32,
+                height: out.height as u32,
+                channels: out.channels as u32,
+                data: RVec::from(out.data),
+            })
         })
     }
 }
@@ -113,7 +129,11 @@ extern "C" fn train(
 ) -> RResult<ffi::TrainReport, RString> {
     call(|| {
         let s = api::train(config_toml.as_str(), resume, &mut SinkReporter(&mut sink))?;
-        Ok(ffi::TrainReport { steps: s.steps, cancelled: s.cancelled, checkpoint_dir: s.checkpoint_dir.display().to_string().into() })
+        Ok(ffi::TrainReport {
+            steps: s.steps,
+            cancelled: s.cancelled,
+            checkpoint_dir: s.checkpoint_dir.display().to_string().into(),
+        })
     })
 }
 
@@ -134,7 +154,13 @@ extern "C" fn evaluate(request: ffi::EvalRequest) -> RResult<ffi::EvalMetrics, R
         let direction = api::parse_direction(request.direction.as_str())?;
         let model = request.model.as_ref().map(|m| Path::new(m.as_str())).into_option();
         let html = request.html_dir.as_ref().map(|h| Path::new(h.as_str())).into_option();
-        let m = api::evaluate_path(model, Path::new(request.data.as_str()), direction, request.size as usize, html)?;
+        let m = api::evaluate_path(
+            model,
+            Path::new(request.data.as_str()),
+            direction,
+            request.size as usize,
+            html,
+        )?;
         Ok(ffi::EvalMetrics { mae: m.mae, psnr: m.psnr, ssim: m.ssim, count: m.count as u64 })
     })
 }

@@ -10,7 +10,10 @@ use crate::error::Result;
 pub const NAME: &str = "<embedded facades_label2photo>";
 
 #[cfg(feature = "default-model")]
-static BYTES: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/facades_label2photo.safetensors"));
+static BYTES: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../models/facades_label2photo.safetensors"
+));
 
 /// The default model's weights.
 pub fn checkpoint() -> Result<Checkpoint> {

@@ -69,10 +69,12 @@ impl Instance {
     }
 
     fn options(&self) -> Result<Options, String> {
-        let size_policy = SizePolicy::parse(self.param(1))
-            .ok_or_else(|| format!("size_policy `{}`: expected {}", self.param(1), SizePolicy::NAMES.join(", ")))?;
-        let norm_stats = NormStats::parse(self.param(2))
-            .ok_or_else(|| format!("norm_stats `{}`: expected {}", self.param(2), NormStats::NAMES.join(", ")))?;
+        let size_policy = SizePolicy::parse(self.param(1)).ok_or_else(|| {
+            format!("size_policy `{}`: expected {}", self.param(1), SizePolicy::NAMES.join(", "))
+        })?;
+        let norm_stats = NormStats::parse(self.param(2)).ok_or_else(|| {
+            format!("norm_stats `{}`: expected {}", self.param(2), NormStats::NAMES.join(", "))
+        })?;
         Ok(Options { size_policy, norm_stats, ..Options::default() })
     }
 
@@ -101,7 +103,15 @@ impl Instance {
     fn update(&mut self, input: &[u8], output: &mut [u8]) {
         self.ensure_model();
         let translated = self.model.as_ref().map(|m| {
-            api::guard(|| Ok(m.translate(&ImageView::new(self.width, self.height, self.width * 4, 4, input)?)?))
+            api::guard(|| {
+                Ok(m.translate(&ImageView::new(
+                    self.width,
+                    self.height,
+                    self.width * 4,
+                    4,
+                    input,
+                )?)?)
+            })
         });
         match translated {
             Some(Ok(img)) if img.data.len() == output.len() => output.copy_from_slice(&img.data),
@@ -150,12 +160,20 @@ pub unsafe extern "C" fn f0r_get_plugin_info(info: *mut F0rPluginInfo) {
 /// `info` must be NULL or point to a writable `f0r_param_info_t`.
 #[no_mangle]
 pub unsafe extern "C" fn f0r_get_param_info(info: *mut F0rParamInfo, index: c_int) {
-    let Some((name, explanation)) = usize::try_from(index).ok().and_then(|i| PARAMS.get(i)) else { return };
+    let Some((name, explanation)) = usize::try_from(index).ok().and_then(|i| PARAMS.get(i)) else {
+        return;
+    };
     if info.is_null() {
         return;
     }
     // SAFETY: non-NULL and valid for writes by the frei0r contract; the strings are 'static.
-    unsafe { *info = F0rParamInfo { name: name.as_ptr(), param_type: F0R_PARAM_STRING, explanation: explanation.as_ptr() } };
+    unsafe {
+        *info = F0rParamInfo {
+            name: name.as_ptr(),
+            param_type: F0R_PARAM_STRING,
+            explanation: explanation.as_ptr(),
+        }
+    };
 }
 
 #[no_mangle]
@@ -165,7 +183,14 @@ pub extern "C" fn f0r_construct(width: c_uint, height: c_uint) -> *mut c_void {
             return std::ptr::null_mut();
         }
         let params = [c"", c"pad", c"batch"].map(|s| s.to_owned());
-        let inst = Instance { width: width as usize, height: height as usize, params, model: None, dirty: true, reported: false };
+        let inst = Instance {
+            width: width as usize,
+            height: height as usize,
+            params,
+            model: None,
+            dirty: true,
+            reported: false,
+        };
         Box::into_raw(Box::new(inst)).cast()
     })
     .unwrap_or(std::ptr::null_mut())
@@ -184,7 +209,11 @@ pub unsafe extern "C" fn f0r_destruct(instance: *mut c_void) {
 /// # Safety
 /// `instance` from `f0r_construct`; `param` points to a `f0r_param_string` (a `char *`).
 #[no_mangle]
-pub unsafe extern "C" fn f0r_set_param_value(instance: *mut c_void, param: *mut c_void, index: c_int) {
+pub unsafe extern "C" fn f0r_set_param_value(
+    instance: *mut c_void,
+    param: *mut c_void,
+    index: c_int,
+) {
     if instance.is_null() || param.is_null() {
         return;
     }
@@ -212,7 +241,11 @@ pub unsafe extern "C" fn f0r_set_param_value(instance: *mut c_void, param: *mut 
 /// # Safety
 /// `instance` from `f0r_construct`; `param` points to a writable `f0r_param_string`.
 #[no_mangle]
-pub unsafe extern "C" fn f0r_get_param_value(instance: *mut c_void, param: *mut c_void, index: c_int) {
+pub unsafe extern "C" fn f0r_get_param_value(
+    instance: *mut c_void,
+    param: *mut c_void,
+    index: c_int,
+) {
     if instance.is_null() || param.is_null() {
         return;
     }
@@ -228,7 +261,12 @@ pub unsafe extern "C" fn f0r_get_param_value(instance: *mut c_void, param: *mut 
 /// # Safety
 /// `instance` from `f0r_construct`; `inframe` and `outframe` hold width·height RGBA pixels.
 #[no_mangle]
-pub unsafe extern "C" fn f0r_update(instance: *mut c_void, _time: c_double, inframe: *const u32, outframe: *mut u32) {
+pub unsafe extern "C" fn f0r_update(
+    instance: *mut c_void,
+    _time: c_double,
+    inframe: *const u32,
+    outframe: *mut u32,
+) {
     if instance.is_null() || inframe.is_null() || outframe.is_null() {
         return;
     }

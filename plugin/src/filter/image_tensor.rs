@@ -34,23 +34,47 @@ pub const MAX_PIXELS: usize = 1 << 28;
 
 impl<'a> ImageView<'a> {
     /// Checks sizes against the buffer, so no later index can fall outside it.
-    pub fn new(width: usize, height: usize, stride: usize, channels: usize, data: &'a [u8]) -> Result<Self> {
+    pub fn new(
+        width: usize,
+        height: usize,
+        stride: usize,
+        channels: usize,
+        data: &'a [u8],
+    ) -> Result<Self> {
         if !matches!(channels, 1 | 3 | 4) {
-            return Err(Error::invalid("image channels", format!("{channels} (1, 3 or 4 expected)")));
+            return Err(Error::invalid(
+                "image channels",
+                format!("{channels} (1, 3 or 4 expected)"),
+            ));
         }
         if width == 0 || height == 0 {
-            return Err(Error::invalid("image size", format!("{width}x{height} (both sides must be positive)")));
+            return Err(Error::invalid(
+                "image size",
+                format!("{width}x{height} (both sides must be positive)"),
+            ));
         }
         if width.checked_mul(height).is_none_or(|p| p > MAX_PIXELS) {
-            return Err(Error::invalid("image size", format!("{width}x{height} exceeds the limit of {MAX_PIXELS} pixels")));
+            return Err(Error::invalid(
+                "image size",
+                format!("{width}x{height} exceeds the limit of {MAX_PIXELS} pixels"),
+            ));
         }
         let row = width * channels;
         if stride < row {
-            return Err(Error::invalid("image stride", format!("{stride} bytes is less than a row ({width} × {channels} = {row} bytes)")));
+            return Err(Error::invalid(
+                "image stride",
+                format!("{stride} bytes is less than a row ({width} × {channels} = {row} bytes)"),
+            ));
         }
         let need = stride.checked_mul(height - 1).and_then(|n| n.checked_add(row));
         if need.is_none_or(|n| data.len() < n) {
-            return Err(Error::invalid("image data", format!("{} bytes for a {width}x{height}x{channels} image with stride {stride}", data.len())));
+            return Err(Error::invalid(
+                "image data",
+                format!(
+                    "{} bytes for a {width}x{height}x{channels} image with stride {stride}",
+                    data.len()
+                ),
+            ));
         }
         Ok(Self { width, height, stride, channels, data })
     }
@@ -76,7 +100,13 @@ impl<'a> ImageView<'a> {
 
 impl ImageU8 {
     pub fn view(&self) -> ImageView<'_> {
-        ImageView { width: self.width, height: self.height, stride: self.width * self.channels, channels: self.channels, data: &self.data }
+        ImageView {
+            width: self.width,
+            height: self.height,
+            stride: self.width * self.channels,
+            channels: self.channels,
+            data: &self.data,
+        }
     }
 }
 

@@ -3,14 +3,14 @@
 
 use candle_core::Tensor;
 
-use crate::nets::arch::infer_generator;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::nets::generator::{Generator, GeneratorConfig};
 use crate::filter::image_tensor::{rgb_to_tensor, tensor_to_rgb, ImageU8, ImageView};
 use crate::filter::size_policy::{self, SizePolicy};
 use crate::filter::tiling::{self, TileGeometry};
+use crate::nets::arch::infer_generator;
 use crate::nets::forward::{Forward, Layer, NormStats};
+use crate::nets::generator::{Generator, GeneratorConfig};
 use crate::nets::norm::NormKind;
 
 /// Options fixed when a model is opened.
@@ -67,7 +67,11 @@ impl Model {
     }
 
     /// Opens with explicit settings; a file that contradicts them is an error naming the tensor.
-    pub fn from_checkpoint_with(ckpt: &Checkpoint, config: GeneratorConfig, options: Options) -> Result<Self> {
+    pub fn from_checkpoint_with(
+        ckpt: &Checkpoint,
+        config: GeneratorConfig,
+        options: Options,
+    ) -> Result<Self> {
         let generator = ckpt.build(|vb| Generator::new(config, vb))?;
         let pool = match options.threads {
             0 => None,
@@ -123,7 +127,9 @@ impl Model {
         match policy {
             SizePolicy::Resize => size_policy::resized(&net, config.native_size(), rgb, w, h),
             SizePolicy::Pad => size_policy::padded(&net, config.stride(), rgb, w, h),
-            SizePolicy::Tile => tiling::translate_tiled(&|x| self.forward(x), &self.tile_geometry(), rgb, w, h),
+            SizePolicy::Tile => {
+                tiling::translate_tiled(&|x| self.forward(x), &self.tile_geometry(), rgb, w, h)
+            }
         }
     }
 
@@ -135,7 +141,8 @@ impl Model {
             stride: config.stride(),
             overlap: self.options.tile_overlap,
             // All tiles in one batch share batch-norm statistics; any other norm is per tile.
-            shared_stats: config.norm() == NormKind::Batch && self.options.norm_stats == NormStats::Batch,
+            shared_stats: config.norm() == NormKind::Batch
+                && self.options.norm_stats == NormStats::Batch,
         }
     }
 

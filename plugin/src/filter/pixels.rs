@@ -7,9 +7,11 @@ use crate::error::{Error, Result};
 
 /// Bicubic (Catmull-Rom) resize of a packed `w`×`h` RGB8 image to `to_w`×`to_h`.
 pub(crate) fn resize(rgb: &[u8], w: usize, h: usize, to_w: usize, to_h: usize) -> Result<Vec<u8>> {
-    let img: ImageBuffer<Rgb<u8>, Vec<u8>> = ImageBuffer::from_raw(w as u32, h as u32, rgb.to_vec())
-        .ok_or_else(|| Error::invalid("image", "buffer smaller than its size"))?;
-    Ok(imageops::resize(&img, to_w as u32, to_h as u32, imageops::FilterType::CatmullRom).into_raw())
+    let img: ImageBuffer<Rgb<u8>, Vec<u8>> =
+        ImageBuffer::from_raw(w as u32, h as u32, rgb.to_vec())
+            .ok_or_else(|| Error::invalid("image", "buffer smaller than its size"))?;
+    Ok(imageops::resize(&img, to_w as u32, to_h as u32, imageops::FilterType::CatmullRom)
+        .into_raw())
 }
 
 /// Mirror index without repeating the edge, folding as often as needed for pads wider than
@@ -24,7 +26,15 @@ pub(crate) fn reflect(i: isize, n: usize) -> usize {
 }
 
 /// Places a `w`×`h` RGB image at (`left`, `top`) of a `pw`×`ph` canvas filled by reflection.
-pub(crate) fn reflect_pad(rgb: &[u8], w: usize, h: usize, left: usize, top: usize, pw: usize, ph: usize) -> Vec<u8> {
+pub(crate) fn reflect_pad(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    left: usize,
+    top: usize,
+    pw: usize,
+    ph: usize,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(pw * ph * 3);
     for y in 0..ph {
         let sy = reflect(y as isize - top as isize, h);

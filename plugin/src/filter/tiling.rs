@@ -77,7 +77,13 @@ pub(crate) struct TileGeometry {
 }
 
 /// Translates packed RGB8 of any size with `net` run on tiles laid out by `geometry`.
-pub(crate) fn translate_tiled(net: &TensorForward, geometry: &TileGeometry, rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
+pub(crate) fn translate_tiled(
+    net: &TensorForward,
+    geometry: &TileGeometry,
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+) -> Result<Vec<u8>> {
     if rgb.len() < w * h * 3 {
         return Err(Error::invalid("image", "buffer smaller than its size"));
     }
@@ -95,7 +101,8 @@ pub(crate) fn translate_tiled(net: &TensorForward, geometry: &TileGeometry, rgb:
         rgb
     };
     let grid = Grid::new(pw, ph, t, overlap.min(t / 2), align);
-    let out = if shared { blend_shared(net, src, &grid)? } else { blend_streamed(net, src, &grid)? };
+    let out =
+        if shared { blend_shared(net, src, &grid)? } else { blend_streamed(net, src, &grid)? };
     Ok(if (pw, ph) != (w, h) { crop(&out, pw, left, top, w, h) } else { out })
 }
 
@@ -111,7 +118,13 @@ pub(crate) struct Grid {
 }
 
 impl Grid {
-    pub(crate) fn new(width: usize, height: usize, tile: usize, overlap: usize, align: usize) -> Self {
+    pub(crate) fn new(
+        width: usize,
+        height: usize,
+        tile: usize,
+        overlap: usize,
+        align: usize,
+    ) -> Self {
         let xs = positions(width, tile, overlap, align);
         let ys = positions(height, tile, overlap, align);
         let wx = windows(&xs, tile);
@@ -171,7 +184,13 @@ struct Blend {
 
 impl Blend {
     fn new(width: usize, rows: usize) -> Self {
-        Self { width, rows, base: 0, sum: vec![0.0; width * rows * 3], weight: vec![0.0; width * rows] }
+        Self {
+            width,
+            rows,
+            base: 0,
+            sum: vec![0.0; width * rows * 3],
+            weight: vec![0.0; width * rows],
+        }
     }
 
     /// Adds one tile output (C×T×T, C = 1 or 3, values in [-1, 1]) at (`x0`, `y0`).
@@ -212,7 +231,13 @@ impl Blend {
 }
 
 /// Translates the tiles at `origins` in one forward pass; returns each tile's C×T×T output.
-fn run_tiles(net: &TensorForward, src: &[u8], width: usize, t: usize, origins: &[(usize, usize)]) -> Result<(Vec<Vec<f32>>, usize)> {
+fn run_tiles(
+    net: &TensorForward,
+    src: &[u8],
+    width: usize,
+    t: usize,
+    origins: &[(usize, usize)],
+) -> Result<(Vec<Vec<f32>>, usize)> {
     let plane = t * t;
     let mut v = vec![0f32; origins.len() * 3 * plane];
     for (k, &(x0, y0)) in origins.iter().enumerate() {
@@ -238,13 +263,15 @@ fn run_tiles(net: &TensorForward, src: &[u8], width: usize, t: usize, origins: &
 /// tile), so batch norm normalises every tile with (nearly) whole-image statistics.
 fn blend_shared(net: &TensorForward, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
     let t = g.tile;
-    let tiles: Vec<(usize, usize)> = (0..g.ys.len()).flat_map(|j| (0..g.xs.len()).map(move |i| (i, j))).collect();
+    let tiles: Vec<(usize, usize)> =
+        (0..g.ys.len()).flat_map(|j| (0..g.xs.len()).map(move |i| (i, j))).collect();
     let per_batch = (SHARED_STATS_PIXELS / (t * t)).max(1);
     let batches = tiles.len().div_ceil(per_batch);
     let mut blend = Blend::new(g.width, g.height);
     for b in 0..batches {
         let members: Vec<(usize, usize)> = tiles.iter().copied().skip(b).step_by(batches).collect();
-        let origins: Vec<(usize, usize)> = members.iter().map(|&(i, j)| (g.xs[i], g.ys[j])).collect();
+        let origins: Vec<(usize, usize)> =
+            members.iter().map(|&(i, j)| (g.xs[i], g.ys[j])).collect();
         let (outs, c) = run_tiles(net, src, g.width, t, &origins)?;
         for (&(i, j), out) in members.iter().zip(&outs) {
             blend.add(out, c, g.xs[i], g.ys[j], &g.wx[i], &g.wy[j]);
@@ -290,7 +317,14 @@ mod tests {
 
     #[test]
     fn positions_cover_with_overlap() {
-        for (len, tile, overlap, align) in [(320, 128, 32, 32), (128, 128, 32, 32), (160, 128, 32, 32), (1000, 256, 0, 4), (608, 256, 128, 32), (96, 64, 32, 16)] {
+        for (len, tile, overlap, align) in [
+            (320, 128, 32, 32),
+            (128, 128, 32, 32),
+            (160, 128, 32, 32),
+            (1000, 256, 0, 4),
+            (608, 256, 128, 32),
+            (96, 64, 32, 16),
+        ] {
             let p = positions(len, tile, overlap, align);
             assert!(p.iter().all(|x| x % align == 0), "{p:?}");
             assert_eq!(p[0], 0);
@@ -306,7 +340,12 @@ mod tests {
         let p = positions(608, 256, 32, 32);
         let w = windows(&p, 256);
         for x in 0..608 {
-            let s: f32 = p.iter().zip(&w).filter(|(&o, _)| x >= o && x < o + 256).map(|(&o, w)| w[x - o]).sum();
+            let s: f32 = p
+                .iter()
+                .zip(&w)
+                .filter(|(&o, _)| x >= o && x < o + 256)
+                .map(|(&o, w)| w[x - o])
+                .sum();
             assert!((s - 1.0).abs() < 1e-5, "x {x}: {s}");
         }
     }
@@ -354,12 +393,22 @@ mod tests {
     /// Seam error: the error a − b averaged along each line's direction (column means for
     /// vertical lines, row means for horizontal ones: the fixtures' texture averages away),
     /// then the mean |jump| of that profile across `xl`/`yl` and across all other lines.
-    fn profile_jumps(a: &[u8], b: &[u8], w: usize, h: usize, xl: &[usize], yl: &[usize]) -> (f64, f64) {
+    fn profile_jumps(
+        a: &[u8],
+        b: &[u8],
+        w: usize,
+        h: usize,
+        xl: &[usize],
+        yl: &[usize],
+    ) -> (f64, f64) {
         let mut cols = vec![0f64; w];
         let mut rows = vec![0f64; h];
         for y in 0..h {
             for x in 0..w {
-                let d: f64 = (0..3).map(|c| a[(y * w + x) * 3 + c] as f64 - b[(y * w + x) * 3 + c] as f64).sum::<f64>() / 3.0;
+                let d: f64 = (0..3)
+                    .map(|c| a[(y * w + x) * 3 + c] as f64 - b[(y * w + x) * 3 + c] as f64)
+                    .sum::<f64>()
+                    / 3.0;
                 cols[x] += d / h as f64;
                 rows[y] += d / w as f64;
             }
@@ -382,10 +431,14 @@ mod tests {
 
     /// A fixture generator, run as a model opened with the default options runs it.
     fn fixture_generator(name: &str) -> Generator {
-        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name).join("generator.safetensors");
+        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name)
+            .join("generator.safetensors");
         let ckpt = Checkpoint::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let config = infer_generator(&ckpt).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        ckpt.build(|vb| Generator::new(config, vb)).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        ckpt.build(|vb| Generator::new(config, vb))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
     /// The numbers quoted in the module documentation. Sides are multiples of the alignment so
@@ -393,10 +446,16 @@ mod tests {
     #[test]
     fn tone_and_seams_against_pad() {
         // 768×512 is a multiple of the stride, so there "pad" is exactly the whole image at once.
-        for (name, w, h) in [("unet256_ngf8_batch", 608, 288), ("unet256_ngf8_batch", 768, 512), ("unet128_ngf8_instance_lsgan", 416, 192)] {
+        for (name, w, h) in [
+            ("unet256_ngf8_batch", 608, 288),
+            ("unet256_ngf8_batch", 768, 512),
+            ("unet128_ngf8_instance_lsgan", 416, 192),
+        ] {
             let generator = fixture_generator(name);
             let config = generator.config();
-            let net = |x: &Tensor| -> Result<Tensor> { Ok(generator.forward(x, &Forward::infer(NormStats::Batch))?) };
+            let net = |x: &Tensor| -> Result<Tensor> {
+                Ok(generator.forward(x, &Forward::infer(NormStats::Batch))?)
+            };
             let rgb = gradient(w, h);
             let net_rgb = |rgb: &[u8], w: usize, h: usize| -> Result<Vec<u8>> {
                 let (out, _, _) = tensor_to_rgb(&net(&rgb_to_tensor(rgb, w, h)?)?)?;
@@ -405,7 +464,12 @@ mod tests {
             let pad = padded(&net_rgb, config.stride(), &rgb, w, h).unwrap();
             let t = config.native_size();
             let align = alignment(t, config.stride());
-            let geometry = |shared_stats| TileGeometry { tile: t, stride: config.stride(), overlap: 32, shared_stats };
+            let geometry = |shared_stats| TileGeometry {
+                tile: t,
+                stride: config.stride(),
+                overlap: 32,
+                shared_stats,
+            };
             let g = Grid::new(w, h, t, 32, align);
             let shared = translate_tiled(&net, &geometry(true), &rgb, w, h).unwrap();
             let own = translate_tiled(&net, &geometry(false), &rgb, w, h).unwrap();
@@ -415,8 +479,14 @@ mod tests {
                 (0..pos.len())
                     .map(|i| {
                         let lo = if i > 0 { (pos[i - 1] + t + pos[i]) / 2 } else { 0 };
-                        let hi = if i + 1 < pos.len() { (pos[i] + t + pos[i + 1]) / 2 } else { usize::MAX };
-                        (0..t).map(|x| if pos[i] + x >= lo && pos[i] + x < hi { 1.0 } else { 0.0 }).collect()
+                        let hi = if i + 1 < pos.len() {
+                            (pos[i] + t + pos[i + 1]) / 2
+                        } else {
+                            usize::MAX
+                        };
+                        (0..t)
+                            .map(|x| if pos[i] + x >= lo && pos[i] + x < hi { 1.0 } else { 0.0 })
+                            .collect()
                     })
                     .collect()
             };
@@ -424,7 +494,9 @@ mod tests {
             cut.wy = hard(&cut.ys);
             let hard_own = blend_streamed(&net, &rgb, &cut).unwrap();
             let (xl, yl) = (seam_lines(&g.xs, t), seam_lines(&g.ys, t));
-            let mids = |p: &[usize]| -> Vec<usize> { p.windows(2).map(|p| (p[0] + t + p[1]) / 2).collect() };
+            let mids = |p: &[usize]| -> Vec<usize> {
+                p.windows(2).map(|p| (p[0] + t + p[1]) / 2).collect()
+            };
             let (sb, si) = profile_jumps(&shared, &pad, w, h, &xl, &yl);
             let (ob, oi) = profile_jumps(&own, &pad, w, h, &xl, &yl);
             let (hb, hi) = profile_jumps(&hard_own, &pad, w, h, &mids(&g.xs), &mids(&g.ys));
@@ -439,9 +511,17 @@ mod tests {
                 tone(&hard_own, &pad, w, h),
             );
             let chosen = if config.norm() == NormKind::Batch { (sb, si) } else { (ob, oi) };
-            assert!(chosen.0 <= chosen.1, "{name}: seams: error jumps {} at tile boundaries vs {} inside", chosen.0, chosen.1);
+            assert!(
+                chosen.0 <= chosen.1,
+                "{name}: seams: error jumps {} at tile boundaries vs {} inside",
+                chosen.0,
+                chosen.1
+            );
             if (name, w) == ("unet256_ngf8_batch", 768) {
-                assert!(tone(&shared, &pad, w, h) < tone(&own, &pad, w, h), "shared statistics should match the whole image better");
+                assert!(
+                    tone(&shared, &pad, w, h) < tone(&own, &pad, w, h),
+                    "shared statistics should match the whole image better"
+                );
             }
         }
     }

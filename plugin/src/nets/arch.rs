@@ -12,7 +12,10 @@ use crate::nets::unet::UnetConfig;
 fn dims4(ckpt: &Checkpoint, name: &str) -> Result<[usize; 4]> {
     match ckpt.dims(name) {
         Some(&[a, b, c, d]) => Ok([a, b, c, d]),
-        Some(other) => Err(Error::checkpoint(&ckpt.path, format!("tensor `{name}` has shape {other:?}, expected a 4-d convolution weight"))),
+        Some(other) => Err(Error::checkpoint(
+            &ckpt.path,
+            format!("tensor `{name}` has shape {other:?}, expected a 4-d convolution weight"),
+        )),
         None => Err(Error::checkpoint(&ckpt.path, format!("missing tensor `{name}`"))),
     }
 }
@@ -53,11 +56,24 @@ pub fn infer_generator(ckpt: &Checkpoint) -> Result<GeneratorConfig> {
             num_downs += 1;
         }
         if num_downs < 5 {
-            return Err(Error::checkpoint(&ckpt.path, format!("a U-Net with {num_downs} levels is not a pix2pix generator (at least 5)")));
+            return Err(Error::checkpoint(
+                &ckpt.path,
+                format!("a U-Net with {num_downs} levels is not a pix2pix generator (at least 5)"),
+            ));
         }
-        return Ok(GeneratorConfig::Unet(UnetConfig { in_channels, out_channels, num_downs, ngf, norm, dropout: true }));
+        return Ok(GeneratorConfig::Unet(UnetConfig {
+            in_channels,
+            out_channels,
+            num_downs,
+            ngf,
+            norm,
+            dropout: true,
+        }));
     }
-    if ckpt.get("model.1.weight").is_some() && has_prefix(ckpt, "model.") && ckpt.names().any(|n| n.contains(".conv_block.")) {
+    if ckpt.get("model.1.weight").is_some()
+        && has_prefix(ckpt, "model.")
+        && ckpt.names().any(|n| n.contains(".conv_block."))
+    {
         let [ngf, in_channels, _, _] = dims4(ckpt, "model.1.weight")?;
         let norm = if has_batch_norm(ckpt) {
             NormKind::Batch
@@ -72,17 +88,30 @@ pub fn infer_generator(ckpt: &Checkpoint) -> Result<GeneratorConfig> {
             .collect();
         blocks.sort_unstable();
         blocks.dedup();
-        let first = *blocks.first().ok_or_else(|| Error::checkpoint(&ckpt.path, "no residual blocks"))?;
+        let first =
+            *blocks.first().ok_or_else(|| Error::checkpoint(&ckpt.path, "no residual blocks"))?;
         // The second convolution of a block moves one index up when a dropout layer precedes it.
         let second = if norm.is_some() { 5 } else { 4 };
-        let dropout = ckpt.dims(&format!("model.{first}.conv_block.{}.weight", second + 1)).map(<[usize]>::len) == Some(4);
+        let dropout = ckpt
+            .dims(&format!("model.{first}.conv_block.{}.weight", second + 1))
+            .map(<[usize]>::len)
+            == Some(4);
         let last = ckpt
             .names()
-            .filter_map(|n| n.strip_prefix("model.")?.strip_suffix(".weight")?.parse::<usize>().ok())
+            .filter_map(|n| {
+                n.strip_prefix("model.")?.strip_suffix(".weight")?.parse::<usize>().ok()
+            })
             .max()
             .ok_or_else(|| Error::checkpoint(&ckpt.path, "no output convolution"))?;
         let [out_channels, _, _, _] = dims4(ckpt, &format!("model.{last}.weight"))?;
-        return Ok(GeneratorConfig::Resnet(ResnetConfig { in_channels, out_channels, ngf, n_blocks: blocks.len(), norm, dropout }));
+        return Ok(GeneratorConfig::Resnet(ResnetConfig {
+            in_channels,
+            out_channels,
+            ngf,
+            n_blocks: blocks.len(),
+            norm,
+            dropout,
+        }));
     }
     Err(Error::checkpoint(
         &ckpt.path,
@@ -97,10 +126,17 @@ pub fn infer_discriminator(ckpt: &Checkpoint) -> Result<DiscriminatorConfig> {
         let [ndf, in_channels, _, _] = dims4(ckpt, "model.0.weight")?;
         let convs = ckpt
             .names()
-            .filter(|n| n.starts_with("model.") && n.ends_with(".weight") && ckpt.dims(n).map(|d| d.len()) == Some(4))
+            .filter(|n| {
+                n.starts_with("model.")
+                    && n.ends_with(".weight")
+                    && ckpt.dims(n).map(|d| d.len()) == Some(4)
+            })
             .count();
         if convs < 3 {
-            return Err(Error::checkpoint(&ckpt.path, format!("a PatchGAN needs at least 3 convolutions, found {convs}")));
+            return Err(Error::checkpoint(
+                &ckpt.path,
+                format!("a PatchGAN needs at least 3 convolutions, found {convs}"),
+            ));
         }
         // Without norm the second convolution's activation is at 3 and the next conv at 4.
         let norm = if batch {
@@ -110,7 +146,12 @@ pub fn infer_discriminator(ckpt: &Checkpoint) -> Result<DiscriminatorConfig> {
         } else {
             NormKind::Instance
         };
-        return Ok(DiscriminatorConfig { kind: DiscriminatorKind::NLayer(convs - 2), in_channels, ndf, norm });
+        return Ok(DiscriminatorConfig {
+            kind: DiscriminatorKind::NLayer(convs - 2),
+            in_channels,
+            ndf,
+            norm,
+        });
     }
     if ckpt.get("net.0.weight").is_some() {
         let [ndf, in_channels, _, _] = dims4(ckpt, "net.0.weight")?;
@@ -123,5 +164,8 @@ pub fn infer_discriminator(ckpt: &Checkpoint) -> Result<DiscriminatorConfig> {
         };
         return Ok(DiscriminatorConfig { kind: DiscriminatorKind::Pixel, in_channels, ndf, norm });
     }
-    Err(Error::checkpoint(&ckpt.path, "does not hold a PatchGAN discriminator: no `model.0.weight` or `net.0.weight`"))
+    Err(Error::checkpoint(
+        &ckpt.path,
+        "does not hold a PatchGAN discriminator: no `model.0.weight` or `net.0.weight`",
+    ))
 }

@@ -61,4 +61,3 @@ impl Run for Tensor {
         layer.forward(self, f)
     }
 }
-

@@ -81,7 +81,11 @@ impl<'a> SequentialBuilder<'a> {
         }
     }
     pub fn push_if(self, cond: bool, op: Op) -> Self {
-        if cond { self.push(op) } else { self }
+        if cond {
+            self.push(op)
+        } else {
+            self
+        }
     }
     pub fn build(self) -> Sequential {
         Sequential { ops: self.ops }
@@ -89,8 +93,14 @@ impl<'a> SequentialBuilder<'a> {
 }
 
 /// `nn.Conv2d(cin, cout, k, stride, padding, bias)`.
-pub fn conv(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, bias: bool)
-    -> impl FnOnce(VarBuilder) -> Result<Op> {
+pub fn conv(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+) -> impl FnOnce(VarBuilder) -> Result<Op> {
     move |vb| {
         let cfg = candle_nn::Conv2dConfig { padding, stride, ..Default::default() };
         let c = if bias {
@@ -103,8 +113,15 @@ pub fn conv(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, bi
 }
 
 /// `nn.ConvTranspose2d(cin, cout, k, stride, padding, output_padding, bias)`.
-pub fn conv_transpose(cin: usize, cout: usize, k: usize, stride: usize, padding: usize,
-    output_padding: usize, bias: bool) -> impl FnOnce(VarBuilder) -> Result<Op> {
+pub fn conv_transpose(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    output_padding: usize,
+    bias: bool,
+) -> impl FnOnce(VarBuilder) -> Result<Op> {
     move |vb| {
         let cfg = candle_nn::ConvTranspose2dConfig { padding, output_padding, stride, dilation: 1 };
         let c = if bias {
@@ -129,7 +146,13 @@ pub fn reflection_pad2d(x: &Tensor, p: usize) -> Result<Tensor> {
         let v: Vec<u32> = (0..n + 2 * p)
             .map(|i| {
                 let i = i as i64 - p as i64;
-                let r = if i < 0 { -i } else if i >= n as i64 { 2 * (n as i64 - 1) - i } else { i };
+                let r = if i < 0 {
+                    -i
+                } else if i >= n as i64 {
+                    2 * (n as i64 - 1) - i
+                } else {
+                    i
+                };
                 r as u32
             })
             .collect();

@@ -50,7 +50,9 @@ impl NormKind {
             NormKind::Instance => false,
             NormKind::None => return None,
         };
-        Some(move |vb: VarBuilder<'_>| Ok(if batch { Norm::Batch(BatchNorm2d::new(c, vb)?) } else { Norm::Instance }))
+        Some(move |vb: VarBuilder<'_>| {
+            Ok(if batch { Norm::Batch(BatchNorm2d::new(c, vb)?) } else { Norm::Instance })
+        })
     }
 }
 
@@ -66,7 +68,10 @@ impl Norm {
             Norm::Instance if kernels::fast_for(x, x) => {
                 let c = x.dim(1)?;
                 let (mean, var) = fast_moments(x, Groups::ImageChannel)?;
-                let (ones, zeros) = (Tensor::ones(c, x.dtype(), x.device())?, Tensor::zeros(c, x.dtype(), x.device())?);
+                let (ones, zeros) = (
+                    Tensor::ones(c, x.dtype(), x.device())?,
+                    Tensor::zeros(c, x.dtype(), x.device())?,
+                );
                 fast_affine(x, &ones, &zeros, Groups::ImageChannel, &mean, &var, true)
             }
             Norm::Instance => {
@@ -84,9 +89,17 @@ fn fast_moments(x: &Tensor, groups: Groups) -> Result<(Tensor, Tensor)> {
 }
 
 /// `(x − mean)/√(var + eps)·γ + β` by the fused kernel (with its own backward).
-fn fast_affine(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: Groups, mean: &Tensor, var: &Tensor, batch_stats: bool)
-    -> Result<Tensor> {
-    let rstd = var.to_vec1::<f32>()?.iter().map(|v| 1.0 / (*v as f64 + EPS).sqrt() as f32).collect();
+fn fast_affine(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: Groups,
+    mean: &Tensor,
+    var: &Tensor,
+    batch_stats: bool,
+) -> Result<Tensor> {
+    let rstd =
+        var.to_vec1::<f32>()?.iter().map(|v| 1.0 / (*v as f64 + EPS).sqrt() as f32).collect();
     let op = NormAffineOp { groups, mean: mean.to_vec1()?, rstd, batch_stats };
     x.contiguous()?.apply_op3(gamma, beta, op)
 }
@@ -112,17 +125,27 @@ impl BatchNorm2d {
         let bias = vb.get_with_hints(c, "bias", candle_nn::Init::Const(0.0))?;
         // Var::from_tensor shares storage when the builder hands out variables (training),
         // so running-statistic updates are seen by whoever saves the VarMap.
-        let running_mean = Var::from_tensor(&vb.get_with_hints(c, "running_mean", candle_nn::Init::Const(0.0))?)?;
-        let running_var = Var::from_tensor(&vb.get_with_hints(c, "running_var", candle_nn::Init::Const(1.0))?)?;
-        let num_batches_tracked =
-            Var::from_tensor(&vb.get_with_hints((), "num_batches_tracked", candle_nn::Init::Const(0.0))?)?;
+        let running_mean = Var::from_tensor(&vb.get_with_hints(
+            c,
+            "running_mean",
+            candle_nn::Init::Const(0.0),
+        )?)?;
+        let running_var =
+            Var::from_tensor(&vb.get_with_hints(c, "running_var", candle_nn::Init::Const(1.0))?)?;
+        let num_batches_tracked = Var::from_tensor(&vb.get_with_hints(
+            (),
+            "num_batches_tracked",
+            candle_nn::Init::Const(0.0),
+        )?)?;
         Ok(Self { weight, bias, running_mean, running_var, num_batches_tracked })
     }
 
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
         if kernels::fast_for(x, &self.weight) {
             let (mean, var) = match f.stats {
-                NormStats::Running => (self.running_mean.as_tensor().clone(), self.running_var.as_tensor().clone()),
+                NormStats::Running => {
+                    (self.running_mean.as_tensor().clone(), self.running_var.as_tensor().clone())
+                }
                 NormStats::Batch => {
                     let (mean, var) = fast_moments(x, Groups::Channel)?;
                     if f.update_running {
@@ -131,7 +154,15 @@ impl BatchNorm2d {
                     (mean, var)
                 }
             };
-            return fast_affine(x, &self.weight, &self.bias, Groups::Channel, &mean, &var, f.stats == NormStats::Batch);
+            return fast_affine(
+                x,
+                &self.weight,
+                &self.bias,
+                Groups::Channel,
+                &mean,
+                &var,
+                f.stats == NormStats::Batch,
+            );
         }
         let c = self.weight.dim(0)?;
         let (mean, var) = match f.stats {
@@ -159,7 +190,8 @@ impl BatchNorm2d {
         let (n, _, h, w) = x.dims4()?;
         let count = (n * h * w) as f64;
         let unbiased = (var.detach().flatten_all()? * (count / (count - 1.0).max(1.0)))?;
-        let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean.detach().flatten_all()? * MOMENTUM)?)?;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))?
+            + (mean.detach().flatten_all()? * MOMENTUM)?)?;
         let rv = ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (unbiased * MOMENTUM)?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;

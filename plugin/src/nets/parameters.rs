@@ -20,7 +20,14 @@ pub fn is_trainable(name: &str) -> bool {
 struct Counter(Arc<AtomicU64>);
 
 impl SimpleBackend for Counter {
-    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
         if is_trainable(name) {
             self.0.fetch_add(s.elem_count() as u64, Ordering::Relaxed);
         }

@@ -39,7 +39,9 @@ impl Discriminator {
         let bias = norm.conv_bias();
         let seq = match kind {
             DiscriminatorKind::NLayer(n_layers) => {
-                let mut seq = SequentialBuilder::new(vb.pp("model")).add(conv(in_channels, ndf, 4, 2, 1, true))?.push(Op::LeakyReLU(0.2));
+                let mut seq = SequentialBuilder::new(vb.pp("model"))
+                    .add(conv(in_channels, ndf, 4, 2, 1, true))?
+                    .push(Op::LeakyReLU(0.2));
                 let mut mult = 1;
                 for n in 1..n_layers {
                     let prev = mult;
@@ -58,7 +60,14 @@ impl Discriminator {
                     .add(conv(in_channels, ndf, 1, 1, 0, true))?
                     .push(Op::LeakyReLU(0.2))
                     .add(conv(ndf, ndf * 2, 1, 1, 0, bias))?;
-                seq.add_norm(norm, ndf * 2)?.push(Op::LeakyReLU(0.2)).add(conv(ndf * 2, 1, 1, 1, 0, bias))?
+                seq.add_norm(norm, ndf * 2)?.push(Op::LeakyReLU(0.2)).add(conv(
+                    ndf * 2,
+                    1,
+                    1,
+                    1,
+                    0,
+                    bias,
+                ))?
             }
         };
         Ok(Self { seq: seq.build(), config })

@@ -9,7 +9,9 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::nets::layers::{conv, conv_transpose, Forward, Layer, Op, Run, Sequential, SequentialBuilder};
+use crate::nets::layers::{
+    conv, conv_transpose, Forward, Layer, Op, Run, Sequential, SequentialBuilder,
+};
 use crate::nets::norm::NormKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,9 +39,15 @@ pub struct ResnetBlock {
 impl ResnetBlock {
     fn new(dim: usize, norm: NormKind, dropout: bool, vb: VarBuilder) -> Result<Self> {
         let bias = norm.conv_bias();
-        let mut seq = SequentialBuilder::new(vb.pp("conv_block")).push(Op::ReflectionPad(1)).add(conv(dim, dim, 3, 1, 0, bias))?;
+        let mut seq = SequentialBuilder::new(vb.pp("conv_block"))
+            .push(Op::ReflectionPad(1))
+            .add(conv(dim, dim, 3, 1, 0, bias))?;
         seq = seq.add_norm(norm, dim)?;
-        seq = seq.push(Op::ReLU).push_if(dropout, Op::Dropout(0.5)).push(Op::ReflectionPad(1)).add(conv(dim, dim, 3, 1, 0, bias))?;
+        seq = seq
+            .push(Op::ReLU)
+            .push_if(dropout, Op::Dropout(0.5))
+            .push(Op::ReflectionPad(1))
+            .add(conv(dim, dim, 3, 1, 0, bias))?;
         seq = seq.add_norm(norm, dim)?;
         Ok(Self { conv_block: seq.build() })
     }
@@ -60,7 +68,9 @@ impl ResnetGenerator {
     pub fn new(config: ResnetConfig, vb: VarBuilder) -> Result<Self> {
         let ResnetConfig { in_channels, out_channels, ngf, n_blocks, norm, dropout } = config;
         let bias = norm.conv_bias();
-        let mut seq = SequentialBuilder::new(vb.pp("model")).push(Op::ReflectionPad(3)).add(conv(in_channels, ngf, 7, 1, 0, bias))?;
+        let mut seq = SequentialBuilder::new(vb.pp("model"))
+            .push(Op::ReflectionPad(3))
+            .add(conv(in_channels, ngf, 7, 1, 0, bias))?;
         seq = seq.add_norm(norm, ngf)?.push(Op::ReLU);
         for i in 0..2 {
             let m = 1 << i;
@@ -68,14 +78,18 @@ impl ResnetGenerator {
             seq = seq.add_norm(norm, ngf * m * 2)?.push(Op::ReLU);
         }
         for _ in 0..n_blocks {
-            seq = seq.add(|vb| Ok(Op::Block(Box::new(ResnetBlock::new(ngf * 4, norm, dropout, vb)?))))?;
+            seq = seq
+                .add(|vb| Ok(Op::Block(Box::new(ResnetBlock::new(ngf * 4, norm, dropout, vb)?))))?;
         }
         for i in 0..2 {
             let m = 1 << (2 - i);
             seq = seq.add(conv_transpose(ngf * m, ngf * m / 2, 3, 2, 1, 1, bias))?;
             seq = seq.add_norm(norm, ngf * m / 2)?.push(Op::ReLU);
         }
-        let seq = seq.push(Op::ReflectionPad(3)).add(conv(ngf, out_channels, 7, 1, 0, true))?.push(Op::Tanh);
+        let seq = seq
+            .push(Op::ReflectionPad(3))
+            .add(conv(ngf, out_channels, 7, 1, 0, true))?
+            .push(Op::Tanh);
         Ok(Self { model: seq.build(), config })
     }
 }

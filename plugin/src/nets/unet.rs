@@ -9,7 +9,9 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::nets::layers::{conv, conv_transpose, Forward, Layer, Op, Run, Sequential, SequentialBuilder};
+use crate::nets::layers::{
+    conv, conv_transpose, Forward, Layer, Op, Run, Sequential, SequentialBuilder,
+};
 use crate::nets::norm::NormKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,16 +80,15 @@ impl UnetBlock {
                     .add(conv_transpose(inner, outer, 4, 2, 1, 0, bias))?;
                 seq.add_norm(norm, outer)?
             }
-            Position::Intermediate { dropout } => {
-                seq.push(Op::LeakyReLU(0.2))
-                    .add(down)?
-                    .add_norm(norm, inner)?
-                    .add(sub)?
-                    .push(Op::ReLU)
-                    .add(conv_transpose(inner * 2, outer, 4, 2, 1, 0, bias))?
-                    .add_norm(norm, outer)?
-                    .push_if(dropout, Op::Dropout(0.5))
-            }
+            Position::Intermediate { dropout } => seq
+                .push(Op::LeakyReLU(0.2))
+                .add(down)?
+                .add_norm(norm, inner)?
+                .add(sub)?
+                .push(Op::ReLU)
+                .add(conv_transpose(inner * 2, outer, 4, 2, 1, 0, bias))?
+                .add_norm(norm, outer)?
+                .push_if(dropout, Op::Dropout(0.5)),
         };
         Ok(Self { model: model.build(), outermost: position == Position::Outermost })
     }
@@ -96,7 +97,11 @@ impl UnetBlock {
 impl Layer for UnetBlock {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
         let y = x.run(&self.model, f)?;
-        if self.outermost { Ok(y) } else { Tensor::cat(&[x, &y], 1) }
+        if self.outermost {
+            Ok(y)
+        } else {
+            Tensor::cat(&[x, &y], 1)
+        }
     }
 }
 
@@ -113,12 +118,19 @@ impl UnetGenerator {
         }
         let level = |outer, inner, position| Level { outer, inner, input: outer, position };
         let mut levels = vec![
-            Level { outer: out_channels, inner: ngf, input: in_channels, position: Position::Outermost },
+            Level {
+                outer: out_channels,
+                inner: ngf,
+                input: in_channels,
+                position: Position::Outermost,
+            },
             level(ngf, ngf * 2, Position::Intermediate { dropout: false }),
             level(ngf * 2, ngf * 4, Position::Intermediate { dropout: false }),
             level(ngf * 4, ngf * 8, Position::Intermediate { dropout: false }),
         ];
-        levels.extend((0..num_downs - 5).map(|_| level(ngf * 8, ngf * 8, Position::Intermediate { dropout })));
+        levels.extend(
+            (0..num_downs - 5).map(|_| level(ngf * 8, ngf * 8, Position::Intermediate { dropout })),
+        );
         levels.push(level(ngf * 8, ngf * 8, Position::Innermost));
         Ok(Self { model: UnetBlock::new(&levels, norm, vb.pp("model"))?, config })
     }

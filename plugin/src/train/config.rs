@@ -280,16 +280,23 @@ impl<'a> Locator<'a> {
 
     /// The key whose value holds `offset`.
     fn key_at(&self, offset: usize) -> Option<&str> {
-        self.entries.iter().find(|(_, r)| r.contains(&offset) || r.start == offset).map(|(k, _)| k.as_str())
+        self.entries
+            .iter()
+            .find(|(_, r)| r.contains(&offset) || r.start == offset)
+            .map(|(k, _)| k.as_str())
     }
 
     /// The `[section]` a line falls under, read off the text (for unknown keys, which have no
     /// recorded value).
     fn section_at_line(&self, line: usize) -> Option<String> {
-        self.text.lines().take(line).filter_map(|l| {
-            let l = l.trim();
-            l.strip_prefix('[').and_then(|l| l.split(']').next()).map(|s| s.trim().to_string())
-        }).last()
+        self.text
+            .lines()
+            .take(line)
+            .filter_map(|l| {
+                let l = l.trim();
+                l.strip_prefix('[').and_then(|l| l.split(']').next()).map(|s| s.trim().to_string())
+            })
+            .last()
     }
 
     /// An error about `key`: with its line if the file sets it, else saying it is the default.
@@ -312,7 +319,13 @@ impl Config {
 
     fn validate(&self, loc: &Locator) -> Result<()> {
         let Config { data, model, train, output: _ } = self;
-        let positive = |key: &str, v: usize| if v == 0 { Err(loc.bad(key, "must be at least 1")) } else { Ok(()) };
+        let positive = |key: &str, v: usize| {
+            if v == 0 {
+                Err(loc.bad(key, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
         positive("data.load_size", data.load_size)?;
         positive("data.crop_size", data.crop_size)?;
         positive("model.ngf", model.ngf)?;
@@ -325,24 +338,37 @@ impl Config {
         if data.phase.is_empty() {
             return Err(loc.bad("data.phase", "must not be empty"));
         }
-        if matches!(data.preprocess, Preprocess::ResizeAndCrop | Preprocess::ScaleWidthAndCrop) && data.crop_size > data.load_size {
+        if matches!(data.preprocess, Preprocess::ResizeAndCrop | Preprocess::ScaleWidthAndCrop)
+            && data.crop_size > data.load_size
+        {
             return Err(loc.bad(
                 "data.crop_size",
-                format!("{} exceeds data.load_size = {}: the crop must fit in the resized image", data.crop_size, data.load_size),
+                format!(
+                    "{} exceeds data.load_size = {}: the crop must fit in the resized image",
+                    data.crop_size, data.load_size
+                ),
             ));
         }
         let stride = self.generator_config().stride();
         if data.preprocess.crops() && data.crop_size % stride != 0 {
             return Err(loc.bad(
                 "data.crop_size",
-                format!("{} is not a multiple of {stride}, which {} needs for its input sides", data.crop_size, model.net_g.name()),
+                format!(
+                    "{} is not a multiple of {stride}, which {} needs for its input sides",
+                    data.crop_size,
+                    model.net_g.name()
+                ),
             ));
         }
         if !model.init_gain.is_finite() {
             return Err(loc.bad("model.init_gain", "must be a finite number"));
         }
         let finite_nonneg = |key: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(loc.bad(key, format!("{v} must be a finite number ≥ 0"))) }
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(loc.bad(key, format!("{v} must be a finite number ≥ 0")))
+            }
         };
         finite_nonneg("train.lambda_l1", train.lambda_l1)?;
         if !(train.lr.is_finite() && train.lr > 0.0) {
@@ -357,7 +383,9 @@ impl Config {
             return Err(loc.bad("train.n_epochs", "n_epochs + n_epochs_decay must be at least 1"));
         }
         if train.lr_policy == LrPolicy::Cosine && train.n_epochs == 0 {
-            return Err(loc.bad("train.n_epochs", "the cosine policy needs n_epochs ≥ 1 (its period)"));
+            return Err(
+                loc.bad("train.n_epochs", "the cosine policy needs n_epochs ≥ 1 (its period)")
+            );
         }
         if train.lr_policy == LrPolicy::Step && train.lr_decay_iters == 0 {
             return Err(loc.bad("train.lr_decay_iters", "must be at least 1"));
@@ -395,7 +423,9 @@ fn toml_error(loc: &Locator, e: &toml::de::Error) -> Error {
     // Unknown keys: serde names the key; the section is the header above the line.
     if let Some(field) = msg.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
         let key = match loc.section_at_line(line) {
-            Some(section) if !msg.contains("expected one of `data`") => format!("{section}.{field}"),
+            Some(section) if !msg.contains("expected one of `data`") => {
+                format!("{section}.{field}")
+            }
             _ => field.to_string(),
         };
         return Error::Config(format!("config line {line}: unknown key `{key}`: {msg}"));
@@ -418,7 +448,9 @@ mod tests {
 
     #[test]
     fn errors_name_key_and_line() {
-        let e = Config::parse("[data]\nload_size = 286\ncrop_size = \"big\"\n").unwrap_err().to_string();
+        let e = Config::parse("[data]\nload_size = 286\ncrop_size = \"big\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 3") && e.contains("data.crop_size"), "{e}");
         let e = Config::parse("[data]\n\ncropsize = 3\n").unwrap_err().to_string();
         assert!(e.contains("line 3") && e.contains("data.cropsize"), "{e}");

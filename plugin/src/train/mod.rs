@@ -75,12 +75,20 @@ pub struct TrainSummary {
 /// data order, augmentation and dropout as an uninterrupted run); without it a new run starts
 /// in the folder: `losses.csv` begins afresh and its checkpoints replace same-named folders of
 /// an earlier run (other `step_*` folders of that run are left alone).
-pub fn train(config_toml: &str, resume: bool, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<TrainSummary> {
+pub fn train(
+    config_toml: &str,
+    resume: bool,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<TrainSummary> {
     run::train(config_toml, resume, &mut ProgressOnly(progress))
 }
 
 /// [`train`], reporting every step and every warning to `report`.
-pub fn train_with(config_toml: &str, resume: bool, report: &mut dyn Reporter) -> Result<TrainSummary> {
+pub fn train_with(
+    config_toml: &str,
+    resume: bool,
+    report: &mut dyn Reporter,
+) -> Result<TrainSummary> {
     run::train(config_toml, resume, report)
 }
 
@@ -98,6 +106,12 @@ pub struct Metrics {
 /// `size`; writes an HTML page of input | output | target rows into `html_dir` if given
 /// (`index.html` and `images/`). The protocol wants the model opened with batch statistics and
 /// dropout off (`Options::default()`). See [`evaluate::evaluate`].
-pub fn evaluate(model: &Model, data: &Path, direction: Direction, size: usize, html_dir: Option<&Path>) -> Result<Metrics> {
+pub fn evaluate(
+    model: &Model,
+    data: &Path,
+    direction: Direction,
+    size: usize,
+    html_dir: Option<&Path>,
+) -> Result<Metrics> {
     evaluate::evaluate(model, data, direction, size, html_dir)
 }

@@ -24,32 +24,64 @@ const LOADER_DEPTH: usize = 4;
 
 fn settings(cfg: &Config) -> Settings {
     let t = &cfg.train;
-    Settings { gan_mode: t.gan_mode, lambda_l1: t.lambda_l1, beta1: t.beta1, beta2: t.beta2, eps: 1e-8 }
+    Settings {
+        gan_mode: t.gan_mode,
+        lambda_l1: t.lambda_l1,
+        beta1: t.beta1,
+        beta2: t.beta2,
+        eps: 1e-8,
+    }
 }
 
 /// The networks of a new run: from `init_*` checkpoints where given, else `init_type`.
 fn fresh(cfg: &Config) -> Result<Trainer> {
-    let trainer = Trainer::new(cfg.generator_config(), cfg.discriminator_config(), settings(cfg), cfg.train.lr)?;
+    let trainer = Trainer::new(
+        cfg.generator_config(),
+        cfg.discriminator_config(),
+        settings(cfg),
+        cfg.train.lr,
+    )?;
     let (m, seed) = (&cfg.model, cfg.train.seed);
     match &m.init_generator {
         Some(p) => trainer.load_generator(&Checkpoint::load(p)?)?,
-        None => trainer.init_generator(m.init_type, m.init_gain, &mut derive(seed, Stream::InitGenerator, 0))?,
+        None => trainer.init_generator(
+            m.init_type,
+            m.init_gain,
+            &mut derive(seed, Stream::InitGenerator, 0),
+        )?,
     }
     match &m.init_discriminator {
         Some(p) => trainer.load_discriminator(&Checkpoint::load(p)?)?,
-        None => trainer.init_discriminator(m.init_type, m.init_gain, &mut derive(seed, Stream::InitDiscriminator, 0))?,
+        None => trainer.init_discriminator(
+            m.init_type,
+            m.init_gain,
+            &mut derive(seed, Stream::InitDiscriminator, 0),
+        )?,
     }
     Ok(trainer)
 }
 
 /// The networks and optimisers of `<dir>/latest`, and the step it was saved at.
-fn resumed(cfg: &Config, dir: &Path, steps_per_epoch: u64, report: &mut dyn Reporter) -> Result<(Trainer, u64)> {
+fn resumed(
+    cfg: &Config,
+    dir: &Path,
+    steps_per_epoch: u64,
+    report: &mut dyn Reporter,
+) -> Result<(Trainer, u64)> {
     let folder = dir.join(LATEST);
     if !folder.is_dir() {
-        return Err(Error::invalid("resume", format!("nothing to resume: {} does not exist", folder.display())));
+        return Err(Error::invalid(
+            "resume",
+            format!("nothing to resume: {} does not exist", folder.display()),
+        ));
     }
     let loaded = state::load(&folder)?;
-    let mut trainer = Trainer::new(cfg.generator_config(), cfg.discriminator_config(), settings(cfg), cfg.train.lr)?;
+    let mut trainer = Trainer::new(
+        cfg.generator_config(),
+        cfg.discriminator_config(),
+        settings(cfg),
+        cfg.train.lr,
+    )?;
     trainer.load_generator(&loaded.generator)?;
     trainer.load_discriminator(&loaded.discriminator)?;
     trainer.load_optimizer_tensors(|k| loaded.optimizer.get(k).cloned())?;
@@ -61,7 +93,10 @@ fn resumed(cfg: &Config, dir: &Path, steps_per_epoch: u64, report: &mut dyn Repo
         ));
     }
     if run.steps_per_epoch != steps_per_epoch {
-        report.message(&format!("warning: the checkpoint had {} steps per epoch, the data now gives {steps_per_epoch}", run.steps_per_epoch));
+        report.message(&format!(
+            "warning: the checkpoint had {} steps per epoch, the data now gives {steps_per_epoch}",
+            run.steps_per_epoch
+        ));
     }
     // A longer `max_steps` or other output frequencies are what resuming is for; anything
     // else that changed is worth a word.
@@ -73,7 +108,10 @@ fn resumed(cfg: &Config, dir: &Path, steps_per_epoch: u64, report: &mut dyn Repo
     };
     match Config::parse(&run.config_text) {
         Ok(saved) if comparable(&saved) == comparable(cfg) => {}
-        _ => report.message(&format!("warning: the config differs from the one {} was trained with", folder.display())),
+        _ => report.message(&format!(
+            "warning: the config differs from the one {} was trained with",
+            folder.display()
+        )),
     }
     Ok((trainer, run.step))
 }
@@ -94,18 +132,36 @@ pub fn train(config_text: &str, resume: bool, report: &mut dyn Reporter) -> Resu
     let dir = cfg.output.dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     state::recover(&dir, &mut |text| report.message(text))?;
-    let (mut trainer, start) = if resume { resumed(&cfg, &dir, spe, report)? } else { (fresh(&cfg)?, 0) };
+    let (mut trainer, start) =
+        if resume { resumed(&cfg, &dir, spe, report)? } else { (fresh(&cfg)?, 0) };
     let (mut log, mut history) = LossLog::open(&dir.join("losses.csv"), resume.then_some(start))?;
-    let run_state = |step: u64| RunState { step, epoch: step / spe.max(1), seed: t.seed, steps_per_epoch: spe, config_text: config_text.to_string() };
+    let run_state = |step: u64| RunState {
+        step,
+        epoch: step / spe.max(1),
+        seed: t.seed,
+        steps_per_epoch: spe,
+        config_text: config_text.to_string(),
+    };
 
-    let loader = Loader::spawn(ds.clone(), Preprocessor::new(&cfg.data), plan, start, total.max(start), LOADER_DEPTH)?;
+    let loader = Loader::spawn(
+        ds.clone(),
+        Preprocessor::new(&cfg.data),
+        plan,
+        start,
+        total.max(start),
+        LOADER_DEPTH,
+    )?;
     let (mut step, mut cancelled) = (start, false);
     let mut saved_at = resume.then_some(start);
     let mut last = Instant::now();
     while step < total {
         let batch = loader.next()?;
         trainer.lr = lr_at(t, batch.epoch);
-        let out = trainer.step(&batch.input, &batch.target, Some(derive(t.seed, Stream::Dropout, step)))?;
+        let out = trainer.step(
+            &batch.input,
+            &batch.target,
+            Some(derive(t.seed, Stream::Dropout, step)),
+        )?;
         step += 1;
         let now = Instant::now();
         let secs = now.duration_since(last).as_secs_f32().max(1e-9);
@@ -126,7 +182,13 @@ pub fn train(config_text: &str, resume: bool, report: &mut dyn Reporter) -> Resu
         history.push(p.clone());
         let every = cfg.output.sample_every_steps;
         if every > 0 && step % every == 0 {
-            save_grid(&dir.join("samples").join(format!("{}.png", step_name(step))), &batch.input, &out.fake, &batch.target, 4)?;
+            save_grid(
+                &dir.join("samples").join(format!("{}.png", step_name(step))),
+                &batch.input,
+                &out.fake,
+                &batch.target,
+                4,
+            )?;
             save_loss_curve(&dir.join("loss_curve.png"), &history)?;
         }
         let keep_going = report.progress(&p);

@@ -52,8 +52,9 @@ pub const MAX_BENCH_PARAMETERS: u64 = 1 << 28;
 /// The generator a `netG` name stands for, at `ngf`, 3 → 3 channels, batch norm, dropout in
 /// the U-Nets only (as the reference's defaults).
 pub fn generator_config(net_g: &str, ngf: usize) -> ApiResult<GeneratorConfig> {
-    let name = GeneratorName::parse(net_g)
-        .ok_or_else(|| ApiError::invalid(format!("invalid net_g: `{net_g}` ({})", GeneratorName::EXPECTED)))?;
+    let name = GeneratorName::parse(net_g).ok_or_else(|| {
+        ApiError::invalid(format!("invalid net_g: `{net_g}` ({})", GeneratorName::EXPECTED))
+    })?;
     let dropout = matches!(name, GeneratorName::Unet { .. });
     Ok(GeneratorConfig::named(name, ngf, NormKind::Batch, dropout))
 }
@@ -64,13 +65,15 @@ pub fn generator_config(net_g: &str, ngf: usize) -> ApiResult<GeneratorConfig> {
 pub fn random_generator(config: GeneratorConfig) -> ApiResult<Generator> {
     let vars = VarMap::new();
     // Built once for its variables (named and shaped as a checkpoint's), then on their values.
-    Generator::new(config, VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu)).map_err(Error::from)?;
+    Generator::new(config, VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu))
+        .map_err(Error::from)?;
     train::init::init_weights(&vars, InitType::Normal, 0.02, &mut StdRng::seed_from_u64(0))?;
     let frozen: std::collections::HashMap<String, Tensor> = {
         let data = vars.data().lock().unwrap_or_else(|e| e.into_inner());
         data.iter().map(|(name, var)| (name.clone(), var.as_tensor().detach())).collect()
     };
-    Ok(Generator::new(config, VarBuilder::from_tensors(frozen, DType::F32, &Device::Cpu)).map_err(Error::from)?)
+    Ok(Generator::new(config, VarBuilder::from_tensors(frozen, DType::F32, &Device::Cpu))
+        .map_err(Error::from)?)
 }
 
 /// Times generator inference (and, on request, training steps) at `spec`'s size and batch.
@@ -96,9 +99,18 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
     }
     let stride = config.stride();
     if spec.size == 0 || spec.size % stride != 0 {
-        return Err(ApiError::invalid(format!("invalid size: {} (a positive multiple of {stride} for {})", spec.size, spec.net_g)));
+        return Err(ApiError::invalid(format!(
+            "invalid size: {} (a positive multiple of {stride} for {})",
+            spec.size, spec.net_g
+        )));
     }
-    if spec.batch == 0 || spec.size.checked_mul(spec.size).and_then(|p| p.checked_mul(spec.batch)).is_none_or(|p| p > MAX_PIXELS) {
+    if spec.batch == 0
+        || spec
+            .size
+            .checked_mul(spec.size)
+            .and_then(|p| p.checked_mul(spec.batch))
+            .is_none_or(|p| p > MAX_PIXELS)
+    {
         return Err(ApiError::invalid(format!(
             "invalid batch: {} images of {}x{} (at least 1, at most {MAX_PIXELS} pixels in all)",
             spec.batch, spec.size, spec.size
@@ -106,7 +118,9 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
     }
     let shape = (spec.batch, 3, spec.size, spec.size);
     // Inputs in [-1, 1], as images are.
-    let x = Tensor::randn(0f32, 0.5, shape, &Device::Cpu).and_then(|t| t.tanh()).map_err(Error::from)?;
+    let x = Tensor::randn(0f32, 0.5, shape, &Device::Cpu)
+        .and_then(|t| t.tanh())
+        .map_err(Error::from)?;
     let generator = random_generator(config)?;
     let f = Forward::infer(spec.norm_stats);
     let infer_ms = time_iterations(spec, |_| {
@@ -118,10 +132,22 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
     let mut train_step_ms = Vec::new();
     if spec.train {
         // The reference's defaults: basic PatchGAN with ndf = ngf, batch norm, vanilla GAN + 100·L1.
-        let d = DiscriminatorConfig { kind: DiscriminatorKind::NLayer(3), in_channels: 6, ndf: spec.ngf, norm: NormKind::Batch };
+        let d = DiscriminatorConfig {
+            kind: DiscriminatorKind::NLayer(3),
+            in_channels: 6,
+            ndf: spec.ngf,
+            norm: NormKind::Batch,
+        };
         let mut trainer = Trainer::new(config, d, Settings::default(), 2e-4)?;
-        trainer.init_weights(InitType::Normal, 0.02, &mut StdRng::seed_from_u64(0), &mut StdRng::seed_from_u64(1))?;
-        let y = Tensor::randn(0f32, 0.5, shape, &Device::Cpu).and_then(|t| t.tanh()).map_err(Error::from)?;
+        trainer.init_weights(
+            InitType::Normal,
+            0.02,
+            &mut StdRng::seed_from_u64(0),
+            &mut StdRng::seed_from_u64(1),
+        )?;
+        let y = Tensor::randn(0f32, 0.5, shape, &Device::Cpu)
+            .and_then(|t| t.tanh())
+            .map_err(Error::from)?;
         train_step_ms = time_iterations(spec, |i| {
             trainer.step(&x, &y, Some(StdRng::seed_from_u64(i as u64)))?;
             Ok(())
@@ -131,7 +157,10 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
 }
 
 /// Runs `f` `warmup + iters` times and returns the milliseconds of the last `iters` runs.
-fn time_iterations(spec: &BenchSpec, mut f: impl FnMut(usize) -> ApiResult<()>) -> ApiResult<Vec<f64>> {
+fn time_iterations(
+    spec: &BenchSpec,
+    mut f: impl FnMut(usize) -> ApiResult<()>,
+) -> ApiResult<Vec<f64>> {
     let mut ms = Vec::with_capacity(spec.iters);
     for i in 0..spec.warmup + spec.iters {
         let t = Instant::now();
@@ -150,11 +179,21 @@ mod tests {
 
     #[test]
     fn generator_names() {
-        assert!(matches!(generator_config("unet_256", 64), Ok(GeneratorConfig::Unet(c)) if c.num_downs == 8));
-        assert!(matches!(generator_config("unet_128", 8), Ok(GeneratorConfig::Unet(c)) if c.num_downs == 7));
-        assert!(matches!(generator_config("resnet_9blocks", 64), Ok(GeneratorConfig::Resnet(c)) if c.n_blocks == 9));
+        assert!(
+            matches!(generator_config("unet_256", 64), Ok(GeneratorConfig::Unet(c)) if c.num_downs == 8)
+        );
+        assert!(
+            matches!(generator_config("unet_128", 8), Ok(GeneratorConfig::Unet(c)) if c.num_downs == 7)
+        );
+        assert!(
+            matches!(generator_config("resnet_9blocks", 64), Ok(GeneratorConfig::Resnet(c)) if c.n_blocks == 9)
+        );
         for bad in ["unet_100", "unet_16", "unet_", "resnet_blocks", "resnet_0blocks", "vgg", ""] {
-            assert_eq!(generator_config(bad, 64).unwrap_err().kind, ErrorKind::InvalidArgument, "{bad}");
+            assert_eq!(
+                generator_config(bad, 64).unwrap_err().kind,
+                ErrorKind::InvalidArgument,
+                "{bad}"
+            );
         }
     }
 
@@ -172,7 +211,16 @@ mod tests {
 
     #[test]
     fn bench_refuses_absurd_requests_before_building_anything() {
-        let ok = BenchSpec { net_g: "unet_128".into(), ngf: 8, size: 128, batch: 1, iters: 1, warmup: 0, train: false, norm_stats: NormStats::Batch };
+        let ok = BenchSpec {
+            net_g: "unet_128".into(),
+            ngf: 8,
+            size: 128,
+            batch: 1,
+            iters: 1,
+            warmup: 0,
+            train: false,
+            norm_stats: NormStats::Batch,
+        };
         for bad in [
             BenchSpec { ngf: 0, ..ok.clone() },
             BenchSpec { ngf: 100_000, ..ok.clone() },

@@ -31,7 +31,12 @@ pub struct PluginInfo {
 }
 
 pub fn plugin_info() -> PluginInfo {
-    PluginInfo { name: "pix2pix", version: env!("CARGO_PKG_VERSION"), abi_version: pix2pix_ffi::ABI_VERSION, features: features().to_string() }
+    PluginInfo {
+        name: "pix2pix",
+        version: env!("CARGO_PKG_VERSION"),
+        abi_version: pix2pix_ffi::ABI_VERSION,
+        features: features().to_string(),
+    }
 }
 
 fn features() -> &'static str {
@@ -75,12 +80,16 @@ pub struct LoadedModel {
 /// Opens a checkpoint (`.safetensors` or `.pth`), or the shipped default model for `None`.
 pub fn open_model(path: Option<&Path>, options: Options) -> ApiResult<LoadedModel> {
     if options.threads > MAX_THREADS {
-        return Err(ApiError::invalid(format!("invalid threads: {} (at most {MAX_THREADS})", options.threads)));
+        return Err(ApiError::invalid(format!(
+            "invalid threads: {} (at most {MAX_THREADS})",
+            options.threads
+        )));
     }
     // The one place a face's "no path" becomes the shipped model.
     let ckpt = match path {
         Some(p) => Checkpoint::load(p)?,
-        None => default_model::checkpoint().map_err(|e| ApiError::new(ErrorKind::Unsupported, e.to_string()))?,
+        None => default_model::checkpoint()
+            .map_err(|e| ApiError::new(ErrorKind::Unsupported, e.to_string()))?,
     };
     let model = Model::from_checkpoint(&ckpt, options)?;
     let config = model.config();
@@ -114,4 +123,3 @@ impl LoadedModel {
         Ok(self.model.translate(image)?)
     }
 }
-

@@ -9,7 +9,11 @@ use crate::train;
 
 /// Trains from a TOML config text, reporting steps and warnings to `report`; its `progress`
 /// returning `false` cancels (after a checkpoint).
-pub fn train(config_toml: &str, resume: bool, report: &mut dyn train::Reporter) -> ApiResult<train::TrainSummary> {
+pub fn train(
+    config_toml: &str,
+    resume: bool,
+    report: &mut dyn train::Reporter,
+) -> ApiResult<train::TrainSummary> {
     Ok(train::train_with(config_toml, resume, report)?)
 }
 
@@ -18,7 +22,10 @@ pub fn parse_direction(s: &str) -> ApiResult<train::Direction> {
     match s {
         "" => Ok(train::Direction::default()),
         s => train::Direction::parse(s).ok_or_else(|| {
-            ApiError::invalid(format!("invalid direction: `{s}` ({} expected)", train::Direction::NAMES.join(" or ")))
+            ApiError::invalid(format!(
+                "invalid direction: `{s}` ({} expected)",
+                train::Direction::NAMES.join(" or ")
+            ))
         }),
     }
 }
@@ -34,7 +41,9 @@ pub fn evaluate(
 ) -> ApiResult<train::Metrics> {
     let size = if size == 0 { model.info().native_size } else { size };
     if size.checked_mul(size).is_none_or(|p| p > MAX_PIXELS) {
-        return Err(ApiError::invalid(format!("invalid evaluation size: {size} (at most {MAX_PIXELS} pixels)")));
+        return Err(ApiError::invalid(format!(
+            "invalid evaluation size: {size} (at most {MAX_PIXELS} pixels)"
+        )));
     }
     Ok(train::evaluate(model.model(), data, direction, size, html_dir)?)
 }
@@ -50,4 +59,3 @@ pub fn evaluate_path(
     let model = open_model(model, Options::default())?;
     evaluate(&model, data, direction, size, html_dir)
 }
-

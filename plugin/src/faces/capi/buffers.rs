@@ -9,15 +9,26 @@ pub const MAX_EXTENT: usize = 1 << 40;
 
 /// Checks an image description before any memory is touched or allocated, and returns the
 /// number of bytes its buffer must hold: `stride · (height − 1) + width · channels`.
-pub fn image_extent(width: usize, height: usize, stride: usize, channels: usize) -> ApiResult<usize> {
+pub fn image_extent(
+    width: usize,
+    height: usize,
+    stride: usize,
+    channels: usize,
+) -> ApiResult<usize> {
     if !matches!(channels, 1 | 3 | 4) {
-        return Err(ApiError::invalid(format!("invalid image channels: {channels} (1, 3 or 4 expected)")));
+        return Err(ApiError::invalid(format!(
+            "invalid image channels: {channels} (1, 3 or 4 expected)"
+        )));
     }
     if width == 0 || height == 0 {
-        return Err(ApiError::invalid(format!("invalid image size: {width}x{height} (both sides must be positive)")));
+        return Err(ApiError::invalid(format!(
+            "invalid image size: {width}x{height} (both sides must be positive)"
+        )));
     }
     if width.checked_mul(height).is_none_or(|p| p > MAX_PIXELS) {
-        return Err(ApiError::invalid(format!("invalid image size: {width}x{height} exceeds the limit of {MAX_PIXELS} pixels")));
+        return Err(ApiError::invalid(format!(
+            "invalid image size: {width}x{height} exceeds the limit of {MAX_PIXELS} pixels"
+        )));
     }
     let row = width * channels;
     if stride < row {
@@ -44,7 +55,13 @@ pub fn output_channels(in_channels: usize) -> usize {
 /// Checks that a caller's buffer of `buf_height` rows `buf_stride` bytes apart can take a
 /// `width`×`height` image of `channels`, and returns the bytes the library will write into:
 /// `buf_stride · (height − 1) + width · channels` from the start of the buffer.
-pub fn output_extent(width: usize, height: usize, channels: usize, buf_stride: usize, buf_height: usize) -> ApiResult<usize> {
+pub fn output_extent(
+    width: usize,
+    height: usize,
+    channels: usize,
+    buf_stride: usize,
+    buf_height: usize,
+) -> ApiResult<usize> {
     let row = width * channels;
     if buf_stride < row || buf_height < height {
         return Err(ApiError::new(
@@ -68,7 +85,10 @@ pub fn copy_to_strided(image: &ImageU8, dst: &mut [u8], stride: usize) -> ApiRes
     let row = image.width * image.channels;
     let need = output_extent(image.width, image.height, image.channels, stride, image.height)?;
     if dst.len() < need || image.data.len() < row * image.height {
-        return Err(ApiError::new(ErrorKind::Internal, "internal error: output buffer smaller than its checked extent"));
+        return Err(ApiError::new(
+            ErrorKind::Internal,
+            "internal error: output buffer smaller than its checked extent",
+        ));
     }
     for (y, src) in image.data.chunks_exact(row).take(image.height).enumerate() {
         dst[y * stride..y * stride + row].copy_from_slice(src);
@@ -84,11 +104,21 @@ mod tests {
         assert_eq!(image_extent(4, 3, 12, 3), Ok(36));
         assert_eq!(image_extent(4, 3, 20, 3), Ok(52));
         assert_eq!(image_extent(1, 1, 1, 1), Ok(1));
-        for (w, h, s, c) in [(0, 3, 12, 3), (4, 0, 12, 3), (4, 3, 11, 3), (4, 3, 12, 2), (100_000, 100_000, 300_000, 3), (1, 1 << 27, u32::MAX as usize, 1)] {
+        for (w, h, s, c) in [
+            (0, 3, 12, 3),
+            (4, 0, 12, 3),
+            (4, 3, 11, 3),
+            (4, 3, 12, 2),
+            (100_000, 100_000, 300_000, 3),
+            (1, 1 << 27, u32::MAX as usize, 1),
+        ] {
             let e = image_extent(w, h, s, c).unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidArgument, "{w}x{h} stride {s} channels {c}");
         }
-        assert_eq!(image_extent(usize::MAX, usize::MAX, usize::MAX, 4).unwrap_err().kind, ErrorKind::InvalidArgument);
+        assert_eq!(
+            image_extent(usize::MAX, usize::MAX, usize::MAX, 4).unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
     }
 
     #[test]
@@ -104,5 +134,4 @@ mod tests {
         assert!(copy_to_strided(&img, &mut buf[..13], 8).is_err());
         assert_eq!((output_channels(1), output_channels(3), output_channels(4)), (3, 3, 4));
     }
-
 }

@@ -199,15 +199,19 @@ unsafe fn read_options(p: *const p2p_options) -> ApiResult<Options> {
     // SAFETY: non-NULL; the struct starts with `struct_size`, which every caller must set.
     let size = unsafe { p.cast::<usize>().read_unaligned() };
     if size < size_of::<usize>() {
-        return Err(ApiError::invalid(format!("invalid options: struct_size {size} (set it to sizeof(p2p_options))")));
+        return Err(ApiError::invalid(format!(
+            "invalid options: struct_size {size} (set it to sizeof(p2p_options))"
+        )));
     }
     if let Some(v) = read_field!(p, size, p2p_options, norm_stats) {
-        o.norm_stats = NormStats::from_code(v)
-            .ok_or_else(|| ApiError::invalid(format!("invalid options.norm_stats: {v} (P2P_NORM_STATS_*)")))?;
+        o.norm_stats = NormStats::from_code(v).ok_or_else(|| {
+            ApiError::invalid(format!("invalid options.norm_stats: {v} (P2P_NORM_STATS_*)"))
+        })?;
     }
     if let Some(v) = read_field!(p, size, p2p_options, size_policy) {
-        o.size_policy = SizePolicy::from_code(v)
-            .ok_or_else(|| ApiError::invalid(format!("invalid options.size_policy: {v} (P2P_SIZE_POLICY_*)")))?;
+        o.size_policy = SizePolicy::from_code(v).ok_or_else(|| {
+            ApiError::invalid(format!("invalid options.size_policy: {v} (P2P_SIZE_POLICY_*)"))
+        })?;
     }
     if let Some(v) = read_field!(p, size, p2p_options, tile_overlap) {
         if v != 0 {
@@ -227,10 +231,11 @@ unsafe fn read_options(p: *const p2p_options) -> ApiResult<Options> {
     Ok(o)
 }
 
-const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-    Ok(v) => v,
-    Err(_) => panic!("the package version contains a NUL"),
-};
+const VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => panic!("the package version contains a NUL"),
+    };
 
 /// `p2p_abi_version` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 #[no_mangle]
@@ -285,7 +290,11 @@ fn status_name(status: p2p_status) -> &'static CStr {
 /// # Safety
 /// As the contract documents.
 #[no_mangle]
-pub unsafe extern "C" fn p2p_model_open(path: *const c_char, opts: *const p2p_options, out: *mut *mut p2p_model) -> p2p_status {
+pub unsafe extern "C" fn p2p_model_open(
+    path: *const c_char,
+    opts: *const p2p_options,
+    out: *mut *mut p2p_model,
+) -> p2p_status {
     run(|| {
         if out.is_null() {
             return Err(null("out"));
@@ -302,7 +311,12 @@ pub unsafe extern "C" fn p2p_model_open(path: *const c_char, opts: *const p2p_op
         let options = unsafe { read_options(opts) }?;
         let model = api::open_model(path.as_deref(), options)?;
         let info = model.info();
-        let c = CModel { net_g: c_string(&info.net_g), norm: c_string(info.norm), source: c_string(&info.source), model };
+        let c = CModel {
+            net_g: c_string(&info.net_g),
+            norm: c_string(info.norm),
+            source: c_string(&info.source),
+            model,
+        };
         // SAFETY: checked non-NULL above.
         unsafe { out.write(Box::into_raw(Box::new(c)).cast::<p2p_model>()) };
         Ok(())
@@ -330,7 +344,10 @@ pub unsafe extern "C" fn p2p_model_free(m: *mut p2p_model) {
 /// # Safety
 /// As the contract documents.
 #[no_mangle]
-pub unsafe extern "C" fn p2p_model_get_info(m: *const p2p_model, out: *mut p2p_model_info) -> p2p_status {
+pub unsafe extern "C" fn p2p_model_get_info(
+    m: *const p2p_model,
+    out: *mut p2p_model_info,
+) -> p2p_status {
     run(|| {
         // SAFETY: caller contract on `m`.
         let c = unsafe { model_ref(m) }?;
@@ -340,7 +357,9 @@ pub unsafe extern "C" fn p2p_model_get_info(m: *const p2p_model, out: *mut p2p_m
         // SAFETY: non-NULL; the struct starts with `struct_size`, which the caller must set.
         let size = unsafe { out.cast::<usize>().read_unaligned() };
         if size < size_of::<usize>() {
-            return Err(ApiError::invalid(format!("invalid model info: struct_size {size} (set it to sizeof(p2p_model_info))")));
+            return Err(ApiError::invalid(format!(
+                "invalid model info: struct_size {size} (set it to sizeof(p2p_model_info))"
+            )));
         }
         let i = c.model.info();
         write_field!(out, size, p2p_model_info, net_g, c.net_g.as_ptr());
@@ -363,7 +382,11 @@ pub unsafe extern "C" fn p2p_model_get_info(m: *const p2p_model, out: *mut p2p_m
 /// # Safety
 /// As the contract documents.
 #[no_mangle]
-pub unsafe extern "C" fn p2p_translate(m: *const p2p_model, r#in: *const p2p_image, out: *mut p2p_image) -> p2p_status {
+pub unsafe extern "C" fn p2p_translate(
+    m: *const p2p_model,
+    r#in: *const p2p_image,
+    out: *mut p2p_image,
+) -> p2p_status {
     run(|| {
         // SAFETY: caller contract on `m`.
         let c = unsafe { model_ref(m) }?;
@@ -379,12 +402,19 @@ pub unsafe extern "C" fn p2p_translate(m: *const p2p_model, r#in: *const p2p_ima
         if src.data.is_null() {
             return Err(null("in->data"));
         }
-        let (w, h, stride, ch) = (src.width as usize, src.height as usize, src.stride as usize, src.channels as usize);
+        let (w, h, stride, ch) =
+            (src.width as usize, src.height as usize, src.stride as usize, src.channels as usize);
         let len = buffers::image_extent(w, h, stride, ch)?;
         let out_ch = buffers::output_channels(ch);
         let out_len = match dst.data.is_null() {
             true => None,
-            false => Some(buffers::output_extent(w, h, out_ch, dst.stride as usize, dst.height as usize)?),
+            false => Some(buffers::output_extent(
+                w,
+                h,
+                out_ch,
+                dst.stride as usize,
+                dst.height as usize,
+            )?),
         };
         let image = {
             // SAFETY: `in->data` holds `len` readable bytes (the documented contract; `len` is
@@ -401,7 +431,13 @@ pub unsafe extern "C" fn p2p_translate(m: *const p2p_model, r#in: *const p2p_ima
                 // no other reference to it is alive.
                 let buf = unsafe { std::slice::from_raw_parts_mut(dst.data, n) };
                 buffers::copy_to_strided(&image, buf, dst.stride as usize)?;
-                let desc = p2p_image { width: image.width as u32, height: image.height as u32, stride: dst.stride, channels: image.channels as u32, data: dst.data };
+                let desc = p2p_image {
+                    width: image.width as u32,
+                    height: image.height as u32,
+                    stride: dst.stride,
+                    channels: image.channels as u32,
+                    data: dst.data,
+                };
                 // SAFETY: `out` is non-NULL and writable (caller contract).
                 unsafe { out.write(desc) };
             }
@@ -410,12 +446,21 @@ pub unsafe extern "C" fn p2p_translate(m: *const p2p_model, r#in: *const p2p_ima
                 // SAFETY: `malloc` of a positive size; NULL is handled below.
                 let p = unsafe { malloc(n) }.cast::<u8>();
                 if p.is_null() {
-                    return Err(ApiError::new(ErrorKind::OutOfMemory, format!("cannot allocate {n} bytes for the output image")));
+                    return Err(ApiError::new(
+                        ErrorKind::OutOfMemory,
+                        format!("cannot allocate {n} bytes for the output image"),
+                    ));
                 }
                 // SAFETY: `p` is a fresh allocation of `n` bytes, disjoint from `image.data`.
                 unsafe { std::ptr::copy_nonoverlapping(image.data.as_ptr(), p, n) };
                 let row = image.width * image.channels;
-                let desc = p2p_image { width: image.width as u32, height: image.height as u32, stride: row as u32, channels: image.channels as u32, data: p };
+                let desc = p2p_image {
+                    width: image.width as u32,
+                    height: image.height as u32,
+                    stride: row as u32,
+                    channels: image.channels as u32,
+                    data: p,
+                };
                 // SAFETY: `out` is non-NULL and writable (caller contract).
                 unsafe { out.write(desc) };
             }
@@ -451,7 +496,11 @@ pub unsafe extern "C" fn p2p_image_free(img: *mut p2p_image) {
 /// # Safety
 /// As the contract documents.
 #[no_mangle]
-pub unsafe extern "C" fn p2p_train(config_toml: *const c_char, cb: p2p_progress_fn, user: *mut c_void) -> p2p_status {
+pub unsafe extern "C" fn p2p_train(
+    config_toml: *const c_char,
+    cb: p2p_progress_fn,
+    user: *mut c_void,
+) -> p2p_status {
     // SAFETY: same contract.
     unsafe { p2p_train_ex(config_toml, 0, cb, user) }
 }
@@ -461,7 +510,12 @@ pub unsafe extern "C" fn p2p_train(config_toml: *const c_char, cb: p2p_progress_
 /// # Safety
 /// As the contract documents.
 #[no_mangle]
-pub unsafe extern "C" fn p2p_train_ex(config_toml: *const c_char, flags: u32, cb: p2p_progress_fn, user: *mut c_void) -> p2p_status {
+pub unsafe extern "C" fn p2p_train_ex(
+    config_toml: *const c_char,
+    flags: u32,
+    cb: p2p_progress_fn,
+    user: *mut c_void,
+) -> p2p_status {
     // SAFETY: same contract.
     unsafe { p2p_train_with_messages(config_toml, flags, cb, None, user) }
 }
@@ -489,7 +543,11 @@ pub unsafe extern "C" fn p2p_train_with_messages(
         if s.cancelled {
             return Err(ApiError::new(
                 ErrorKind::Cancelled,
-                format!("training cancelled after step {}; checkpoint saved in {}", s.steps, s.checkpoint_dir.display()),
+                format!(
+                    "training cancelled after step {}; checkpoint saved in {}",
+                    s.steps,
+                    s.checkpoint_dir.display()
+                ),
             ));
         }
         Ok(())
@@ -544,8 +602,9 @@ pub unsafe extern "C" fn p2p_evaluate(
             // SAFETY: non-NULL and NUL-terminated (caller contract).
             false => Some(path_of(unsafe { c_str(html_dir, "html_dir") }?)?),
         };
-        let direction =
-            Direction::from_code(direction).ok_or_else(|| ApiError::invalid(format!("invalid direction: {direction} (P2P_DIRECTION_*)")))?;
+        let direction = Direction::from_code(direction).ok_or_else(|| {
+            ApiError::invalid(format!("invalid direction: {direction} (P2P_DIRECTION_*)"))
+        })?;
         let m = api::evaluate(&c.model, &data, direction, size as usize, html.as_deref())?;
         let metrics = p2p_metrics { mae: m.mae, psnr: m.psnr, ssim: m.ssim, count: m.count as u64 };
         // SAFETY: non-NULL and writable (caller contract).
@@ -596,12 +655,22 @@ mod tests {
         };
         // SAFETY: pointers to live `p2p_options`.
         let o = unsafe { read_options(&full) }.unwrap();
-        assert_eq!((o.norm_stats, o.size_policy, o.tile_overlap, o.threads, o.dropout_seed), (NormStats::Running, SizePolicy::Resize, 8, 2, Some(5)));
-        let old = p2p_options { struct_size: offset_of!(p2p_options, tile_overlap), flags: 0xFFFF, ..full };
+        assert_eq!(
+            (o.norm_stats, o.size_policy, o.tile_overlap, o.threads, o.dropout_seed),
+            (NormStats::Running, SizePolicy::Resize, 8, 2, Some(5))
+        );
+        let old = p2p_options {
+            struct_size: offset_of!(p2p_options, tile_overlap),
+            flags: 0xFFFF,
+            ..full
+        };
         // SAFETY: as above.
         let o = unsafe { read_options(&old) }.unwrap();
         let d = Options::default();
-        assert_eq!((o.norm_stats, o.size_policy, o.tile_overlap, o.threads, o.dropout_seed), (NormStats::Running, SizePolicy::Resize, d.tile_overlap, d.threads, None));
+        assert_eq!(
+            (o.norm_stats, o.size_policy, o.tile_overlap, o.threads, o.dropout_seed),
+            (NormStats::Running, SizePolicy::Resize, d.tile_overlap, d.threads, None)
+        );
         // SAFETY: NULL is allowed.
         assert_eq!(unsafe { read_options(std::ptr::null()) }.unwrap(), d);
         let zero = p2p_options::default();
@@ -612,12 +681,28 @@ mod tests {
     #[test]
     fn status_names_cover_every_kind() {
         use ErrorKind::*;
-        for kind in [Null, InvalidArgument, Io, Checkpoint, BufferTooSmall, Cancelled, Config, Image, Compute, Unsupported, OutOfMemory, Internal] {
+        for kind in [
+            Null,
+            InvalidArgument,
+            Io,
+            Checkpoint,
+            BufferTooSmall,
+            Cancelled,
+            Config,
+            Image,
+            Compute,
+            Unsupported,
+            OutOfMemory,
+            Internal,
+        ] {
             let status = status_of(kind);
             assert_ne!(status, P2P_OK);
             // SAFETY: a static NUL-terminated string.
             let name = unsafe { CStr::from_ptr(p2p_status_name(status)) };
-            assert!(name.to_str().unwrap().starts_with("P2P_ERR_"), "{kind:?} → {status} → {name:?}");
+            assert!(
+                name.to_str().unwrap().starts_with("P2P_ERR_"),
+                "{kind:?} → {status} → {name:?}"
+            );
         }
     }
 }
