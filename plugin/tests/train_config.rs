@@ -1,10 +1,9 @@
 //! The training config: reference defaults, and errors that name the key and its line for an
 //! unknown key, a wrong type and a bad value.
 
-use pix2pix::train::config::{
-    Config, GanMode, InitType, LrPolicy, Mode, NetD, NetG, Norm, Preprocess,
-};
+use pix2pix::train::config::{Config, GanMode, InitType, LrPolicy, Mode, NetD, Norm, Preprocess};
 use pix2pix::train::Direction;
+use pix2pix_ffi::GeneratorName;
 
 fn err(text: &str) -> String {
     let e = Config::parse(text).expect_err("the config should be refused").to_string();
@@ -28,7 +27,7 @@ fn every_key_defaults_to_the_reference() {
     assert_eq!((d.load_size, d.crop_size, d.flip, d.max_dataset_size), (286, 256, true, None));
     assert_eq!(
         (m.net_g, m.ngf, m.net_d, m.n_layers_d, m.ndf, m.norm, m.dropout),
-        (NetG::Unet256, 64, NetD::Basic, 3, 64, Norm::Batch, true)
+        (GeneratorName::Unet { side: 256 }, 64, NetD::Basic, 3, 64, Norm::Batch, true)
     );
     assert_eq!(
         (m.init_type, m.init_gain, m.init_generator.clone(), m.init_discriminator.clone()),
@@ -94,7 +93,7 @@ sample_every_steps = 10
 "#,
     )
     .unwrap();
-    assert_eq!(c.model.net_g, NetG::Resnet9);
+    assert_eq!(c.model.net_g, GeneratorName::Resnet { blocks: 9 });
     assert_eq!(c.data.direction, Direction::BtoA);
     assert_eq!(c.train.max_steps, Some(1000));
 }

@@ -59,7 +59,7 @@ fn short_facades_run_learns() {
     let t = Instant::now();
     let mut last = None;
     let s = train::train(&config(&dir, STEPS), true, &mut |p| {
-        last = Some(p.clone());
+        last = Some(*p);
         true
     })
     .unwrap();

@@ -46,7 +46,7 @@ sample_every_steps = 2
 fn run(dir: &Path, max_steps: u64, resume: bool) -> Vec<Progress> {
     let mut seen = Vec::new();
     let s = train::train(&config(dir, max_steps), resume, &mut |p| {
-        seen.push(p.clone());
+        seen.push(*p);
         true
     })
     .unwrap();
@@ -210,7 +210,9 @@ fn failed_or_interrupted_save_keeps_the_previous_checkpoint() {
     std::fs::rename(&latest, d.0.join(".latest.old-12345")).unwrap();
     std::fs::create_dir(d.0.join(".latest.tmp-12345")).unwrap();
     std::fs::write(d.0.join(".latest.tmp-12345").join(GENERATOR), b"half").unwrap();
-    state::recover(&d.0).unwrap();
+    let mut notes = Vec::new();
+    state::recover(&d.0, &mut |n| notes.push(n.to_string())).unwrap();
+    assert!(notes.iter().any(|n| n.contains("restoring") && n.contains(LATEST)), "{notes:?}");
     assert_tidy(&d.0);
     assert!(
         before == [GENERATOR, DISCRIMINATOR, STATE].iter().map(|f| read(f)).collect::<Vec<_>>()

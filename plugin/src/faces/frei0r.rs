@@ -104,13 +104,8 @@ impl Instance {
         self.ensure_model();
         let translated = self.model.as_ref().map(|m| {
             api::guard(|| {
-                Ok(m.translate(&ImageView::new(
-                    self.width,
-                    self.height,
-                    self.width * 4,
-                    4,
-                    input,
-                )?)?)
+                let view = ImageView::new(self.width, self.height, self.width * 4, 4, input)?;
+                m.translate(&view)
             })
         });
         match translated {

@@ -179,7 +179,7 @@ pub fn train(config_text: &str, resume: bool, report: &mut dyn Reporter) -> Resu
             images_per_sec: batch.input.dim(0)? as f32 / secs,
         };
         log.append(&p)?;
-        history.push(p.clone());
+        history.push(p);
         let every = cfg.output.sample_every_steps;
         if every > 0 && step % every == 0 {
             save_grid(
