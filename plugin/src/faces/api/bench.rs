@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::error::Error;
-use crate::faces::api::{ApiError, ApiResult};
+use crate::faces::api::error::{ApiError, ApiResult};
 use crate::filter::image_tensor::MAX_PIXELS;
 use crate::nets::forward::{Forward, Layer, NormStats};
 use crate::nets::generator::{Generator, GeneratorConfig};
@@ -175,7 +175,7 @@ fn time_iterations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::faces::api::ErrorKind;
+    use crate::faces::api::error::ErrorKind;
 
     #[test]
     fn generator_names() {

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Error;
-use crate::faces::api::{ApiError, ApiResult, ErrorKind};
+use crate::faces::api::error::{ApiError, ApiResult, ErrorKind};
 use crate::faces::default_model;
 use crate::filter::image_tensor::{ImageU8, ImageView};
 use crate::filter::model::{Model, Options};

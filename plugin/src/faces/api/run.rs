@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use crate::faces::api::{open_model, ApiError, ApiResult, LoadedModel};
+use crate::faces::api::error::{ApiError, ApiResult};
+use crate::faces::api::model::{open_model, LoadedModel};
 use crate::filter::image_tensor::MAX_PIXELS;
 use crate::filter::model::Options;
 use crate::train;

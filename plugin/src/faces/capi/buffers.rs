@@ -1,7 +1,7 @@
 //! Image buffers the C API receives as raw pointers and sizes: checked before any memory is
 //! touched or allocated, and strided copies into the caller's buffers.
 
-use crate::faces::api::{ApiError, ApiResult, ErrorKind};
+use crate::faces::api::error::{ApiError, ApiResult, ErrorKind};
 use crate::filter::image_tensor::{ImageU8, MAX_PIXELS};
 
 /// No image buffer is larger than this (1 TiB): a larger extent is a garbage size or stride.
