@@ -22,6 +22,7 @@ use abi_stable::{
 };
 
 pub mod c;
+pub mod output_lock;
 
 /// Bumped when the C API changes incompatibly; `p2p_abi_version()` returns it.
 pub const ABI_VERSION: u32 = c::P2P_ABI_VERSION;

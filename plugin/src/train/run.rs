@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::config::Config;
 use super::data::{Dataset, Loader, Plan};
+use super::divergence;
 use super::log::LossLog;
 use super::preprocess::Preprocessor;
 use super::rng::{derive, Stream};
@@ -86,7 +87,7 @@ pub fn train(config_text: &str, resume: bool, progress: &mut dyn FnMut(&Progress
         total = total.min(max);
     }
     let dir = cfg.output.dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let _lock = super::claim::claim(&dir, resume, cfg.output.overwrite)?;
     state::recover(&dir)?;
     let (mut trainer, start) = if resume { resumed(&cfg, &dir, spe)? } else { (fresh(&cfg)?, 0) };
     let (mut log, mut history) = LossLog::open(&dir.join("losses.csv"), resume.then_some(start))?;
@@ -101,6 +102,8 @@ pub fn train(config_text: &str, resume: bool, progress: &mut dyn FnMut(&Progress
         trainer.lr = lr_at(t, batch.epoch);
         let out = trainer.step(&batch.input, &batch.target, Some(derive(t.seed, Stream::Dropout, step)))?;
         step += 1;
+        let last_saved = || saved_at.map(|s| (s, dir.join(LATEST).display().to_string()));
+        divergence::check_losses(step, &out.losses, last_saved())?;
         let now = Instant::now();
         let secs = now.duration_since(last).as_secs_f32().max(1e-9);
         last = now;
@@ -126,6 +129,7 @@ pub fn train(config_text: &str, resume: bool, progress: &mut dyn FnMut(&Progress
         let keep_going = progress(&p);
         let every = cfg.output.save_every_steps;
         if every > 0 && step % every == 0 {
+            divergence::check_weights(step, &trainer, last_saved())?;
             state::save(&dir, &[step_name(step), LATEST.to_string()], &trainer, &run_state(step))?;
             saved_at = Some(step);
         }
@@ -136,6 +140,7 @@ pub fn train(config_text: &str, resume: bool, progress: &mut dyn FnMut(&Progress
     }
     drop(loader);
     if saved_at != Some(step) {
+        divergence::check_weights(step, &trainer, saved_at.map(|s| (s, dir.join(LATEST).display().to_string())))?;
         state::save(&dir, &[LATEST.to_string()], &trainer, &run_state(step))?;
     }
     Ok(TrainSummary {
