@@ -28,15 +28,32 @@ pub enum Mode {
 #[derive(Debug)]
 pub enum LockError {
     /// Another run holds the folder.
-    Busy { dir: PathBuf, pid: Option<u32> },
-    Io { path: PathBuf, source: io::Error },
+    Busy {
+        dir: PathBuf,
+        pid: Option<u32>,
+    },
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for LockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LockError::Busy { dir, pid: Some(pid) } => write!(f, "output folder {} is in use by another run (pid {pid})", dir.display()),
-            LockError::Busy { dir, pid: None } => write!(f, "output folder {} is in use by another run", dir.display()),
+            LockError::Busy {
+                dir,
+                pid: Some(pid),
+            } => write!(
+                f,
+                "output folder {} is in use by another run (pid {pid})",
+                dir.display()
+            ),
+            LockError::Busy { dir, pid: None } => write!(
+                f,
+                "output folder {} is in use by another run",
+                dir.display()
+            ),
             LockError::Io { path, source } => write!(f, "cannot lock {}: {source}", path.display()),
         }
     }
@@ -53,44 +70,85 @@ pub struct FolderLock {
 }
 
 impl FolderLock {
-    /// Takes `<dir>/<name>` in `mode` without waiting (`name`: [`LOCK_FILE`], or another name
-    /// for a finer lock such as one shard's). `alone` runs while the folder is held
+    /// Takes `<dir>/<name>` in `mode` (`name`: [`LOCK_FILE`], or another name for a finer lock
+    /// such as one shard's) without waiting for another run; a shared holder waits up to 2 s
+    /// for the brief exclusive hold of a shard that tidies the folder. `alone` runs while the folder is held
     /// exclusively, even in shared mode when no one else holds it: the moment to tidy what
     /// killed runs left behind. `dir` must exist.
-    pub fn acquire(dir: &Path, name: &str, mode: Mode, alone: impl FnOnce()) -> Result<Self, LockError> {
+    pub fn acquire(
+        dir: &Path,
+        name: &str,
+        mode: Mode,
+        alone: impl FnOnce(),
+    ) -> Result<Self, LockError> {
         let path = dir.join(name);
-        let io_err = |source| LockError::Io { path: path.clone(), source };
+        let io_err = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut alone = Some(alone);
         // A few rounds: each retry means a holder removed the file between our open and lock.
         for _ in 0..100 {
-            let mut file = File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err)?;
-            let got_exclusive = sys::try_lock(&file, true).map_err(io_err)?;
-            if !got_exclusive && !(mode == Mode::Shared && sys::try_lock(&file, false).map_err(io_err)?) {
-                return Err(LockError::Busy { dir: dir.to_path_buf(), pid: read_pid(&mut file) });
-            }
-            if !sys::same_file(&file, &path) {
-                continue;
-            }
-            let lock = FolderLock { file, path: path.clone(), mode };
-            if got_exclusive {
-                alone();
-                lock.record_pid();
-                if mode == Mode::Shared && !sys::try_lock(&lock.file, false).map_err(io_err)? {
-                    // Someone took the folder in the instant the lock was converted.
-                    return Err(LockError::Busy { dir: dir.to_path_buf(), pid: None });
+            let mut file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io_err)?;
+            if sys::try_lock(&file, true).map_err(io_err)? {
+                if !sys::same_file(&file, &path) {
+                    continue;
                 }
+                if let Some(f) = alone.take() {
+                    f();
+                }
+                record_pid(&file);
+                if mode == Mode::Exclusive {
+                    return Ok(FolderLock { file, path, mode });
+                }
+                // Shared: converted below (not atomically: another shard may slip in first).
+            } else if mode == Mode::Exclusive {
+                return Err(LockError::Busy {
+                    dir: dir.to_path_buf(),
+                    pid: read_pid(&mut file),
+                });
             }
-            return Ok(lock);
+            // Another shard may hold the folder exclusively for a moment while it tidies:
+            // wait for that, not for an exclusive run.
+            let mut shared = false;
+            for _ in 0..SHARED_WAIT_ROUNDS {
+                if sys::try_lock(&file, false).map_err(io_err)? {
+                    shared = true;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if !shared {
+                return Err(LockError::Busy {
+                    dir: dir.to_path_buf(),
+                    pid: read_pid(&mut file),
+                });
+            }
+            if sys::same_file(&file, &path) {
+                return Ok(FolderLock { file, path, mode });
+            }
         }
-        Err(io_err(io::Error::other("the lock file keeps being replaced")))
+        Err(io_err(io::Error::other(
+            "the lock file keeps being replaced",
+        )))
     }
+}
 
-    fn record_pid(&self) {
-        // Informational only (for the other run's error message): failures do not matter.
-        let mut f = &self.file;
-        let _ = f.set_len(0);
-        let _ = f.seek(io::SeekFrom::Start(0));
-        let _ = writeln!(f, "{}", std::process::id());
-    }
+/// How long a shared holder waits for a brief exclusive hold to end (× 10 ms).
+const SHARED_WAIT_ROUNDS: u32 = 200;
+
+fn record_pid(file: &File) {
+    // Informational only (for the other run's error message): failures do not matter.
+    let mut f = file;
+    let _ = f.set_len(0);
+    let _ = f.seek(io::SeekFrom::Start(0));
+    let _ = writeln!(f, "{}", std::process::id());
 }
 
 fn read_pid(file: &mut File) -> Option<u32> {
@@ -103,7 +161,8 @@ impl Drop for FolderLock {
     fn drop(&mut self) {
         // The last holder removes the file, while still holding it exclusively (see the module
         // documentation); a shared holder that cannot get it exclusively leaves it to the others.
-        let alone = self.mode == Mode::Exclusive || sys::try_lock(&self.file, true).unwrap_or(false);
+        let alone =
+            self.mode == Mode::Exclusive || sys::try_lock(&self.file, true).unwrap_or(false);
         if alone {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -122,7 +181,11 @@ mod sys {
     /// `flock` without waiting: Ok(false) when another open file holds a conflicting lock.
     /// Called on a file that holds a lock already, it converts that lock.
     pub fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
-        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        } | libc::LOCK_NB;
         loop {
             // SAFETY: `flock` on a descriptor `file` owns and keeps open for the call.
             if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
@@ -177,8 +240,16 @@ mod tests {
         let mut tidied = false;
         let a = FolderLock::acquire(&d, LOCK_FILE, Mode::Exclusive, || tidied = true).unwrap();
         assert!(tidied);
-        let e = FolderLock::acquire(&d, LOCK_FILE, Mode::Exclusive, || panic!("not alone")).unwrap_err();
-        assert_eq!(e.to_string(), format!("output folder {} is in use by another run (pid {})", d.display(), std::process::id()));
+        let e = FolderLock::acquire(&d, LOCK_FILE, Mode::Exclusive, || panic!("not alone"))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "output folder {} is in use by another run (pid {})",
+                d.display(),
+                std::process::id()
+            )
+        );
         assert!(FolderLock::acquire(&d, LOCK_FILE, Mode::Shared, || panic!("not alone")).is_err());
         drop(a);
         assert!(!d.join(LOCK_FILE).exists());

@@ -38,7 +38,9 @@ pub fn io_reason(path: &Path, e: &std::io::Error) -> String {
         return "a loop of symbolic links".into();
     }
     match e.kind() {
-        ErrorKind::NotFound if path.symlink_metadata().is_ok() => "a symbolic link to nothing (its target does not exist)".into(),
+        ErrorKind::NotFound if path.symlink_metadata().is_ok() => {
+            "a symbolic link to nothing (its target does not exist)".into()
+        }
         ErrorKind::NotFound => "no such file".into(),
         ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
@@ -59,10 +61,22 @@ mod tests {
         std::os::unix::fs::symlink(dir.join("gone"), dir.join("dangling")).unwrap();
         assert_eq!(regular_file(&dir.join("f")), Ok(()));
         assert_eq!(regular_file(&dir).unwrap_err(), "is a folder, not a file");
-        assert_eq!(regular_file(Path::new("/dev/zero")).unwrap_err(), "is a character device, not a regular file");
-        assert_eq!(regular_file(&dir.join("loop")).unwrap_err(), "a loop of symbolic links");
-        assert_eq!(regular_file(&dir.join("dangling")).unwrap_err(), "a symbolic link to nothing (its target does not exist)");
-        assert_eq!(regular_file(&dir.join("missing")).unwrap_err(), "no such file");
+        assert_eq!(
+            regular_file(Path::new("/dev/zero")).unwrap_err(),
+            "is a character device, not a regular file"
+        );
+        assert_eq!(
+            regular_file(&dir.join("loop")).unwrap_err(),
+            "a loop of symbolic links"
+        );
+        assert_eq!(
+            regular_file(&dir.join("dangling")).unwrap_err(),
+            "a symbolic link to nothing (its target does not exist)"
+        );
+        assert_eq!(
+            regular_file(&dir.join("missing")).unwrap_err(),
+            "no such file"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,31 +12,45 @@ pub fn complete(data: &[u8]) -> Result<(), String> {
     if data.len() < 2 || data[0] != 0xFF || data[1] != 0xD8 {
         return Err("not a JPEG stream (no start-of-image marker)".into());
     }
-    let cut = |what: &str| Err(format!("truncated JPEG: the file ends {what}, before its end-of-image marker"));
+    let cut = |what: &str| {
+        Err(format!(
+            "truncated JPEG: the file ends {what}, before its end-of-image marker"
+        ))
+    };
     let mut i = 2;
     loop {
         // A marker: 0xFF, optional fill bytes 0xFF, the code.
         if data.get(i) != Some(&0xFF) {
             return match data.get(i) {
                 None => cut("between segments"),
-                Some(b) => Err(format!("corrupt JPEG: byte {b:#04x} at offset {i} where a marker should be")),
+                Some(b) => Err(format!(
+                    "corrupt JPEG: byte {b:#04x} at offset {i} where a marker should be"
+                )),
             };
         }
         while data.get(i + 1) == Some(&0xFF) {
             i += 1;
         }
-        let Some(&code) = data.get(i + 1) else { return cut("in a marker") };
+        let Some(&code) = data.get(i + 1) else {
+            return cut("in a marker");
+        };
         i += 2;
         match code {
             EOI => return Ok(()),
             0x01 | 0xD0..=0xD7 => continue,
             _ => {}
         }
-        let Some(len) = data.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+        let Some(len) = data
+            .get(i..i + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
             return cut("in a segment header");
         };
         if len < 2 || i + len > data.len() {
-            return cut(&format!("inside the segment of marker {code:#04x} at offset {}", i - 2));
+            return cut(&format!(
+                "inside the segment of marker {code:#04x} at offset {}",
+                i - 2
+            ));
         }
         i += len;
         if code == SOS {
@@ -60,9 +74,13 @@ mod tests {
     use super::*;
 
     fn jpeg() -> Vec<u8> {
-        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x * y) % 256) as u8]));
+        let img = image::RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x * y) % 256) as u8])
+        });
         let mut out = std::io::Cursor::new(Vec::new());
-        image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut out, image::ImageFormat::Jpeg)
+            .unwrap();
         out.into_inner()
     }
 

@@ -11,7 +11,11 @@ pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
     match linux::renameat2_noreplace(from, to) {
         Ok(()) => return Ok(()),
         // Filesystems (and kernels) without the flag: fall back to a link.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {}
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            ) => {}
         Err(e) => return Err(e),
     }
     std::fs::hard_link(from, to)?;
@@ -26,7 +30,8 @@ mod linux {
     use std::path::Path;
 
     fn c_path(p: &Path) -> io::Result<CString> {
-        CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
     }
 
     pub fn renameat2_noreplace(from: &Path, to: &Path) -> io::Result<()> {
@@ -35,9 +40,20 @@ mod linux {
         // paths that outlive the call and the flag the kernel documents; it touches no memory
         // of ours besides reading the paths.
         let r = unsafe {
-            libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE)
+            libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
         };
-        if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 }
 
@@ -53,7 +69,10 @@ mod tests {
         let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
         std::fs::write(&a, b"a").unwrap();
         std::fs::write(&b, b"b").unwrap();
-        assert_eq!(rename(&a, &b).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            rename(&a, &b).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
         assert_eq!(std::fs::read(&b).unwrap(), b"b");
         rename(&a, &c).unwrap();
         assert!(!a.exists());

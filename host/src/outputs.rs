@@ -41,7 +41,9 @@ pub fn without_own_outputs(found: &mut Inputs, output: &Output, model: &str) -> 
     }
     let before = found.files.len();
     let mut ids = ids.into_iter();
-    found.files.retain(|_| !ids.next().flatten().is_some_and(|id| outputs.contains(&id)));
+    found
+        .files
+        .retain(|_| !ids.next().flatten().is_some_and(|id| outputs.contains(&id)));
     before - found.files.len()
 }
 
@@ -63,13 +65,17 @@ fn escapes(rendered: &str) -> Option<&'static str> {
 
 /// The nearest existing folder at or above `path`, resolved.
 fn existing_ancestor(path: &Path) -> Option<PathBuf> {
-    path.ancestors().find_map(|a| std::fs::canonicalize(a).ok().filter(|c| c.is_dir()))
+    path.ancestors()
+        .find_map(|a| std::fs::canonicalize(a).ok().filter(|c| c.is_dir()))
 }
 
 /// Checks every planned output: inside the output folder (after symlinks already there), and
 /// not one of the inputs.
 pub fn check(output: &Output, inputs: &[(usize, &Path)], model: &str) -> Result<()> {
-    let by_id: HashMap<(u64, u64), &Path> = inputs.iter().filter_map(|&(_, p)| identity(p).map(|id| (id, p))).collect();
+    let by_id: HashMap<(u64, u64), &Path> = inputs
+        .iter()
+        .filter_map(|&(_, p)| identity(p).map(|id| (id, p)))
+        .collect();
     let root = match output {
         Output::Dir { dir, .. } => existing_ancestor(dir),
         Output::File(_) => None,
@@ -122,26 +128,54 @@ pub struct Locks {
 /// the folder free first removes temporary files that killed runs left in the folders the
 /// outputs go to. A single output file is not locked (unrelated runs may write beside it);
 /// only its own stale temporaries are removed.
-pub fn lock(output: &Output, inputs: &[(usize, &Path)], model: &str, shard: Option<Shard>) -> Result<Locks> {
+pub fn lock(
+    output: &Output,
+    inputs: &[(usize, &Path)],
+    model: &str,
+    shard: Option<Shard>,
+) -> Result<Locks> {
     let folders = || -> Vec<PathBuf> {
-        let dirs: HashSet<PathBuf> = inputs.iter().filter_map(|&(i, p)| output.path_for(p, i, model).parent().map(Path::to_path_buf)).collect();
+        let dirs: HashSet<PathBuf> = inputs
+            .iter()
+            .filter_map(|&(i, p)| output.path_for(p, i, model).parent().map(Path::to_path_buf))
+            .collect();
         dirs.into_iter().collect()
     };
     let dir = match output {
         Output::File(file) => {
-            remove_stale_temps(&[file.parent().unwrap_or(Path::new(".")).to_path_buf()], file.file_name().and_then(|n| n.to_str()));
-            return Ok(Locks { _folder: None, _shard: None });
+            remove_stale_temps(
+                &[file.parent().unwrap_or(Path::new(".")).to_path_buf()],
+                file.file_name().and_then(|n| n.to_str()),
+            );
+            return Ok(Locks {
+                _folder: None,
+                _shard: None,
+            });
         }
         Output::Dir { dir, .. } => dir,
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mode = if shard.is_some() { Mode::Shared } else { Mode::Exclusive };
-    let folder = FolderLock::acquire(dir, LOCK_FILE, mode, || remove_stale_temps(&folders(), None))?;
+    let mode = if shard.is_some() {
+        Mode::Shared
+    } else {
+        Mode::Exclusive
+    };
+    let folder = FolderLock::acquire(dir, LOCK_FILE, mode, || {
+        remove_stale_temps(&folders(), None)
+    })?;
     let shard = match shard {
-        Some(s) => Some(FolderLock::acquire(dir, &format!(".pix2pix.shard-{}-of-{}.lock", s.index, s.count), Mode::Exclusive, || {})?),
+        Some(s) => Some(FolderLock::acquire(
+            dir,
+            &format!(".pix2pix.shard-{}-of-{}.lock", s.index, s.count),
+            Mode::Exclusive,
+            || {},
+        )?),
         None => None,
     };
-    Ok(Locks { _folder: Some(folder), _shard: shard })
+    Ok(Locks {
+        _folder: Some(folder),
+        _shard: shard,
+    })
 }
 
 /// The pid in one of [`crate::atomic`]'s temporary names, `.NAME.PID-N.tmp`.
@@ -159,7 +193,9 @@ fn alive(pid: u32) -> bool {
     if pid == std::process::id() {
         return true;
     }
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
@@ -169,11 +205,18 @@ fn alive(pid: u32) -> bool {
 /// `only`, just those of that output name.
 fn remove_stale_temps(dirs: &[PathBuf], only: Option<&str>) {
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let name = e.file_name();
-            let Some((output, pid)) = name.to_str().and_then(temp_pid) else { continue };
-            if only.is_some_and(|o| o != output) || alive(pid) || !e.file_type().is_ok_and(|t| t.is_file()) {
+            let Some((output, pid)) = name.to_str().and_then(temp_pid) else {
+                continue;
+            };
+            if only.is_some_and(|o| o != output)
+                || alive(pid)
+                || !e.file_type().is_ok_and(|t| t.is_file())
+            {
                 continue;
             }
             if std::fs::remove_file(e.path()).is_ok() {

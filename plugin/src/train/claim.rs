@@ -11,9 +11,19 @@ use crate::error::{Error, Result};
 
 /// What marks a folder as holding a run.
 fn run_marks(dir: &Path) -> Vec<String> {
-    let mut marks: Vec<String> = [LATEST, "losses.csv"].iter().filter(|m| dir.join(m).exists()).map(|m| m.to_string()).collect();
+    let mut marks: Vec<String> = [LATEST, "losses.csv"]
+        .iter()
+        .filter(|m| dir.join(m).exists())
+        .map(|m| m.to_string())
+        .collect();
     let steps = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("step_") && e.path().is_dir()).count())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name().to_string_lossy().starts_with("step_") && e.path().is_dir()
+                })
+                .count()
+        })
         .unwrap_or(0);
     if steps > 0 {
         marks.push(format!("{steps} step_* folders"));
@@ -25,10 +35,11 @@ fn run_marks(dir: &Path) -> Vec<String> {
 /// one neither resumes nor overwrites it. The lock is released when the guard is dropped.
 pub fn claim(dir: &Path, resume: bool, overwrite: bool) -> Result<FolderLock> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let lock = FolderLock::acquire(dir, LOCK_FILE, Mode::Exclusive, || {}).map_err(|e| match e {
-        LockError::Io { path, source } => Error::io(path, source),
-        busy => Error::Config(busy.to_string()),
-    })?;
+    let lock =
+        FolderLock::acquire(dir, LOCK_FILE, Mode::Exclusive, || {}).map_err(|e| match e {
+            LockError::Io { path, source } => Error::io(path, source),
+            busy => Error::Config(busy.to_string()),
+        })?;
     if !resume && !overwrite {
         let marks = run_marks(dir);
         if !marks.is_empty() {
@@ -57,7 +68,12 @@ mod tests {
         drop(first);
         std::fs::write(dir.join("losses.csv"), "step\n").unwrap();
         let e = claim(&dir, false, false).unwrap_err().to_string();
-        assert!(e.contains("holds a training run (losses.csv)") && e.contains("--resume") && e.contains("overwrite = true"), "{e}");
+        assert!(
+            e.contains("holds a training run (losses.csv)")
+                && e.contains("--resume")
+                && e.contains("overwrite = true"),
+            "{e}"
+        );
         drop(claim(&dir, true, false).unwrap());
         drop(claim(&dir, false, true).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
