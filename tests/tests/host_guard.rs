@@ -169,11 +169,11 @@ fn pipelines_never_overwrite_or_reread_their_inputs() {
     );
     // The outputs are flips of the originals, not of earlier outputs.
     for i in 0..3 {
-        let a = image::open(t.join(format!("in/{i:02}.png")))
+        let a = image::open(t.join(&format!("in/{i:02}.png")))
             .unwrap()
             .fliph();
         assert_eq!(
-            image::open(t.join(format!("in/{i:02}_out.png")))
+            image::open(t.join(&format!("in/{i:02}_out.png")))
                 .unwrap()
                 .to_rgb8(),
             a.to_rgb8()
@@ -514,7 +514,7 @@ fn special_files_get_the_precise_reason() {
 
 #[test]
 fn errors_from_inside_the_network_are_one_line_even_with_rust_backtrace() {
-    let t = TempDir::new("guard-backtrace");
+    let t = TempDir::new("guard-one-line");
     inputs(&t.join("in"), 1);
     // The fixture with its first convolution cut to one input channel: it loads (the
     // architecture is read off the file) and fails on an RGB image inside the network.
@@ -565,7 +565,7 @@ fn errors_from_inside_the_network_are_one_line_even_with_rust_backtrace() {
         "{s}"
     );
     assert!(
-        !s.contains("backtrace") && !s.contains(" 0: ") && !stderr(&out).contains(" 0: "),
+        !s.contains("stack backtrace") && !s.contains(" 0: ") && !stderr(&out).contains(" 0: "),
         "{s}{}",
         stderr(&out)
     );
