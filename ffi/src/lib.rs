@@ -21,6 +21,7 @@ use abi_stable::{
 };
 
 pub mod c;
+pub mod output_lock;
 mod settings;
 
 pub use settings::{Direction, GeneratorName, NormStats, SizePolicy, DEFAULT_TILE_OVERLAP};

@@ -20,12 +20,19 @@ pub fn has_image_extension(path: &Path) -> bool {
 
 /// Reads an image, trusting its contents over its extension.
 pub fn read(path: &Path) -> Result<DynamicImage> {
+    // A named pipe or a device found in an input folder would block or never end.
+    crate::file_check::regular_file(path).map_err(|why| anyhow!("{why}"))?;
     let reader =
         ImageReader::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let reader =
         reader.with_guessed_format().with_context(|| format!("cannot read {}", path.display()))?;
     if reader.format().is_none() {
         bail!("not an image (unknown format)");
+    }
+    if reader.format() == Some(ImageFormat::Jpeg) {
+        // The decoder would fill a cut-short file with gray and succeed.
+        let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        crate::jpeg_check::complete(&data).map_err(|e| anyhow!(e))?;
     }
     reader.decode().map_err(|e| anyhow!("cannot decode image: {e}"))
 }

@@ -7,15 +7,20 @@ mod bench;
 mod cancel;
 mod eval;
 mod exit;
+mod file_check;
 mod imageio;
 mod info;
 mod inputs;
+mod jpeg_check;
+mod no_replace;
+mod outputs;
 mod pipeline;
 mod plugin;
 mod run;
 mod settings;
 mod shard;
 mod train;
+mod train_overwrite;
 
 use std::process::ExitCode;
 
@@ -71,7 +76,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line per cause, no backtrace: these are the user's files and settings.
+            // P2P_DEBUG=1 adds the cause chain and, with RUST_BACKTRACE=1, the backtrace.
             eprintln!("error: {e:#}");
+            if std::env::var_os("P2P_DEBUG").is_some_and(|v| v != "0") {
+                eprintln!("{e:?}");
+            }
             ExitCode::from(exit::EXIT_ERROR)
         }
     }

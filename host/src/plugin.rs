@@ -60,9 +60,7 @@ pub struct ModelArg {
 /// here so that a missing file is reported as such, not as whatever the plugin makes of it.
 pub fn model_path(model: Option<&Path>) -> Result<Option<&str>> {
     let Some(p) = model else { return Ok(None) };
-    if !p.is_file() {
-        bail!("model {}: no such file", p.display());
-    }
+    crate::file_check::regular_file(p).map_err(|why| anyhow!("model {}: {why}", p.display()))?;
     Ok(Some(p.to_str().with_context(|| format!("model {}: path is not valid UTF-8", p.display()))?))
 }
 
@@ -75,9 +73,7 @@ pub struct Plugin {
 impl Plugin {
     /// Loads the library and checks its root module's version and layout.
     pub fn load(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            bail!("plugin {}: no such file", path.display());
-        }
+        crate::file_check::regular_file(path).map_err(|why| anyhow!("plugin {}: {why}", path.display()))?;
         // dlopen searches the library path for names without a slash: make it absolute.
         let abs =
             std::path::absolute(path).with_context(|| format!("plugin {}", path.display()))?;

@@ -55,7 +55,7 @@ pub struct Args {
 
 pub fn main(args: Args) -> Result<ExitCode> {
     // An empty base keeps paths as the user wrote them (relative to the current folder).
-    let found = crate::inputs::discover(&args.input, std::path::Path::new(""), args.recursive)?;
+    let mut found = crate::inputs::discover(&args.input, std::path::Path::new(""), args.recursive)?;
     if found.files.is_empty() {
         bail!("no input images found in {}", args.input.join(", "));
     }
@@ -89,9 +89,14 @@ pub fn main(args: Args) -> Result<ExitCode> {
             name: NameTemplate::parse("{name}").map_err(anyhow::Error::msg)?,
         }
     };
+    if crate::outputs::without_own_outputs(&mut found, &output, "") > 0 && found.files.is_empty() {
+        bail!("no input images found in {} besides earlier outputs of this command", args.input.join(", "));
+    }
     let all: Vec<(usize, &std::path::Path)> =
         found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
     runner::check_collisions(&output, &all, "")?;
+    crate::outputs::check(&output, &all, "")?;
+    let _lock = crate::outputs::lock(&output, &all, "", None)?;
 
     let plugin = args.model.plugin.load()?;
     let options = OpenOptions {

@@ -23,8 +23,12 @@ pub struct Args {
     #[arg(long, value_name = "train.toml")]
     config: PathBuf,
     /// Continue from <output.dir>/latest exactly where it stopped.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Start a new run in an output folder that holds one, replacing its latest/, losses.csv
+    /// and same-named step_* folders (the config's `[output] overwrite = true`).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// The progress bar the plugin reports to.
@@ -57,6 +61,7 @@ impl ProgressSink for Bar {
 pub fn main(args: Args) -> Result<ExitCode> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let text = if args.overwrite { crate::train_overwrite::with_overwrite(&text)? } else { text };
     let plugin = args.plugin.load()?;
     cancel::install("saving a checkpoint, then stopping")?;
     let bar = ProgressBar::new(0);

@@ -83,7 +83,7 @@ fn init_from_checkpoints() {
     let f = fixture("unet256_ngf8_batch");
     let text = |ngf: usize| {
         format!(
-            "[data]\nroot = '{}'\n[model]\nngf = {ngf}\nndf = 8\ninit_generator = '{}'\ninit_discriminator = '{}'\n[train]\nmax_steps = 0\n[output]\ndir = '{}'\n",
+            "[data]\nroot = '{}'\n[model]\nngf = {ngf}\nndf = 8\ninit_generator = '{}'\ninit_discriminator = '{}'\n[train]\nmax_steps = 0\n[output]\ndir = '{}'\noverwrite = true\n",
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/facades").display(),
             f.join("generator.pth").display(),
             f.join("discriminator.safetensors").display(),

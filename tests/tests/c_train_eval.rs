@@ -85,6 +85,8 @@ fn train_cancel_resume_then_open_and_evaluate_the_checkpoint() {
     let dir = scratch("c-train");
     // 3 pairs, one epoch: 3 steps.
     let (pairs, config) = tiny_training_run(&dir, 3, 100);
+    // `[output]` is the config's last table.
+    let config_overwrite = CString::new(format!("{config}overwrite = true\n")).unwrap();
     let config = CString::new(config).unwrap();
 
     // Cancel from the callback after step 2.
@@ -121,9 +123,14 @@ fn train_cancel_resume_then_open_and_evaluate_the_checkpoint() {
     assert_eq!(status, P2P_OK, "p2p_train_ex(RESUME): {}", api.last_error());
     assert_eq!(rest.reports.iter().map(|p| p.step).collect::<Vec<_>>(), [3], "resumed steps");
 
-    // No callback, no resume: a new run to the end.
+    // No resume over a run: refused. With `[output] overwrite = true` (and no callback): a new
+    // run to the end.
     // SAFETY: as above; a NULL callback is allowed.
     let status = unsafe { (api.train)(config.as_ptr(), None, ptr::null_mut()) };
+    assert_eq!(status, P2P_ERR_CONFIG);
+    assert!(api.last_error().contains("holds a training run (latest, losses.csv)"), "{}", api.last_error());
+    // SAFETY: as above.
+    let status = unsafe { (api.train)(config_overwrite.as_ptr(), None, ptr::null_mut()) };
     assert_eq!(status, P2P_OK, "p2p_train without callback: {}", api.last_error());
 
     // The checkpoint is a model: translate with it, evaluate it.

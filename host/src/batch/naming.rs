@@ -16,6 +16,8 @@ enum Part {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameTemplate {
     parts: Vec<Part>,
+    /// The template as written, for messages.
+    source: String,
 }
 
 impl NameTemplate {
@@ -44,7 +46,21 @@ impl NameTemplate {
         if parts.is_empty() {
             return Err("the output name is empty".into());
         }
-        Ok(Self { parts })
+        let t = Self { parts, source: s.to_string() };
+        // Outputs stay inside output.dir: what the text itself says is refused here, what
+        // the placeholders bring in is checked per input before a run (`crate::outputs`).
+        let sample = Path::new(s);
+        if sample.has_root() {
+            return Err(format!("{s:?} is an absolute path; output names must stay inside output.dir"));
+        }
+        if sample.components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(format!("{s:?} has a `..` component; output names must stay inside output.dir"));
+        }
+        Ok(t)
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     pub fn render(&self, input: &Path, index: usize, model: &str) -> String {

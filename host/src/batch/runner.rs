@@ -100,7 +100,12 @@ fn process(plan: &Plan, job: &Job) -> Result<Done> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    atomic::write(&out, &bytes)?;
+    if plan.overwrite {
+        atomic::write(&out, &bytes)?;
+    } else if !atomic::write_new(&out, &bytes)? {
+        // Another run wrote it meanwhile (the check above and this write are apart).
+        return Ok(Done::Skipped);
+    }
     Ok(Done::Written)
 }
 

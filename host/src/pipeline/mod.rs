@@ -82,13 +82,20 @@ pub struct Args {
 pub fn main(args: Args) -> Result<ExitCode> {
     let p = config::load(&args.config)?;
     let shard = args.shard.map(|s| s.resolve(|k| std::env::var(k).ok())).transpose()?;
-    let found = inputs::discover(&p.inputs, &p.base, p.recursive)?;
+    let mut found = inputs::discover(&p.inputs, &p.base, p.recursive)?;
 
     let model_label = model_label(&p);
     let output = Output::Dir { dir: p.out_dir.clone(), name: p.name.clone() };
+    let own = crate::outputs::without_own_outputs(&mut found, &output, &model_label);
     let all: Vec<(usize, &std::path::Path)> =
         found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
     runner::check_collisions(&output, &all, &model_label)?;
+    crate::outputs::check(&output, &all, &model_label)?;
+    let mine: Vec<(usize, &std::path::Path)> = all.iter().copied().filter(|(i, _)| shard.is_none_or(|s| s.takes(*i))).collect();
+    let _locks = crate::outputs::lock(&output, &mine, &model_label, shard)?;
+    if own > 0 {
+        eprintln!("{own} earlier outputs of this pipeline found among the inputs and left out");
+    }
     let jobs: Vec<Job> = found
         .files
         .iter()

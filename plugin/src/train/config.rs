@@ -129,6 +129,9 @@ section! {
         save_every_steps: u64 = 5000,
         /// Write a sample grid and the loss curve every this many steps; 0 = never.
         sample_every_steps: u64 = 400,
+        /// Start a new run even if `dir` holds one (its `latest/`, `losses.csv` and same-named
+        /// `step_*` folders are replaced); without it that is an error unless resuming.
+        overwrite: bool = false,
     }
 }
 

@@ -13,8 +13,10 @@ use crate::error::Result;
 use crate::filter::model::Model;
 
 pub mod adam;
+mod claim;
 pub mod config;
 pub mod data;
+mod divergence;
 pub mod evaluate;
 pub mod init;
 pub mod log;
@@ -73,8 +75,10 @@ pub struct TrainSummary {
 /// dropped; [`train_with`] hears them too). `progress` returning `false` cancels the run: `latest/` is saved first and the summary says
 /// `cancelled`. `resume` continues from `<output.dir>/latest` exactly where it stopped (same
 /// data order, augmentation and dropout as an uninterrupted run); without it a new run starts
-/// in the folder: `losses.csv` begins afresh and its checkpoints replace same-named folders of
-/// an earlier run (other `step_*` folders of that run are left alone).
+/// in the folder, which must not hold a run unless `[output] overwrite = true`: then
+/// `losses.csv` begins afresh and its checkpoints replace same-named folders of the earlier run
+/// (other `step_*` folders of that run are left alone). The folder is locked for the run, and
+/// a run whose losses turn non-finite stops with an error, `latest/` kept finite.
 pub fn train(
     config_toml: &str,
     resume: bool,

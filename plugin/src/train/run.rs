@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::config::Config;
 use super::data::{Dataset, Loader, Plan};
+use super::divergence;
 use super::log::LossLog;
 use super::preprocess::Preprocessor;
 use super::rng::{derive, Stream};
@@ -131,6 +132,7 @@ pub fn train(config_text: &str, resume: bool, report: &mut dyn Reporter) -> Resu
     }
     let dir = cfg.output.dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let _lock = super::claim::claim(&dir, resume, cfg.output.overwrite)?;
     state::recover(&dir, &mut |text| report.message(text))?;
     let (mut trainer, start) =
         if resume { resumed(&cfg, &dir, spe, report)? } else { (fresh(&cfg)?, 0) };
@@ -163,6 +165,8 @@ pub fn train(config_text: &str, resume: bool, report: &mut dyn Reporter) -> Resu
             Some(derive(t.seed, Stream::Dropout, step)),
         )?;
         step += 1;
+        let last_saved = || saved_at.map(|s| (s, dir.join(LATEST).display().to_string()));
+        divergence::check_losses(step, &out.losses, last_saved())?;
         let now = Instant::now();
         let secs = now.duration_since(last).as_secs_f32().max(1e-9);
         last = now;
@@ -194,6 +198,7 @@ pub fn train(config_text: &str, resume: bool, report: &mut dyn Reporter) -> Resu
         let keep_going = report.progress(&p);
         let every = cfg.output.save_every_steps;
         if every > 0 && step % every == 0 {
+            divergence::check_weights(step, &trainer, last_saved())?;
             state::save(&dir, &[step_name(step), LATEST.to_string()], &trainer, &run_state(step))?;
             saved_at = Some(step);
         }
@@ -204,6 +209,7 @@ pub fn train(config_text: &str, resume: bool, report: &mut dyn Reporter) -> Resu
     }
     drop(loader);
     if saved_at != Some(step) {
+        divergence::check_weights(step, &trainer, saved_at.map(|s| (s, dir.join(LATEST).display().to_string())))?;
         state::save(&dir, &[LATEST.to_string()], &trainer, &run_state(step))?;
     }
     Ok(TrainSummary {
