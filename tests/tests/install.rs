@@ -241,6 +241,24 @@ fn cmake_consumer_builds_and_runs_from_four_threads() {
         );
     }
 
+    // Relocatable: a copy of the install elsewhere is found where it is, not where it was made.
+    let moved = dir.join("moved prefix");
+    run(Command::new("cp").arg("-a").arg(prefix).arg(&moved));
+    let moved_build = dir.join("build-moved");
+    run(Command::new("cmake")
+        .arg("-S")
+        .arg(&src)
+        .arg("-B")
+        .arg(&moved_build)
+        .arg(format!("-DCMAKE_PREFIX_PATH={}", moved.display())));
+    run(Command::new("cmake").arg("--build").arg(&moved_build));
+    let dynamic = readelf_dynamic(&moved_build.join("app"));
+    assert!(
+        dynamic.contains(&moved.join("lib").display().to_string()),
+        "not linked to the moved copy:\n{dynamic}"
+    );
+    run(Command::new(moved_build.join("app")).arg(&model).arg(&dir).env_remove("LD_LIBRARY_PATH"));
+
     // A version the install cannot satisfy is refused at configure time.
     let refused = Command::new("cmake")
         .arg("-S")
