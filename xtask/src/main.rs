@@ -28,8 +28,10 @@ fn main() -> ExitCode {
 
 fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
-        Some("install") => install::install(&parse_install(&args[1..])?),
-        Some("-h" | "--help") | None => {
+        Some("install") if !args.iter().any(|a| a == "-h" || a == "--help") => {
+            install::install(&parse_install(&args[1..])?)
+        }
+        Some("install" | "-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
         }
@@ -50,7 +52,6 @@ fn parse_install(args: &[String]) -> Result<install::Request, String> {
             "--prefix" => prefix = Some(value("--prefix")?),
             "--target-dir" => target_dir = Some(value("--target-dir")?),
             "--no-build" => build = false,
-            "-h" | "--help" => return Err(USAGE.to_string()),
             other => match other.split_once('=') {
                 Some(("--prefix", v)) => prefix = Some(PathBuf::from(v)),
                 Some(("--target-dir", v)) => target_dir = Some(PathBuf::from(v)),
