@@ -76,9 +76,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line per cause, no backtrace: these are the user's files and settings.
-            // P2P_DEBUG=1 adds the cause chain and, with RUST_BACKTRACE=1, the backtrace.
+            // PIX2PIX_DEBUG=1 adds the cause chain and, with RUST_BACKTRACE=1, the backtrace.
             eprintln!("error: {e:#}");
-            if std::env::var_os("P2P_DEBUG").is_some_and(|v| v != "0") {
+            if std::env::var_os("PIX2PIX_DEBUG").is_some_and(|v| v != "0") {
                 eprintln!("{e:?}");
             }
             ExitCode::from(exit::EXIT_ERROR)

@@ -60,11 +60,11 @@ fn every_readme_shell_command_runs() {
             _ if cmd.starts_with("cargo ") => continue,
             _ => cmd,
         };
-        if cmd.contains("ffmpeg")
-            && !have("ffmpeg")
-            && std::env::var("PIX2PIX_REQUIRE_FFMPEG").as_deref() != Ok("1")
-        {
-            eprintln!("ffmpeg not found: skipped `{cmd}`");
+        let missing = [("ffmpeg", "PIX2PIX_REQUIRE_FFMPEG"), ("gst-launch-1.0", "PIX2PIX_REQUIRE_GSTREAMER")]
+            .into_iter()
+            .find(|(tool, require)| cmd.contains(tool) && !have(tool) && std::env::var(require).as_deref() != Ok("1"));
+        if let Some((tool, _)) = missing {
+            eprintln!("{tool} not found: skipped `{cmd}`");
             continue;
         }
         let out =
