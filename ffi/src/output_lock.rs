@@ -151,10 +151,19 @@ fn record_pid(file: &File) {
     let _ = writeln!(f, "{}", std::process::id());
 }
 
+/// The holder's pid, for the message. A holder writes it just after taking the lock, so a
+/// file still empty is read again for a moment.
 fn read_pid(file: &mut File) -> Option<u32> {
-    let mut s = String::new();
-    file.read_to_string(&mut s).ok()?;
-    s.trim().parse().ok()
+    for _ in 0..20 {
+        let mut s = String::new();
+        if file.seek(io::SeekFrom::Start(0)).is_ok() && file.read_to_string(&mut s).is_ok() {
+            if let Ok(pid) = s.trim().parse() {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    None
 }
 
 impl Drop for FolderLock {

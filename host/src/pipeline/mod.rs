@@ -61,7 +61,9 @@ read; side = \"left\" | \"right\" for where it goes): side-by-side review sheets
 Relative paths in the file resolve against the file's own folder. One model instance is
 opened per distinct (model, size_policy, tile_overlap, norm_stats) and shared by all workers.
 Outputs are written atomically (temporary file + rename): an interrupted run leaves no partial
-image and a rerun with overwrite = false resumes. Exit status: 0 all done, 1 some inputs failed,
+image and a rerun with overwrite = false resumes. No output may be an input or lie outside
+output.dir; files there that are outputs of other inputs are not taken as inputs. The output
+folder is locked while a run writes it (shards share it). Exit status: 0 all done, 1 some inputs failed,
 2 the pipeline could not run, 130 interrupted.";
 
 #[derive(clap::Args)]

@@ -41,6 +41,7 @@ pub fn check_losses(step: u64, l: &Losses, saved: Option<(u64, String)>) -> Resu
 
 /// Whether every element of `t` is finite: `t - t` is 0 exactly there and NaN elsewhere.
 fn finite(t: &Tensor) -> Result<bool> {
+    #[allow(clippy::eq_op)] // the point: x - x is NaN for x = ±inf or NaN
     let s = (t - t)?
         .sum_all()?
         .to_dtype(candle_core::DType::F32)?
