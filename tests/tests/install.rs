@@ -195,8 +195,9 @@ fn readme_c_example_builds_with_pkg_config() {
             pixels.extend_from_slice(&[(x * 255 / w) as u8, (y * 255 / h) as u8, 128]);
         }
     }
-    let model =
-        pix2pix::Model::open(None, pix2pix::Options::default()).expect("the shipped default model");
+    let ckpt = pix2pix::faces::default_model::checkpoint().expect("the shipped default model");
+    let model = pix2pix::Model::from_checkpoint(&ckpt, pix2pix::Options::default())
+        .expect("the shipped default model");
     let view = pix2pix::ImageView::new(w, h, w * 3, 3, &pixels).expect("image");
     let expected = model.translate(&view).expect("translate").data;
     assert!(
