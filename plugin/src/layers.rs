@@ -75,7 +75,7 @@ impl Run for Tensor {
 
 /// One entry of a [`Sequential`]; parameter-free entries still take an index, as in PyTorch.
 pub enum Op {
-    Conv(candle_nn::Conv2d),
+    Conv(crate::kernels::Conv2d),
     ConvTranspose(crate::kernels::ConvTranspose2d),
     Norm(Norm),
     ReLU,
@@ -89,7 +89,7 @@ pub enum Op {
 impl Layer for Op {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
         match self {
-            Op::Conv(c) => crate::kernels::conv2d(x, c),
+            Op::Conv(c) => c.forward(x),
             Op::ConvTranspose(c) => c.forward(x),
             Op::Norm(n) => n.forward(x, f),
             Op::ReLU => crate::kernels::leaky_relu(x, 0.0),
@@ -160,7 +160,7 @@ pub fn conv(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, bi
         } else {
             candle_nn::conv2d_no_bias(cin, cout, k, cfg, vb)?
         };
-        Ok(Op::Conv(c))
+        Ok(Op::Conv(crate::kernels::Conv2d::new(c)))
     }
 }
 

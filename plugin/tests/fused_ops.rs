@@ -162,3 +162,38 @@ fn frozen_transposed_convolution_equals_trainable() {
         check(&format!("{what}: input grad"), &grad(&frozen), &grad(&trainable).to_dtype(DType::F64).unwrap(), 1e-5);
     }
 }
+
+/// Frozen layers under `Precision::Bf16` (AVX512_BF16): within bf16's rounding of the f32
+/// layer, actually rounded (not silently f32), and f32 again outside `with_precision`.
+#[test]
+fn frozen_layers_in_bf16_within_rounding_of_f32() {
+    use kernels::{with_precision, Conv2d, Precision};
+    if !kernels::isa::bf16_available() {
+        eprintln!("frozen_layers_in_bf16_within_rounding_of_f32: skipped: avx512bf16 not available");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(14);
+    // (nb, cin, cout, side, transposed): U-Net layers, outermost to innermost.
+    for (nb, cin, cout, side, transposed) in [(1, 3, 16, 32, false), (2, 32, 64, 16, false), (1, 64, 64, 2, false), (1, 64, 32, 1, true), (2, 48, 16, 8, true), (1, 32, 3, 16, true)] {
+        let x = rand_t(&mut rng, &[nb, cin, side, side], 1.0, 0.0);
+        let b = rand_t(&mut rng, &[cout], 0.1, 0.0);
+        let (y32, y16) = if transposed {
+            let w = rand_t(&mut rng, &[cin, cout, 4, 4], 0.1, 0.0);
+            let cfg = candle_nn::ConvTranspose2dConfig { padding: 1, output_padding: 0, stride: 2, dilation: 1 };
+            let l = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w, Some(b), cfg));
+            (l.forward(&x).unwrap(), with_precision(Precision::Bf16, || l.forward(&x).unwrap()))
+        } else {
+            let w = rand_t(&mut rng, &[cout, cin, 4, 4], 0.1, 0.0);
+            let cfg = candle_nn::Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
+            let l = Conv2d::new(candle_nn::Conv2d::new(w, Some(b), cfg));
+            (l.forward(&x).unwrap(), with_precision(Precision::Bf16, || l.forward(&x).unwrap()))
+        };
+        let what = format!("{} {cin}->{cout} @{side}x{side} batch {nb}", if transposed { "convT" } else { "conv" });
+        let y32 = y32.to_dtype(DType::F64).unwrap();
+        // Operands rounded to 8 significant bits: ≤ 2^-7 of Σ|w·x| per output, a few times the
+        // output's magnitude here.
+        let err = check(&format!("{what}: bf16 vs f32"), &y16, &y32, 2e-2);
+        assert!(err > 0.0, "{what}: bf16 result identical to f32: the bf16 path did not run");
+    }
+    assert_eq!(kernels::precision(), Precision::F32, "with_precision leaked");
+}
