@@ -112,7 +112,27 @@ pub struct Sequential {
 
 impl Layer for Sequential {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
-        self.ops.iter().try_fold(x.clone(), |x, op| x.run(op, f))
+        let mut x = x.clone();
+        let mut i = 0;
+        while i < self.ops.len() {
+            // A frozen convolution followed by batch norm on running statistics runs as one
+            // convolution with the norm folded into its weights (kernels::frozen).
+            if let (Op::Conv(_) | Op::ConvTranspose(_), Some(Op::Norm(n))) = (&self.ops[i], self.ops.get(i + 1)) {
+                let folded = match &self.ops[i] {
+                    Op::Conv(c) => c.forward_folded(&x, || n.running_affine(f))?,
+                    Op::ConvTranspose(c) => c.forward_folded(&x, || n.running_affine(f))?,
+                    _ => None,
+                };
+                if let Some(y) = folded {
+                    x = y;
+                    i += 2;
+                    continue;
+                }
+            }
+            x = x.run(&self.ops[i], f)?;
+            i += 1;
+        }
+        Ok(x)
     }
 }
 

@@ -197,3 +197,41 @@ fn frozen_layers_in_bf16_within_rounding_of_f32() {
     }
     assert_eq!(kernels::precision(), Precision::F32, "with_precision leaked");
 }
+
+/// Frozen conv / transposed conv followed by batch norm on running statistics run folded into
+/// one layer (`Sequential` looks one op ahead): against the same layers run separately in f64
+/// (no fast path, no folding), for both norm-statistics modes (batch statistics never fold).
+#[test]
+fn batch_norm_folds_into_frozen_convolutions() {
+    use pix2pix::layers::{conv, conv_transpose, Layer, SequentialBuilder};
+    let mut rng = StdRng::seed_from_u64(15);
+    for (transposed, cin, cout, side, bias) in [(false, 3, 8, 16, false), (false, 16, 32, 8, true), (true, 32, 16, 4, false), (true, 16, 3, 8, true)] {
+        let wshape = if transposed { [cin, cout, 4, 4] } else { [cout, cin, 4, 4] };
+        let tensors = [
+            ("0.weight", rand_t(&mut rng, &wshape, 0.2, 0.0)),
+            ("0.bias", rand_t(&mut rng, &[cout], 0.2, 0.0)),
+            ("1.weight", rand_t(&mut rng, &[cout], 0.5, 1.0)),
+            ("1.bias", rand_t(&mut rng, &[cout], 0.5, 0.0)),
+            ("1.running_mean", rand_t(&mut rng, &[cout], 0.5, 0.0)),
+            ("1.running_var", rand_t(&mut rng, &[cout], 0.4, 1.0)),
+            ("1.num_batches_tracked", Tensor::zeros((), DType::F32, &Device::Cpu).unwrap()),
+        ];
+        let x = rand_t(&mut rng, &[2, cin, side, side], 1.0, 0.0);
+        let build = |dtype: DType| {
+            let map: HashMap<String, Tensor> = tensors.iter().map(|(k, t)| (k.to_string(), t.to_dtype(dtype).unwrap())).collect();
+            let vb = VarBuilder::from_tensors(map, dtype, &Device::Cpu);
+            let seq = SequentialBuilder::new(vb);
+            let seq = if transposed { seq.add(conv_transpose(cin, cout, 4, 2, 1, 0, bias)) } else { seq.add(conv(cin, cout, 4, 2, 1, bias)) };
+            seq.unwrap().add_norm(NormKind::Batch, cout).unwrap().build()
+        };
+        let (fast, reference) = (build(DType::F32), build(DType::F64));
+        let what = format!("{} {cin}->{cout} bias {bias}", if transposed { "convT+BN" } else { "conv+BN" });
+        for stats in [NormStats::Running, NormStats::Batch] {
+            let f = Forward::infer(stats);
+            let want = reference.forward(&x.to_dtype(DType::F64).unwrap(), &f).unwrap();
+            for call in 0..2 {
+                check(&format!("{what} {stats:?} call {call}"), &fast.forward(&x, &f).unwrap(), &want, 1e-5);
+            }
+        }
+    }
+}

@@ -9,6 +9,10 @@
 //! on first use, into the row-major `(cout, kh, kw, cin)` layout, and the copy replaces the
 //! stored tensor so memory does not grow. Training variables change every step and keep theirs.
 //!
+//! With running statistics, a frozen layer followed by batch norm runs as one layer whose
+//! weights and bias have the norm's per-channel `x·scale + shift` folded in
+//! ([`Conv2d::forward_folded`]), made once on first use and kept beside the stored weights.
+//!
 //! Under [`Precision::Bf16`](super::Precision) (where the CPU has AVX512_BF16) frozen layers
 //! also keep their weights packed as bf16, made on first use, and run their products on them.
 
@@ -47,15 +51,75 @@ fn bf16_for(x: &Tensor, w: &Tensor) -> bool {
     bf16::active() && !x.track_op() && !w.is_variable() && fast_for(x, w)
 }
 
-/// `nn.Conv2d` as the networks hold it: candle's layer, plus its bf16 packing when frozen.
+/// Output-channel scales and shifts of a batch norm on running statistics.
+pub type Affine = (Vec<f32>, Vec<f32>);
+
+/// `w` scaled per output channel (`w`'s dimension `dim`) and `bias·scale + shift`.
+fn fold(w: &Tensor, bias: Option<&Tensor>, dim: usize, (scale, shift): &Affine) -> Result<(Tensor, Tensor)> {
+    let c = w.dim(dim)?;
+    if scale.len() != c || shift.len() != c {
+        candle_core::bail!("batch norm folding: {} channels after a layer with {c}", scale.len())
+    }
+    let mut shape = [1usize; 4];
+    shape[dim] = c;
+    let s = Tensor::from_slice(scale, c, w.device())?;
+    let w2 = w.broadcast_mul(&s.reshape(shape.to_vec())?)?.contiguous()?;
+    let t = Tensor::from_slice(shift, c, w.device())?;
+    let b2 = match bias {
+        Some(b) => ((b * &s)? + t)?,
+        None => t,
+    };
+    Ok((w2, b2))
+}
+
+/// The folded copy of a frozen layer, made on first use.
+struct Folded<L>(Mutex<Option<Arc<L>>>);
+
+impl<L> Default for Folded<L> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
+    }
+}
+
+impl<L> Folded<L> {
+    fn get(&self, make: impl FnOnce() -> Result<L>) -> Result<Arc<L>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = &*slot {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(make()?);
+        *slot = Some(l.clone());
+        Ok(l)
+    }
+}
+
+/// `nn.Conv2d` as the networks hold it: candle's layer, plus its bf16 packing and its copy with
+/// the next batch norm folded in, when frozen.
 pub struct Conv2d {
     layer: candle_nn::Conv2d,
     bf16: Packed,
+    folded: Folded<Conv2d>,
 }
 
 impl Conv2d {
     pub fn new(layer: candle_nn::Conv2d) -> Self {
-        Self { layer, bf16: Packed::default() }
+        Self { layer, bf16: Packed::default(), folded: Folded::default() }
+    }
+
+    /// This layer then the per-channel map `affine()` returns, as one folded layer, when the
+    /// weights are frozen, no gradient is wanted and `affine()` gives a map (batch norm on
+    /// running statistics); `None`: run the two separately.
+    pub fn forward_folded(&self, x: &Tensor, affine: impl FnOnce() -> Result<Option<Affine>>) -> Result<Option<Tensor>> {
+        let w = self.layer.weight();
+        if x.track_op() || w.is_variable() || !fast_for(x, w) {
+            return Ok(None);
+        }
+        let Some(affine) = affine()? else { return Ok(None) };
+        let folded = self.folded.get(|| {
+            let (w2, b2) = fold(w, self.layer.bias(), 0, &affine)?;
+            Ok(Conv2d::new(candle_nn::Conv2d::new(w2, Some(b2), *self.layer.config())))
+        })?;
+        folded.forward(x).map(Some)
     }
 
     pub fn layer(&self) -> &candle_nn::Conv2d {
@@ -88,6 +152,7 @@ pub struct ConvTranspose2d {
     config: candle_nn::ConvTranspose2dConfig,
     /// The row-major weights as bf16 (`cout·kh·kw × cin`).
     bf16: Packed,
+    folded: Folded<ConvTranspose2d>,
 }
 
 impl ConvTranspose2d {
@@ -98,7 +163,24 @@ impl ConvTranspose2d {
             bias: layer.bias().cloned(),
             config,
             bf16: Packed::default(),
+            folded: Folded::default(),
         }
+    }
+
+    /// As [`Conv2d::forward_folded`].
+    pub fn forward_folded(&self, x: &Tensor, affine: impl FnOnce() -> Result<Option<Affine>>) -> Result<Option<Tensor>> {
+        if x.track_op() || !fast_for(x, x) {
+            return Ok(None);
+        }
+        if matches!(&*self.weight.read().unwrap_or_else(|e| e.into_inner()), Weight::Stored(w) if w.is_variable()) {
+            return Ok(None);
+        }
+        let Some(affine) = affine()? else { return Ok(None) };
+        let folded = self.folded.get(|| {
+            let (w2, b2) = fold(&self.weight()?, self.bias.as_ref(), 1, &affine)?;
+            Ok(ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w2, Some(b2), self.config)))
+        })?;
+        folded.forward(x).map(Some)
     }
 
     fn op(&self) -> ConvTranspose2dOp {
