@@ -321,8 +321,8 @@ fn on_every_isa(what: &str, mut f: impl FnMut()) {
     }
 }
 
-/// The direct (column-matrix-free) convolution of the outermost layers and the small-n
-/// products of the innermost ones, on every instruction set: against the f64 oracle.
+/// The outermost layers' and the small-n products of the innermost ones, on every instruction
+/// set: against the f64 oracle.
 #[test]
 fn strategies_on_every_isa() {
     let c = |nb, cin, cout, h, w, k, stride, pad| Case { nb, cin, cout, h, w, k, stride, pad, dil: 1, out_pad: 0 };
@@ -345,6 +345,26 @@ fn strategies_on_every_isa() {
             conv_t_case(c(nb, 64, 64, 1, 1, 4, 2, 1), &mut rng);
             conv_t_case(c(nb, 64, 64, 2, 2, 4, 2, 1), &mut rng);
             conv2d_case(c(nb, 64, 64, 4, 4, 4, 2, 1), &mut rng);
+        }
+    });
+}
+
+/// The direct (column-matrix-free) conv kernel against im2col + gemm (itself checked against
+/// the f64 oracle above), on every instruction set.
+#[test]
+fn direct_conv_matches_im2col_gemm() {
+    on_every_isa("direct conv", || {
+        let mut rng = StdRng::seed_from_u64(10);
+        // (nb, c, h, w, m, k, s, p): outermost U-Net / PatchGAN layers, partial tiles.
+        for (nb, c, h, w, m, k, s, p) in [(1, 3, 64, 64, 8, 4, 2, 1), (2, 6, 40, 70, 13, 4, 2, 1), (1, 2, 21, 37, 5, 3, 1, 1), (2, 3, 12, 33, 9, 4, 2, 0)] {
+            let x: Vec<f32> = (0..nb * c * h * w).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
+            let wt: Vec<f32> = (0..m * c * k * k).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
+            let d = kernels::bench_conv2d(&x, nb, (c, h, w), &wt, m, k, s, p, true);
+            let g = kernels::bench_conv2d(&x, nb, (c, h, w), &wt, m, k, s, p, false);
+            let scale = g.iter().fold(1f32, |a, v| a.max(v.abs()));
+            let err = d.iter().zip(&g).fold(0f32, |a, (d, g)| a.max((d - g).abs())) / scale;
+            assert_eq!(d.len(), g.len());
+            assert!(err <= TOL, "direct conv {nb}x{c}x{h}x{w} -> {m}: error {err:e}");
         }
     });
 }

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::conv_transpose::ConvTranspose2dOp;
-use super::direct::{self, conv_direct};
+use super::direct::conv_direct;
 use super::gemm::{sgemm_w, Mat, Weights};
 use super::im2col::{cnhw_to_nchw, im2col, Geom};
 use super::profile::timed;
@@ -24,14 +24,16 @@ pub struct Conv2dOp {
 /// `nb` images through a convolution whose weights are the `m × g.rows()` matrix `w`: the
 /// `(nb, m, oh, ow)` result, `bias` added.
 pub(crate) fn conv_core(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -> Vec<f32> {
+    // The direct kernel (direct.rs) is not dispatched to: measured 7–12× slower than
+    // im2col + gemm on the outermost layers (benches/gemm_shapes.rs, interleaved).
+    conv_gemm(x, nb, g, w, bias)
+}
+
+/// [`conv_core`] as im2col + gemm.
+fn conv_gemm(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -> Vec<f32> {
     let (m, s) = (w.rows(), g.grid());
     let shape = || format!("{m}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
     let flops = 2.0 * (m * nb * s * g.rows()) as f64;
-    if let Weights::F32(w) = w {
-        if direct::applies(g) {
-            return timed(|| format!("conv   direct   {}", shape()), flops, || conv_direct(x, nb, g, w, bias));
-        }
-    }
     let col = timed(|| format!("conv   im2col   {}", shape()), 0.0, || im2col(x, nb, g));
     let col = Mat::rm(&col, g.rows(), nb * s);
     if batch_merge(nb, s) {
@@ -53,6 +55,16 @@ pub(crate) fn conv_core(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option
         }
     });
     out
+}
+
+/// Conv2d forward of `nb` images `(nb, c, h, w)` with weights `(m, c, k, k)`, stride `s`,
+/// padding `p`, on the direct kernel or on im2col + gemm, for benchmarks comparing the two.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn bench_conv2d(x: &[f32], nb: usize, (c, h, w): (usize, usize, usize), wt: &[f32], m: usize, k: usize, s: usize, p: usize, direct: bool) -> Vec<f32> {
+    let g = Geom::conv(c, (h, w), (k, k), s, p, 1).expect("bench geometry");
+    let wm = Mat::rm(wt, m, g.rows());
+    if direct { conv_direct(x, nb, &g, wm, None) } else { conv_gemm(x, nb, &g, Weights::F32(wm), None) }
 }
 
 impl CustomOp2 for Conv2dOp {

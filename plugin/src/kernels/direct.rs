@@ -7,6 +7,10 @@
 //! (≤ 48 KB, stays in L1/L2), then runs register tiles of [`CO`] output channels × [`LANES`]
 //! output columns over the taps, each step one vector of the patch against [`CO`] broadcast
 //! weights (an implicit GEMM whose packing pass is the row patch).
+//!
+//! Measured (benches/gemm_shapes.rs, interleaved with im2col + gemm on a loaded 2-core
+//! AVX-512 machine): 7–12× slower than im2col + gemm, so the layers do not dispatch to it; it
+//! stays as a tested trial (`bench_conv2d`) until its tiles are made to vectorise.
 
 use rayon::prelude::*;
 
@@ -18,15 +22,6 @@ use super::mat::Mat;
 const CO: usize = 8;
 /// Output columns per register tile (one AVX-512 vector, two AVX2 ones).
 const LANES: usize = 16;
-
-/// Whether the direct kernel is used for a convolution over this geometry: few taps (measured
-/// with the kernel profile: see the module documentation) on grids wide enough for its tiles.
-pub(crate) fn applies(g: &Geom) -> bool {
-    g.rows() <= MAX_TAPS && g.ow >= LANES
-}
-
-/// Largest `c·kh·kw` the direct kernel takes.
-pub(crate) const MAX_TAPS: usize = 128;
 
 /// `(nb, m, oh, ow)` = conv of `x` (`nb` NCHW images of geometry `g`) with the `m × g.rows()`
 /// weights `w`, `bias` added.

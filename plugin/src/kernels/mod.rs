@@ -35,6 +35,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use candle_core::{CpuStorage, DType, Layout, Module, Result, Tensor};
 
 pub use conv2d::Conv2dOp;
+#[doc(hidden)]
+pub use conv2d::bench_conv2d;
 pub use activation::LeakyReluOp;
 pub use conv_transpose::ConvTranspose2dOp;
 pub use frozen::{Conv2d, ConvTranspose2d};
