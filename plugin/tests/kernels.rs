@@ -389,3 +389,115 @@ fn non_contiguous_and_other_dtypes() {
     assert_eq!(y64.dtype(), DType::F64);
     let _ = Conv2dOp { stride: 1, padding: 0, dilation: 1 }.name();
 }
+
+/// Tests that force an instruction set hold this lock, so that one test's choice is not
+/// undone under another's (all other tests are correct on every level anyway).
+static ISA_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` with the hand-written kernels forced to each level this CPU has, saying plainly
+/// which levels it skipped; the `gemm` crate keeps its own choice (it offers no switch).
+fn on_every_isa(what: &str, mut f: impl FnMut()) {
+    let _guard = ISA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for isa in kernels::Isa::ALL {
+        if !isa.available() {
+            eprintln!("{what}: skipped: {} not available", isa.name());
+            continue;
+        }
+        kernels::isa::force(Some(isa)).unwrap();
+        assert_eq!(kernels::isa::active(), isa);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut f));
+        kernels::isa::force(None).unwrap();
+        if let Err(e) = r {
+            eprintln!("{what}: failed on {}", isa.name());
+            std::panic::resume_unwind(e);
+        }
+        eprintln!("{what}: passed on {} (gemm crate on {})", isa.name(), kernels::isa::gemm_isa());
+    }
+}
+
+/// The outermost layers' and the small-n products of the innermost ones, on every instruction
+/// set: against the f64 oracle.
+#[test]
+fn strategies_on_every_isa() {
+    let c = |nb, cin, cout, h, w, k, stride, pad| Case { nb, cin, cout, h, w, k, stride, pad, dil: 1, out_pad: 0 };
+    on_every_isa("strategies", || {
+        let mut rng = StdRng::seed_from_u64(8);
+        // Direct conv: U-Net / PatchGAN first layers (3 or 6 channels, k4 s2 p1), a width that
+        // leaves a partial tile and a channel count that leaves a partial channel tile, a
+        // stride-1 k3 and a dilated one.
+        for case in [
+            c(1, 3, 8, 64, 64, 4, 2, 1),
+            c(2, 6, 13, 40, 70, 4, 2, 1),
+            c(1, 2, 5, 21, 37, 3, 1, 1),
+            c(2, 3, 9, 12, 33, 4, 2, 0),
+            Case { dil: 2, ..c(1, 3, 4, 20, 40, 3, 1, 2) },
+        ] {
+            conv2d_case(case, &mut rng);
+        }
+        // Small-n products: transposed convolutions from 1×1 and 2×2 grids, conv2d onto them.
+        for nb in [1, 3] {
+            conv_t_case(c(nb, 64, 64, 1, 1, 4, 2, 1), &mut rng);
+            conv_t_case(c(nb, 64, 64, 2, 2, 4, 2, 1), &mut rng);
+            conv2d_case(c(nb, 64, 64, 4, 4, 4, 2, 1), &mut rng);
+        }
+    });
+}
+
+/// The direct (column-matrix-free) conv kernel against im2col + gemm (itself checked against
+/// the f64 oracle above), on every instruction set.
+#[test]
+fn direct_conv_matches_im2col_gemm() {
+    on_every_isa("direct conv", || {
+        let mut rng = StdRng::seed_from_u64(10);
+        // (nb, c, h, w, m, k, s, p): outermost U-Net / PatchGAN layers, partial tiles.
+        for (nb, c, h, w, m, k, s, p) in [(1, 3, 64, 64, 8, 4, 2, 1), (2, 6, 40, 70, 13, 4, 2, 1), (1, 2, 21, 37, 5, 3, 1, 1), (2, 3, 12, 33, 9, 4, 2, 0)] {
+            let x: Vec<f32> = (0..nb * c * h * w).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
+            let wt: Vec<f32> = (0..m * c * k * k).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
+            let d = kernels::bench_conv2d(&x, nb, (c, h, w), &wt, m, k, s, p, true);
+            let g = kernels::bench_conv2d(&x, nb, (c, h, w), &wt, m, k, s, p, false);
+            let scale = g.iter().fold(1f32, |a, v| a.max(v.abs()));
+            let err = d.iter().zip(&g).fold(0f32, |a, (d, g)| a.max((d - g).abs())) / scale;
+            assert_eq!(d.len(), g.len());
+            assert!(err <= TOL, "direct conv {nb}x{c}x{h}x{w} -> {m}: error {err:e}");
+        }
+    });
+}
+
+/// bf16 products (AVX512_BF16): exact up to f32 summation against an f64 product of the
+/// bf16-rounded operands, and within bf16's rounding of the f32 product.
+#[test]
+fn bf16_gemm_against_f32() {
+    if !kernels::isa::bf16_available() {
+        eprintln!("bf16_gemm_against_f32: skipped: avx512bf16 not available");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(9);
+    // Row and column tails of the 6 × 32 tiles, odd reductions, reductions past one pass (512 pairs).
+    for (m, n, k) in [(1, 1, 1), (6, 32, 2), (7, 33, 3), (13, 70, 31), (64, 16, 1100), (100, 257, 64), (5, 3, 2049)] {
+        let a: Vec<f32> = (0..m * k).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
+        let mut c = vec![f32::NAN; m * n];
+        kernels::bench_sgemm_bf16(&mut c, &a, &b, m, n, k).unwrap();
+        let r = |v: f32| kernels::from_bf16(kernels::to_bf16(v)) as f64;
+        for i in 0..m {
+            for j in 0..n {
+                let (mut rounded, mut exact, mut scale) = (0f64, 0f64, 0f64);
+                for kk in 0..k {
+                    let (x, y) = (a[i * k + kk], b[kk * n + j]);
+                    rounded += r(x) * r(y);
+                    exact += x as f64 * y as f64;
+                    scale += (x as f64 * y as f64).abs();
+                }
+                let got = c[i * n + j] as f64;
+                // f32 sums of k terms: a few ulps of the sum of magnitudes.
+                assert!((got - rounded).abs() <= 1e-6 * scale.max(1.0), "{m}x{n}x{k} ({i},{j}): {got} vs bf16-exact {rounded}");
+                // bf16 keeps 8 significant bits: each operand off by at most 2^-8 relative (half
+                // an ulp of 2^-7), the product by 2^-7 (+ 2^-16).
+                assert!((got - exact).abs() <= (2f64.powi(-7) + 2f64.powi(-16)) * scale + 1e-6, "{m}x{n}x{k} ({i},{j}): {got} vs f32 {exact}");
+            }
+        }
+    }
+    assert_eq!(kernels::to_bf16(1.0), 0x3f80);
+    assert_eq!(kernels::to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80, "ties to even");
+    assert_eq!(kernels::to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82, "ties to even");
+}

@@ -10,7 +10,7 @@ use crate::nets::norm::{Norm, NormKind};
 
 /// One entry of a [`Sequential`]; parameter-free entries still take an index, as in PyTorch.
 pub enum Op {
-    Conv(candle_nn::Conv2d),
+    Conv(crate::kernels::Conv2d),
     ConvTranspose(crate::kernels::ConvTranspose2d),
     Norm(Norm),
     ReLU,
@@ -24,7 +24,7 @@ pub enum Op {
 impl Layer for Op {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
         match self {
-            Op::Conv(c) => crate::kernels::conv2d(x, c),
+            Op::Conv(c) => c.forward(x),
             Op::ConvTranspose(c) => c.forward(x),
             Op::Norm(n) => n.forward(x, f),
             Op::ReLU => crate::kernels::leaky_relu(x, 0.0),
@@ -47,7 +47,27 @@ pub struct Sequential {
 
 impl Layer for Sequential {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
-        self.ops.iter().try_fold(x.clone(), |x, op| x.run(op, f))
+        let mut x = x.clone();
+        let mut i = 0;
+        while i < self.ops.len() {
+            // A frozen convolution followed by batch norm on running statistics runs as one
+            // convolution with the norm folded into its weights (kernels::frozen).
+            if let (Op::Conv(_) | Op::ConvTranspose(_), Some(Op::Norm(n))) = (&self.ops[i], self.ops.get(i + 1)) {
+                let folded = match &self.ops[i] {
+                    Op::Conv(c) => c.forward_folded(&x, || n.running_affine(f))?,
+                    Op::ConvTranspose(c) => c.forward_folded(&x, || n.running_affine(f))?,
+                    _ => None,
+                };
+                if let Some(y) = folded {
+                    x = y;
+                    i += 2;
+                    continue;
+                }
+            }
+            x = x.run(&self.ops[i], f)?;
+            i += 1;
+        }
+        Ok(x)
     }
 }
 
@@ -108,7 +128,7 @@ pub fn conv(
         } else {
             candle_nn::conv2d_no_bias(cin, cout, k, cfg, vb)?
         };
-        Ok(Op::Conv(c))
+        Ok(Op::Conv(crate::kernels::Conv2d::new(c)))
     }
 }
 

@@ -82,6 +82,22 @@ impl Norm {
     }
 }
 
+impl Norm {
+    /// With running statistics, batch norm is the per-channel map `x·scale + shift`: those
+    /// (for folding into the preceding convolution of a frozen model); `None` otherwise.
+    pub fn running_affine(&self, f: &Forward) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+        let Norm::Batch(bn) = self else { return Ok(None) };
+        if f.stats != NormStats::Running || bn.weight.is_variable() {
+            return Ok(None);
+        }
+        let v = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>();
+        let (g, b, m, var) = (v(&bn.weight)?, v(&bn.bias)?, v(bn.running_mean.as_tensor())?, v(bn.running_var.as_tensor())?);
+        let scale: Vec<f32> = g.iter().zip(&var).map(|(g, v)| (*g as f64 / (*v as f64 + EPS).sqrt()) as f32).collect();
+        let shift = b.iter().zip(&m).zip(&scale).map(|((b, m), s)| (*b as f64 - *m as f64 * *s as f64) as f32).collect();
+        Ok(Some((scale, shift)))
+    }
+}
+
 /// Mean and biased variance per group, by the fused kernel, as two tensors.
 fn fast_moments(x: &Tensor, groups: Groups) -> Result<(Tensor, Tensor)> {
     let m = x.contiguous()?.apply_op1_no_bwd(&MomentsOp { groups })?;
