@@ -9,12 +9,9 @@ use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
-/// Normalisation running statistics: state, not trainable parameters.
-pub const RUNNING_STATS: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
-
-/// Whether a checkpoint key names a trainable parameter.
-pub fn is_trainable(name: &str) -> bool {
-    !RUNNING_STATS.iter().any(|s| name.ends_with(s))
+/// True for the tensors BatchNorm tracks rather than learns (state, not parameters).
+pub fn is_running_stat(name: &str) -> bool {
+    [".running_mean", ".running_var", ".num_batches_tracked"].iter().any(|s| name.ends_with(s))
 }
 
 struct Counter(Arc<AtomicU64>);
@@ -28,7 +25,7 @@ impl SimpleBackend for Counter {
         dtype: DType,
         dev: &Device,
     ) -> Result<Tensor> {
-        if is_trainable(name) {
+        if !is_running_stat(name) {
             self.0.fetch_add(s.elem_count() as u64, Ordering::Relaxed);
         }
         Tensor::zeros((), dtype, dev)?.broadcast_as(s)

@@ -16,12 +16,7 @@ use super::config::InitType;
 use super::rng::normal;
 use crate::error::{Error, Result};
 
-/// True for the tensors BatchNorm tracks rather than learns.
-pub fn is_running_stat(name: &str) -> bool {
-    name.ends_with(".running_mean")
-        || name.ends_with(".running_var")
-        || name.ends_with(".num_batches_tracked")
-}
+pub use crate::nets::parameters::is_running_stat;
 
 /// The variables of a map, sorted by name.
 pub fn sorted_vars(vars: &VarMap) -> BTreeMap<String, Var> {
