@@ -15,6 +15,26 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 N=${N:-7}
 REF=../shared/reference
+# What the reference side needs; say what is missing and how to get it, before building anything.
+missing=0
+if [ ! -f "$REF/bench_torch.py" ]; then
+  echo "side_by_side.sh: $REF/bench_torch.py not found. The PyTorch/ONNX Runtime anchors live in ../shared," >&2
+  echo "  the reference folder beside this repository (see ../shared/README.md); put it there to compare." >&2
+  echo "  Our side alone: target/release/host bench (host bench --help maps its options to the README columns)." >&2
+  missing=1
+fi
+if ! command -v "$PY" >/dev/null 2>&1; then
+  echo "side_by_side.sh: no Python at PY=$PY." >&2
+  missing=1
+elif ! "$PY" -c 'import torch, onnx, onnxruntime' >/dev/null 2>&1; then
+  echo "side_by_side.sh: $PY cannot import torch, onnx and onnxruntime. Make a Python that can:" >&2
+  echo "  python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch onnx onnxruntime onnxscript safetensors pillow scikit-image" >&2
+  missing=1
+fi
+if [ "$missing" != 0 ]; then
+  echo "  then: PY=/tmp/ref/bin/python bash bench/side_by_side.sh" >&2
+  exit 2
+fi
 cargo build --release -p pix2pix -p host >&2
 HOST=target/release/host
 med() { sed -n "s/^$1 \([0-9.]*\).*/\1/p"; }
