@@ -140,7 +140,7 @@ fn the_printed_default_config_names_every_key() {
         let entry = line.strip_prefix("# ").unwrap_or(line);
         let Some((key, _)) = entry.split_once(" = ") else { continue };
         if let Some((_, keys)) = found.last_mut() {
-            if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            if key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
                 keys.push(key.to_string());
             }
         }

@@ -186,6 +186,7 @@ fn the_readme_c_program_translates_an_image() {
     let ppm = std::fs::read(dir.join("translated.ppm")).expect("translated.ppm");
     assert!(ppm.starts_with(b"P6 300 200 255\n"));
     assert_eq!(ppm.len(), "P6 300 200 255\n".len() + 300 * 200 * 3);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The `host info --model` output the README shows is what the host prints (the plugin's
