@@ -91,7 +91,7 @@ fn train_stops_on_ctrl_c_with_a_checkpoint_and_resumes() {
     let out = run(host(&["train", "--config", "train.toml", "--resume", "--plugin"]).arg(plugin()).current_dir(t.path()));
     assert!(out.status.success());
     let s = stdout(&out);
-    assert!(s.contains(&format!("nothing to train: the run in ")) && s.contains(&format!("already complete at step {}", steps + 2)), "{s}");
+    assert!(s.contains("nothing to train: the run in ") && s.contains(&format!("already complete at step {}", steps + 2)), "{s}");
     assert!(!s.contains("trained"), "{s}");
     let logged = std::fs::read_to_string(t.join("ckpt/losses.csv")).unwrap().lines().count();
     assert_eq!(logged, 1 + steps as usize + 2, "header and one line per step, none added by the no-op resume");
