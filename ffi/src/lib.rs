@@ -205,6 +205,11 @@ pub struct Pix2PixMod {
     pub evaluate: extern "C" fn(request: EvalRequest) -> RResult<EvalMetrics, RString>,
     #[sabi(last_prefix_field)]
     pub bench: extern "C" fn(request: BenchRequest) -> RResult<BenchReport, RString>,
+    /// The training config with every key at its default, commented with its range or choices
+    /// (`host train --print-config`). After the last prefix field: a host reads it as `None`
+    /// from a plugin that predates it.
+    #[sabi(missing_field(option))]
+    pub default_train_config: extern "C" fn() -> RString,
 }
 
 impl RootModule for Pix2PixModRef {

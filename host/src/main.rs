@@ -49,6 +49,7 @@ enum Command {
     /// Evaluate a model on aligned A|B pairs: MAE, PSNR, SSIM and an HTML page.
     Eval(eval::Args),
     /// Time inference (and a training step) of a generator with random weights.
+    #[command(after_long_help = bench::ABOUT)]
     Bench(bench::Args),
     /// Run a batch filter pipeline described by a TOML file (--help shows the format).
     #[command(after_long_help = pipeline::ABOUT)]

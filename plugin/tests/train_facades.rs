@@ -94,7 +94,7 @@ fn cpu_secs() -> Option<f64> {
 /// core in use (what an idle machine would show when other jobs share the cores).
 /// `cargo test --release -p pix2pix --test train_facades -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "a timing tool, not a test: run it with --ignored --nocapture"]
 fn step_time_unet256() {
     use candle_core::{Device, Tensor};
     use pix2pix::train::config::Config;

@@ -25,7 +25,7 @@ use crate::train;
 /// The root module `Pix2PixModRef::load_from_directory` / `load_from_file` finds.
 #[export_root_module]
 pub fn get_library() -> ffi::Pix2PixModRef {
-    ffi::Pix2PixMod { info, open_model, train, evaluate, bench }.leak_into_prefix()
+    ffi::Pix2PixMod { info, open_model, train, evaluate, bench, default_train_config }.leak_into_prefix()
 }
 
 fn result<T>(r: ApiResult<T>) -> RResult<T, RString> {
@@ -180,4 +180,9 @@ extern "C" fn bench(request: ffi::BenchRequest) -> RResult<ffi::BenchReport, RSt
         let t = api::bench(&spec)?;
         Ok(ffi::BenchReport { infer_ms: t.infer_ms.into(), train_step_ms: t.train_step_ms.into() })
     })
+}
+
+/// Copies a constant text: nothing in it can panic but the allocation, which aborts anyway.
+extern "C" fn default_train_config() -> RString {
+    RString::from(crate::train::config::DEFAULT_CONFIG_TOML)
 }

@@ -40,6 +40,11 @@ macro_rules! section {
             }
         }
 
+        impl $name {
+            /// The section's keys, in declaration order.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+
         #[derive(Default, Deserialize)]
         #[serde(default)]
         struct $spans { $( $field: Option<toml::Spanned<toml::Value>>, )* }
@@ -225,6 +230,11 @@ fn net_g<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<GeneratorName, 
         .filter(|_| GeneratorName::REFERENCE.contains(&s.as_str()))
         .ok_or_else(|| serde::de::Error::unknown_variant(&s, GeneratorName::REFERENCE))
 }
+
+/// Every key at its default, commented with its range or choices: what `host train
+/// --print-config` prints. A test checks that it parses to [`Config::default()`] and names every
+/// key of every section.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_config.toml");
 
 /// The whole configuration, with the text it was read from (saved in every checkpoint).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
