@@ -107,6 +107,60 @@ def write(kind, name, data):
         f.write(data)
 
 
+def cpython_pickles():
+    """State dicts pickled by CPython's own pickler (protocols 2, 4, 5) the way torch.save
+    drives it: persistent ids for storages, `_rebuild_tensor_v2` reductions, `_metadata`. The
+    torch names are stand-in modules, so torch is not needed."""
+    import collections
+    import pickle
+    import sys
+    import types
+
+    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+    sys.modules.update({"torch": torch, "torch._utils": utils})
+    for name in ("FloatStorage", "LongStorage"):
+        setattr(torch, name, type(name, (), {"__module__": "torch"}))
+
+    def _rebuild_tensor_v2(*args):
+        pass
+
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+
+    class Storage:
+        def __init__(self, cls, key, n):
+            self.cls, self.key, self.n = cls, key, n
+
+    class T:
+        def __init__(self, st, off, size):
+            self.st, self.off, self.size = st, off, size
+
+        def __reduce__(self):
+            args = (self.st, self.off, tuple(self.size), tuple(strides(self.size)), False, collections.OrderedDict())
+            return (_rebuild_tensor_v2, args)
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, o):
+            return ("storage", o.cls, o.key, "cpu", o.n) if isinstance(o, Storage) else None
+
+    s0, s1 = Storage(torch.FloatStorage, "0", 6), Storage(torch.LongStorage, "1", 1)
+    sd = collections.OrderedDict()
+    sd["layer.weight"] = T(s0, 0, [2, 2])
+    sd["layer.bias"] = T(s0, 4, [2])
+    sd["bn.num_batches_tracked"] = T(s1, 0, [])
+    sd._metadata = collections.OrderedDict([("", {"version": 1}), ("layer", {"version": 1})])
+    out = {}
+    for proto in (2, 4, 5):
+        b = io.BytesIO()
+        Pickler(b, protocol=proto).dump(sd)
+        out["cpython_p%d" % proto] = b.getvalue()
+        b = io.BytesIO()
+        Pickler(b, protocol=proto).dump({"epoch": 3, "state_dict": sd, "opt": [1.5, None, True, "x" * 300]})
+        out["cpython_p%d_wrapped" % proto] = b.getvalue()
+    return out
+
+
 def main():
     vals = [0.5, -1.0, 2.0, 0.25, 3.0, -0.75]
     pickles = {}
@@ -148,9 +202,14 @@ def main():
     pickles["nested_marks"] = P().op(b"(" * 100 + b"l" * 100).done()
     pickles["stack_global"] = P().s("torch._utils").s("_rebuild_tensor_v2").op(b"\x93\x94N").op(b"\x85R.").done()
     pickles["frame_proto4"] = b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01s."
+    cpython = cpython_pickles()
+    pickles.update(cpython)
+    storages = [("0", f32(vals)), ("1", struct.pack("<q", 7))]
+    for name, pk in cpython.items():
+        write("pth", name, archive(pk, storages))
     for name, pk in pickles.items():
         write("pickle", name, pk)
-        if name != "valid" and name != "torch":
+        if name not in ("valid", "torch") and name not in cpython:
             write("pth", "pickle_" + name, archive(pk, []))
     big = state_dict([("w", "FloatStorage", "0", 1 << 40, 0, [1 << 20, 1 << 20])]).done()
     write("pth", "huge_tensor", archive(big, [("0", f32(vals))]))
