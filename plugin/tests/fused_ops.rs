@@ -267,7 +267,7 @@ fn frozen_layers_in_bf16_within_rounding_of_f32() {
 /// (no fast path, no folding), for both norm-statistics modes (batch statistics never fold).
 #[test]
 fn batch_norm_folds_into_frozen_convolutions() {
-    use pix2pix::layers::{conv, conv_transpose, Layer, SequentialBuilder};
+    use pix2pix::nets::layers::{conv, conv_transpose, Layer, SequentialBuilder};
     let mut rng = StdRng::seed_from_u64(15);
     for (transposed, cin, cout, side, bias) in [(false, 3, 8, 16, false), (false, 16, 32, 8, true), (true, 32, 16, 4, false), (true, 16, 3, 8, true)] {
         let wshape = if transposed { [cin, cout, 4, 4] } else { [cout, cin, 4, 4] };
