@@ -219,6 +219,11 @@ pub struct Pix2PixMod {
     pub evaluate: extern "C" fn(request: EvalRequest) -> RResult<EvalMetrics, RString>,
     #[sabi(last_prefix_field)]
     pub bench: extern "C" fn(request: BenchRequest) -> RResult<BenchReport, RString>,
+    /// Writes a generator (none: the shipped default model) to `out` as an ONNX model with the
+    /// given statistics, replacing an existing file only with `overwrite`; returns a one-line
+    /// description. Added after the prefix: `None` from a plugin that predates it.
+    #[sabi(missing_field(option))]
+    pub export_onnx: extern "C" fn(model: ROption<RStr<'_>>, out: RStr<'_>, norm_stats: NormStats, overwrite: bool) -> RResult<RString, RString>,
 }
 
 impl RootModule for Pix2PixModRef {

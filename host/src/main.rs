@@ -5,6 +5,7 @@ mod atomic;
 mod bench;
 mod cancel;
 mod eval;
+mod export;
 mod imageio;
 mod info;
 mod inputs;
@@ -38,6 +39,9 @@ enum Command {
     Eval(eval::Args),
     /// Time inference (and a training step) of a generator with random weights.
     Bench(bench::Args),
+    /// Write a model for other runtimes: --onnx OUT (ONNX Runtime, OpenCV dnn, ffmpeg dnn_processing).
+    #[command(after_long_help = export::ABOUT)]
+    Export(export::Args),
     /// Run a batch filter pipeline described by a TOML file (--help shows the format).
     #[command(after_long_help = pipeline::ABOUT)]
     Pipeline(pipeline::Args),
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::main(a),
         Command::Eval(a) => eval::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Export(a) => export::main(a),
         Command::Pipeline(a) => pipeline::main(a),
     };
     match result {

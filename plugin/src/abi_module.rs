@@ -26,7 +26,7 @@ use crate::size_policy::SizePolicy;
 /// The root module `Pix2PixModRef::load_from_directory` / `load_from_file` finds.
 #[export_root_module]
 pub fn get_library() -> ffi::Pix2PixModRef {
-    ffi::Pix2PixMod { info, open_model, train, evaluate, bench }.leak_into_prefix()
+    ffi::Pix2PixMod { info, open_model, train, evaluate, bench, export_onnx }.leak_into_prefix()
 }
 
 fn result<T>(r: ApiResult<T>) -> RResult<T, RString> {
@@ -164,5 +164,13 @@ extern "C" fn bench(request: ffi::BenchRequest) -> RResult<ffi::BenchReport, RSt
         };
         let t = api::bench(&spec)?;
         Ok(ffi::BenchReport { infer_ms: t.infer_ms.into(), train_step_ms: t.train_step_ms.into() })
+    })
+}
+
+extern "C" fn export_onnx(model: ROption<RStr<'_>>, out: RStr<'_>, norm_stats: ffi::NormStats, overwrite: bool) -> RResult<RString, RString> {
+    call(|| {
+        let model = model.map(|m| Path::new(m.as_str())).into_option();
+        let s = crate::export::export_onnx(model, Path::new(out.as_str()), norm_stats_from_ffi(norm_stats), overwrite)?;
+        Ok(s.to_string().into())
     })
 }

@@ -594,6 +594,52 @@ pub unsafe extern "C" fn p2p_evaluate(
     })
 }
 
+/// Writes a generator as an ONNX model (opset 17): input `input`, output `output`, NCHW
+/// float32 in [-1, 1] (`v / 127.5 - 1` for 8-bit values), batch, height and width free; height
+/// and width must be multiples of the network's stride (`p2p_model_info.stride`).
+///
+/// - `model_path`: NUL-terminated checkpoint, or NULL for the model shipped with the library.
+/// - `out_path`: the `.onnx` file to write; it appears whole or not at all.
+/// - `norm_stats`: `P2P_NORM_STATS_*`: batch statistics (the default; each run normalises with
+///   the input's own) or the checkpoint's running statistics (PyTorch's eval mode).
+/// - `flags`: 0, or `P2P_EXPORT_OVERWRITE` to replace an existing `out_path`.
+///
+/// Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`, `P2P_ERR_IO` (unreadable model, an
+/// existing output without `P2P_EXPORT_OVERWRITE`, unwritable folder), `P2P_ERR_CHECKPOINT`,
+/// `P2P_ERR_UNSUPPORTED`. Thread-safe.
+///
+/// # Safety
+/// `model_path` is NULL or NUL-terminated; `out_path` is NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_export_onnx(model_path: *const c_char, out_path: *const c_char, norm_stats: u32, flags: u32) -> p2p_status {
+    run(|| {
+        let model = match model_path.is_null() {
+            true => None,
+            // SAFETY: non-NULL and NUL-terminated (caller contract).
+            false => Some(path_of(unsafe { c_str(model_path, "model_path") }?)?),
+        };
+        // SAFETY: NULL is checked by `c_str`; otherwise NUL-terminated (caller contract).
+        let out = path_of(unsafe { c_str(out_path, "out_path") }?)?;
+        let stats = match norm_stats {
+            P2P_NORM_STATS_DEFAULT | P2P_NORM_STATS_BATCH => NormStats::Batch,
+            P2P_NORM_STATS_RUNNING => NormStats::Running,
+            other => return Err(ApiError::invalid(format!("invalid norm_stats: {other} (P2P_NORM_STATS_*)"))),
+        };
+        if flags & !P2P_EXPORT_OVERWRITE != 0 {
+            return Err(ApiError::invalid(format!("invalid flags: {flags:#x} (unknown bits)")));
+        }
+        let overwrite = flags & P2P_EXPORT_OVERWRITE != 0;
+        match model {
+            Some(p) => crate::export::export_onnx(Some(&p), &out, stats, overwrite)?,
+            None => {
+                let ckpt = crate::default_model::checkpoint().map_err(|e| ApiError::new(ErrorKind::Unsupported, e.to_string()))?;
+                crate::export::export_checkpoint(&ckpt, &out, stats, overwrite)?
+            }
+        };
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

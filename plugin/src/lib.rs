@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod capi;
 pub mod default_model;
 pub mod error;
+pub mod export;
 pub mod frei0r;
 pub mod generator;
 pub mod image_tensor;
