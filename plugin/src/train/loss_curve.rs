@@ -5,7 +5,7 @@
 //! about one), the adversarial terms G_GAN, D_real and D_fake, and the learning rate. Each loss
 //! is drawn per step (thin, light) and as a centred moving average (bold); the y range follows
 //! the bulk of the values (2nd to 98th percentile, and the whole moving average), so the first
-//! steps' spikes do not flatten the rest.
+//! steps' spikes do not flatten the rest, with room above for the legend.
 
 use std::ops::Range;
 use std::path::Path;
@@ -62,8 +62,9 @@ fn quantile(values: impl Iterator<Item = f32>, q: f64) -> Option<f64> {
     Some(v[((v.len() - 1) as f64 * q).round() as usize] as f64)
 }
 
-/// A y range holding the bulk of the raw values and all of the smoothed ones, padded by 5 %.
-fn y_range(raw: &[&[f32]], smoothed: &[Vec<f32>]) -> Range<f64> {
+/// A y range holding the bulk of the raw values and all of the smoothed ones, padded by 5 %
+/// below and by `headroom` (a fraction of the span) above, where the legend goes.
+fn y_range(raw: &[&[f32]], smoothed: &[Vec<f32>], headroom: f64) -> Range<f64> {
     let all = || raw.iter().flat_map(|s| s.iter().copied());
     let (lo, hi) = (quantile(all(), 0.02), quantile(all(), 0.98));
     let s = smoothed.iter().flatten().filter(|v| v.is_finite()).map(|&v| v as f64);
@@ -72,8 +73,8 @@ fn y_range(raw: &[&[f32]], smoothed: &[Vec<f32>]) -> Range<f64> {
         (Some(lo), Some(hi)) => (lo.min(s_lo), hi.max(s_hi)),
         _ => (0.0, 1.0),
     };
-    let pad = ((hi - lo) * 0.05).max(1e-3);
-    (lo - pad)..(hi + pad)
+    let span = (hi - lo).max(1e-3);
+    (lo - 0.05 * span)..(hi + headroom * span)
 }
 
 /// Tick labels with as many decimals as the range needs.
@@ -85,6 +86,12 @@ fn tick_label(range: &Range<f64>) -> impl Fn(&f64) -> String {
 
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Image { path: path.into(), msg: format!("cannot draw the loss curve: {e}") }
+}
+
+/// `c` two thirds of the way to white.
+fn pale(c: RGBColor) -> RGBColor {
+    let f = |v: u8| ((v as u16 + 2 * 255) / 3) as u8;
+    RGBColor(f(c.0), f(c.1), f(c.2))
 }
 
 /// A series and how to draw it.
@@ -105,7 +112,8 @@ fn loss_panel<DB: DrawingBackend>(
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let smoothed: Vec<Vec<f32>> = series.iter().map(|s| smooth(s.values, half)).collect();
     let raw: Vec<&[f32]> = series.iter().map(|s| s.values).collect();
-    let y = y_range(&raw, &smoothed);
+    // Room above the data for the legend's rows.
+    let y = y_range(&raw, &smoothed, 0.1 + 0.1 * series.len() as f64);
     let label = tick_label(&y);
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FAMILY, 17))
@@ -123,14 +131,16 @@ fn loss_panel<DB: DrawingBackend>(
         .y_label_formatter(&label)
         .label_style((FAMILY, 13))
         .axis_desc_style((FAMILY, 14))
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(205, 205, 205))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(215, 215, 215))
         .draw()?;
     let points = |v: &[f32]| -> Vec<(f64, f64)> {
         steps.iter().zip(v).filter(|(_, v)| v.is_finite()).map(|(&s, &v)| (s, v as f64)).collect()
     };
+    // Opaque pale colours, not transparency: thousands of overlapping steps stay a pale band
+    // under the moving average instead of adding up to full colour.
     for s in series {
-        chart.draw_series(LineSeries::new(points(s.values), s.colour.mix(0.25).stroke_width(1)))?;
+        chart.draw_series(LineSeries::new(points(s.values), pale(s.colour).stroke_width(1)))?;
     }
     for (s, sm) in series.iter().zip(&smoothed) {
         let colour = s.colour;
@@ -174,8 +184,8 @@ fn lr_panel<DB: DrawingBackend>(
         .y_labels(4)
         .label_style((FAMILY, 13))
         .axis_desc_style((FAMILY, 14))
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(205, 205, 205))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(215, 215, 215))
         .draw()?;
     let points = steps.iter().zip(lr).filter(|(_, v)| v.is_finite()).map(|(&s, &v)| (s, v));
     chart.draw_series(LineSeries::new(points, LR_COLOUR.stroke_width(2)))?;
@@ -237,7 +247,7 @@ mod tests {
     fn the_y_range_ignores_rare_spikes_but_keeps_the_trend() {
         let mut v = vec![1.0f32; 200];
         v[0] = 1000.0;
-        let r = y_range(&[&v], &[vec![1.0; 200]]);
+        let r = y_range(&[&v], &[vec![1.0; 200]], 0.1);
         assert!(r.start < 1.0 && r.end > 1.0 && r.end < 2.0, "{r:?}");
     }
 }
