@@ -43,7 +43,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
     if !args.overwrite && args.onnx.symlink_metadata().is_ok() {
         bail!("--onnx {}: already exists (pass --overwrite to replace it)", args.onnx.display());
     }
-    let out = args.onnx.to_str().with_context(|| format!("--onnx {}: path is not valid UTF-8", args.onnx.display()))?;
+    let out = args
+        .onnx
+        .to_str()
+        .with_context(|| format!("--onnx {}: path is not valid UTF-8", args.onnx.display()))?;
     let model = model_path(args.model.path.as_deref())?;
     let plugin = args.model.plugin.load()?;
     let Some(export) = plugin.module.export_onnx() else {
@@ -53,8 +56,9 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Some(m) => ROption::RSome(RStr::from(m)),
         None => ROption::RNone,
     };
-    let summary = into_result(export(model, RStr::from(out), args.norm_stats.into(), args.overwrite))
-        .with_context(|| format!("exporting to {}", args.onnx.display()))?;
+    let summary =
+        into_result(export(model, RStr::from(out), args.norm_stats.into(), args.overwrite))
+            .with_context(|| format!("exporting to {}", args.onnx.display()))?;
     println!("wrote {}: {summary}", args.onnx.display());
     println!("norm statistics: {}", args.norm_stats.name());
     Ok(ExitCode::SUCCESS)

@@ -43,24 +43,37 @@ sample_every_steps = 6
 
 /// Pixels within `tol` of `colour` in each channel.
 fn count_near(img: &image::RgbImage, colour: [u8; 3], tol: i16) -> usize {
-    img.pixels().filter(|p| p.0.iter().zip(colour).all(|(&a, b)| (a as i16 - b as i16).abs() <= tol)).count()
+    img.pixels()
+        .filter(|p| p.0.iter().zip(colour).all(|(&a, b)| (a as i16 - b as i16).abs() <= tol))
+        .count()
 }
 
 fn check_curve(path: &Path) -> image::RgbImage {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
-    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).expect("a decodable PNG").to_rgb8();
+    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+        .expect("a decodable PNG")
+        .to_rgb8();
     assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
     // Not blank: the grey levels vary.
-    let grey: Vec<f64> = img.pixels().map(|p| p.0.iter().map(|&v| v as f64).sum::<f64>() / 3.0).collect();
+    let grey: Vec<f64> =
+        img.pixels().map(|p| p.0.iter().map(|&v| v as f64).sum::<f64>() / 3.0).collect();
     let mean = grey.iter().sum::<f64>() / grey.len() as f64;
     let var = grey.iter().map(|g| (g - mean) * (g - mean)).sum::<f64>() / grey.len() as f64;
     assert!(var > 100.0, "{}: nearly uniform (variance {var:.1})", path.display());
     // The title is text: dark anti-aliased pixels in the top band (the embedded font works).
-    let title_ink = (0..26).flat_map(|y| (0..WIDTH).map(move |x| (x, y))).filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100).count();
+    let title_ink = (0..26)
+        .flat_map(|y| (0..WIDTH).map(move |x| (x, y)))
+        .filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100)
+        .count();
     assert!(title_ink > 300, "{}: no title text ({title_ink} dark pixels)", path.display());
     // Each series' colour (the bold smoothed lines and their legend entries).
-    for (name, colour) in [("G_GAN", [214, 39, 40]), ("D_real", [44, 160, 44]), ("D_fake", [31, 119, 180]), ("lr", [148, 103, 189])] {
+    for (name, colour) in [
+        ("G_GAN", [214, 39, 40]),
+        ("D_real", [44, 160, 44]),
+        ("D_fake", [31, 119, 180]),
+        ("lr", [148, 103, 189]),
+    ] {
         let n = count_near(&img, colour, 12);
         assert!(n > 40, "{}: no {name} line or legend ({n} pixels of its colour)", path.display());
     }

@@ -35,7 +35,12 @@ impl std::fmt::Display for OnnxSummary {
 /// Writes the generator in `model_path` (`None`: the shipped default model) to `out` as an ONNX
 /// model normalising with `norm_stats`. The file appears whole or not at all (a temporary
 /// sibling, then a rename); an existing `out` is replaced only with `overwrite`.
-pub fn export_onnx(model_path: Option<&Path>, out: &Path, norm_stats: NormStats, overwrite: bool) -> Result<OnnxSummary> {
+pub fn export_onnx(
+    model_path: Option<&Path>,
+    out: &Path,
+    norm_stats: NormStats,
+    overwrite: bool,
+) -> Result<OnnxSummary> {
     // Before reading a model of hundreds of megabytes.
     check_output(out, overwrite)?;
     let ckpt = match model_path {
@@ -46,7 +51,12 @@ pub fn export_onnx(model_path: Option<&Path>, out: &Path, norm_stats: NormStats,
 }
 
 /// [`export_onnx`] for a checkpoint already in memory.
-pub fn export_checkpoint(ckpt: &Checkpoint, out: &Path, norm_stats: NormStats, overwrite: bool) -> Result<OnnxSummary> {
+pub fn export_checkpoint(
+    ckpt: &Checkpoint,
+    out: &Path,
+    norm_stats: NormStats,
+    overwrite: bool,
+) -> Result<OnnxSummary> {
     check_output(out, overwrite)?;
     let config = infer_generator(ckpt)?;
     let bytes = onnx::generator_to_onnx(ckpt, config, norm_stats)?;
@@ -66,7 +76,10 @@ fn check_output(out: &Path, overwrite: bool) -> Result<()> {
         return Err(Error::invalid("output", "empty path"));
     }
     if out.is_dir() {
-        return Err(Error::invalid("output", format!("{} is a folder; name the .onnx file to write", out.display())));
+        return Err(Error::invalid(
+            "output",
+            format!("{} is a folder; name the .onnx file to write", out.display()),
+        ));
     }
     if !overwrite && out.symlink_metadata().is_ok() {
         return Err(exists(out));
@@ -75,7 +88,13 @@ fn check_output(out: &Path, overwrite: bool) -> Result<()> {
 }
 
 fn exists(out: &Path) -> Error {
-    Error::io(out, std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists (not replaced unless overwriting is asked for)"))
+    Error::io(
+        out,
+        std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "already exists (not replaced unless overwriting is asked for)",
+        ),
+    )
 }
 
 /// Writes `data` to a temporary sibling of `path`, syncs it, then moves it into place: by

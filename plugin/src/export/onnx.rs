@@ -43,7 +43,11 @@ const EPS: f32 = 1e-5;
 const MAX_BYTES: usize = (1 << 31) - 1;
 
 /// Serialises the generator `config` with the weights of `ckpt` as an ONNX model.
-pub fn generator_to_onnx(ckpt: &Checkpoint, config: GeneratorConfig, stats: NormStats) -> Result<Vec<u8>> {
+pub fn generator_to_onnx(
+    ckpt: &Checkpoint,
+    config: GeneratorConfig,
+    stats: NormStats,
+) -> Result<Vec<u8>> {
     let mut g = Graph::new(ckpt, stats);
     let output = match config {
         GeneratorConfig::Unet(c) => unet(&mut g, "input", c)?,
@@ -54,7 +58,11 @@ pub fn generator_to_onnx(ckpt: &Checkpoint, config: GeneratorConfig, stats: Norm
     if let Some(extra) = ckpt.names().find(|n| !g.used.contains(*n)) {
         return Err(Error::checkpoint(
             &ckpt.path,
-            format!("tensor `{extra}` {:?} is not part of the {} network read off the file", ckpt.dims(extra).unwrap_or(&[]), config.net_g()),
+            format!(
+                "tensor `{extra}` {:?} is not part of the {} network read off the file",
+                ckpt.dims(extra).unwrap_or(&[]),
+                config.net_g()
+            ),
         ));
     }
     let (cin, cout) = config.channels();
@@ -75,9 +83,16 @@ pub fn generator_to_onnx(ckpt: &Checkpoint, config: GeneratorConfig, stats: Norm
     let tensor_type = |c: usize| {
         let dim = |p: &str| Dimension { dim_param: Some(p.into()), dim_value: None };
         let shape = TensorShapeProto {
-            dim: vec![dim("batch"), Dimension { dim_value: Some(c as i64), dim_param: None }, dim("height"), dim("width")],
+            dim: vec![
+                dim("batch"),
+                Dimension { dim_value: Some(c as i64), dim_param: None },
+                dim("height"),
+                dim("width"),
+            ],
         };
-        Some(TypeProto { tensor_type: Some(TensorTypeProto { elem_type: FLOAT, shape: Some(shape) }) })
+        Some(TypeProto {
+            tensor_type: Some(TensorTypeProto { elem_type: FLOAT, shape: Some(shape) }),
+        })
     };
     let meta = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v };
     let model = ModelProto {
@@ -89,8 +104,16 @@ pub fn generator_to_onnx(ckpt: &Checkpoint, config: GeneratorConfig, stats: Norm
         graph: Some(GraphProto {
             name: config.net_g(),
             doc_string: doc,
-            input: vec![ValueInfoProto { name: "input".into(), r#type: tensor_type(cin), doc_string: "NCHW in [-1, 1]".into() }],
-            output: vec![ValueInfoProto { name: "output".into(), r#type: tensor_type(cout), doc_string: "NCHW in [-1, 1]".into() }],
+            input: vec![ValueInfoProto {
+                name: "input".into(),
+                r#type: tensor_type(cin),
+                doc_string: "NCHW in [-1, 1]".into(),
+            }],
+            output: vec![ValueInfoProto {
+                name: "output".into(),
+                r#type: tensor_type(cout),
+                doc_string: "NCHW in [-1, 1]".into(),
+            }],
             node: std::mem::take(&mut g.nodes),
             initializer: std::mem::take(&mut g.initializers),
         }),
@@ -106,7 +129,10 @@ pub fn generator_to_onnx(ckpt: &Checkpoint, config: GeneratorConfig, stats: Norm
     };
     let len = model.encoded_len();
     if len > MAX_BYTES {
-        return Err(Error::invalid("model", format!("{len} bytes of ONNX exceed protobuf's 2 GiB limit")));
+        return Err(Error::invalid(
+            "model",
+            format!("{len} bytes of ONNX exceed protobuf's 2 GiB limit"),
+        ));
     }
     Ok(model.encode_to_vec())
 }
@@ -131,7 +157,12 @@ fn float(name: &str, v: f32) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: ATTR_FLOAT, f: Some(v), ..Default::default() }
 }
 fn string(name: &str, v: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: ATTR_STRING, s: Some(v.as_bytes().to_vec()), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: ATTR_STRING,
+        s: Some(v.as_bytes().to_vec()),
+        ..Default::default()
+    }
 }
 
 impl<'a> Graph<'a> {
@@ -162,21 +193,42 @@ impl<'a> Graph<'a> {
 
     fn f32_initializer(&mut self, name: String, dims: &[usize], values: &[f32]) -> String {
         let raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.initializers.push(TensorProto { dims: dims.iter().map(|&d| d as i64).collect(), data_type: FLOAT, name: name.clone(), raw_data });
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: FLOAT,
+            name: name.clone(),
+            raw_data,
+        });
         name
     }
 
     fn i64_initializer(&mut self, name: String, values: &[i64]) -> String {
         let raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.initializers.push(TensorProto { dims: vec![values.len() as i64], data_type: INT64, name: name.clone(), raw_data });
+        self.initializers.push(TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: INT64,
+            name: name.clone(),
+            raw_data,
+        });
         name
     }
 
     /// The checkpoint tensor `key`, which must have shape `shape`, marked as used.
     fn tensor(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let t = self.ckpt.get(key).ok_or_else(|| Error::checkpoint(&self.ckpt.path, format!("missing tensor `{key}` (the network needs shape {shape:?})")))?;
+        let t = self.ckpt.get(key).ok_or_else(|| {
+            Error::checkpoint(
+                &self.ckpt.path,
+                format!("missing tensor `{key}` (the network needs shape {shape:?})"),
+            )
+        })?;
         if t.dims() != shape {
-            return Err(Error::checkpoint(&self.ckpt.path, format!("tensor `{key}` has shape {:?} in the file but the network needs {shape:?}", t.dims())));
+            return Err(Error::checkpoint(
+                &self.ckpt.path,
+                format!(
+                    "tensor `{key}` has shape {:?} in the file but the network needs {shape:?}",
+                    t.dims()
+                ),
+            ));
         }
         self.used.insert(key.to_string());
         Ok(t.flatten_all()?.to_vec1::<f32>()?)
@@ -191,22 +243,48 @@ impl<'a> Graph<'a> {
 
     /// `nn.Conv2d(cin, cout, k, stride, padding, bias)` at `prefix`.
     #[allow(clippy::too_many_arguments)]
-    fn conv(&mut self, x: &str, prefix: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, bias: bool) -> Result<String> {
+    fn conv(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        bias: bool,
+    ) -> Result<String> {
         let w = self.weight(&format!("{prefix}.weight"), &[cout, cin, k, k], &[cout, cin, k, k])?;
         let mut inputs = vec![x.to_string(), w];
         if bias {
             inputs.push(self.weight(&format!("{prefix}.bias"), &[cout], &[cout])?);
         }
         let (k, s, p) = (k as i64, stride as i64, pad as i64);
-        let attrs = vec![ints("kernel_shape", &[k, k]), ints("strides", &[s, s]), ints("pads", &[p, p, p, p]), ints("dilations", &[1, 1]), int("group", 1)];
+        let attrs = vec![
+            ints("kernel_shape", &[k, k]),
+            ints("strides", &[s, s]),
+            ints("pads", &[p, p, p, p]),
+            ints("dilations", &[1, 1]),
+            int("group", 1),
+        ];
         Ok(self.node("Conv", &inputs.iter().map(String::as_str).collect::<Vec<_>>(), attrs))
     }
 
     /// `nn.ConvTranspose2d(cin, cout, k, stride, padding, output_padding, bias)` at `prefix`
     /// (the weight layout, cin × cout × k × k, is ONNX's too).
     #[allow(clippy::too_many_arguments)]
-    fn conv_transpose(&mut self, x: &str, prefix: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, out_pad: usize, bias: bool)
-        -> Result<String> {
+    fn conv_transpose(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        out_pad: usize,
+        bias: bool,
+    ) -> Result<String> {
         let w = self.weight(&format!("{prefix}.weight"), &[cin, cout, k, k], &[cin, cout, k, k])?;
         let mut inputs = vec![x.to_string(), w];
         if bias {
@@ -221,7 +299,11 @@ impl<'a> Graph<'a> {
             ints("dilations", &[1, 1]),
             int("group", 1),
         ];
-        Ok(self.node("ConvTranspose", &inputs.iter().map(String::as_str).collect::<Vec<_>>(), attrs))
+        Ok(self.node(
+            "ConvTranspose",
+            &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+            attrs,
+        ))
     }
 
     /// The norm layer of `kind` for `c` channels at `prefix`.
@@ -229,9 +311,15 @@ impl<'a> Graph<'a> {
         match kind {
             NormKind::None => Ok(x.to_string()),
             NormKind::Instance => {
-                let scale = self.f32_initializer(format!("{prefix}.instance_scale"), &[c], &vec![1.0; c]);
-                let bias = self.f32_initializer(format!("{prefix}.instance_bias"), &[c], &vec![0.0; c]);
-                Ok(self.node("InstanceNormalization", &[x, &scale, &bias], vec![float("epsilon", EPS)]))
+                let scale =
+                    self.f32_initializer(format!("{prefix}.instance_scale"), &[c], &vec![1.0; c]);
+                let bias =
+                    self.f32_initializer(format!("{prefix}.instance_bias"), &[c], &vec![0.0; c]);
+                Ok(self.node(
+                    "InstanceNormalization",
+                    &[x, &scale, &bias],
+                    vec![float("epsilon", EPS)],
+                ))
             }
             NormKind::Batch => {
                 let key = |s: &str| format!("{prefix}.{s}");
@@ -245,7 +333,11 @@ impl<'a> Graph<'a> {
                         let b = self.weight(&key("bias"), &[c], &[c])?;
                         let m = self.f32_initializer(key("running_mean"), &[c], &running_mean);
                         let v = self.f32_initializer(key("running_var"), &[c], &running_var);
-                        Ok(self.node("BatchNormalization", &[x, &w, &b, &m, &v], vec![float("epsilon", EPS)]))
+                        Ok(self.node(
+                            "BatchNormalization",
+                            &[x, &w, &b, &m, &v],
+                            vec![float("epsilon", EPS)],
+                        ))
                     }
                     NormStats::Batch => {
                         let w = self.weight(&key("weight"), &[c], &[1, c, 1, 1])?;
@@ -321,11 +413,19 @@ struct Level {
 fn unet(g: &mut Graph, x: &str, c: UnetConfig) -> Result<String> {
     let UnetConfig { in_channels, out_channels, num_downs, ngf, norm, .. } = c;
     if num_downs < 5 {
-        return Err(Error::invalid("model", format!("a U-Net generator needs at least 5 downsamplings, got {num_downs}")));
+        return Err(Error::invalid(
+            "model",
+            format!("a U-Net generator needs at least 5 downsamplings, got {num_downs}"),
+        ));
     }
     let level = |outer, inner, position| Level { outer, inner, input: outer, position };
     let mut levels = vec![
-        Level { outer: out_channels, inner: ngf, input: in_channels, position: Position::Outermost },
+        Level {
+            outer: out_channels,
+            inner: ngf,
+            input: in_channels,
+            position: Position::Outermost,
+        },
         level(ngf, ngf * 2, Position::Intermediate),
         level(ngf * 2, ngf * 4, Position::Intermediate),
         level(ngf * 4, ngf * 8, Position::Intermediate),
@@ -336,7 +436,13 @@ fn unet(g: &mut Graph, x: &str, c: UnetConfig) -> Result<String> {
 }
 
 /// `UnetSkipConnectionBlock` at `prefix`: down, sub-block, up, and the skip concatenation.
-fn unet_block(g: &mut Graph, x: &str, levels: &[Level], norm: NormKind, prefix: &str) -> Result<String> {
+fn unet_block(
+    g: &mut Graph,
+    x: &str,
+    levels: &[Level],
+    norm: NormKind,
+    prefix: &str,
+) -> Result<String> {
     let Some((&Level { outer, inner, input, position }, rest)) = levels.split_first() else {
         return Err(Error::invalid("model", "a U-Net needs at least one level"));
     };
@@ -410,7 +516,14 @@ fn resnet(g: &mut Graph, x: &str, c: ResnetConfig) -> Result<String> {
 }
 
 /// `ResnetBlock` at `prefix`: `x + conv_block(x)`.
-fn resnet_block(g: &mut Graph, x: &str, dim: usize, norm: NormKind, dropout: bool, prefix: &str) -> Result<String> {
+fn resnet_block(
+    g: &mut Graph,
+    x: &str,
+    dim: usize,
+    norm: NormKind,
+    dropout: bool,
+    prefix: &str,
+) -> Result<String> {
     let bias = norm.conv_bias();
     let mut seq = Seq::new(format!("{prefix}.conv_block"));
     let p = seq.take();

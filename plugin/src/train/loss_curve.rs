@@ -45,9 +45,15 @@ fn register() -> Result<()> {
 fn smooth(values: &[f32], half: usize) -> Vec<f32> {
     (0..values.len())
         .map(|i| {
-            let w = values[i.saturating_sub(half)..(i + half + 1).min(values.len())].iter().filter(|v| v.is_finite());
+            let w = values[i.saturating_sub(half)..(i + half + 1).min(values.len())]
+                .iter()
+                .filter(|v| v.is_finite());
             let (s, n) = w.fold((0f64, 0usize), |(s, n), v| (s + *v as f64, n + 1));
-            if n > 0 { (s / n as f64) as f32 } else { f32::NAN }
+            if n > 0 {
+                (s / n as f64) as f32
+            } else {
+                f32::NAN
+            }
         })
         .collect()
 }
@@ -147,7 +153,9 @@ fn loss_panel<DB: DrawingBackend>(
         chart
             .draw_series(LineSeries::new(points(sm), colour.stroke_width(2)))?
             .label(s.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], colour.stroke_width(3)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], colour.stroke_width(3))
+            });
     }
     chart
         .configure_series_labels()
@@ -197,7 +205,8 @@ pub fn save_loss_curve(path: &Path, history: &[Progress]) -> Result<()> {
     register()?;
     let steps: Vec<f64> = history.iter().map(|p| p.step as f64).collect();
     let pick = |f: fn(&Progress) -> f32| history.iter().map(f).collect::<Vec<f32>>();
-    let (l1, g_gan, d_real, d_fake) = (pick(|p| p.g_l1), pick(|p| p.g_gan), pick(|p| p.d_real), pick(|p| p.d_fake));
+    let (l1, g_gan, d_real, d_fake) =
+        (pick(|p| p.g_l1), pick(|p| p.g_gan), pick(|p| p.d_real), pick(|p| p.d_fake));
     let lr: Vec<f64> = history.iter().map(|p| p.lr).collect();
     let first = steps.first().copied().unwrap_or(0.0);
     let last = steps.last().copied().unwrap_or(1.0).max(first + 1.0);
@@ -229,7 +238,8 @@ pub fn save_loss_curve(path: &Path, history: &[Progress]) -> Result<()> {
         };
         draw().map_err(|e| plot_err(path, e))?;
     }
-    let img = image::RgbImage::from_raw(WIDTH, HEIGHT, buf).ok_or_else(|| plot_err(path, "buffer smaller than the image"))?;
+    let img = image::RgbImage::from_raw(WIDTH, HEIGHT, buf)
+        .ok_or_else(|| plot_err(path, "buffer smaller than the image"))?;
     write_png(path, &img)
 }
 
