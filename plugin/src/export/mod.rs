@@ -6,10 +6,7 @@ mod proto;
 use std::io::Write;
 use std::path::Path;
 
-use crate::arch::infer_generator;
-use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Result};
-use crate::layers::NormStats;
+use crate::{infer_generator, Checkpoint, Error, NormStats, Result};
 
 /// What [`export_onnx`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -25,13 +25,9 @@ use std::collections::HashSet;
 use prost::Message;
 
 use super::proto::*;
-use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Result};
-use crate::generator::GeneratorConfig;
-use crate::layers::NormStats;
-use crate::norm::NormKind;
 use crate::resnet::ResnetConfig;
 use crate::unet::UnetConfig;
+use crate::{Checkpoint, Error, GeneratorConfig, NormKind, NormStats, Result};
 
 /// The operator set the graph is written for (ONNX Runtime ≥ 1.12, OpenCV ≥ 4.7).
 pub const OPSET: i64 = 17;
