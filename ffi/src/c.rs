@@ -1,5 +1,6 @@
-//! `#[repr(C)]` types and constants of the C API (see `include/pix2pix.h`, generated from this
-//! file and `plugin/src/capi.rs` by cbindgen; `plugin/cbindgen.toml` holds the settings).
+//! The C API: its `#[repr(C)]` types and constants here, its functions in [`functions`]
+//! (`include/pix2pix.h` is generated from the two by cbindgen; `ffi/cbindgen.toml` holds the
+//! settings).
 //!
 //! The names are the C names, so the header and the Rust side read alike.
 
@@ -7,6 +8,8 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::marker::{PhantomData, PhantomPinned};
+
+pub mod functions;
 
 /// Bumped when the C API changes incompatibly; `p2p_abi_version()` returns it.
 pub const P2P_ABI_VERSION: u32 = 1;
@@ -173,9 +176,10 @@ impl Default for p2p_model_info {
     }
 }
 
-/// One training step, as reported to a `p2p_progress_fn`.
+/// One training step, as reported to a `p2p_progress_fn` (and, as `TrainProgress`, to a Rust
+/// host's progress sink).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(abi_stable::StableAbi, Debug, Clone, Copy, Default)]
 pub struct p2p_progress {
     /// Steps done so far (1 after the first).
     pub step: u64,
@@ -197,7 +201,13 @@ pub struct p2p_progress {
 /// Return 0 to continue, non-zero to stop (a checkpoint is saved first). The pointer is valid
 /// only during the call. The callback runs on the thread that called `p2p_train`; it must not
 /// unwind (C++ exceptions, longjmp) out into the library.
-pub type p2p_progress_fn = Option<unsafe extern "C" fn(progress: *const p2p_progress, user: *mut c_void) -> c_int>;
+pub type p2p_progress_fn =
+    Option<unsafe extern "C" fn(progress: *const p2p_progress, user: *mut c_void) -> c_int>;
+
+/// Called with a warning or note from a training run (`p2p_train_with_messages`): one line of
+/// NUL-terminated UTF-8, valid only during the call, and the caller's `user` pointer. Runs on the
+/// thread that called the training function; it must not unwind into the library.
+pub type p2p_message_fn = Option<unsafe extern "C" fn(message: *const c_char, user: *mut c_void)>;
 
 /// Evaluation results (`p2p_evaluate`), averaged over the pairs.
 #[repr(C)]
@@ -210,4 +220,58 @@ pub struct p2p_metrics {
     pub ssim: f64,
     /// Pairs evaluated.
     pub count: u64,
+}
+
+/// The `P2P_*` codes of the settings, both ways: the one place the C face converts them.
+macro_rules! codes {
+    ($ty:ty, $default:ident { $($variant:ident = $code:ident),+ $(,)? }) => {
+        impl $ty {
+            /// The `P2P_*` code of this value (never the `_DEFAULT` code).
+            pub const fn code(self) -> u32 {
+                match self {
+                    $(<$ty>::$variant => $code,)+
+                }
+            }
+            /// The value of a `P2P_*` code, the `_DEFAULT` code giving the default; `None` for
+            /// codes this version does not know.
+            pub fn from_code(code: u32) -> Option<Self> {
+                match code {
+                    $default => Some(<$ty>::default()),
+                    $($code => Some(<$ty>::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+codes!(crate::NormStats, P2P_NORM_STATS_DEFAULT { Batch = P2P_NORM_STATS_BATCH, Running = P2P_NORM_STATS_RUNNING });
+codes!(crate::SizePolicy, P2P_SIZE_POLICY_DEFAULT {
+    Resize = P2P_SIZE_POLICY_RESIZE,
+    Pad = P2P_SIZE_POLICY_PAD,
+    Tile = P2P_SIZE_POLICY_TILE,
+});
+codes!(crate::Direction, P2P_DIRECTION_DEFAULT { AtoB = P2P_DIRECTION_A_TO_B, BtoA = P2P_DIRECTION_B_TO_A });
+
+#[cfg(test)]
+mod tests {
+    use crate::{Direction, NormStats, SizePolicy};
+
+    #[test]
+    fn codes_round_trip_and_defaults_agree() {
+        for p in [SizePolicy::Resize, SizePolicy::Pad, SizePolicy::Tile] {
+            assert_eq!(SizePolicy::from_code(p.code()), Some(p));
+        }
+        for n in [NormStats::Batch, NormStats::Running] {
+            assert_eq!(NormStats::from_code(n.code()), Some(n));
+        }
+        for d in [Direction::AtoB, Direction::BtoA] {
+            assert_eq!(Direction::from_code(d.code()), Some(d));
+        }
+        // The header documents these defaults.
+        assert_eq!(SizePolicy::from_code(super::P2P_SIZE_POLICY_DEFAULT), Some(SizePolicy::Pad));
+        assert_eq!(NormStats::from_code(super::P2P_NORM_STATS_DEFAULT), Some(NormStats::Batch));
+        assert_eq!(Direction::from_code(super::P2P_DIRECTION_DEFAULT), Some(Direction::BtoA));
+        assert_eq!(SizePolicy::from_code(99), None);
+    }
 }

@@ -14,14 +14,17 @@
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings,
-    sabi_trait,
+    package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RBox, RResult, RSlice, RStr, RString, RVec, ROption},
+    std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };
 
 pub mod c;
+pub mod output_lock;
+mod settings;
+
+pub use settings::{Direction, GeneratorName, NormStats, SizePolicy, DEFAULT_TILE_OVERLAP};
 
 /// Bumped when the C API changes incompatibly; `p2p_abi_version()` returns it.
 pub const ABI_VERSION: u32 = c::P2P_ABI_VERSION;
@@ -35,25 +38,6 @@ pub struct PluginInfo {
     pub abi_version: u32,
     /// Space-separated features, e.g. `"translate train evaluate bench default-model"`.
     pub features: RString,
-}
-
-/// Which normalisation statistics a model uses at inference.
-#[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NormStats {
-    /// Statistics of the image itself (the paper's test-time protocol; default).
-    Batch = 0,
-    /// The checkpoint's running statistics (eval mode).
-    Running = 1,
-}
-
-/// How sizes that are not multiples of the network stride are handled.
-#[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SizePolicy {
-    Resize = 0,
-    Pad = 1,
-    Tile = 2,
 }
 
 /// Options fixed when a model is opened.
@@ -72,7 +56,13 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { norm_stats: NormStats::Batch, size_policy: SizePolicy::Pad, tile_overlap: 32, threads: 0, dropout_seed: ROption::RNone }
+        Self {
+            norm_stats: NormStats::default(),
+            size_policy: SizePolicy::default(),
+            tile_overlap: DEFAULT_TILE_OVERLAP,
+            threads: 0,
+            dropout_seed: ROption::RNone,
+        }
     }
 }
 
@@ -126,20 +116,9 @@ pub trait Translator: Send + Sync {
 
 pub type TranslatorBox = Translator_TO<'static, RBox<()>>;
 
-/// One training step, as reported to the progress callback.
-#[repr(C)]
-#[derive(StableAbi, Debug, Clone, Copy, Default)]
-pub struct TrainProgress {
-    pub step: u64,
-    pub epoch: u64,
-    pub total_steps: u64,
-    pub g_gan: f32,
-    pub g_l1: f32,
-    pub d_real: f32,
-    pub d_fake: f32,
-    pub lr: f64,
-    pub images_per_sec: f32,
-}
+/// One training step, as reported to the progress callback: the C API's `p2p_progress`, one
+/// declaration for both faces.
+pub type TrainProgress = c::p2p_progress;
 
 /// Receives training progress; returning `false` cancels (a checkpoint is saved first).
 #[sabi_trait]
@@ -164,7 +143,7 @@ pub struct EvalRequest {
     pub model: ROption<RString>,
     /// Folder of aligned A|B images.
     pub data: RString,
-    /// `AtoB` or `BtoA`.
+    /// [`Direction::name`]: `AtoB` or `BtoA`; empty = [`Direction::default`].
     pub direction: RString,
     /// Evaluation size (each pair is resized to it); 0 = the model's native size.
     pub size: u32,
@@ -213,12 +192,24 @@ pub struct BenchReport {
 pub struct Pix2PixMod {
     pub info: extern "C" fn() -> PluginInfo,
     /// Opens a checkpoint (`.safetensors` or `.pth`), or the shipped default model for none.
-    pub open_model: extern "C" fn(path: ROption<RStr<'_>>, options: OpenOptions) -> RResult<TranslatorBox, RString>,
+    pub open_model: extern "C" fn(
+        path: ROption<RStr<'_>>,
+        options: OpenOptions,
+    ) -> RResult<TranslatorBox, RString>,
     /// Trains from a TOML config text, reporting to `sink`.
-    pub train: extern "C" fn(config_toml: RStr<'_>, resume: bool, sink: ProgressSink_TO<'_, abi_stable::sabi_types::RMut<'_, ()>>) -> RResult<TrainReport, RString>,
+    pub train: extern "C" fn(
+        config_toml: RStr<'_>,
+        resume: bool,
+        sink: ProgressSink_TO<'_, abi_stable::sabi_types::RMut<'_, ()>>,
+    ) -> RResult<TrainReport, RString>,
     pub evaluate: extern "C" fn(request: EvalRequest) -> RResult<EvalMetrics, RString>,
     #[sabi(last_prefix_field)]
     pub bench: extern "C" fn(request: BenchRequest) -> RResult<BenchReport, RString>,
+    /// The training config with every key at its default, commented with its range or choices
+    /// (`host train --print-config`). After the last prefix field: a host reads it as `None`
+    /// from a plugin that predates it.
+    #[sabi(missing_field(option))]
+    pub default_train_config: extern "C" fn() -> RString,
     /// Writes a generator (none: the shipped default model) to `out` as an ONNX model with the
     /// given statistics, replacing an existing file only with `overwrite`; returns a one-line
     /// description. Added after the prefix: `None` from a plugin that predates it.

@@ -33,6 +33,27 @@ pub fn write(dest: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("cannot write {}", dest.display()))
 }
 
+/// Writes `dest` atomically unless it exists: `Ok(false)` (and nothing written) when it does.
+/// The check and the write are one step (a no-replace rename), so of two runs racing for one
+/// output exactly one writes it and the other is told it exists.
+pub fn write_new(dest: &Path, bytes: &[u8]) -> Result<bool> {
+    let tmp = temp_path(dest);
+    let result = (|| -> std::io::Result<bool> {
+        let mut f: File = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        match crate::no_replace::rename(&tmp, dest) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    if !matches!(result, Ok(true)) {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", dest.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +67,18 @@ mod tests {
         write(&dest, b"second").unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"second");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let dir = std::env::temp_dir().join(format!("host-atomic-new-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("a.png");
+        assert!(write_new(&dest, b"first").unwrap());
+        assert!(!write_new(&dest, b"second").unwrap());
+        assert_eq!(fs::read(&dest).unwrap(), b"first");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary left");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,22 +4,39 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use pix2pix_ffi::BenchRequest;
+use pix2pix_ffi::{BenchRequest, NormStats};
 
-use crate::plugin::{into_result, NormStatsArg, PluginArg};
+use crate::plugin::{into_result, PluginArg};
+use crate::settings::parser;
+
+/// How `host bench` maps onto the README's performance table (`bench/side_by_side.sh` runs it
+/// this way, with --iters 7, for each row).
+pub const ABOUT: &str = "\
+README performance table, column by column (one row: --net-g unet_256 --ngf 64 --size 256 --batch 1):
+  ours, inference              host bench --norm-stats running      (infer_ms)
+  ours, `host run`'s default   host bench                           (infer_ms; --norm-stats batch)
+  ours, training step          host bench --train                   (train_step_ms)
+Rows: unet_256 ngf 64 / ngf 32 at --size 256, unet_128 ngf 64 at --size 128, and --batch 4.
+The PyTorch and ONNX Runtime columns come from ../shared/reference/bench_torch.py through
+bench/side_by_side.sh. The weights are random: speed does not depend on them.";
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     plugin: PluginArg,
-    /// Generator: unet_256, unet_128, resnet_9blocks, resnet_6blocks.
+    /// Generator: unet_256, unet_128, resnet_9blocks, resnet_6blocks (the README's rows use
+    /// unet_256 and unet_128).
     #[arg(long, default_value = "unet_256")]
     net_g: String,
+    /// Generator filters in the first layer (64: the paper's; 32: the shipped default model's).
+    /// With --train the discriminator gets as many (ndf = ngf).
     #[arg(long, default_value_t = 64)]
     ngf: u32,
-    /// Image side.
+    /// Image side in pixels, square (a multiple of the generator's stride: 256 for unet_256,
+    /// 128 for unet_128, 4 for the ResNets).
     #[arg(long, default_value_t = 256)]
     size: u32,
+    /// Images per forward pass (and per training step); the README's last row is --batch 4.
     #[arg(long, default_value_t = 1)]
     batch: u32,
     /// Timed iterations (the median is reported).
@@ -28,15 +45,17 @@ pub struct Args {
     /// Untimed iterations first.
     #[arg(long, default_value_t = 2)]
     warmup: u32,
-    /// Also time a full training step (G and D forward, backward, Adam).
+    /// Also time a full training step (G and D forward, backward, Adam): the README's "ours,
+    /// training step" column (train_step_ms).
     #[arg(long)]
     train: bool,
     /// Normalisation statistics of the timed inference: running = the checkpoint's running
     /// statistics (here the fresh network's), PyTorch's eval mode, what bench_torch.py and ONNX
-    /// Runtime time; batch = the statistics of the input itself, the paper's protocol and
-    /// `host run`'s default. Training steps always use the batch's.
-    #[arg(long, value_enum, default_value_t = NormStatsArg::Batch)]
-    norm_stats: NormStatsArg,
+    /// Runtime time: the README's "ours, inference" column; batch = the statistics of the input
+    /// itself, the paper's protocol and `host run`'s default: the "ours, `host run`'s default"
+    /// column. Training steps always use the batch's.
+    #[arg(long, value_parser = parser::<NormStats>(), default_value_t = NormStats::default())]
+    norm_stats: NormStats,
 }
 
 pub fn median(v: &[f64]) -> Option<f64> {
@@ -62,7 +81,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         iters: args.iters,
         warmup: args.warmup,
         train: args.train,
-        norm_stats: args.norm_stats.into(),
+        norm_stats: args.norm_stats,
     };
     let r = into_result((plugin.module.bench())(request))?;
     eprintln!(

@@ -12,7 +12,7 @@ pub fn install(what: &'static str) -> Result<()> {
     ctrlc::set_handler(move || {
         if CANCELLED.swap(true, Ordering::SeqCst) {
             eprintln!("\nCtrl-C again: exiting now");
-            std::process::exit(crate::EXIT_INTERRUPTED as i32);
+            std::process::exit(crate::exit::EXIT_INTERRUPTED as i32);
         }
         eprintln!("\nCtrl-C: {what} (press again to quit at once)");
     })

@@ -5,17 +5,10 @@ use std::process::ExitCode;
 
 use abi_stable::std_types::{ROption, RString};
 use anyhow::{bail, Context, Result};
-use pix2pix_ffi::EvalRequest;
+use pix2pix_ffi::{Direction, EvalRequest};
 
 use crate::plugin::{into_result, model_path, ModelArg};
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum Direction {
-    #[value(name = "AtoB")]
-    AtoB,
-    #[value(name = "BtoA")]
-    BtoA,
-}
+use crate::settings::parser;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,7 +18,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
     /// Which half is the input: AtoB (left → right) or BtoA (right → left, the facades recipe).
-    #[arg(long, value_enum, default_value = "BtoA")]
+    #[arg(long, value_parser = parser::<Direction>(), default_value_t = Direction::default())]
     direction: Direction,
     /// Evaluation size (each pair is resized to it); 0 = the model's native size.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -39,7 +32,9 @@ pub struct Args {
 }
 
 fn utf8(p: &std::path::Path, what: &str) -> Result<RString> {
-    Ok(p.to_str().with_context(|| format!("{what} {}: path is not valid UTF-8", p.display()))?.into())
+    Ok(p.to_str()
+        .with_context(|| format!("{what} {}: path is not valid UTF-8", p.display()))?
+        .into())
 }
 
 pub fn main(args: Args) -> Result<ExitCode> {
@@ -51,14 +46,16 @@ pub fn main(args: Args) -> Result<ExitCode> {
     let request = EvalRequest {
         model: model.map(RString::from).into(),
         data: utf8(&args.data, "--data")?,
-        direction: match args.direction {
-            Direction::AtoB => "AtoB".into(),
-            Direction::BtoA => "BtoA".into(),
-        },
+        direction: args.direction.name().into(),
         size: args.size,
-        html_dir: if args.no_html { ROption::RNone } else { ROption::RSome(utf8(&args.html, "--html")?) },
+        html_dir: if args.no_html {
+            ROption::RNone
+        } else {
+            ROption::RSome(utf8(&args.html, "--html")?)
+        },
     };
-    let m = into_result((plugin.module.evaluate())(request)).with_context(|| format!("evaluating on {}", args.data.display()))?;
+    let m = into_result((plugin.module.evaluate())(request))
+        .with_context(|| format!("evaluating on {}", args.data.display()))?;
     println!("pairs {}", m.count);
     if !args.no_html {
         println!("html {}", args.html.join("index.html").display());

@@ -13,15 +13,26 @@ use pix2pix_ffi::{ImageBuf, ImageRef};
 pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp"];
 
 pub fn has_image_extension(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Reads an image, trusting its contents over its extension.
 pub fn read(path: &Path) -> Result<DynamicImage> {
-    let reader = ImageReader::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let reader = reader.with_guessed_format().with_context(|| format!("cannot read {}", path.display()))?;
+    // A named pipe or a device found in an input folder would block or never end.
+    crate::file_check::regular_file(path).map_err(|why| anyhow!("{why}"))?;
+    let reader =
+        ImageReader::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let reader =
+        reader.with_guessed_format().with_context(|| format!("cannot read {}", path.display()))?;
     if reader.format().is_none() {
         bail!("not an image (unknown format)");
+    }
+    if reader.format() == Some(ImageFormat::Jpeg) {
+        // The decoder would fill a cut-short file with gray and succeed.
+        let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        crate::jpeg_check::complete(&data).map_err(|e| anyhow!(e))?;
     }
     reader.decode().map_err(|e| anyhow!("cannot decode image: {e}"))
 }
@@ -31,7 +42,11 @@ pub fn format_for(path: &Path) -> Result<ImageFormat> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ImageFormat::from_extension(ext) {
         Some(f) if EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) => Ok(f),
-        _ => bail!("{}: cannot tell the output format from the extension {ext:?} (use one of: {})", path.display(), EXTENSIONS.join(", ")),
+        _ => bail!(
+            "{}: cannot tell the output format from the extension {ext:?} (use one of: {})",
+            path.display(),
+            EXTENSIONS.join(", ")
+        ),
     }
 }
 
@@ -42,8 +57,13 @@ pub fn encode(img: &DynamicImage, path: &Path) -> Result<Vec<u8>> {
     let img = match (format, img) {
         (ImageFormat::Jpeg, DynamicImage::ImageLuma8(_)) => img.clone(),
         (ImageFormat::Jpeg, _) => DynamicImage::ImageRgb8(img.to_rgb8()),
-        (_, DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_)) => img.clone(),
-        (ImageFormat::WebP, DynamicImage::ImageLumaA8(_)) => DynamicImage::ImageRgba8(img.to_rgba8()),
+        (
+            _,
+            DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_),
+        ) => img.clone(),
+        (ImageFormat::WebP, DynamicImage::ImageLumaA8(_)) => {
+            DynamicImage::ImageRgba8(img.to_rgba8())
+        }
         (_, DynamicImage::ImageLumaA8(_)) => img.clone(),
         _ if img.color().has_alpha() => DynamicImage::ImageRgba8(img.to_rgba8()),
         _ => DynamicImage::ImageRgb8(img.to_rgb8()),

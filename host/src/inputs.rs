@@ -37,10 +37,14 @@ pub fn discover(specs: &[String], base: &Path, recursive: bool) -> Result<Inputs
         if path.is_file() {
             files.push(path);
         } else if path.is_dir() {
-            walk(&path, recursive, &mut files, &mut found.ignored).with_context(|| format!("input {spec}"))?;
+            walk(&path, recursive, &mut files, &mut found.ignored)
+                .with_context(|| format!("input {spec}"))?;
         } else if spec.contains(['*', '?', '[']) {
-            let pattern = path.to_str().with_context(|| format!("input {spec}: pattern is not valid UTF-8"))?;
-            let matches = glob::glob(pattern).with_context(|| format!("input {spec}: bad glob pattern"))?;
+            let pattern = path
+                .to_str()
+                .with_context(|| format!("input {spec}: pattern is not valid UTF-8"))?;
+            let matches =
+                glob::glob(pattern).with_context(|| format!("input {spec}: bad glob pattern"))?;
             let mut any = false;
             for m in matches {
                 let p = m.with_context(|| format!("input {spec}"))?;
@@ -57,7 +61,11 @@ pub fn discover(specs: &[String], base: &Path, recursive: bool) -> Result<Inputs
                 bail!("input {spec}: the pattern matches nothing");
             }
         } else {
-            bail!("input {spec}: no such file or folder ({})", path.display());
+            let why = match std::fs::metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.symlink_metadata().is_err() => "no such file or folder".to_string(),
+                _ => crate::file_check::regular_file(&path).err().unwrap_or_default(),
+            };
+            bail!("input {spec}: {why} ({})", path.display());
         }
     }
     let mut seen = HashSet::new();
@@ -83,7 +91,8 @@ fn is_hidden(path: &Path) -> bool {
 }
 
 fn walk(dir: &Path, recursive: bool, files: &mut Vec<PathBuf>, ignored: &mut usize) -> Result<()> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let path = entry.path();

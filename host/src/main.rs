@@ -2,25 +2,37 @@
 //! its abi_stable root module (`pix2pix_ffi::Pix2PixModRef`) and never links the networks.
 
 mod atomic;
+mod batch;
 mod bench;
 mod cancel;
 mod eval;
+mod exit;
 mod export;
+mod file_check;
 mod imageio;
 mod info;
 mod inputs;
+mod jpeg_check;
+mod no_replace;
+mod outputs;
 mod pipeline;
 mod plugin;
 mod run;
+mod settings;
 mod shard;
 mod train;
+mod train_overwrite;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "host", version, about = "Runs the pix2pix plugin (libpix2pix.so): translate images, train, evaluate, benchmark, batch pipelines")]
+#[command(
+    name = "host",
+    version,
+    about = "Runs the pix2pix plugin (libpix2pix.so): translate images, train, evaluate, benchmark, batch pipelines"
+)]
 #[command(after_help = plugin::PLUGIN_HELP)]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +50,7 @@ enum Command {
     /// Evaluate a model on aligned A|B pairs: MAE, PSNR, SSIM and an HTML page.
     Eval(eval::Args),
     /// Time inference (and a training step) of a generator with random weights.
+    #[command(after_long_help = bench::ABOUT)]
     Bench(bench::Args),
     /// Write a model for other runtimes: --onnx OUT (ONNX Runtime, OpenCV dnn, ffmpeg dnn_processing).
     #[command(after_long_help = export::ABOUT)]
@@ -46,11 +59,6 @@ enum Command {
     #[command(after_long_help = pipeline::ABOUT)]
     Pipeline(pipeline::Args),
 }
-
-/// Exit statuses: 0 success, 1 some inputs failed, 2 could not run at all, 130 interrupted.
-pub const EXIT_FAILED_ITEMS: u8 = 1;
-pub const EXIT_ERROR: u8 = 2;
-pub const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     // `host … | head` closes the pipe early: end quietly as other Unix tools do, not with Rust's
@@ -74,8 +82,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line per cause, no backtrace: these are the user's files and settings.
+            // PIX2PIX_DEBUG=1 adds the cause chain and, with RUST_BACKTRACE=1, the backtrace.
             eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_ERROR)
+            if std::env::var_os("PIX2PIX_DEBUG").is_some_and(|v| v != "0") {
+                eprintln!("{e:?}");
+            }
+            ExitCode::from(exit::EXIT_ERROR)
         }
     }
 }

@@ -9,18 +9,17 @@ use std::path::{Path, PathBuf};
 use abi_stable::library::{LibraryError, RootModule};
 use abi_stable::std_types::{ROption, RStr, RString};
 use anyhow::{anyhow, bail, Context, Result};
-use pix2pix_ffi::{NormStats, OpenOptions, Pix2PixModRef, PluginInfo, SizePolicy, TranslatorBox};
-use serde::Deserialize;
+use pix2pix_ffi::{OpenOptions, Pix2PixModRef, PluginInfo, TranslatorBox};
 
-pub const PLUGIN_HELP: &str = "The plugin is found by --plugin, else $P2P_PLUGIN, else libpix2pix.so beside the host executable.";
+pub const PLUGIN_HELP: &str = "The plugin is found by --plugin, else $PIX2PIX_PLUGIN, else libpix2pix.so beside the host executable.";
 
 /// The environment variable naming the plugin when `--plugin` is not given.
-pub const PLUGIN_ENV: &str = "P2P_PLUGIN";
+pub const PLUGIN_ENV: &str = "PIX2PIX_PLUGIN";
 
 /// The `--plugin` option shared by every command.
 #[derive(clap::Args, Clone, Debug)]
 pub struct PluginArg {
-    /// Path to libpix2pix.so (default: $P2P_PLUGIN, else libpix2pix.so beside this executable).
+    /// Path to libpix2pix.so (default: $PIX2PIX_PLUGIN, else libpix2pix.so beside this executable).
     #[arg(long, value_name = "P")]
     pub plugin: Option<PathBuf>,
 }
@@ -33,7 +32,9 @@ impl PluginArg {
         if let Some(p) = std::env::var_os(PLUGIN_ENV) {
             return Ok(PathBuf::from(p));
         }
-        let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("libpix2pix.so")));
+        let beside = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("libpix2pix.so")));
         match beside {
             Some(p) if p.exists() => Ok(p),
             _ => bail!("no plugin given: pass --plugin PATH/libpix2pix.so or set {PLUGIN_ENV}"),
@@ -59,9 +60,7 @@ pub struct ModelArg {
 /// here so that a missing file is reported as such, not as whatever the plugin makes of it.
 pub fn model_path(model: Option<&Path>) -> Result<Option<&str>> {
     let Some(p) = model else { return Ok(None) };
-    if !p.is_file() {
-        bail!("model {}: no such file", p.display());
-    }
+    crate::file_check::regular_file(p).map_err(|why| anyhow!("model {}: {why}", p.display()))?;
     Ok(Some(p.to_str().with_context(|| format!("model {}: path is not valid UTF-8", p.display()))?))
 }
 
@@ -74,13 +73,14 @@ pub struct Plugin {
 impl Plugin {
     /// Loads the library and checks its root module's version and layout.
     pub fn load(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            bail!("plugin {}: no such file", path.display());
-        }
+        crate::file_check::regular_file(path).map_err(|why| anyhow!("plugin {}: {why}", path.display()))?;
         // dlopen searches the library path for names without a slash: make it absolute.
-        let abs = std::path::absolute(path).with_context(|| format!("plugin {}", path.display()))?;
+        let abs =
+            std::path::absolute(path).with_context(|| format!("plugin {}", path.display()))?;
         let module = Pix2PixModRef::load_from_file(&abs).map_err(|e| match e {
-            LibraryError::OpenError { err, .. } => anyhow!("plugin {}: cannot load: {err}", path.display()),
+            LibraryError::OpenError { err, .. } => {
+                anyhow!("plugin {}: cannot load: {err}", path.display())
+            }
             e => anyhow!("plugin {}: {}", path.display(), one_line(&e.to_string())),
         })?;
         Ok(Self { module })
@@ -107,68 +107,4 @@ pub fn into_result<T>(r: abi_stable::std_types::RResult<T, RString>) -> Result<T
 
 pub fn one_line(s: &str) -> String {
     s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
-}
-
-/// `--size-policy` / `size_policy`.
-#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SizePolicyArg {
-    /// Bicubic resize to the network's native size, translate, resize back: fast, loses detail.
-    Resize,
-    /// The whole image at once, reflect-padded to a multiple of the network stride: full detail
-    /// and one set of batch statistics over the whole image; best up to a few megapixels.
-    #[default]
-    Pad,
-    /// Overlapping native-size tiles blended with a feathered window: bounded memory for very
-    /// large images.
-    Tile,
-}
-
-impl From<SizePolicyArg> for SizePolicy {
-    fn from(p: SizePolicyArg) -> Self {
-        match p {
-            SizePolicyArg::Resize => SizePolicy::Resize,
-            SizePolicyArg::Pad => SizePolicy::Pad,
-            SizePolicyArg::Tile => SizePolicy::Tile,
-        }
-    }
-}
-
-/// `--norm-stats` / `norm_stats`.
-#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum NormStatsArg {
-    /// Statistics of the image itself (the paper's test-time protocol).
-    #[default]
-    Batch,
-    /// The checkpoint's running statistics (eval mode).
-    Running,
-}
-
-impl From<NormStatsArg> for NormStats {
-    fn from(n: NormStatsArg) -> Self {
-        match n {
-            NormStatsArg::Batch => NormStats::Batch,
-            NormStatsArg::Running => NormStats::Running,
-        }
-    }
-}
-
-impl SizePolicyArg {
-    pub fn name(self) -> &'static str {
-        match self {
-            SizePolicyArg::Resize => "resize",
-            SizePolicyArg::Pad => "pad",
-            SizePolicyArg::Tile => "tile",
-        }
-    }
-}
-
-impl NormStatsArg {
-    pub fn name(self) -> &'static str {
-        match self {
-            NormStatsArg::Batch => "batch",
-            NormStatsArg::Running => "running",
-        }
-    }
 }

@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use pix2pix_ffi::OpenOptions;
+use pix2pix_ffi::{NormStats, OpenOptions, SizePolicy, DEFAULT_TILE_OVERLAP};
 
+use crate::batch::naming::NameTemplate;
+use crate::batch::runner::{self, Job, Output, Plan};
+use crate::batch::steps::Step;
 use crate::imageio::has_image_extension;
-use crate::pipeline::naming::NameTemplate;
-use crate::pipeline::runner::{self, Job, Output, Plan};
-use crate::pipeline::steps::Step;
-use crate::plugin::{ModelArg, NormStatsArg, SizePolicyArg};
+use crate::plugin::ModelArg;
+use crate::settings::parser;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,15 +30,15 @@ pub struct Args {
     /// translates the whole image at once, reflect-padded to a multiple of the stride (full
     /// detail, one set of batch statistics over the whole image): best for images up to a few
     /// megapixels; tile bounds memory for larger ones.
-    #[arg(long, value_enum, default_value_t = SizePolicyArg::Pad)]
-    size_policy: SizePolicyArg,
+    #[arg(long, value_parser = parser::<SizePolicy>(), default_value_t = SizePolicy::default())]
+    size_policy: SizePolicy,
     /// Tile overlap in pixels (tile policy).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = DEFAULT_TILE_OVERLAP)]
     tile_overlap: u32,
     /// Normalisation statistics: batch (the image's own, the paper's protocol) or running
     /// (the checkpoint's, eval mode).
-    #[arg(long, value_enum, default_value_t = NormStatsArg::Batch)]
-    norm_stats: NormStatsArg,
+    #[arg(long, value_parser = parser::<NormStats>(), default_value_t = NormStats::default())]
+    norm_stats: NormStats,
     /// Threads inside one translation (0 = all cores).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: u32,
@@ -54,38 +55,64 @@ pub struct Args {
 
 pub fn main(args: Args) -> Result<ExitCode> {
     // An empty base keeps paths as the user wrote them (relative to the current folder).
-    let found = crate::inputs::discover(&args.input, std::path::Path::new(""), args.recursive)?;
+    let mut found = crate::inputs::discover(&args.input, std::path::Path::new(""), args.recursive)?;
     if found.files.is_empty() {
         bail!("no input images found in {}", args.input.join(", "));
     }
     // A single input goes to OUT as a file unless OUT is a folder (existing, or extensionless).
-    let to_file = found.files.len() == 1 && !args.output.is_dir() && args.output.extension().is_some();
+    let to_file =
+        found.files.len() == 1 && !args.output.is_dir() && args.output.extension().is_some();
     if !to_file && args.output.is_file() {
-        bail!("--output {} is a file but there are {} inputs; give a folder", args.output.display(), found.files.len());
+        bail!(
+            "--output {} is a file but there are {} inputs; give a folder",
+            args.output.display(),
+            found.files.len()
+        );
     }
-    if !to_file && found.files.len() > 1 && has_image_extension(&args.output) && !args.output.exists() {
-        bail!("--output {} looks like a file but there are {} inputs; give a folder", args.output.display(), found.files.len());
+    if !to_file
+        && found.files.len() > 1
+        && has_image_extension(&args.output)
+        && !args.output.exists()
+    {
+        bail!(
+            "--output {} looks like a file but there are {} inputs; give a folder",
+            args.output.display(),
+            found.files.len()
+        );
     }
     let output = if to_file {
         crate::imageio::format_for(&args.output)?;
         Output::File(args.output.clone())
     } else {
-        Output::Dir { dir: args.output.clone(), name: NameTemplate::parse("{name}").map_err(anyhow::Error::msg)? }
+        Output::Dir {
+            dir: args.output.clone(),
+            name: NameTemplate::parse("{name}").map_err(anyhow::Error::msg)?,
+        }
     };
-    let all: Vec<(usize, &std::path::Path)> = found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
+    if crate::outputs::without_own_outputs(&mut found, &output, "") > 0 && found.files.is_empty() {
+        bail!("no input images found in {} besides earlier outputs of this command", args.input.join(", "));
+    }
+    let all: Vec<(usize, &std::path::Path)> =
+        found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
     runner::check_collisions(&output, &all, "")?;
+    crate::outputs::check(&output, &all, "")?;
+    let _lock = crate::outputs::lock(&output, &all, "", None)?;
 
     let plugin = args.model.plugin.load()?;
     let options = OpenOptions {
-        norm_stats: args.norm_stats.into(),
-        size_policy: args.size_policy.into(),
+        norm_stats: args.norm_stats,
+        size_policy: args.size_policy,
         tile_overlap: args.tile_overlap,
         threads: args.threads,
         ..OpenOptions::default()
     };
     let model = plugin.open_model(args.model.path.as_deref(), options)?;
     let info = model.info();
-    let ignored = if found.ignored > 0 { format!(" ({} non-image files ignored)", found.ignored) } else { String::new() };
+    let ignored = if found.ignored > 0 {
+        format!(" ({} non-image files ignored)", found.ignored)
+    } else {
+        String::new()
+    };
     eprintln!(
         "{} inputs{ignored}; model {} ({} ngf {}, {} norm, native {}); size policy {}, {} statistics",
         found.files.len(),
@@ -100,7 +127,12 @@ pub fn main(args: Args) -> Result<ExitCode> {
 
     crate::cancel::install("finishing the images in flight, then stopping")?;
     let plan = Plan {
-        jobs: found.files.iter().enumerate().map(|(index, f)| Job { index, path: f.path.clone() }).collect(),
+        jobs: found
+            .files
+            .iter()
+            .enumerate()
+            .map(|(index, f)| Job { index, path: f.path.clone() })
+            .collect(),
         output,
         overwrite: !args.skip_existing,
         workers: args.workers.max(1),

@@ -4,7 +4,7 @@
 //!
 //! `--shard auto` reads K and N from the scheduler:
 //! - a Kubernetes Indexed Job: K = `JOB_COMPLETION_INDEX` (set by Kubernetes); N must be passed
-//!   in by the Job spec as `P2P_SHARD_COUNT` or `JOB_COMPLETIONS` (Kubernetes does not export
+//!   in by the Job spec as `PIX2PIX_SHARD_COUNT` or `JOB_COMPLETIONS` (Kubernetes does not export
 //!   `.spec.completions`; set it in `env:` to the same number);
 //! - a Slurm job array: K = `SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN` (0 if unset),
 //!   N = `SLURM_ARRAY_TASK_COUNT`.
@@ -32,7 +32,8 @@ impl FromStr for ShardSpec {
         if s == "auto" {
             return Ok(ShardSpec::Auto);
         }
-        let (k, n) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected K/N (e.g. 0/4) or auto"))?;
+        let (k, n) =
+            s.split_once('/').ok_or_else(|| format!("{s:?}: expected K/N (e.g. 0/4) or auto"))?;
         let k: usize = k.trim().parse().map_err(|_| format!("{s:?}: K is not a number"))?;
         let n: usize = n.trim().parse().map_err(|_| format!("{s:?}: N is not a number"))?;
         Shard::new(k, n).map(ShardSpec::Fixed).map_err(|e| e.to_string())
@@ -68,30 +69,37 @@ impl ShardSpec {
 fn number(env: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<usize>> {
     match env(name) {
         None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).with_context(|| format!("{name}={v:?} is not a non-negative integer")),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{name}={v:?} is not a non-negative integer")),
     }
 }
 
 fn auto(env: impl Fn(&str) -> Option<String>) -> Result<Shard> {
     if let Some(k) = number(&env, "JOB_COMPLETION_INDEX")? {
-        let n = match number(&env, "P2P_SHARD_COUNT")? {
+        let n = match number(&env, "PIX2PIX_SHARD_COUNT")? {
             Some(n) => n,
             None => number(&env, "JOB_COMPLETIONS")?.context(
                 "--shard auto: JOB_COMPLETION_INDEX is set (Kubernetes Indexed Job) but the shard count is not: \
-                 set P2P_SHARD_COUNT (or JOB_COMPLETIONS) to the Job's completions in its env",
+                 set PIX2PIX_SHARD_COUNT (or JOB_COMPLETIONS) to the Job's completions in its env",
             )?,
         };
         return Shard::new(k, n).context("--shard auto (Kubernetes)");
     }
     if let Some(id) = number(&env, "SLURM_ARRAY_TASK_ID")? {
         let min = number(&env, "SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-        let n = number(&env, "SLURM_ARRAY_TASK_COUNT")?
-            .context("--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")?;
-        let k = id.checked_sub(min).context("--shard auto: SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?;
+        let n = number(&env, "SLURM_ARRAY_TASK_COUNT")?.context(
+            "--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not",
+        )?;
+        let k = id
+            .checked_sub(min)
+            .context("--shard auto: SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?;
         return Shard::new(k, n).context("--shard auto (Slurm array)");
     }
     bail!(
-        "--shard auto: no scheduler found: set JOB_COMPLETION_INDEX and P2P_SHARD_COUNT (Kubernetes Indexed Job) \
+        "--shard auto: no scheduler found: set JOB_COMPLETION_INDEX and PIX2PIX_SHARD_COUNT (Kubernetes Indexed Job) \
          or SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT (Slurm array), or pass --shard K/N"
     )
 }
@@ -115,12 +123,16 @@ mod tests {
 
     #[test]
     fn auto_reads_kubernetes_and_slurm() {
-        let k8s = [("JOB_COMPLETION_INDEX", "2"), ("P2P_SHARD_COUNT", "3")];
+        let k8s = [("JOB_COMPLETION_INDEX", "2"), ("PIX2PIX_SHARD_COUNT", "3")];
         assert_eq!(ShardSpec::Auto.resolve(env(&k8s)).unwrap(), Shard { index: 2, count: 3 });
         let k8s = [("JOB_COMPLETION_INDEX", "0"), ("JOB_COMPLETIONS", "5")];
         assert_eq!(ShardSpec::Auto.resolve(env(&k8s)).unwrap(), Shard { index: 0, count: 5 });
         assert!(ShardSpec::Auto.resolve(env(&[("JOB_COMPLETION_INDEX", "0")])).is_err());
-        let slurm = [("SLURM_ARRAY_TASK_ID", "7"), ("SLURM_ARRAY_TASK_MIN", "5"), ("SLURM_ARRAY_TASK_COUNT", "4")];
+        let slurm = [
+            ("SLURM_ARRAY_TASK_ID", "7"),
+            ("SLURM_ARRAY_TASK_MIN", "5"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
         assert_eq!(ShardSpec::Auto.resolve(env(&slurm)).unwrap(), Shard { index: 2, count: 4 });
         assert!(ShardSpec::Auto.resolve(env(&[])).is_err());
     }

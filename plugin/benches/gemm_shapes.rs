@@ -4,12 +4,18 @@
 
 use std::time::Instant;
 
-use pix2pix::kernels::{bench_sgemm, GemmPath};
+use pix2pix::kernels::{bench_conv2d, bench_sgemm, bench_sgemm_bf16, isa, GemmPath};
 
 /// Median seconds of `n` runs of `f` after a warm-up.
 fn med(n: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let mut ts: Vec<f64> = (0..n).map(|_| { let t = Instant::now(); f(); t.elapsed().as_secs_f64() }).collect();
+    let mut ts: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
     ts.sort_by(|a, b| a.total_cmp(b));
     ts[n / 2]
 }
@@ -33,7 +39,23 @@ fn main() {
         // b = colᵀ, read in place from the column matrix: column-major.
         shapes.push((format!("wgrad 1024x8192 k=S={s}"), 1024, 8192, s, false, true));
     }
-    println!("{} rayon threads", rayon::current_num_threads());
+    println!("{} rayon threads, our kernels on {}, gemm on {}", rayon::current_num_threads(), isa::active().name(), isa::gemm_isa());
+    // The outermost layers (3 or 6 channels in, k4 s2 p1): direct row-patch kernel against
+    // im2col + gemm, interleaved (pass by pass) so that load on the machine hits both alike.
+    for (c, m, side, nb) in [(3, 64, 256, 1), (3, 32, 256, 1), (6, 64, 256, 1), (3, 64, 256, 4)] {
+        let x: Vec<f32> = (0..nb * c * side * side).map(|i| (i % 13) as f32 * 0.1).collect();
+        let w: Vec<f32> = (0..m * c * 16).map(|i| (i % 7) as f32 * 0.1).collect();
+        let fl = 2.0 * (m * c * 16 * nb * (side / 2) * (side / 2)) as f64;
+        let (mut td, mut tg) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            td.push(med(1, || drop(bench_conv2d(&x, nb, (c, side, side), &w, m, 4, 2, 1, true))));
+            tg.push(med(1, || drop(bench_conv2d(&x, nb, (c, side, side), &w, m, 4, 2, 1, false))));
+        }
+        td.sort_by(f64::total_cmp);
+        tg.sort_by(f64::total_cmp);
+        println!("conv {c}->{m} @{side} b{nb}: direct {:6.2} ms ({:5.1} GF/s, spread {:.2}-{:.2}) | im2col+gemm {:6.2} ms ({:5.1} GF/s, spread {:.2}-{:.2})",
+            td[3] * 1e3, fl / td[3] / 1e9, td[0] * 1e3, td[6] * 1e3, tg[3] * 1e3, fl / tg[3] / 1e9, tg[0] * 1e3, tg[6] * 1e3);
+    }
     for (label, m, n, k, lt, bt) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
@@ -42,11 +64,18 @@ fn main() {
         let fl = 2.0 * (m * n * k) as f64;
         let t1 = med(9, || bench_sgemm(&mut c, &a, ars, acs, &b, bt, m, n, k, GemmPath::Gemm));
         let small = if n <= 16 {
-            let t2 = med(9, || bench_sgemm(&mut c, &a, ars, acs, &b, bt, m, n, k, GemmPath::SmallN));
+            let t2 =
+                med(9, || bench_sgemm(&mut c, &a, ars, acs, &b, bt, m, n, k, GemmPath::SmallN));
             format!("| small-n {:7.2} ms {:6.1} GF/s", t2 * 1e3, fl / t2 / 1e9)
         } else {
             String::new()
         };
-        println!("{label:<24} m{m:<6} n{n:<6} k{k:<5} gemm {:7.2} ms {:6.1} GF/s {small}", t1 * 1e3, fl / t1 / 1e9);
+        let bf16 = if isa::bf16_available() {
+            let t3 = med(9, || bench_sgemm_bf16(&mut c, &a, &b, m, n, k).expect("bf16 available"));
+            format!("| bf16 {:7.2} ms {:6.1} GF/s", t3 * 1e3, fl / t3 / 1e9)
+        } else {
+            "| bf16 skipped: avx512bf16 not available".into()
+        };
+        println!("{label:<24} m{m:<6} n{n:<6} k{k:<5} gemm {:7.2} ms {:6.1} GF/s {small} {bf16}", t1 * 1e3, fl / t1 / 1e9);
     }
 }

@@ -23,19 +23,29 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use rand::{rngs::StdRng, SeedableRng};
-use pix2pix::generator::GeneratorConfig;
 use pix2pix::kernels::{self, Mode};
-use pix2pix::unet::UnetConfig;
+use pix2pix::nets::generator::GeneratorConfig;
+use pix2pix::nets::unet::UnetConfig;
 use pix2pix::train::trainer::{Settings, Trainer};
-use pix2pix::{DiscriminatorConfig, DiscriminatorKind, Forward, Generator, Layer, NormKind, NormStats};
+use pix2pix::{
+    DiscriminatorConfig, DiscriminatorKind, Forward, Generator, Layer, NormKind, NormStats,
+};
+use rand::{rngs::StdRng, SeedableRng};
 
 fn env_list(key: &str, default: &str) -> Vec<String> {
-    std::env::var(key).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    std::env::var(key)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn env_usizes(key: &str, default: &str) -> Vec<usize> {
-    env_list(key, default).iter().map(|s| s.parse().unwrap_or_else(|_| panic!("{key}: not a number: {s}"))).collect()
+    env_list(key, default)
+        .iter()
+        .map(|s| s.parse().unwrap_or_else(|_| panic!("{key}: not a number: {s}")))
+        .collect()
 }
 
 struct Stats {
@@ -61,20 +71,26 @@ fn rand_image(nb: usize, size: usize, seed: u64) -> Tensor {
     let dev = Device::Cpu;
     // Deterministic per seed: candle's rand takes no seed, so shape a fixed pattern instead.
     let n = nb * 3 * size * size;
-    let v: Vec<f32> = (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 2000) as f32 / 1000.0) - 1.0).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|i| (((i as u64 * 2654435761 + seed * 97) % 2000) as f32 / 1000.0) - 1.0)
+        .collect();
     Tensor::from_vec(v, (nb, 3, size, size), &dev).unwrap()
 }
 
 fn generator(ngf: usize) -> (VarMap, Generator) {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let cfg = UnetConfig { in_channels: 3, out_channels: 3, num_downs: 8, ngf, norm: NormKind::Batch, dropout: true };
+    let cfg = UnetConfig {
+        in_channels: 3,
+        out_channels: 3,
+        num_downs: 8,
+        ngf,
+        norm: NormKind::Batch,
+        dropout: true,
+    };
     let g = Generator::new(GeneratorConfig::Unet(cfg), vb).unwrap();
     (vm, g)
 }
-
-
-
 
 fn main() {
     let what = env_list("PIX2PIX_BENCH", "infer,grad,step");
@@ -90,7 +106,10 @@ fn main() {
     let batches = env_usizes("PIX2PIX_BENCH_BATCH", "1,4");
     let size = env_usizes("PIX2PIX_BENCH_SIZE", "256")[0];
     let iters = |m: Mode| {
-        std::env::var("PIX2PIX_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(if m == Mode::Candle { 3 } else { 7 })
+        std::env::var("PIX2PIX_BENCH_N")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(if m == Mode::Candle { 3 } else { 7 })
     };
     println!(
         "unet_256 bench: {size}x{size}, {} rayon threads, CANDLE_BARRIER_POOL_SPIN_LIMIT={}",
@@ -98,10 +117,14 @@ fn main() {
         std::env::var("CANDLE_BARRIER_POOL_SPIN_LIMIT").unwrap_or_else(|_| "default".into())
     );
     // (measurement, ngf, batch) -> mode -> median ms
-    let mut results: BTreeMap<(String, usize, usize), BTreeMap<&'static str, f64>> = BTreeMap::new();
+    let mut results: BTreeMap<(String, usize, usize), BTreeMap<&'static str, f64>> =
+        BTreeMap::new();
     let mut report = |name: &str, mode: Mode, ngf: usize, nb: usize, s: Stats| {
         let m = if mode == Mode::Fast { "fast" } else { "candle" };
-        println!("{name:<14} kernels={m:<6} ngf={ngf:<3} batch={nb}  median {:8.1} ms  min {:8.1} ms", s.median, s.min);
+        println!(
+            "{name:<14} kernels={m:<6} ngf={ngf:<3} batch={nb}  median {:8.1} ms  min {:8.1} ms",
+            s.median, s.min
+        );
         results.entry((name.to_string(), ngf, nb)).or_default().insert(m, s.median);
     };
 
@@ -109,8 +132,15 @@ fn main() {
         let (_vm, g) = generator(ngf);
         if what.iter().any(|w| w == "infer") {
             // Frozen weights, as a model opened from a file has them (and host bench times).
-            let cfg = UnetConfig { in_channels: 3, out_channels: 3, num_downs: 8, ngf, norm: NormKind::Batch, dropout: true };
-            let g = pix2pix::api::random_generator(GeneratorConfig::Unet(cfg)).unwrap();
+            let cfg = UnetConfig {
+                in_channels: 3,
+                out_channels: 3,
+                num_downs: 8,
+                ngf,
+                norm: NormKind::Batch,
+                dropout: true,
+            };
+            let g = pix2pix::faces::api::random_generator(GeneratorConfig::Unet(cfg)).unwrap();
             for &nb in &batches {
                 let x = rand_image(nb, size, 1);
                 let f = Forward::infer(NormStats::Running);
@@ -145,15 +175,30 @@ fn main() {
             // The trainer's own step (plugin/src/train): G forward (dropout on), D on fake and
             // real + backward + Adam, G's GAN + 100·L1 loss through the frozen D + Adam.
             let (x, y) = (rand_image(1, size, 1), rand_image(1, size, 2));
-            let dcfg = DiscriminatorConfig { kind: DiscriminatorKind::NLayer(3), in_channels: 6, ndf: ngf, norm: NormKind::Batch };
-            let gcfg = GeneratorConfig::Unet(UnetConfig { in_channels: 3, out_channels: 3, num_downs: 8, ngf, norm: NormKind::Batch, dropout: true });
+            let dcfg = DiscriminatorConfig {
+                kind: DiscriminatorKind::NLayer(3),
+                in_channels: 6,
+                ndf: ngf,
+                norm: NormKind::Batch,
+            };
+            let gcfg = GeneratorConfig::Unet(UnetConfig {
+                in_channels: 3,
+                out_channels: 3,
+                num_downs: 8,
+                ngf,
+                norm: NormKind::Batch,
+                dropout: true,
+            });
             let mut trainer = Trainer::new(gcfg, dcfg, Settings::default(), 2e-4).unwrap();
             for &mode in &modes {
                 kernels::set_mode(mode);
                 let mut seed = 0;
                 let s = time(iters(mode), || {
                     seed += 1;
-                    trainer.step(&x, &y, Some(StdRng::seed_from_u64(seed))).map(|_| ()).map_err(|e| candle_core::Error::Msg(e.to_string()))
+                    trainer
+                        .step(&x, &y, Some(StdRng::seed_from_u64(seed)))
+                        .map(|_| ())
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))
                 });
                 report("train_step", mode, ngf, 1, s);
                 print!("{}", kernels::take_profile());
@@ -163,7 +208,10 @@ fn main() {
     println!("\nspeedup fast vs candle (median):");
     for ((name, ngf, nb), m) in &results {
         if let (Some(c), Some(f)) = (m.get("candle"), m.get("fast")) {
-            println!("{name:<14} ngf={ngf:<3} batch={nb}  candle {c:8.1} ms  fast {f:8.1} ms  x{:.2}", c / f);
+            println!(
+                "{name:<14} ngf={ngf:<3} batch={nb}  candle {c:8.1} ms  fast {f:8.1} ms  x{:.2}",
+                c / f
+            );
         }
     }
 }

@@ -21,6 +21,12 @@ fn main() -> anyhow::Result<()> {
     let model = Model::from_checkpoint(&ckpt, Options::default())?;
     save_safetensors(output, ckpt.tensors(), dtype)?;
     let size = std::fs::metadata(output)?.len();
-    println!("{} ({}, ngf {}) → {output}: {dtype:?}, {:.1} MB", input, model.config().net_g(), model.config().ngf(), size as f64 / 1e6);
+    println!(
+        "{} ({}, ngf {}) → {output}: {dtype:?}, {:.1} MB",
+        input,
+        model.config().net_g(),
+        model.config().ngf(),
+        size as f64 / 1e6
+    );
     Ok(())
 }

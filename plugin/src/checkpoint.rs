@@ -1,6 +1,10 @@
 //! Checkpoint I/O in the reference key layout: safetensors (read and write) and PyTorch `.pth`
 //! state dicts (read), with errors that name the file and the tensor.
 //!
+//! Reading is built for hostile files (`ReadLimits`): only regular files are opened, the pickle
+//! of a `.pth` runs on a bounded machine that shares instead of copying and never recurses, and
+//! every declared size is checked against the file and the limits before it is allocated.
+//!
 //! Every tensor is held as f32 (f16/bf16/f64 converted; int64 `num_batches_tracked` too) and
 //! written back in the reference dtypes, so PyTorch's `load_state_dict` takes our files.
 
@@ -11,9 +15,18 @@ use std::sync::Mutex;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
-use safetensors::tensor::TensorView;
 
 use crate::error::{Error, Result};
+use source::Source;
+
+mod decode;
+mod limits;
+pub mod pickle;
+mod pth;
+mod safetensors_reader;
+mod source;
+
+pub use limits::{physical_memory, PickleLimits, ReadLimits};
 
 /// A state dict: names → f32 tensors, remembering the file it came from.
 pub struct Checkpoint {
@@ -22,24 +35,44 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Reads a `.safetensors` or a PyTorch `.pth` (zip) file, told apart by content.
+    /// Reads a `.safetensors` or a PyTorch `.pth` (zip) file, told apart by content, within the
+    /// default [`ReadLimits`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with_limits(path, &ReadLimits::default())
+    }
+
+    /// [`Checkpoint::load`] within `limits`. Only a regular file is opened (a FIFO, device,
+    /// directory or symlink loop is refused with the reason); every size the file declares is
+    /// checked against the file and the limits before anything is allocated; a non-finite
+    /// weight is an error naming the tensor.
+    pub fn load_with_limits(path: impl AsRef<Path>, limits: &ReadLimits) -> Result<Self> {
         let path = path.as_ref();
-        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut magic = [0u8; 4];
-        let zip = match std::io::Read::read_exact(&mut file, &mut magic) {
-            Ok(()) => magic == *b"PK\x03\x04",
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
-            Err(e) => return Err(Error::io(path, e)),
-        };
+        let file = source::open_regular(path)?;
         // Tensor by tensor, never the whole file in memory: loading peaks at the weights plus
-        // the largest tensor, not twice the weights.
-        let tensors = if zip { read_pth(path)? } else { read_safetensors_file(path, &file)? };
+        // one conversion chunk.
+        let tensors = read_any(path, &file, limits)?;
         Self::from_tensors(path, tensors)
     }
 
+    /// Reads safetensors from memory (the embedded default model).
+    pub fn from_safetensors_bytes(name: impl Into<PathBuf>, bytes: &[u8]) -> Result<Self> {
+        let name = name.into();
+        let tensors = safetensors_reader::read(&name, bytes, &ReadLimits::default())?;
+        Self::from_tensors(name, tensors)
+    }
+
+    /// Reads a `.safetensors` or `.pth` file's bytes from memory (`name` names it in errors).
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: &[u8], limits: &ReadLimits) -> Result<Self> {
+        let name = name.into();
+        let tensors = read_any(&name, bytes, limits)?;
+        Self::from_tensors(name, tensors)
+    }
+
     /// Wraps tensors already in memory (a training state, an embedded model).
-    pub fn from_tensors(path: impl Into<PathBuf>, tensors: impl IntoIterator<Item = (String, Tensor)>) -> Result<Self> {
+    pub fn from_tensors(
+        path: impl Into<PathBuf>,
+        tensors: impl IntoIterator<Item = (String, Tensor)>,
+    ) -> Result<Self> {
         let path = path.into();
         let mut map = BTreeMap::new();
         for (name, t) in tensors {
@@ -51,13 +84,6 @@ impl Checkpoint {
             return Err(Error::checkpoint(&path, "holds no tensors"));
         }
         Ok(Self { path, tensors: map })
-    }
-
-    /// Reads safetensors from memory (the embedded default model).
-    pub fn from_safetensors_bytes(name: impl Into<PathBuf>, bytes: &[u8]) -> Result<Self> {
-        let name = name.into();
-        let tensors = read_safetensors(&name, bytes)?;
-        Self::from_tensors(name, tensors)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -75,7 +101,10 @@ impl Checkpoint {
     /// Keeps only the tensors under `prefix.`, without it (`generator.` in a training state).
     pub fn sub(&self, prefix: &str) -> Result<Checkpoint> {
         let p = format!("{prefix}.");
-        let t = self.tensors.iter().filter_map(|(k, v)| k.strip_prefix(&p).map(|k| (k.to_string(), v.clone())));
+        let t = self
+            .tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&p).map(|k| (k.to_string(), v.clone())));
         Checkpoint::from_tensors(self.path.clone(), t)
     }
 
@@ -108,12 +137,23 @@ struct Backend<'a> {
 }
 
 impl SimpleBackend for &Backend<'_> {
-    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let Some(t) = self.ckpt.tensors.get(name) else {
             candle_core::bail!("missing tensor `{name}` (the network needs shape {:?})", s.dims())
         };
         if t.dims() != s.dims() {
-            candle_core::bail!("tensor `{name}` has shape {:?} in the file but the network needs {:?}", t.dims(), s.dims())
+            candle_core::bail!(
+                "tensor `{name}` has shape {:?} in the file but the network needs {:?}",
+                t.dims(),
+                s.dims()
+            )
         }
         self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string());
         t.to_dtype(dtype)?.to_device(dev)
@@ -129,105 +169,29 @@ impl SimpleBackend for &Backend<'_> {
     }
 }
 
-fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::checkpoint(path, format!("not a valid safetensors file: {e}")))?;
-    st.tensors().into_iter().map(|(name, view)| Ok((name.clone(), view_to_f32(path, &name, &view)?))).collect()
-}
-
-/// Reads a safetensors file's header, then each tensor from its offset.
-fn read_safetensors_file(path: &Path, file: &std::fs::File) -> Result<Vec<(String, Tensor)>> {
-    use std::os::unix::fs::FileExt;
-    let bad = |why: String| Error::checkpoint(path, format!("not a valid safetensors file: {why}"));
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut n = [0u8; 8];
-    file.read_exact_at(&mut n, 0).map_err(|_| bad("shorter than its 8-byte header length".into()))?;
-    let n = u64::from_le_bytes(n);
-    // safetensors' own limit on header size.
-    if n > 100_000_000 || 8 + n > file_len {
-        return Err(bad(format!("header length {n} does not fit the file ({file_len} bytes)")));
+/// A zip archive (`.pth`) or safetensors, told apart by the zip magic.
+fn read_any<S: Source + ?Sized>(
+    path: &Path,
+    src: &S,
+    limits: &ReadLimits,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut magic = [0u8; 4];
+    let zip = src.read_exact_at(&mut magic, 0).is_ok() && magic == *b"PK\x03\x04";
+    if zip {
+        pth::read(path, src, limits)
+    } else {
+        safetensors_reader::read(path, src, limits)
     }
-    let mut header = vec![0u8; n as usize];
-    file.read_exact_at(&mut header, 8).map_err(|e| Error::io(path, e))?;
-    // Deserialising validates dtypes, shapes and that the offsets tile the data section.
-    let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
-    let start = 8 + n;
-    if start + meta.data_len() as u64 != file_len {
-        return Err(bad(format!("the header describes {} data bytes, the file holds {}", meta.data_len(), file_len - start)));
-    }
-    let mut tensors: Vec<(String, &safetensors::tensor::TensorInfo)> = meta.tensors().into_iter().collect();
-    tensors.sort_by_key(|(_, info)| info.data_offsets);
-    tensors
-        .into_iter()
-        .map(|(name, info)| {
-            let (a, b) = info.data_offsets;
-            let at = start + a as u64;
-            if info.dtype == safetensors::Dtype::F32 && cfg!(target_endian = "little") {
-                // Straight into the tensor's own buffer (validation checked b − a = 4·elements).
-                let mut v = vec![0f32; (b - a) / 4];
-                file.read_exact_at(bytemuck::cast_slice_mut(&mut v), at).map_err(|e| Error::io(path, e))?;
-                let t = Tensor::from_vec(v, info.shape.as_slice(), &Device::Cpu)
-                    .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))?;
-                return Ok((name, t));
-            }
-            let mut data = vec![0u8; b - a];
-            file.read_exact_at(&mut data, at).map_err(|e| Error::io(path, e))?;
-            Ok((name.clone(), bytes_to_f32(path, &name, info.dtype, &info.shape, &data)?))
-        })
-        .collect()
-}
-
-fn view_to_f32(path: &Path, name: &str, view: &TensorView) -> Result<Tensor> {
-    bytes_to_f32(path, name, view.dtype(), view.shape(), view.data())
-}
-
-fn bytes_to_f32(path: &Path, name: &str, dtype: safetensors::Dtype, shape: &[usize], data: &[u8]) -> Result<Tensor> {
-    use safetensors::Dtype as S;
-    let dtype = match dtype {
-        S::F32 => DType::F32,
-        S::F16 => DType::F16,
-        S::BF16 => DType::BF16,
-        S::F64 => DType::F64,
-        S::I64 => DType::I64,
-        other => {
-            return Err(Error::checkpoint(path, format!("tensor `{name}` has unsupported dtype {other:?} (f32, f16, bf16, f64 or i64 expected)")))
-        }
-    };
-    let t = Tensor::from_raw_buffer(data, dtype, shape, &Device::Cpu)
-        .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))?;
-    Ok(t.to_dtype(DType::F32)?)
-}
-
-fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    // candle's pickle reader was not written for hostile input; a panic in it must not cross the
-    // plugin boundary, so it is contained here and reported as a bad file.
-    let read = |key: Option<&str>| {
-        std::panic::catch_unwind(|| candle_core::pickle::read_all_with_key(path, key))
-            .unwrap_or_else(|_| Err(candle_core::Error::Msg("malformed pickle data".into())))
-    };
-    let tensors = match read(None) {
-        Ok(t) if !t.is_empty() => t,
-        first => match read(Some("state_dict")) {
-            Ok(t) if !t.is_empty() => t,
-            _ => {
-                let why = first.err().map(|e| e.to_string()).unwrap_or_else(|| "no tensors found".into());
-                return Err(Error::checkpoint(path, format!("not a readable PyTorch state_dict: {why}")));
-            }
-        },
-    };
-    tensors
-        .into_iter()
-        .map(|(name, t)| {
-            let t = t.to_dtype(DType::F32).map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))?;
-            Ok((name, t))
-        })
-        .collect()
 }
 
 /// Writes `tensors` as safetensors, atomically: a temporary file in the same folder, synced,
 /// then renamed over `path`, so a reader never sees a partial file. `num_batches_tracked` is
 /// stored as int64 and everything else as `dtype` (f32, or f16/bf16 for small shipped models).
-pub fn save_safetensors(path: impl AsRef<Path>, tensors: &BTreeMap<String, Tensor>, dtype: DType) -> Result<()> {
+pub fn save_safetensors(
+    path: impl AsRef<Path>,
+    tensors: &BTreeMap<String, Tensor>,
+    dtype: DType,
+) -> Result<()> {
     let path = path.as_ref();
     let mut out: Vec<(String, Tensor)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {

@@ -19,7 +19,9 @@ fn parity(name: &str, ext: &str) {
     let d = d_ckpt.build(|vb| Discriminator::new(d_cfg, vb)).unwrap();
     let (x, y) = (&fw["x"], &fw["y"]);
     let xy = Tensor::cat(&[x, y], 1).unwrap();
-    for (stats, g_ref, d_ref) in [(NormStats::Running, "g_eval", "d_eval"), (NormStats::Batch, "g_train_nodrop", "d_train")] {
+    for (stats, g_ref, d_ref) in
+        [(NormStats::Running, "g_eval", "d_eval"), (NormStats::Batch, "g_train_nodrop", "d_train")]
+    {
         let f = Forward::infer(stats);
         let eg = max_abs(&g.forward(x, &f).unwrap(), &fw[g_ref]);
         let ed = max_abs(&d.forward(&xy, &f).unwrap(), &fw[d_ref]);

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use pix2pix::kernels::{self, ConvTranspose2d};
-use pix2pix::layers::Op;
 use pix2pix::{Forward, NormKind, NormStats};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -19,13 +18,23 @@ fn rand_t(rng: &mut StdRng, shape: &[usize], scale: f32, offset: f32) -> Tensor 
 }
 
 fn max_abs(t: &Tensor) -> f64 {
-    t.to_dtype(DType::F64).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
 }
 
 /// Asserts `got` (f32) ≈ `want` (f64) to `tol` relative to `want`'s largest magnitude (≥ 1).
 fn check(what: &str, got: &Tensor, want: &Tensor, tol: f64) -> f64 {
     assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let err = max_abs(&(got.to_dtype(DType::F64).unwrap() - want).unwrap()) / max_abs(want).max(1.0);
+    let err =
+        max_abs(&(got.to_dtype(DType::F64).unwrap() - want).unwrap()) / max_abs(want).max(1.0);
     assert!(err <= tol, "{what}: max abs error {err:.2e} (relative to magnitude)");
     err
 }
@@ -40,10 +49,18 @@ struct NormRun {
 
 /// One norm layer on `x` in `dtype` (f32: the fused kernels; f64: candle's ops), with the
 /// gradients of `Σ y·r`.
-fn run_norm(kind: NormKind, f: &Forward, x: &Tensor, r: &Tensor, params: &[Tensor; 4], dtype: DType) -> NormRun {
+fn run_norm(
+    kind: NormKind,
+    f: &Forward,
+    x: &Tensor,
+    r: &Tensor,
+    params: &[Tensor; 4],
+    dtype: DType,
+) -> NormRun {
     let c = x.dim(1).unwrap();
     let var = |t: &Tensor| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap();
-    let (gamma, beta, rm, rv) = (var(&params[0]), var(&params[1]), var(&params[2]), var(&params[3]));
+    let (gamma, beta, rm, rv) =
+        (var(&params[0]), var(&params[1]), var(&params[2]), var(&params[3]));
     let mut map = HashMap::new();
     map.insert("weight".to_string(), gamma.as_tensor().clone());
     map.insert("bias".to_string(), beta.as_tensor().clone());
@@ -51,10 +68,7 @@ fn run_norm(kind: NormKind, f: &Forward, x: &Tensor, r: &Tensor, params: &[Tenso
     map.insert("running_var".to_string(), rv.as_tensor().clone());
     map.insert("num_batches_tracked".to_string(), Tensor::zeros((), dtype, &Device::Cpu).unwrap());
     let vb = VarBuilder::from_tensors(map, dtype, &Device::Cpu);
-    let layer = match kind.layer(c)(vb).unwrap() {
-        Op::Norm(n) => n,
-        _ => unreachable!("a norm kind builds a norm layer"),
-    };
+    let layer = kind.layer(c).expect("batch and instance norms have a layer")(vb).unwrap();
     let xv = var(x);
     let y = layer.forward(xv.as_tensor(), f).unwrap();
     let grads = (&y * r.to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
@@ -63,35 +77,59 @@ fn run_norm(kind: NormKind, f: &Forward, x: &Tensor, r: &Tensor, params: &[Tenso
         dx: grads.get(xv.as_tensor()).expect("input gradient").clone(),
         dgamma: batch.then(|| grads.get(gamma.as_tensor()).expect("scale gradient").clone()),
         dbeta: batch.then(|| grads.get(beta.as_tensor()).expect("shift gradient").clone()),
-        running: (batch && f.update_running).then(|| (rm.as_tensor().clone(), rv.as_tensor().clone())),
+        running: (batch && f.update_running)
+            .then(|| (rm.as_tensor().clone(), rv.as_tensor().clone())),
         y,
     }
 }
 
 #[test]
 fn norm_matches_candle_in_f64() {
-    assert_eq!(kernels::mode(), kernels::Mode::Fast, "run these tests without PIX2PIX_KERNELS=candle");
+    assert_eq!(
+        kernels::mode(),
+        kernels::Mode::Fast,
+        "run these tests without PIX2PIX_KERNELS=candle"
+    );
     let mut rng = StdRng::seed_from_u64(11);
     // (shape, offset): innermost U-Net maps, odd sizes, and a mean far above the spread.
-    let cases: [(&[usize], f32); 6] =
-        [(&[1, 8, 2, 2], 0.0), (&[2, 3, 1, 1], 0.5), (&[4, 6, 7, 5], 0.0), (&[2, 16, 32, 32], 100.0), (&[1, 8, 64, 64], -3.0), (&[3, 2, 9, 1], 0.0)];
+    let cases: [(&[usize], f32); 6] = [
+        (&[1, 8, 2, 2], 0.0),
+        (&[2, 3, 1, 1], 0.5),
+        (&[4, 6, 7, 5], 0.0),
+        (&[2, 16, 32, 32], 100.0),
+        (&[1, 8, 64, 64], -3.0),
+        (&[3, 2, 9, 1], 0.0),
+    ];
     let mut worst: f64 = 0.0;
     for (shape, offset) in cases {
         let c = shape[1];
         let x = rand_t(&mut rng, shape, 1.0, offset);
         let r = rand_t(&mut rng, shape, 1.0, 0.0);
-        let params = [rand_t(&mut rng, &[c], 0.5, 1.0), rand_t(&mut rng, &[c], 0.5, 0.0), rand_t(&mut rng, &[c], 0.5, offset), rand_t(&mut rng, &[c], 0.4, 1.0)];
+        let params = [
+            rand_t(&mut rng, &[c], 0.5, 1.0),
+            rand_t(&mut rng, &[c], 0.5, 0.0),
+            rand_t(&mut rng, &[c], 0.5, offset),
+            rand_t(&mut rng, &[c], 0.4, 1.0),
+        ];
         for kind in [NormKind::Batch, NormKind::Instance] {
-            let modes = [("train", Forward::train(None)), ("batch stats", Forward::infer(NormStats::Batch)), ("running stats", Forward::infer(NormStats::Running))];
+            let modes = [
+                ("train", Forward::train(None)),
+                ("batch stats", Forward::infer(NormStats::Batch)),
+                ("running stats", Forward::infer(NormStats::Running)),
+            ];
             for (mode, f) in modes {
                 if kind == NormKind::Instance && (mode != "train" || shape[2] * shape[3] == 1) {
                     continue; // instance norm has no running statistics; one pixel has no variance
                 }
                 let what = format!("{} {shape:?} {mode}", kind.name());
-                let (fast, reference) = (run_norm(kind, &f, &x, &r, &params, DType::F32), run_norm(kind, &f, &x, &r, &params, DType::F64));
+                let (fast, reference) = (
+                    run_norm(kind, &f, &x, &r, &params, DType::F32),
+                    run_norm(kind, &f, &x, &r, &params, DType::F64),
+                );
                 worst = worst.max(check(&format!("{what}: output"), &fast.y, &reference.y, 1e-5));
                 // Gradients through batch statistics cancel to a small remainder: relative to r's scale.
-                worst = worst.max(check(&format!("{what}: input grad"), &fast.dx, &reference.dx, 1e-4));
+                worst =
+                    worst.max(check(&format!("{what}: input grad"), &fast.dx, &reference.dx, 1e-4));
                 if let (Some(a), Some(b)) = (&fast.dgamma, &reference.dgamma) {
                     worst = worst.max(check(&format!("{what}: scale grad"), a, b, 1e-4));
                 }
@@ -127,7 +165,8 @@ fn leaky_relu_matches_candle_with_pytorch_gradient() {
     }
     // At exactly 0 the gradient is PyTorch's (the negative side's), not candle's ReLU's 1.
     let xv = Var::from_tensor(&Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap()).unwrap();
-    let g = kernels::leaky_relu(xv.as_tensor(), 0.2).unwrap().sum_all().unwrap().backward().unwrap();
+    let g =
+        kernels::leaky_relu(xv.as_tensor(), 0.2).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(g.get(xv.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![0.2f32; 4]);
 }
 
@@ -138,18 +177,38 @@ fn leaky_relu_matches_candle_with_pytorch_gradient() {
 fn frozen_transposed_convolution_equals_trainable() {
     let mut rng = StdRng::seed_from_u64(13);
     // (nb, cin, cout, side, k, stride, pad): U-Net inner layers and a stride-1 3×3.
-    for (nb, cin, cout, side, k, stride, pad) in [(1, 64, 32, 2, 4, 2, 1), (2, 48, 16, 8, 4, 2, 1), (1, 16, 8, 5, 3, 1, 1), (3, 256, 64, 4, 4, 2, 1)] {
+    for (nb, cin, cout, side, k, stride, pad) in [
+        (1, 64, 32, 2, 4, 2, 1),
+        (2, 48, 16, 8, 4, 2, 1),
+        (1, 16, 8, 5, 3, 1, 1),
+        (3, 256, 64, 4, 4, 2, 1),
+    ] {
         let w = rand_t(&mut rng, &[cin, cout, k, k], 0.1, 0.0);
         let b = rand_t(&mut rng, &[cout], 0.1, 0.0);
         let x = rand_t(&mut rng, &[nb, cin, side, side], 1.0, 0.0);
-        let cfg = candle_nn::ConvTranspose2dConfig { padding: pad, output_padding: 0, stride, dilation: 1 };
+        let cfg = candle_nn::ConvTranspose2dConfig {
+            padding: pad,
+            output_padding: 0,
+            stride,
+            dilation: 1,
+        };
         let wv = Var::from_tensor(&w).unwrap();
-        let trainable = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(wv.as_tensor().clone(), Some(b.clone()), cfg));
-        let frozen = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w.clone(), Some(b.clone()), cfg));
+        let trainable = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(
+            wv.as_tensor().clone(),
+            Some(b.clone()),
+            cfg,
+        ));
+        let frozen =
+            ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w.clone(), Some(b.clone()), cfg));
         let what = format!("convT {cin}->{cout} k{k} s{stride} @{side}x{side} batch {nb}");
         let want = trainable.forward(&x).unwrap().to_dtype(DType::F64).unwrap();
         for call in 0..2 {
-            check(&format!("{what}, frozen call {call}"), &frozen.forward(&x).unwrap(), &want, 1e-5);
+            check(
+                &format!("{what}, frozen call {call}"),
+                &frozen.forward(&x).unwrap(),
+                &want,
+                1e-5,
+            );
         }
         let back = frozen.weight().unwrap();
         assert_eq!(back.dims(), w.dims());
@@ -159,6 +218,84 @@ fn frozen_transposed_convolution_equals_trainable() {
             let g = l.forward(xv.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
             g.get(xv.as_tensor()).expect("input gradient").clone()
         };
-        check(&format!("{what}: input grad"), &grad(&frozen), &grad(&trainable).to_dtype(DType::F64).unwrap(), 1e-5);
+        check(
+            &format!("{what}: input grad"),
+            &grad(&frozen),
+            &grad(&trainable).to_dtype(DType::F64).unwrap(),
+            1e-5,
+        );
+    }
+}
+
+/// Frozen layers under `Precision::Bf16` (AVX512_BF16): within bf16's rounding of the f32
+/// layer, actually rounded (not silently f32), and f32 again outside `with_precision`.
+#[test]
+fn frozen_layers_in_bf16_within_rounding_of_f32() {
+    use kernels::{with_precision, Conv2d, Precision};
+    if !kernels::isa::bf16_available() {
+        eprintln!("frozen_layers_in_bf16_within_rounding_of_f32: skipped: avx512bf16 not available");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(14);
+    // (nb, cin, cout, side, transposed): U-Net layers, outermost to innermost.
+    for (nb, cin, cout, side, transposed) in [(1, 3, 16, 32, false), (2, 32, 64, 16, false), (1, 64, 64, 2, false), (1, 64, 32, 1, true), (2, 48, 16, 8, true), (1, 32, 3, 16, true)] {
+        let x = rand_t(&mut rng, &[nb, cin, side, side], 1.0, 0.0);
+        let b = rand_t(&mut rng, &[cout], 0.1, 0.0);
+        let (y32, y16) = if transposed {
+            let w = rand_t(&mut rng, &[cin, cout, 4, 4], 0.1, 0.0);
+            let cfg = candle_nn::ConvTranspose2dConfig { padding: 1, output_padding: 0, stride: 2, dilation: 1 };
+            let l = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w, Some(b), cfg));
+            (l.forward(&x).unwrap(), with_precision(Precision::Bf16, || l.forward(&x).unwrap()))
+        } else {
+            let w = rand_t(&mut rng, &[cout, cin, 4, 4], 0.1, 0.0);
+            let cfg = candle_nn::Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
+            let l = Conv2d::new(candle_nn::Conv2d::new(w, Some(b), cfg));
+            (l.forward(&x).unwrap(), with_precision(Precision::Bf16, || l.forward(&x).unwrap()))
+        };
+        let what = format!("{} {cin}->{cout} @{side}x{side} batch {nb}", if transposed { "convT" } else { "conv" });
+        let y32 = y32.to_dtype(DType::F64).unwrap();
+        // Operands rounded to 8 significant bits: ≤ 2^-7 of Σ|w·x| per output, a few times the
+        // output's magnitude here.
+        let err = check(&format!("{what}: bf16 vs f32"), &y16, &y32, 2e-2);
+        assert!(err > 0.0, "{what}: bf16 result identical to f32: the bf16 path did not run");
+    }
+    assert_eq!(kernels::precision(), Precision::F32, "with_precision leaked");
+}
+
+/// Frozen conv / transposed conv followed by batch norm on running statistics run folded into
+/// one layer (`Sequential` looks one op ahead): against the same layers run separately in f64
+/// (no fast path, no folding), for both norm-statistics modes (batch statistics never fold).
+#[test]
+fn batch_norm_folds_into_frozen_convolutions() {
+    use pix2pix::layers::{conv, conv_transpose, Layer, SequentialBuilder};
+    let mut rng = StdRng::seed_from_u64(15);
+    for (transposed, cin, cout, side, bias) in [(false, 3, 8, 16, false), (false, 16, 32, 8, true), (true, 32, 16, 4, false), (true, 16, 3, 8, true)] {
+        let wshape = if transposed { [cin, cout, 4, 4] } else { [cout, cin, 4, 4] };
+        let tensors = [
+            ("0.weight", rand_t(&mut rng, &wshape, 0.2, 0.0)),
+            ("0.bias", rand_t(&mut rng, &[cout], 0.2, 0.0)),
+            ("1.weight", rand_t(&mut rng, &[cout], 0.5, 1.0)),
+            ("1.bias", rand_t(&mut rng, &[cout], 0.5, 0.0)),
+            ("1.running_mean", rand_t(&mut rng, &[cout], 0.5, 0.0)),
+            ("1.running_var", rand_t(&mut rng, &[cout], 0.4, 1.0)),
+            ("1.num_batches_tracked", Tensor::zeros((), DType::F32, &Device::Cpu).unwrap()),
+        ];
+        let x = rand_t(&mut rng, &[2, cin, side, side], 1.0, 0.0);
+        let build = |dtype: DType| {
+            let map: HashMap<String, Tensor> = tensors.iter().map(|(k, t)| (k.to_string(), t.to_dtype(dtype).unwrap())).collect();
+            let vb = VarBuilder::from_tensors(map, dtype, &Device::Cpu);
+            let seq = SequentialBuilder::new(vb);
+            let seq = if transposed { seq.add(conv_transpose(cin, cout, 4, 2, 1, 0, bias)) } else { seq.add(conv(cin, cout, 4, 2, 1, bias)) };
+            seq.unwrap().add_norm(NormKind::Batch, cout).unwrap().build()
+        };
+        let (fast, reference) = (build(DType::F32), build(DType::F64));
+        let what = format!("{} {cin}->{cout} bias {bias}", if transposed { "convT+BN" } else { "conv+BN" });
+        for stats in [NormStats::Running, NormStats::Batch] {
+            let f = Forward::infer(stats);
+            let want = reference.forward(&x.to_dtype(DType::F64).unwrap(), &f).unwrap();
+            for call in 0..2 {
+                check(&format!("{what} {stats:?} call {call}"), &fast.forward(&x, &f).unwrap(), &want, 1e-5);
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Pixels ↔ tensors: the [-1, 1] mapping, the gray/RGBA rules, and buffer validation.
 
-use pix2pix::image_tensor::{rgb_to_tensor, tensor_to_rgb};
+use pix2pix::filter::image_tensor::{rgb_to_tensor, tensor_to_rgb};
 use pix2pix::ImageView;
 
 #[test]
@@ -21,7 +21,8 @@ fn rgb_round_trips_exactly_and_maps_to_unit_range() {
 fn output_clamps_and_rounds_half_away_from_zero() {
     // 0 maps to exactly 127.5 → 128; values past ±1 clamp; 3.4 and 3.6 round to nearest.
     let vals = [-3.0f32, 1.5, 0.0, 3.4 / 127.5 - 1.0, 3.6 / 127.5 - 1.0];
-    let t = candle_core::Tensor::from_vec(vals.to_vec(), (1, 1, 1, 5), &candle_core::Device::Cpu).unwrap();
+    let t = candle_core::Tensor::from_vec(vals.to_vec(), (1, 1, 1, 5), &candle_core::Device::Cpu)
+        .unwrap();
     let (out, _, _) = tensor_to_rgb(&t).unwrap();
     let gray: Vec<u8> = out.chunks(3).map(|p| p[0]).collect();
     assert_eq!(gray, vec![0, 255, 128, 3, 4]);

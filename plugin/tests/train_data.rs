@@ -27,7 +27,11 @@ fn aligned_listing_skips_unreadable_files_and_sorts() {
     std::fs::write(root.join("train/notes.txt"), b"ignored").unwrap();
     let cfg = Config::parse(&format!("[data]\nroot = '{}'\n", root.display())).unwrap();
     let ds = Dataset::open(&cfg.data).unwrap();
-    let names: Vec<String> = ds.sources.iter().map(|s| s.path().strip_prefix(root).unwrap().display().to_string()).collect();
+    let names: Vec<String> = ds
+        .sources
+        .iter()
+        .map(|s| s.path().strip_prefix(root).unwrap().display().to_string())
+        .collect();
     assert_eq!(names, ["train/a.jpg", "train/b.png", "train/sub/a.bmp"]);
     assert_eq!(ds.skipped.len(), 1);
     assert!(ds.skipped[0].path.ends_with("broken.jpg"));
@@ -44,7 +48,11 @@ fn aligned_listing_skips_unreadable_files_and_sorts() {
     let err = err.to_string();
     assert!(err.contains("no usable image pairs") && err.contains("1 file(s) skipped"), "{err}");
     // And train() reports the same.
-    let text = format!("[data]\nroot = '{}'\n[output]\ndir = '{}'\n", e.0.display(), e.0.join("out").display());
+    let text = format!(
+        "[data]\nroot = '{}'\n[output]\ndir = '{}'\n",
+        e.0.display(),
+        e.0.join("out").display()
+    );
     let Err(err) = train::train(&text, false, &mut |_| true) else { panic!("train must fail") };
     let err = err.to_string();
     assert!(err.contains("no usable image pairs"), "{err}");
@@ -61,12 +69,20 @@ fn unaligned_pairs_by_name() {
     solid(40, 30, 1).save(d.0.join("train/A/3.png")).unwrap(); // no partner
     solid(20, 30, 1).save(d.0.join("train/A/4.png")).unwrap();
     solid(40, 30, 1).save(d.0.join("train/B/4.jpg")).unwrap(); // partner of another size
-    let cfg = Config::parse(&format!("[data]\nroot = '{}'\nmode = \"unaligned\"\ndirection = \"BtoA\"\n", d.0.display())).unwrap();
+    let cfg = Config::parse(&format!(
+        "[data]\nroot = '{}'\nmode = \"unaligned\"\ndirection = \"BtoA\"\n",
+        d.0.display()
+    ))
+    .unwrap();
     let ds = Dataset::open(&cfg.data).unwrap();
     assert_eq!(ds.len(), 2);
     assert_eq!(ds.skipped.len(), 2);
     let (input, target) = ds.load(0).unwrap();
-    assert_eq!((input.get_pixel(0, 0)[0], target.get_pixel(0, 0)[0]), (200, 50), "BtoA takes B as the input");
+    assert_eq!(
+        (input.get_pixel(0, 0)[0], target.get_pixel(0, 0)[0]),
+        (200, 50),
+        "BtoA takes B as the input"
+    );
 }
 
 #[test]
@@ -95,7 +111,14 @@ fn augmentation_and_loader_are_reproducible() {
         let direct = make_batch(&ds, &pre, &plan, step, &plan.order(plan.epoch_of(step))).unwrap();
         assert_eq!(b.step, step);
         assert_eq!(b.input.dims()[1..], [3, 128, 128]);
-        let diff = (&b.input - &direct.input).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (&b.input - &direct.input)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(diff, 0.0);
     }
     drop(loader);
@@ -126,7 +149,8 @@ fn metrics_match_scikit_image() {
     // numpy/skimage 0.26: np.abs(a - b).mean(), peak_signal_noise_ratio(a, b, data_range=255),
     // structural_similarity(a, b, channel_axis=2, data_range=255).
     let (a, b) = metric_pair();
-    let (mae, psnr, ssim) = (metrics::mae(&a, &b), metrics::psnr(&a, &b), metrics::ssim(&a, &b, 64, 48).unwrap());
+    let (mae, psnr, ssim) =
+        (metrics::mae(&a, &b), metrics::psnr(&a, &b), metrics::ssim(&a, &b, 64, 48).unwrap());
     println!("MAE {mae} PSNR {psnr} SSIM {ssim}");
     assert!((mae - 9.962565104166666).abs() < 1e-12);
     assert!((psnr - 26.849769097939298).abs() < 1e-9);
@@ -144,14 +168,22 @@ fn evaluate_writes_metrics_and_html() {
     );
     let s = train::train(&cfg, false, &mut |_| true).unwrap();
     assert_eq!(s.steps, 0);
-    let model = pix2pix::Model::open(Some(&s.checkpoint_dir.join("generator.safetensors")), pix2pix::Options::default()).unwrap();
+    let model = pix2pix::Model::open(
+        &s.checkpoint_dir.join("generator.safetensors"),
+        pix2pix::Options::default(),
+    )
+    .unwrap();
     let html = d.0.join("html");
-    let m = train::evaluate(&model, &examples().join("test"), Direction::BtoA, 128, Some(&html)).unwrap();
+    let m = train::evaluate(&model, &examples().join("test"), Direction::BtoA, 128, Some(&html))
+        .unwrap();
     println!("{m:?}");
     assert_eq!(m.count, 4);
     assert!(m.mae > 0.0 && m.mae < 255.0 && m.psnr.is_finite() && m.ssim > -1.0 && m.ssim < 1.0);
     let page = std::fs::read_to_string(html.join("index.html")).unwrap();
     assert_eq!(page.matches("<tr><td>").count(), 4);
     assert_eq!(std::fs::read_dir(html.join("images")).unwrap().count(), 12);
-    assert!(train::evaluate(&model, &examples().join("test"), Direction::BtoA, 100, None).is_err(), "size must suit the network");
+    assert!(
+        train::evaluate(&model, &examples().join("test"), Direction::BtoA, 100, None).is_err(),
+        "size must suit the network"
+    );
 }

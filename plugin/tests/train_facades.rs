@@ -46,7 +46,7 @@ sample_every_steps = 50
 /// Mean absolute error (0–255) of G(A) against B, the generator in `dir/latest`, over the
 /// training pairs.
 fn l1(dir: &std::path::Path) -> f64 {
-    let model = Model::open(Some(&dir.join("latest/generator.safetensors")), Options::default()).unwrap();
+    let model = Model::open(&dir.join("latest/generator.safetensors"), Options::default()).unwrap();
     train::evaluate(&model, &examples().join("train"), Direction::AtoB, 128, None).unwrap().mae
 }
 
@@ -59,7 +59,7 @@ fn short_facades_run_learns() {
     let t = Instant::now();
     let mut last = None;
     let s = train::train(&config(&dir, STEPS), true, &mut |p| {
-        last = Some(p.clone());
+        last = Some(*p);
         true
     })
     .unwrap();
@@ -74,7 +74,10 @@ fn short_facades_run_learns() {
         p.g_l1, p.g_gan, p.d_real, p.d_fake
     );
     assert!(dir.join("samples/step_0000150.png").is_file() && dir.join("loss_curve.png").is_file());
-    assert!(after < 0.75 * before, "L1 {before:.2} -> {after:.2}: not well below its value at step 0");
+    assert!(
+        after < 0.75 * before,
+        "L1 {before:.2} -> {after:.2}: not well below its value at step 0"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -91,7 +94,7 @@ fn cpu_secs() -> Option<f64> {
 /// core in use (what an idle machine would show when other jobs share the cores).
 /// `cargo test --release -p pix2pix --test train_facades -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "a timing tool, not a test: run it with --ignored --nocapture"]
 fn step_time_unet256() {
     use candle_core::{Device, Tensor};
     use pix2pix::train::config::Config;
@@ -99,7 +102,13 @@ fn step_time_unet256() {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     for ngf in [64, 32] {
         let cfg = Config::parse(&format!("[model]\nngf = {ngf}\n")).unwrap();
-        let mut t = Trainer::new(cfg.generator_config(), cfg.discriminator_config(), Settings::default(), 2e-4).unwrap();
+        let mut t = Trainer::new(
+            cfg.generator_config(),
+            cfg.discriminator_config(),
+            Settings::default(),
+            2e-4,
+        )
+        .unwrap();
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
         t.init_weights(cfg.model.init_type, 0.02, &mut rng.clone(), &mut rng).unwrap();
         let x = Tensor::rand(-1f32, 1f32, (1, 3, 256, 256), &Device::Cpu).unwrap();

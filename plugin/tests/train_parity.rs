@@ -52,7 +52,12 @@ struct Report {
     null: Vec<String>,
 }
 
-fn compare_grads(net: &str, ours: &BTreeMap<String, Tensor>, reference: &HashMap<String, Tensor>, r: &mut Report) {
+fn compare_grads(
+    net: &str,
+    ours: &BTreeMap<String, Tensor>,
+    reference: &HashMap<String, Tensor>,
+    r: &mut Report,
+) {
     let prefix = format!("grad.{net}.");
     let names: Vec<&String> = reference.keys().filter(|k| k.starts_with(&prefix)).collect();
     assert!(!names.is_empty());
@@ -62,7 +67,12 @@ fn compare_grads(net: &str, ours: &BTreeMap<String, Tensor>, reference: &HashMap
         let g = ours.get(name).unwrap_or_else(|| panic!("no gradient for {net} `{name}`"));
         let g_ref = &reference[key];
         if norm(g_ref) < NULL_GRAD {
-            assert!(norm(g) < NULL_GRAD, "{net} `{name}`: reference gradient is round-off ({:.1e}) but ours is {:.1e}", norm(g_ref), norm(g));
+            assert!(
+                norm(g) < NULL_GRAD,
+                "{net} `{name}`: reference gradient is round-off ({:.1e}) but ours is {:.1e}",
+                norm(g_ref),
+                norm(g)
+            );
             r.null.push(format!("{net}.{name}"));
             continue;
         }
@@ -74,11 +84,30 @@ fn compare_grads(net: &str, ours: &BTreeMap<String, Tensor>, reference: &HashMap
 
 /// Runs `steps` steps from the fixture's weights on (x · scale, y): the trainer's state before
 /// and after, and the step outputs.
-fn run_on(mode: pix2pix::kernels::Mode, name: &str, scale: f64, jitter: Option<u64>) -> (Trainer, BTreeMap<String, Tensor>, BTreeMap<String, Tensor>, Vec<pix2pix::train::trainer::StepOutput>) {
+fn run_on(
+    mode: pix2pix::kernels::Mode,
+    name: &str,
+    scale: f64,
+    jitter: Option<u64>,
+) -> (
+    Trainer,
+    BTreeMap<String, Tensor>,
+    BTreeMap<String, Tensor>,
+    Vec<pix2pix::train::trainer::StepOutput>,
+) {
     pix2pix::kernels::with_mode(mode, || run(name, scale, jitter))
 }
 
-fn run(name: &str, scale: f64, jitter: Option<u64>) -> (Trainer, BTreeMap<String, Tensor>, BTreeMap<String, Tensor>, Vec<pix2pix::train::trainer::StepOutput>) {
+fn run(
+    name: &str,
+    scale: f64,
+    jitter: Option<u64>,
+) -> (
+    Trainer,
+    BTreeMap<String, Tensor>,
+    BTreeMap<String, Tensor>,
+    Vec<pix2pix::train::trainer::StepOutput>,
+) {
     let meta = meta(name);
     let gan_mode = if meta["gan"] == "lsgan" { GanMode::Lsgan } else { GanMode::Vanilla };
     let lambda_l1 = meta["lambda_l1"].as_f64().unwrap();
@@ -93,7 +122,15 @@ fn run(name: &str, scale: f64, jitter: Option<u64>) -> (Trainer, BTreeMap<String
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
         for (_, v) in trainer.generator_params().iter().chain(trainer.discriminator_params()) {
             let t = v.as_tensor();
-            let f: Vec<f32> = (0..t.elem_count()).map(|_| if rand::Rng::gen::<bool>(&mut rng) { 1.0 + f32::EPSILON } else { 1.0 - f32::EPSILON / 2.0 }).collect();
+            let f: Vec<f32> = (0..t.elem_count())
+                .map(|_| {
+                    if rand::Rng::gen::<bool>(&mut rng) {
+                        1.0 + f32::EPSILON
+                    } else {
+                        1.0 - f32::EPSILON / 2.0
+                    }
+                })
+                .collect();
             v.set(&(t * Tensor::from_vec(f, t.shape(), t.device()).unwrap()).unwrap()).unwrap();
         }
     }
@@ -116,7 +153,10 @@ fn parity(name: &str) -> Report {
     for (step, out) in outs.iter().enumerate() {
         let l = out.losses;
         let want: Vec<f32> = ts[&format!("loss.{step}")].to_vec1().unwrap();
-        for (k, (a, b)) in ["D_real", "D_fake", "G_GAN", "G_L1·λ"].iter().zip([l.d_real, l.d_fake, l.g_gan, l.g_l1].iter().zip(&want)) {
+        for (k, (a, b)) in ["D_real", "D_fake", "G_GAN", "G_L1·λ"]
+            .iter()
+            .zip([l.d_real, l.d_fake, l.g_gan, l.g_l1].iter().zip(&want))
+        {
             let abs = (a - b).abs();
             r.loss_abs = r.loss_abs.max(abs);
             r.loss_rel = r.loss_rel.max(abs / b.abs().max(1.0));
@@ -129,21 +169,44 @@ fn parity(name: &str) -> Report {
     // The conditioning floor: our own trainer on inputs perturbed by ±1e-6, and on weights
     // perturbed by one rounding step.
     use pix2pix::kernels::Mode::{Candle, Fast};
-    let runs = [(Fast, 1.0 + 1e-6, None), (Fast, 1.0 - 1e-6, None), (Fast, 1.0, Some(1)), (Fast, 1.0, Some(2)), (Candle, 1.0, None)];
-    let perturbed: Vec<_> = runs.iter().map(|&(m, s, j)| {
-        let (t, ..) = run_on(m, name, s, j);
-        (t.generator_tensors().unwrap(), t.discriminator_tensors().unwrap())
-    }).collect();
+    let runs = [
+        (Fast, 1.0 + 1e-6, None),
+        (Fast, 1.0 - 1e-6, None),
+        (Fast, 1.0, Some(1)),
+        (Fast, 1.0, Some(2)),
+        (Candle, 1.0, None),
+    ];
+    let perturbed: Vec<_> = runs
+        .iter()
+        .map(|&(m, s, j)| {
+            let (t, ..) = run_on(m, name, s, j);
+            (t.generator_tensors().unwrap(), t.discriminator_tensors().unwrap())
+        })
+        .collect();
     let (mut errs, mut floors) = (Vec::new(), Vec::new());
     let after = [trainer.generator_tensors().unwrap(), trainer.discriminator_tensors().unwrap()];
     for (i, (net, before)) in [("generator", &g0), ("discriminator", &d0)].into_iter().enumerate() {
-        assert_eq!(before.len(), ts.keys().filter(|k| k.starts_with(&format!("after.{net}."))).count(), "{net}: state size");
+        assert_eq!(
+            before.len(),
+            ts.keys().filter(|k| k.starts_with(&format!("after.{net}."))).count(),
+            "{net}: state size"
+        );
         for (k, t0) in before {
-            let t_ref = ts.get(&format!("after.{net}.{k}")).unwrap_or_else(|| panic!("fixture lacks after.{net}.{k}"));
+            let t_ref = ts
+                .get(&format!("after.{net}.{k}"))
+                .unwrap_or_else(|| panic!("fixture lacks after.{net}.{k}"));
             let delta_ref = (&t_ref.to_dtype(candle_core::DType::F32).unwrap() - t0).unwrap();
             let delta = (&after[i][k] - t0).unwrap();
             if r.null.iter().any(|n| n == &format!("{net}.{k}")) {
-                let m = delta.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                let m = delta
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
                 assert!(m <= (steps as f64 * 2.0 * LR) as f32, "{net} `{k}`: moved {m:.2e}");
                 continue;
             }
@@ -153,21 +216,32 @@ fn parity(name: &str) -> Report {
                 continue;
             }
             errs.push((rel(&delta, &delta_ref), format!("{net}.{k}")));
-            let floor = perturbed.iter().map(|p| {
-                let pk = if i == 0 { &p.0[k] } else { &p.1[k] };
-                norm(&(pk - &after[i][k]).unwrap()) / nref
-            }).fold(0f32, f32::max);
+            let floor = perturbed
+                .iter()
+                .map(|p| {
+                    let pk = if i == 0 { &p.0[k] } else { &p.1[k] };
+                    norm(&(pk - &after[i][k]).unwrap()) / nref
+                })
+                .fold(0f32, f32::max);
             floors.push(floor);
         }
     }
-    let (max_err, worst) = errs.iter().cloned().fold((0f32, String::new()), |a, b| if b.0 > a.0 { b } else { a });
+    let (max_err, worst) =
+        errs.iter().cloned().fold((0f32, String::new()), |a, b| if b.0 > a.0 { b } else { a });
     let med_err = median(errs.iter().map(|e| e.0).collect());
-    let (max_floor, med_floor) = (floors.iter().copied().fold(0f32, f32::max), median(floors.clone()));
+    let (max_floor, med_floor) =
+        (floors.iter().copied().fold(0f32, f32::max), median(floors.clone()));
     r.delta = max_err;
     println!("{name}: Δ rel err max {max_err:.2e} ({worst}), median {med_err:.2e}; conditioning floor (5 perturbed runs) max {max_floor:.2e}, median {med_floor:.2e}");
     let (tol_max, tol_med) = (DELTA_TOL.max(3.0 * max_floor), DELTA_TOL.max(3.0 * med_floor));
-    assert!(max_err < tol_max, "{name}: Δ relative error {max_err:.2e} at {worst} (tolerance {tol_max:.2e})");
-    assert!(med_err < tol_med, "{name}: median Δ relative error {med_err:.2e} (tolerance {tol_med:.2e})");
+    assert!(
+        max_err < tol_max,
+        "{name}: Δ relative error {max_err:.2e} at {worst} (tolerance {tol_max:.2e})"
+    );
+    assert!(
+        med_err < tol_med,
+        "{name}: median Δ relative error {med_err:.2e} (tolerance {tol_med:.2e})"
+    );
     println!(
         "{name}: max grad rel err {:.2e}, max Δ rel err {:.2e}, max loss err {:.2e} (rel {:.2e}); {} round-off-gradient tensors: {:?}",
         r.grad, r.delta, r.loss_abs, r.loss_rel, r.null.len(), r.null

@@ -46,7 +46,7 @@ sample_every_steps = 2
 fn run(dir: &Path, max_steps: u64, resume: bool) -> Vec<Progress> {
     let mut seen = Vec::new();
     let s = train::train(&config(dir, max_steps), resume, &mut |p| {
-        seen.push(p.clone());
+        seen.push(*p);
         true
     })
     .unwrap();
@@ -67,9 +67,19 @@ fn assert_same_tensors(a: &Path, b: &Path) {
     for (k, x) in &ta {
         let y = &tb[k];
         assert_eq!(x.dtype(), y.dtype(), "{k}");
-        let (x, y) = (x.to_dtype(candle_core::DType::F64).unwrap(), y.to_dtype(candle_core::DType::F64).unwrap());
-        let (x, y): (Vec<f64>, Vec<f64>) = (x.flatten_all().unwrap().to_vec1().unwrap(), y.flatten_all().unwrap().to_vec1().unwrap());
-        assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()), "{}: `{k}` differs", a.display());
+        let (x, y) = (
+            x.to_dtype(candle_core::DType::F64).unwrap(),
+            y.to_dtype(candle_core::DType::F64).unwrap(),
+        );
+        let (x, y): (Vec<f64>, Vec<f64>) = (
+            x.flatten_all().unwrap().to_vec1().unwrap(),
+            y.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert!(
+            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{}: `{k}` differs",
+            a.display()
+        );
     }
 }
 
@@ -80,12 +90,17 @@ fn assert_tidy(dir: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         assert!(!name.starts_with('.'), "leftover {name} in {}", dir.display());
         if name == LATEST || name.starts_with("step_") {
-            let mut files: Vec<String> =
-                std::fs::read_dir(e.path()).unwrap().map(|f| f.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            let mut files: Vec<String> = std::fs::read_dir(e.path())
+                .unwrap()
+                .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
             files.sort();
             assert_eq!(files, [DISCRIMINATOR, GENERATOR, STATE], "{name}");
         } else {
-            assert!(["losses.csv", "loss_curve.png", "samples"].contains(&name.as_str()), "unexpected {name}");
+            assert!(
+                ["losses.csv", "loss_curve.png", "samples"].contains(&name.as_str()),
+                "unexpected {name}"
+            );
         }
     }
 }
@@ -99,28 +114,54 @@ fn resume_is_exact() {
     assert_eq!(first.last().unwrap().step, 3);
     assert_eq!(second.first().unwrap().step, 4);
     // Same losses and learning rates step by step (the decay starts in epoch 2, step 5).
-    let key = |p: &Progress| (p.step, p.epoch, p.g_gan.to_bits(), p.g_l1.to_bits(), p.d_real.to_bits(), p.d_fake.to_bits(), p.lr.to_bits());
+    let key = |p: &Progress| {
+        (
+            p.step,
+            p.epoch,
+            p.g_gan.to_bits(),
+            p.g_l1.to_bits(),
+            p.d_real.to_bits(),
+            p.d_fake.to_bits(),
+            p.lr.to_bits(),
+        )
+    };
     let resumed: Vec<_> = first.iter().chain(&second).map(key).collect();
     assert_eq!(full.iter().map(key).collect::<Vec<_>>(), resumed);
     assert!(full[5].lr < full[3].lr, "the linear decay should have started");
     for file in [GENERATOR, DISCRIMINATOR] {
         assert_same_tensors(&a.0.join(LATEST).join(file), &b.0.join(LATEST).join(file));
     }
-    let (sa, sb) = (state::load(&a.0.join(LATEST)).unwrap(), state::load(&b.0.join(LATEST)).unwrap());
+    let (sa, sb) =
+        (state::load(&a.0.join(LATEST)).unwrap(), state::load(&b.0.join(LATEST)).unwrap());
     assert_eq!(sa.run.step, 6);
     assert_eq!((sa.run.step, sa.run.epoch, sa.run.seed), (sb.run.step, sb.run.epoch, sb.run.seed));
     assert_eq!(sa.optimizer.len(), sb.optimizer.len());
     for (k, t) in &sa.optimizer {
-        let (x, y) = (t.to_dtype(candle_core::DType::F64).unwrap(), sb.optimizer[k].to_dtype(candle_core::DType::F64).unwrap());
-        assert_eq!(x.flatten_all().unwrap().to_vec1::<f64>().unwrap(), y.flatten_all().unwrap().to_vec1::<f64>().unwrap(), "{k}");
+        let (x, y) = (
+            t.to_dtype(candle_core::DType::F64).unwrap(),
+            sb.optimizer[k].to_dtype(candle_core::DType::F64).unwrap(),
+        );
+        assert_eq!(
+            x.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            y.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            "{k}"
+        );
     }
     // The log tells one history: 6 rows, the same losses.
     let log = |d: &Path| -> Vec<String> {
-        std::fs::read_to_string(d.join("losses.csv")).unwrap().lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
+        std::fs::read_to_string(d.join("losses.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
     };
     assert_eq!(log(&a.0), log(&b.0));
     assert_eq!(log(&a.0).len(), 7);
-    assert!(a.0.join("step_0000004").is_dir() && a.0.join("samples/step_0000006.png").is_file() && a.0.join("loss_curve.png").is_file());
+    assert!(
+        a.0.join("step_0000004").is_dir()
+            && a.0.join("samples/step_0000006.png").is_file()
+            && a.0.join("loss_curve.png").is_file()
+    );
     assert_tidy(&a.0);
     assert_tidy(&b.0);
 }
@@ -145,7 +186,12 @@ fn failed_or_interrupted_save_keeps_the_previous_checkpoint() {
 
     // A save that dies half-way through its second file.
     let files: Vec<FileWriter> = vec![
-        (GENERATOR, Box::new(|p: &Path| std::fs::write(p, b"new generator").map_err(|e| pix2pix::Error::io(p, e)))),
+        (
+            GENERATOR,
+            Box::new(|p: &Path| {
+                std::fs::write(p, b"new generator").map_err(|e| pix2pix::Error::io(p, e))
+            }),
+        ),
         (
             DISCRIMINATOR,
             Box::new(|p: &Path| {
@@ -164,9 +210,13 @@ fn failed_or_interrupted_save_keeps_the_previous_checkpoint() {
     std::fs::rename(&latest, d.0.join(".latest.old-12345")).unwrap();
     std::fs::create_dir(d.0.join(".latest.tmp-12345")).unwrap();
     std::fs::write(d.0.join(".latest.tmp-12345").join(GENERATOR), b"half").unwrap();
-    state::recover(&d.0).unwrap();
+    let mut notes = Vec::new();
+    state::recover(&d.0, &mut |n| notes.push(n.to_string())).unwrap();
+    assert!(notes.iter().any(|n| n.contains("restoring") && n.contains(LATEST)), "{notes:?}");
     assert_tidy(&d.0);
-    assert!(before == [GENERATOR, DISCRIMINATOR, STATE].iter().map(|f| read(f)).collect::<Vec<_>>());
+    assert!(
+        before == [GENERATOR, DISCRIMINATOR, STATE].iter().map(|f| read(f)).collect::<Vec<_>>()
+    );
     let resumed = run(&d.0, 2, true);
     assert_eq!(resumed.len(), 1);
 }

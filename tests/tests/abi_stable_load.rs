@@ -9,7 +9,10 @@ use std::sync::OnceLock;
 use abi_stable::library::RootModule;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString};
-use pix2pix_ffi::{BenchRequest, EvalRequest, ImageRef, NormStats, OpenOptions, Pix2PixModRef, ProgressSink, ProgressSink_TO, TrainProgress, TranslatorBox};
+use pix2pix_ffi::{
+    BenchRequest, EvalRequest, ImageRef, NormStats, OpenOptions, Pix2PixModRef, ProgressSink,
+    ProgressSink_TO, TrainProgress, TranslatorBox,
+};
 
 use common::*;
 
@@ -17,7 +20,8 @@ fn module() -> Pix2PixModRef {
     static MODULE: OnceLock<Pix2PixModRef> = OnceLock::new();
     *MODULE.get_or_init(|| {
         let so = plugin_so();
-        Pix2PixModRef::load_from_file(&so).unwrap_or_else(|e| panic!("loading {} through abi_stable: {e}", so.display()))
+        Pix2PixModRef::load_from_file(&so)
+            .unwrap_or_else(|e| panic!("loading {} through abi_stable: {e}", so.display()))
     })
 }
 
@@ -31,10 +35,19 @@ fn open(fixture: &str) -> TranslatorBox {
 }
 
 fn translate(m: &TranslatorBox, pixels: &[u8], w: usize, h: usize, c: usize) -> Vec<u8> {
-    let image = ImageRef { width: w as u32, height: h as u32, stride: (w * c) as u32, channels: c as u32, data: RSlice::from_slice(pixels) };
+    let image = ImageRef {
+        width: w as u32,
+        height: h as u32,
+        stride: (w * c) as u32,
+        channels: c as u32,
+        data: RSlice::from_slice(pixels),
+    };
     match m.translate(image) {
         RResult::ROk(out) => {
-            assert_eq!((out.width as usize, out.height as usize, out.channels as usize), (w, h, if c == 4 { 4 } else { 3 }));
+            assert_eq!(
+                (out.width as usize, out.height as usize, out.channels as usize),
+                (w, h, if c == 4 { 4 } else { 3 })
+            );
             out.data.into_vec()
         }
         RResult::RErr(e) => panic!("translate: {e}"),
@@ -47,12 +60,18 @@ fn plugin_info() {
     assert_eq!(info.name.as_str(), "pix2pix");
     assert_eq!(info.version.as_str(), env!("CARGO_PKG_VERSION"));
     assert_eq!(info.abi_version, pix2pix_ffi::ABI_VERSION);
-    assert!(info.features.as_str().split(' ').any(|f| f == "translate"), "features: {}", info.features);
+    assert!(
+        info.features.as_str().split(' ').any(|f| f == "translate"),
+        "features: {}",
+        info.features
+    );
 }
 
 #[test]
 fn model_info_matches_the_checkpoint() {
-    for (fixture, net_g, norm) in [(UNET128, "unet_128", "instance"), (UNET256, "unet_256", "batch")] {
+    for (fixture, net_g, norm) in
+        [(UNET128, "unet_128", "instance"), (UNET256, "unet_256", "batch")]
+    {
         let info = open(fixture).info();
         assert_eq!(info.net_g.as_str(), net_g);
         assert_eq!(info.norm.as_str(), norm);
@@ -65,7 +84,11 @@ fn model_info_matches_the_checkpoint() {
         let expected: usize = st
             .tensors()
             .iter()
-            .filter(|(n, _)| !(n.ends_with("running_mean") || n.ends_with("running_var") || n.ends_with("num_batches_tracked")))
+            .filter(|(n, _)| {
+                !(n.ends_with("running_mean")
+                    || n.ends_with("running_var")
+                    || n.ends_with("num_batches_tracked"))
+            })
             .map(|(_, t)| t.shape().iter().product::<usize>())
             .sum();
         assert_eq!(info.parameters, expected as u64, "{fixture}");
@@ -75,11 +98,15 @@ fn model_info_matches_the_checkpoint() {
 
 #[test]
 fn translations_equal_the_rust_api() {
-    for (fixture, w, h, c) in [(UNET128, 150, 100, 3), (UNET128, 64, 64, 1), (UNET256, 260, 256, 4)] {
+    for (fixture, w, h, c) in [(UNET128, 150, 100, 3), (UNET128, 64, 64, 1), (UNET256, 260, 256, 4)]
+    {
         let pixels = test_image(w, h, c, 7);
         let through_plugin = translate(&open(fixture), &pixels, w, h, c);
         let through_rlib = rust_translate(&generator(fixture), &pixels, w, h, c);
-        assert!(through_plugin == through_rlib, "{fixture} {w}x{h}x{c}: the plugin's bytes differ from the Rust API's");
+        assert!(
+            through_plugin == through_rlib,
+            "{fixture} {w}x{h}x{c}: the plugin's bytes differ from the Rust API's"
+        );
     }
 }
 
@@ -90,7 +117,11 @@ fn four_threads_share_a_model() {
     let pixels = test_image(w, h, c, 3);
     let single = translate(&m, &pixels, w, h, c);
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| (0..2).map(|_| translate(&m, &pixels, w, h, c)).collect::<Vec<_>>())).collect();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| (0..2).map(|_| translate(&m, &pixels, w, h, c)).collect::<Vec<_>>())
+            })
+            .collect();
         for (t, handle) in handles.into_iter().enumerate() {
             for (r, out) in handle.join().expect("thread").into_iter().enumerate() {
                 assert!(out == single, "thread {t} round {r}: differs from one thread's output");
@@ -101,19 +132,34 @@ fn four_threads_share_a_model() {
 
 #[test]
 fn errors_are_messages() {
-    let missing = match module().open_model()(ROption::RSome(RStr::from("/nonexistent/generator.safetensors")), OpenOptions::default()) {
+    let missing = match module().open_model()(
+        ROption::RSome(RStr::from("/nonexistent/generator.safetensors")),
+        OpenOptions::default(),
+    ) {
         RResult::RErr(e) => e,
         RResult::ROk(_) => panic!("opened a missing file"),
     };
     assert!(missing.as_str().contains("/nonexistent/generator.safetensors"), "{missing}");
     let m = open(UNET128);
     let pixels = [0u8; 12];
-    let bad = ImageRef { width: 100000, height: 100000, stride: 300000, channels: 3, data: RSlice::from_slice(&pixels) };
+    let bad = ImageRef {
+        width: 100000,
+        height: 100000,
+        stride: 300000,
+        channels: 3,
+        data: RSlice::from_slice(&pixels),
+    };
     match m.translate(bad) {
         RResult::RErr(e) => assert!(e.as_str().contains("limit"), "{e}"),
         RResult::ROk(_) => panic!("translated a 100000x100000 image from 12 bytes"),
     }
-    let short = ImageRef { width: 4, height: 2, stride: 12, channels: 3, data: RSlice::from_slice(&pixels) };
+    let short = ImageRef {
+        width: 4,
+        height: 2,
+        stride: 12,
+        channels: 3,
+        data: RSlice::from_slice(&pixels),
+    };
     match m.translate(short) {
         RResult::RErr(e) => assert!(e.as_str().contains("image data"), "{e}"),
         RResult::ROk(_) => panic!("read past a 12-byte buffer"),
@@ -183,13 +229,18 @@ fn train_cancels_and_evaluates() {
     let dir = scratch("abi-train");
     let (pairs, config) = tiny_training_run(&dir, 2, 3);
     let mut sink = Sink { steps: Vec::new(), messages: Vec::new() };
-    let report = match module().train()(RStr::from(config.as_str()), false, ProgressSink_TO::from_ptr(&mut sink, TD_Opaque)) {
+    let report = match module().train()(
+        RStr::from(config.as_str()),
+        false,
+        ProgressSink_TO::from_ptr(&mut sink, TD_Opaque),
+    ) {
         RResult::ROk(r) => r,
         RResult::RErr(e) => panic!("train: {e}"),
     };
     assert!(report.cancelled && report.steps == 1, "{report:?}");
     assert_eq!(sink.steps, [1]);
-    let generator = std::path::Path::new(report.checkpoint_dir.as_str()).join("generator.safetensors");
+    let generator =
+        std::path::Path::new(report.checkpoint_dir.as_str()).join("generator.safetensors");
     assert!(generator.exists(), "{}", generator.display());
 
     let request = EvalRequest {
@@ -207,4 +258,27 @@ fn train_cancels_and_evaluates() {
         RResult::RErr(e) => assert!(e.as_str().contains("direction"), "{e}"),
         RResult::ROk(_) => panic!("evaluated in direction `sideways`"),
     }
+}
+
+/// The library prints nothing: a data-loader warning (an unreadable image in the training
+/// folder) reaches a Rust host through its sink's `message`.
+#[test]
+fn data_loader_warnings_reach_the_sink() {
+    let dir = scratch("abi-train-warning");
+    let (pairs, config) = tiny_training_run(&dir, 2, 1);
+    std::fs::write(pairs.join("broken.png"), b"not a png").unwrap();
+    let mut sink = Sink { steps: Vec::new(), messages: Vec::new() };
+    match module().train()(
+        RStr::from(config.as_str()),
+        false,
+        ProgressSink_TO::from_ptr(&mut sink, TD_Opaque),
+    ) {
+        RResult::ROk(r) => assert_eq!(r.steps, 1, "{r:?}"),
+        RResult::RErr(e) => panic!("train: {e}"),
+    }
+    assert!(
+        sink.messages.iter().any(|m| m.contains("skipping") && m.contains("broken.png")),
+        "no warning naming broken.png: {:?}",
+        sink.messages
+    );
 }

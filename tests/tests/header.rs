@@ -9,11 +9,13 @@ fn root() -> PathBuf {
 
 fn generate() -> String {
     let root = root();
-    let config = cbindgen::Config::from_file(root.join("plugin/cbindgen.toml")).unwrap_or_else(|e| panic!("plugin/cbindgen.toml: {e}"));
+    // Everything comes from the contract crate: types and constants, then the functions.
+    let config = cbindgen::Config::from_file(root.join("ffi/cbindgen.toml"))
+        .unwrap_or_else(|e| panic!("ffi/cbindgen.toml: {e}"));
     let bindings = cbindgen::Builder::new()
         .with_config(config)
         .with_src(root.join("ffi/src/c.rs"))
-        .with_src(root.join("plugin/src/capi.rs"))
+        .with_src(root.join("ffi/src/c/functions.rs"))
         .generate()
         .unwrap_or_else(|e| panic!("cbindgen: {e}"));
     let mut out = Vec::new();
@@ -33,10 +35,14 @@ fn committed_header_is_up_to_date() {
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     if committed != fresh {
-        let first = committed.lines().zip(fresh.lines()).position(|(a, b)| a != b).unwrap_or(committed.lines().count().min(fresh.lines().count()));
+        let first = committed
+            .lines()
+            .zip(fresh.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(committed.lines().count().min(fresh.lines().count()));
         let show = |s: &str| s.lines().skip(first).take(3).collect::<Vec<_>>().join("\n");
         panic!(
-            "{} is out of date with ffi/src/c.rs / plugin/src/capi.rs / plugin/cbindgen.toml.\n\
+            "{} is out of date with ffi/src/c.rs / ffi/src/c/functions.rs / ffi/cbindgen.toml.\n\
              First difference at line {}:\n--- committed\n{}\n+++ generated\n{}\n\n\
              Regenerate it with:\n    UPDATE_HEADER=1 cargo test --release -p pix2pix-tests --test header\n\
              and commit the result.",

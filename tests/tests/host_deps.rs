@@ -7,7 +7,17 @@ use std::process::Command;
 fn host_depends_on_neither_candle_nor_the_plugin() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "-p", "host", "--prefix", "none", "--edges", "normal,build,dev", "--format", "{p}"])
+        .args([
+            "tree",
+            "-p",
+            "host",
+            "--prefix",
+            "none",
+            "--edges",
+            "normal,build,dev",
+            "--format",
+            "{p}",
+        ])
         .current_dir(&root)
         .output()
         .expect("cannot run cargo tree");

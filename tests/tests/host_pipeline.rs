@@ -43,7 +43,10 @@ fn the_documented_example_runs_and_resumes() {
     assert!(s.contains("broken.png") && s.contains("cannot decode image"), "{s}");
     let out_dir = t.join("out");
     let names = files(&out_dir);
-    assert_eq!(names, ["p1_facades.png", "p2_facades.png", "p3_facades.png", "p4_facades.png", "p5_facades.png"]);
+    assert_eq!(
+        names,
+        ["p1_facades.png", "p2_facades.png", "p3_facades.png", "p4_facades.png", "p5_facades.png"]
+    );
     for f in &names {
         assert_eq!(size_of(&out_dir.join(f)), (512, 512), "{f}");
     }
@@ -51,7 +54,11 @@ fn the_documented_example_runs_and_resumes() {
 
     // overwrite = false: a rerun skips and counts them.
     let again = run(&mut pipeline(&t.join("facades.toml")));
-    assert!(stdout(&again).contains(&format!("processed 0, skipped {n}, failed 1")), "{}", stdout(&again));
+    assert!(
+        stdout(&again).contains(&format!("processed 0, skipped {n}, failed 1")),
+        "{}",
+        stdout(&again)
+    );
 }
 
 #[test]
@@ -70,13 +77,24 @@ fn shards_split_the_inputs_deterministically() {
 
     // auto: a Slurm array task, then a Kubernetes Indexed Job.
     std::fs::remove_dir_all(t.join("out")).unwrap();
-    let out = run(pipeline(&t.join("facades.toml")).args(["--shard", "auto"]).env_remove("JOB_COMPLETION_INDEX").env_remove("SLURM_ARRAY_TASK_MIN").env("SLURM_ARRAY_TASK_ID", "1").env("SLURM_ARRAY_TASK_COUNT", "2"));
+    let out = run(pipeline(&t.join("facades.toml"))
+        .args(["--shard", "auto"])
+        .env_remove("JOB_COMPLETION_INDEX")
+        .env_remove("SLURM_ARRAY_TASK_MIN")
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("SLURM_ARRAY_TASK_COUNT", "2"));
     assert!(out.status.success());
     assert_eq!(files(&t.join("out")).len(), 2);
-    let out = run(pipeline(&t.join("facades.toml")).args(["--shard", "auto"]).env("JOB_COMPLETION_INDEX", "0").env("P2P_SHARD_COUNT", "2"));
+    let out = run(pipeline(&t.join("facades.toml"))
+        .args(["--shard", "auto"])
+        .env("JOB_COMPLETION_INDEX", "0")
+        .env("PIX2PIX_SHARD_COUNT", "2"));
     assert!(out.status.success());
     assert_eq!(files(&t.join("out")).len(), n);
-    let out = run(pipeline(&t.join("facades.toml")).args(["--shard", "auto"]).env_remove("SLURM_ARRAY_TASK_ID").env_remove("JOB_COMPLETION_INDEX"));
+    let out = run(pipeline(&t.join("facades.toml"))
+        .args(["--shard", "auto"])
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("JOB_COMPLETION_INDEX"));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("JOB_COMPLETION_INDEX"), "{}", stderr(&out));
 }
@@ -95,7 +113,11 @@ fn an_interrupted_run_leaves_no_partial_image_and_resumes() {
         ),
     )
     .unwrap();
-    let mut child = pipeline(&t.join("p.toml")).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = pipeline(&t.join("p.toml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Interrupt once some outputs exist.
     let start = std::time::Instant::now();
     while files(&t.join("out")).iter().filter(|f| f.ends_with(".png")).count() < 3
@@ -116,7 +138,11 @@ fn an_interrupted_run_leaves_no_partial_image_and_resumes() {
     }
     let second = run(&mut pipeline(&t.join("p.toml")));
     assert!(second.status.success());
-    assert!(stdout(&second).contains(&format!("processed {}, skipped {done}, failed 0", 40 - done)), "{}", stdout(&second));
+    assert!(
+        stdout(&second).contains(&format!("processed {}, skipped {done}, failed 0", 40 - done)),
+        "{}",
+        stdout(&second)
+    );
     assert_eq!(files(&t.join("out")).len(), 40);
     assert_all_complete(&t.join("out"));
 }
@@ -126,7 +152,8 @@ fn chained_models_and_review_sheets() {
     let t = TempDir::new("pipe-review");
     let text = std::fs::read_to_string(root().join("tests/pipelines/review_sheet.toml")).unwrap();
     // The example's model paths are relative to tests/pipelines/; here they are absolute.
-    let text = text.replace("../fixtures/", &format!("{}/", root().join("tests/fixtures").display()));
+    let text =
+        text.replace("../fixtures/", &format!("{}/", root().join("tests/fixtures").display()));
     std::fs::write(t.join("review.toml"), text).unwrap();
     save(&rgb(200, 150, 1), &t.join("labels/a.png"));
     save(&gray(64, 100), &t.join("labels/b.png"));
@@ -189,5 +216,5 @@ fn help_documents_the_format_and_path_rule() {
     let s = stdout(&out);
     assert!(s.contains("[[step]]") && s.contains("op = \"translate\""), "{s}");
     assert!(s.contains("resolve against the file's own folder"), "{s}");
-    assert!(s.contains("P2P_SHARD_COUNT") && s.contains("SLURM_ARRAY_TASK_ID"), "{s}");
+    assert!(s.contains("PIX2PIX_SHARD_COUNT") && s.contains("SLURM_ARRAY_TASK_ID"), "{s}");
 }

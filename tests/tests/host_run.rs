@@ -23,11 +23,19 @@ fn missing_plugin_or_model_is_one_clear_line() {
 
     let t = TempDir::new("missing");
     save(&rgb(64, 64, 0), &t.join("in.png"));
-    let out = run(host(&["run", "--plugin", "/no/such/lib.so", "--input"]).arg(t.join("in.png")).arg("--output").arg(t.join("o.png")));
+    let out = run(host(&["run", "--plugin", "/no/such/lib.so", "--input"])
+        .arg(t.join("in.png"))
+        .arg("--output")
+        .arg(t.join("o.png")));
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr(&out).trim(), "error: plugin /no/such/lib.so: no such file");
 
-    let out = run(host(&["run", "--plugin"]).arg(plugin()).args(["--model", "/no/model.safetensors", "--input"]).arg(t.join("in.png")).arg("--output").arg(t.join("o.png")));
+    let out = run(host(&["run", "--plugin"])
+        .arg(plugin())
+        .args(["--model", "/no/model.safetensors", "--input"])
+        .arg(t.join("in.png"))
+        .arg("--output")
+        .arg(t.join("o.png")));
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -41,11 +49,22 @@ fn run_translates_a_mixed_folder_and_reports_the_corrupt_file() {
     let inputs = t.join("in");
     let good = mixed_inputs(&inputs);
     let out_dir = t.join("out");
-    let out = run(host(&["run", "--plugin"]).arg(plugin()).arg("--model").arg(fixture(UNET128)).arg("--input").arg(&inputs).arg("--output").arg(&out_dir).args(["--workers", "2"]));
+    let out = run(host(&["run", "--plugin"])
+        .arg(plugin())
+        .arg("--model")
+        .arg(fixture(UNET128))
+        .arg("--input")
+        .arg(&inputs)
+        .arg("--output")
+        .arg(&out_dir)
+        .args(["--workers", "2"]));
     assert_eq!(out.status.code(), Some(1), "a failed input makes the exit status 1");
     let s = stdout(&out);
     assert!(s.contains(&format!("processed {}, skipped 0, failed 1", good.len())), "{s}");
-    assert!(s.contains("failed: ") && s.contains("corrupt.png") && s.contains("cannot decode image"), "{s}");
+    assert!(
+        s.contains("failed: ") && s.contains("corrupt.png") && s.contains("cannot decode image"),
+        "{s}"
+    );
     for (name, size) in &good {
         assert_eq!(size_of(&out_dir.join(name)), *size, "{name} keeps its size");
     }
@@ -55,8 +74,20 @@ fn run_translates_a_mixed_folder_and_reports_the_corrupt_file() {
     assert_all_complete(&out_dir);
 
     // Resume: nothing is redone.
-    let again = run(host(&["run", "--plugin"]).arg(plugin()).arg("--model").arg(fixture(UNET128)).arg("--input").arg(&inputs).arg("--output").arg(&out_dir).arg("--skip-existing"));
-    assert!(stdout(&again).contains(&format!("processed 0, skipped {}, failed 1", good.len())), "{}", stdout(&again));
+    let again = run(host(&["run", "--plugin"])
+        .arg(plugin())
+        .arg("--model")
+        .arg(fixture(UNET128))
+        .arg("--input")
+        .arg(&inputs)
+        .arg("--output")
+        .arg(&out_dir)
+        .arg("--skip-existing"));
+    assert!(
+        stdout(&again).contains(&format!("processed 0, skipped {}, failed 1", good.len())),
+        "{}",
+        stdout(&again)
+    );
 }
 
 #[test]
@@ -65,7 +96,15 @@ fn run_one_file_to_a_file_with_each_size_policy() {
     save(&rgb(250, 177, 5), &t.join("x.png"));
     for policy in ["resize", "pad", "tile"] {
         let dest = t.join(&format!("y_{policy}.jpg"));
-        let out = run(host(&["run", "--plugin"]).arg(plugin()).arg("--model").arg(fixture(UNET128)).arg("--input").arg(t.join("x.png")).arg("--output").arg(&dest).args(["--size-policy", policy, "--threads", "1"]));
+        let out = run(host(&["run", "--plugin"])
+            .arg(plugin())
+            .arg("--model")
+            .arg(fixture(UNET128))
+            .arg("--input")
+            .arg(t.join("x.png"))
+            .arg("--output")
+            .arg(&dest)
+            .args(["--size-policy", policy, "--threads", "1"]));
         assert!(out.status.success(), "{policy}");
         assert_eq!(size_of(&dest), (250, 177), "{policy}");
     }

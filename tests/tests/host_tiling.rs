@@ -13,7 +13,15 @@ fn tile_blending_has_no_seams() {
     let mut out = std::collections::HashMap::new();
     for policy in ["tile", "pad"] {
         let dest = t.join(&format!("{policy}.png"));
-        let o = run(host(&["run", "--plugin"]).arg(plugin()).arg("--model").arg(fixture(UNET128)).arg("--input").arg(t.join("g.png")).arg("--output").arg(&dest).args(["--size-policy", policy, "--tile-overlap", "32"]));
+        let o = run(host(&["run", "--plugin"])
+            .arg(plugin())
+            .arg("--model")
+            .arg(fixture(UNET128))
+            .arg("--input")
+            .arg(t.join("g.png"))
+            .arg("--output")
+            .arg(&dest)
+            .args(["--size-policy", policy, "--tile-overlap", "32"]));
         assert!(o.status.success());
         out.insert(policy, image::open(&dest).unwrap().to_rgb8());
     }
@@ -21,5 +29,8 @@ fn tile_blending_has_no_seams() {
     assert_eq!(tiled.dimensions(), (416, 192));
     let (boundary, interior) = seams::seam_error(tiled.as_raw(), pad.as_raw(), 416, 192);
     println!("seam error: boundaries {boundary:.3}, elsewhere {interior:.3}");
-    assert!(boundary <= interior, "error jumps {boundary:.3} at tile boundaries vs {interior:.3} elsewhere");
+    assert!(
+        boundary <= interior,
+        "error jumps {boundary:.3} at tile boundaries vs {interior:.3} elsewhere"
+    );
 }

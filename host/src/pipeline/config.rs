@@ -16,8 +16,10 @@ use anyhow::{anyhow, Context, Result};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::naming::NameTemplate;
-use crate::plugin::{NormStatsArg, SizePolicyArg};
+use crate::batch::naming::NameTemplate;
+pub use crate::batch::steps::{ConcatWith, Filter, FlipDirection, Half, Side};
+use crate::settings::ByName;
+use pix2pix_ffi::{NormStats, SizePolicy, DEFAULT_TILE_OVERLAP};
 
 // ---- The file as written ----------------------------------------------------------------
 
@@ -68,7 +70,7 @@ struct ModelSection {
     name: Spanned<String>,
     path: Option<String>,
     #[serde(default)]
-    norm_stats: NormStatsArg,
+    norm_stats: ByName<NormStats>,
     /// Threads inside one translation; 0 = all cores.
     #[serde(default)]
     threads: u32,
@@ -87,9 +89,9 @@ struct StepSection {
     filter: Option<Spanned<Filter>>,
     direction: Option<Spanned<FlipDirection>>,
     model: Option<Spanned<String>>,
-    size_policy: Option<Spanned<SizePolicyArg>>,
+    size_policy: Option<Spanned<ByName<SizePolicy>>>,
     tile_overlap: Option<Spanned<u32>>,
-    norm_stats: Option<Spanned<NormStatsArg>>,
+    norm_stats: Option<Spanned<ByName<NormStats>>>,
     with: Option<Spanned<ConcatWith>>,
     side: Option<Spanned<Side>>,
 }
@@ -103,53 +105,6 @@ pub const OPS: &[(&str, &[&str])] = &[
     ("translate", &["model", "size_policy", "tile_overlap", "norm_stats"]),
     ("concat", &["with", "side"]),
 ];
-
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Half {
-    Left,
-    Right,
-}
-
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Filter {
-    Nearest,
-    Triangle,
-    #[default]
-    CatmullRom,
-    Gaussian,
-    Lanczos3,
-}
-
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum FlipDirection {
-    #[default]
-    Horizontal,
-    Vertical,
-}
-
-/// What `concat` puts beside its input.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ConcatWith {
-    /// The image the previous step received (e.g. the label a translate step turned into the
-    /// photo): review sheets of input | output.
-    #[default]
-    Input,
-    /// The image as read from the file.
-    Original,
-}
-
-/// Where the other image goes.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    #[default]
-    Left,
-    Right,
-}
 
 // ---- The validated pipeline -------------------------------------------------------------
 
@@ -173,7 +128,7 @@ pub struct ModelDecl {
     pub name: String,
     /// None: the plugin's shipped default model.
     pub path: Option<PathBuf>,
-    pub norm_stats: NormStatsArg,
+    pub norm_stats: NormStats,
     pub threads: u32,
 }
 
@@ -181,9 +136,9 @@ pub struct ModelDecl {
 pub struct TranslateSpec {
     /// Index into [`Pipeline::models`].
     pub model: usize,
-    pub size_policy: SizePolicyArg,
+    pub size_policy: SizePolicy,
     pub tile_overlap: u32,
-    pub norm_stats: NormStatsArg,
+    pub norm_stats: NormStats,
 }
 
 #[derive(Debug, Clone)]
@@ -196,11 +151,11 @@ pub enum StepSpec {
     Concat { with: ConcatWith, side: Side },
 }
 
-pub const DEFAULT_TILE_OVERLAP: u32 = 32;
 pub const DEFAULT_NAME: &str = "{stem}.png";
 
 pub fn load(path: &Path) -> Result<Pipeline> {
-    let src = std::fs::read_to_string(path).with_context(|| format!("cannot read pipeline {}", path.display()))?;
+    let src = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read pipeline {}", path.display()))?;
     let base = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -210,7 +165,8 @@ pub fn load(path: &Path) -> Result<Pipeline> {
 
 pub fn parse(src: &str, file: &str, base: &Path) -> Result<Pipeline> {
     let at = |span: Range<usize>, msg: String| locate(src, file, span, &msg);
-    let f: File = toml::from_str(src).map_err(|e| locate(src, file, e.span().unwrap_or(0..0), e.message()))?;
+    let f: File = toml::from_str(src)
+        .map_err(|e| locate(src, file, e.span().unwrap_or(0..0), e.message()))?;
 
     let workers = match &f.workers {
         Some(w) if *w.get_ref() == 0 => return Err(at(w.span(), "must be at least 1".into())),
@@ -241,7 +197,12 @@ pub fn parse(src: &str, file: &str, base: &Path) -> Result<Pipeline> {
         if index.insert(n.to_string(), models.len()).is_some() {
             return Err(at(m.name.span(), format!("model {n:?} is declared twice")));
         }
-        models.push(ModelDecl { name: n.to_string(), path: m.path.as_ref().map(|p| base.join(p)), norm_stats: m.norm_stats, threads: m.threads });
+        models.push(ModelDecl {
+            name: n.to_string(),
+            path: m.path.as_ref().map(|p| base.join(p)),
+            norm_stats: m.norm_stats.0,
+            threads: m.threads,
+        });
     }
 
     let mut steps = Vec::new();
@@ -292,7 +253,13 @@ fn step(
     for (key, span) in given {
         if let Some(span) = span {
             if !keys.contains(&key) {
-                return Err(at(span, format!("key `{key}` does not apply to op {op:?}; its keys: {}", keys.join(", "))));
+                return Err(at(
+                    span,
+                    format!(
+                        "key `{key}` does not apply to op {op:?}; its keys: {}",
+                        keys.join(", ")
+                    ),
+                ));
             }
         }
     }
@@ -304,50 +271,85 @@ fn step(
         }
     };
     Ok(match op {
-        "split" => StepSpec::Split(*s.half.as_ref().ok_or_else(|| at(s.op.span(), "split needs `half` (\"left\" or \"right\")".into()))?.get_ref()),
+        "split" => StepSpec::Split(
+            *s.half
+                .as_ref()
+                .ok_or_else(|| {
+                    at(s.op.span(), "split needs `half` (\"left\" or \"right\")".into())
+                })?
+                .get_ref(),
+        ),
         "crop" => {
             let (width, height) = (positive(&s.width, "width")?, positive(&s.height, "height")?);
             let (Some(width), Some(height)) = (width, height) else {
-                return Err(at(s.op.span(), "crop needs `width` and `height` (and optionally `x`, `y`, default 0)".into()));
+                return Err(at(
+                    s.op.span(),
+                    "crop needs `width` and `height` (and optionally `x`, `y`, default 0)".into(),
+                ));
             };
             StepSpec::Crop { x: val(&s.x).unwrap_or(0), y: val(&s.y).unwrap_or(0), width, height }
         }
         "resize" => {
             let (width, height) = (positive(&s.width, "width")?, positive(&s.height, "height")?);
             if width.is_none() && height.is_none() {
-                return Err(at(s.op.span(), "resize needs `width` or `height` (one alone keeps the aspect ratio)".into()));
+                return Err(at(
+                    s.op.span(),
+                    "resize needs `width` or `height` (one alone keeps the aspect ratio)".into(),
+                ));
             }
-            StepSpec::Resize { width, height, filter: s.filter.as_ref().map(|f| *f.get_ref()).unwrap_or_default() }
+            StepSpec::Resize {
+                width,
+                height,
+                filter: s.filter.as_ref().map(|f| *f.get_ref()).unwrap_or_default(),
+            }
         }
         "flip" => StepSpec::Flip(s.direction.as_ref().map(|d| *d.get_ref()).unwrap_or_default()),
         "translate" => {
             let model = match &s.model {
                 Some(m) => *index.get(m.get_ref().as_str()).ok_or_else(|| {
                     let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-                    let known = if names.is_empty() { "no [[model]] is declared".to_string() } else { format!("declared: {}", names.join(", ")) };
+                    let known = if names.is_empty() {
+                        "no [[model]] is declared".to_string()
+                    } else {
+                        format!("declared: {}", names.join(", "))
+                    };
                     at(m.span(), format!("unknown model {:?} ({known})", m.get_ref()))
                 })?,
                 // One declared model is the obvious one; none means the shipped default.
                 None => match models.len() {
                     1 => 0,
                     0 => {
-                        models.push(ModelDecl { name: "default".into(), path: None, norm_stats: NormStatsArg::Batch, threads: 0 });
+                        models.push(ModelDecl {
+                            name: "default".into(),
+                            path: None,
+                            norm_stats: NormStats::default(),
+                            threads: 0,
+                        });
                         0
                     }
-                    _ => return Err(at(s.op.span(), "translate needs `model` when several [[model]] are declared".into())),
+                    _ => {
+                        return Err(at(
+                            s.op.span(),
+                            "translate needs `model` when several [[model]] are declared".into(),
+                        ))
+                    }
                 },
             };
-            let size_policy = s.size_policy.as_ref().map(|p| *p.get_ref()).unwrap_or_default();
+            let size_policy = s.size_policy.as_ref().map(|p| p.get_ref().0).unwrap_or_default();
             // The overlap only matters to tiles; normalising it keeps one model instance per
             // real difference.
             let tile_overlap = match size_policy {
-                SizePolicyArg::Tile => val(&s.tile_overlap).unwrap_or(DEFAULT_TILE_OVERLAP),
+                SizePolicy::Tile => val(&s.tile_overlap).unwrap_or(DEFAULT_TILE_OVERLAP),
                 _ => DEFAULT_TILE_OVERLAP,
             };
-            let norm_stats = s.norm_stats.as_ref().map(|n| *n.get_ref()).unwrap_or(models[model].norm_stats);
+            let norm_stats =
+                s.norm_stats.as_ref().map(|n| n.get_ref().0).unwrap_or(models[model].norm_stats);
             StepSpec::Translate(TranslateSpec { model, size_policy, tile_overlap, norm_stats })
         }
-        _ => StepSpec::Concat { with: s.with.as_ref().map(|w| *w.get_ref()).unwrap_or_default(), side: s.side.as_ref().map(|w| *w.get_ref()).unwrap_or_default() },
+        _ => StepSpec::Concat {
+            with: s.with.as_ref().map(|w| *w.get_ref()).unwrap_or_default(),
+            side: s.side.as_ref().map(|w| *w.get_ref()).unwrap_or_default(),
+        },
     })
 }
 
@@ -450,9 +452,20 @@ height = 512
         let p = parse(EXAMPLE, "p.toml", Path::new("/base")).unwrap();
         assert_eq!(p.workers, 2);
         assert_eq!(p.out_dir, Path::new("/base/out"));
-        assert_eq!(p.models[0].path.as_deref(), Some(Path::new("/base/models/facades.safetensors")));
+        assert_eq!(
+            p.models[0].path.as_deref(),
+            Some(Path::new("/base/models/facades.safetensors"))
+        );
         assert_eq!(p.steps.len(), 3);
-        assert!(matches!(p.steps[1], StepSpec::Translate(TranslateSpec { model: 0, size_policy: SizePolicyArg::Tile, tile_overlap: 32, .. })));
+        assert!(matches!(
+            p.steps[1],
+            StepSpec::Translate(TranslateSpec {
+                model: 0,
+                size_policy: SizePolicy::Tile,
+                tile_overlap: 32,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -460,7 +473,12 @@ height = 512
         let e = err(&EXAMPLE.replace("width = 512", "width = \"wide\""));
         assert!(e.starts_with("p.toml:30:9: [[step]] #3, key `width`: invalid type"), "{e}");
         let e = err(&EXAMPLE.replace("half = \"right\"", "halve = \"right\""));
-        assert!(e.starts_with("p.toml:20:1: [[step]] #1, key `halve`: unknown field `halve`, expected one of"), "{e}");
+        assert!(
+            e.starts_with(
+                "p.toml:20:1: [[step]] #1, key `halve`: unknown field `halve`, expected one of"
+            ),
+            "{e}"
+        );
         let e = err(&EXAMPLE.replace("op = \"resize\"", "op = \"blur\""));
         assert!(e.contains("p.toml:29:6: [[step]] #3, key `op`: unknown op \"blur\"; valid ops: split, crop, resize, flip, translate, concat"), "{e}");
         let e = err(&EXAMPLE.replace("half = \"right\"", "width = 3"));

@@ -1,9 +1,7 @@
-//! `host pipeline CONFIG.toml`: batch filter pipelines.
+//! `host pipeline CONFIG.toml`: batch filter pipelines described by a TOML file ([`config`]),
+//! run by the batch engine ([`crate::batch`]).
 
 pub mod config;
-pub mod naming;
-pub mod runner;
-pub mod steps;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,12 +11,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use pix2pix_ffi::{OpenOptions, TranslatorBox};
 
+use crate::batch::runner::{self, Job, Output, Plan};
+use crate::batch::steps::Step;
 use crate::inputs;
 use crate::plugin::{Plugin, PluginArg};
 use crate::shard::ShardSpec;
 use config::{OnError, StepSpec, TranslateSpec};
-use runner::{Job, Output, Plan};
-use steps::Step;
 
 pub const ABOUT: &str = "\
 The pipeline TOML:
@@ -63,7 +61,9 @@ read; side = \"left\" | \"right\" for where it goes): side-by-side review sheets
 Relative paths in the file resolve against the file's own folder. One model instance is
 opened per distinct (model, size_policy, tile_overlap, norm_stats) and shared by all workers.
 Outputs are written atomically (temporary file + rename): an interrupted run leaves no partial
-image and a rerun with overwrite = false resumes. Exit status: 0 all done, 1 some inputs failed,
+image and a rerun with overwrite = false resumes. No output may be an input or lie outside
+output.dir; files there that are outputs of other inputs are not taken as inputs. The output
+folder is locked while a run writes it (shards share it). Exit status: 0 all done, 1 some inputs failed,
 2 the pipeline could not run, 130 interrupted.";
 
 #[derive(clap::Args)]
@@ -72,7 +72,7 @@ pub struct Args {
     #[arg(value_name = "CONFIG.toml")]
     config: PathBuf,
     /// Process only shard K of N (inputs whose sorted index ≡ K mod N), or `auto` to read K
-    /// and N from a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, and P2P_SHARD_COUNT or
+    /// and N from a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, and PIX2PIX_SHARD_COUNT or
     /// JOB_COMPLETIONS set to the completions) or a Slurm array (SLURM_ARRAY_TASK_ID,
     /// SLURM_ARRAY_TASK_COUNT).
     #[arg(long, value_name = "K/N|auto")]
@@ -84,12 +84,20 @@ pub struct Args {
 pub fn main(args: Args) -> Result<ExitCode> {
     let p = config::load(&args.config)?;
     let shard = args.shard.map(|s| s.resolve(|k| std::env::var(k).ok())).transpose()?;
-    let found = inputs::discover(&p.inputs, &p.base, p.recursive)?;
+    let mut found = inputs::discover(&p.inputs, &p.base, p.recursive)?;
 
     let model_label = model_label(&p);
     let output = Output::Dir { dir: p.out_dir.clone(), name: p.name.clone() };
-    let all: Vec<(usize, &std::path::Path)> = found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
+    let own = crate::outputs::without_own_outputs(&mut found, &output, &model_label);
+    let all: Vec<(usize, &std::path::Path)> =
+        found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
     runner::check_collisions(&output, &all, &model_label)?;
+    crate::outputs::check(&output, &all, &model_label)?;
+    let mine: Vec<(usize, &std::path::Path)> = all.iter().copied().filter(|(i, _)| shard.is_none_or(|s| s.takes(*i))).collect();
+    let _locks = crate::outputs::lock(&output, &mine, &model_label, shard)?;
+    if own > 0 {
+        eprintln!("{own} earlier outputs of this pipeline found among the inputs and left out");
+    }
     let jobs: Vec<Job> = found
         .files
         .iter()
@@ -99,12 +107,31 @@ pub fn main(args: Args) -> Result<ExitCode> {
         .collect();
 
     let steps = open_steps(&p, &args.plugin)?;
-    let shard_note = shard.map(|s| format!(" (shard {}/{}: {})", s.index, s.count, jobs.len())).unwrap_or_default();
-    let ignored = if found.ignored > 0 { format!(", {} non-image files ignored", found.ignored) } else { String::new() };
-    eprintln!("{} inputs{shard_note}{ignored}; {} workers; output {}", found.files.len(), p.workers, p.out_dir.display());
+    let shard_note = shard
+        .map(|s| format!(" (shard {}/{}: {})", s.index, s.count, jobs.len()))
+        .unwrap_or_default();
+    let ignored = if found.ignored > 0 {
+        format!(", {} non-image files ignored", found.ignored)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "{} inputs{shard_note}{ignored}; {} workers; output {}",
+        found.files.len(),
+        p.workers,
+        p.out_dir.display()
+    );
 
     crate::cancel::install("finishing the images in flight, then stopping")?;
-    let plan = Plan { jobs, output, overwrite: p.overwrite, workers: p.workers, stop_on_error: p.on_error == OnError::Stop, steps, model_label };
+    let plan = Plan {
+        jobs,
+        output,
+        overwrite: p.overwrite,
+        workers: p.workers,
+        stop_on_error: p.on_error == OnError::Stop,
+        steps,
+        model_label,
+    };
     let summary = runner::execute(&plan);
     Ok(runner::report(&summary))
 }
@@ -119,7 +146,11 @@ fn model_label(p: &config::Pipeline) -> String {
             _ => None,
         })
         .collect();
-    if names.is_empty() { "none".into() } else { names.join("+") }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join("+")
+    }
 }
 
 /// Opens one model instance per distinct translate configuration and builds the steps. The
@@ -142,14 +173,18 @@ fn open_steps(p: &config::Pipeline, plugin_arg: &PluginArg) -> Result<Vec<Step>>
                     None => {
                         let decl = &p.models[t.model];
                         let options = OpenOptions {
-                            norm_stats: t.norm_stats.into(),
-                            size_policy: t.size_policy.into(),
+                            norm_stats: t.norm_stats,
+                            size_policy: t.size_policy,
                             tile_overlap: t.tile_overlap,
                             threads: decl.threads,
                             ..OpenOptions::default()
                         };
                         let plugin = plugin.as_ref().context("internal: plugin not loaded")?;
-                        let m = Arc::new(plugin.open_model(decl.path.as_deref(), options).with_context(|| format!("[[model]] {:?}", decl.name))?);
+                        let m = Arc::new(
+                            plugin
+                                .open_model(decl.path.as_deref(), options)
+                                .with_context(|| format!("[[model]] {:?}", decl.name))?,
+                        );
                         open.insert(t, m.clone());
                         m
                     }

@@ -1,4 +1,4 @@
-//! Models written for other runtimes: [`export_onnx`] (see [`onnx`] for what the graph holds).
+//! Models written for other runtimes: [`export_checkpoint`] (see [`onnx`] for what the graph holds).
 
 pub mod onnx;
 mod proto;
@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::{infer_generator, Checkpoint, Error, NormStats, Result};
 
-/// What [`export_onnx`] wrote.
+/// What [`export_checkpoint`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OnnxSummary {
     pub net_g: String,
@@ -29,25 +29,9 @@ impl std::fmt::Display for OnnxSummary {
     }
 }
 
-/// Writes the generator in `model_path` (`None`: the shipped default model) to `out` as an ONNX
-/// model normalising with `norm_stats`. The file appears whole or not at all (a temporary
-/// sibling, then a rename); an existing `out` is replaced only with `overwrite`.
-pub fn export_onnx(
-    model_path: Option<&Path>,
-    out: &Path,
-    norm_stats: NormStats,
-    overwrite: bool,
-) -> Result<OnnxSummary> {
-    // Before reading a model of hundreds of megabytes.
-    check_output(out, overwrite)?;
-    let ckpt = match model_path {
-        Some(p) => Checkpoint::load(p)?,
-        None => crate::default_model::checkpoint()?,
-    };
-    export_checkpoint(&ckpt, out, norm_stats, overwrite)
-}
-
-/// [`export_onnx`] for a checkpoint already in memory.
+/// Writes the generator in `ckpt` to `out` as an ONNX model normalising with `norm_stats`. The
+/// file appears whole or not at all (a temporary sibling, then a rename); an existing `out` is
+/// replaced only with `overwrite`. The faces reach it through `faces::api::export_onnx`.
 pub fn export_checkpoint(
     ckpt: &Checkpoint,
     out: &Path,
@@ -68,7 +52,7 @@ pub fn export_checkpoint(
     })
 }
 
-fn check_output(out: &Path, overwrite: bool) -> Result<()> {
+pub fn check_output(out: &Path, overwrite: bool) -> Result<()> {
     if out.as_os_str().is_empty() {
         return Err(Error::invalid("output", "empty path"));
     }

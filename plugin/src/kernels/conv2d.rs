@@ -5,7 +5,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::conv_transpose::ConvTranspose2dOp;
-use super::gemm::{sgemm, Mat};
+use super::direct::conv_direct;
+use super::gemm::{sgemm_w, Mat, Weights};
 use super::im2col::{cnhw_to_nchw, im2col, Geom};
 use super::profile::timed;
 use super::scratch::Scratch;
@@ -22,8 +23,15 @@ pub struct Conv2dOp {
 
 /// `nb` images through a convolution whose weights are the `m × g.rows()` matrix `w`: the
 /// `(nb, m, oh, ow)` result, `bias` added.
-pub(crate) fn conv_core(x: &[f32], nb: usize, g: &Geom, w: Mat, bias: Option<&[f32]>) -> Vec<f32> {
-    let (m, s) = (w.rows, g.grid());
+pub(crate) fn conv_core(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -> Vec<f32> {
+    // The direct kernel (direct.rs) is not dispatched to: measured 7–12× slower than
+    // im2col + gemm on the outermost layers (benches/gemm_shapes.rs, interleaved).
+    conv_gemm(x, nb, g, w, bias)
+}
+
+/// [`conv_core`] as im2col + gemm.
+fn conv_gemm(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -> Vec<f32> {
+    let (m, s) = (w.rows(), g.grid());
     let shape = || format!("{m}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
     let flops = 2.0 * (m * nb * s * g.rows()) as f64;
     let col = timed(|| format!("conv   im2col   {}", shape()), 0.0, || im2col(x, nb, g));
@@ -31,7 +39,7 @@ pub(crate) fn conv_core(x: &[f32], nb: usize, g: &Geom, w: Mat, bias: Option<&[f
     if batch_merge(nb, s) {
         // One gemm over all batches (weights read once), then back to NCHW.
         let mut tmp = Scratch::take(m * nb * s);
-        timed(|| format!("conv   gemm     {}", shape()), flops, || sgemm(&mut tmp, nb * s, w, col, false));
+        timed(|| format!("conv   gemm     {}", shape()), flops, || sgemm_w(&mut tmp, nb * s, w, col, false));
         return timed(|| format!("conv   permute  {}", shape()), 0.0, || cnhw_to_nchw(&tmp, nb, m, s, bias));
     }
     let mut out = vec![0f32; nb * m * s];
@@ -43,10 +51,20 @@ pub(crate) fn conv_core(x: &[f32], nb: usize, g: &Geom, w: Mat, bias: Option<&[f
             }
             // Block n of the column matrix: the same rows, columns n·s .. (n+1)·s.
             let block = Mat { data: &col.data[n * s..], cols: s, ..col };
-            sgemm(dst, s, w, block, bias.is_some());
+            sgemm_w(dst, s, w, block, bias.is_some());
         }
     });
     out
+}
+
+/// Conv2d forward of `nb` images `(nb, c, h, w)` with weights `(m, c, k, k)`, stride `s`,
+/// padding `p`, on the direct kernel or on im2col + gemm, for benchmarks comparing the two.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn bench_conv2d(x: &[f32], nb: usize, (c, h, w): (usize, usize, usize), wt: &[f32], m: usize, k: usize, s: usize, p: usize, direct: bool) -> Vec<f32> {
+    let g = Geom::conv(c, (h, w), (k, k), s, p, 1).expect("bench geometry");
+    let wm = Mat::rm(wt, m, g.rows());
+    if direct { conv_direct(x, nb, &g, wm, None) } else { conv_gemm(x, nb, &g, Weights::F32(wm), None) }
 }
 
 impl CustomOp2 for Conv2dOp {
@@ -61,7 +79,7 @@ impl CustomOp2 for Conv2dOp {
             candle_core::bail!("conv2d: input has {cin} channels, kernel expects {kcin}")
         }
         let g = Geom::conv(cin, (h, w), (kh, kw), self.stride, self.padding, self.dilation)?;
-        let y = conv_core(x, nb, &g, Mat::rm(k, cout, g.rows()), None);
+        let y = conv_core(x, nb, &g, Weights::F32(Mat::rm(k, cout, g.rows())), None);
         Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.oh, g.ow))))
     }
 

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::conv2d::Conv2dOp;
-use super::gemm::{sgemm, Mat};
+use super::gemm::{sgemm_w, Mat, Weights};
 use super::im2col::{col2im, nchw_to_cnhw, Geom};
 use super::profile::timed;
 use super::scratch::Scratch;
@@ -48,20 +48,20 @@ impl ConvTranspose2dOp {
 
 /// `nb` grids of `k` channels (`x`: `(nb, k, oh, ow)`) through the transposed convolution whose
 /// weights are the `g.rows() × k` matrix `wt`: the `(nb, g.c, g.h, g.w)` images, `bias` added.
-pub(crate) fn conv_t_core(x: &[f32], nb: usize, g: &Geom, wt: Mat, bias: Option<&[f32]>) -> Vec<f32> {
-    let (k, s, rows) = (wt.cols, g.grid(), g.rows());
+pub(crate) fn conv_t_core(x: &[f32], nb: usize, g: &Geom, wt: Weights, bias: Option<&[f32]>) -> Vec<f32> {
+    let (k, s, rows) = (wt.cols(), g.grid(), g.rows());
     let shape = || format!("{k}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
     let flops = 2.0 * (rows * nb * s * k) as f64;
     let mut col = Scratch::take(rows * nb * s);
     if batch_merge(nb, s) {
         let xm = timed(|| format!("convT  permute  {}", shape()), 0.0, || nchw_to_cnhw(x, nb, k, s));
-        timed(|| format!("convT  gemm     {}", shape()), flops, || sgemm(&mut col, nb * s, wt, Mat::rm(&xm, k, nb * s), false));
+        timed(|| format!("convT  gemm     {}", shape()), flops, || sgemm_w(&mut col, nb * s, wt, Mat::rm(&xm, k, nb * s), false));
     } else {
         timed(|| format!("convT  gemm     {}", shape()), flops, || {
             for n in 0..nb {
                 // Block n of the column matrix: row stride nb·s, columns n·s .. (n+1)·s.
                 let dst = &mut col[n * s..];
-                sgemm(dst, nb * s, wt, Mat::rm(&x[n * k * s..][..k * s], k, s), false);
+                sgemm_w(dst, nb * s, wt, Mat::rm(&x[n * k * s..][..k * s], k, s), false);
             }
         });
     }
@@ -82,7 +82,7 @@ impl ConvTranspose2dOp {
         let g = self.geom(cout, (h, w), (kh, kw))?;
         // Stored: (cin, cout·kh·kw) row-major, transposed by the view.
         let wt = if row_major { Mat::rm(k, g.rows(), cin) } else { Mat::rm(k, cin, g.rows()).t() };
-        let y = conv_t_core(x, nb, &g, wt, None);
+        let y = conv_t_core(x, nb, &g, Weights::F32(wt), None);
         Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.h, g.w))))
     }
 }

@@ -8,14 +8,136 @@
 //! weights (not training variables: a model opened for inference) are therefore copied once,
 //! on first use, into the row-major `(cout, kh, kw, cin)` layout, and the copy replaces the
 //! stored tensor so memory does not grow. Training variables change every step and keep theirs.
+//!
+//! With running statistics, a frozen layer followed by batch norm runs as one layer whose
+//! weights and bias have the norm's per-channel `x·scale + shift` folded in
+//! ([`Conv2d::forward_folded`]), made once on first use and kept beside the stored weights.
+//!
+//! Under [`Precision::Bf16`](super::Precision) (where the CPU has AVX512_BF16) frozen layers
+//! also keep their weights packed as bf16, made on first use, and run their products on them.
 
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::bf16::{self, PackedA};
+use super::bf16_ops::{PackedConv2dOp, PackedConvTranspose2dOp};
 use super::conv_transpose::ConvTranspose2dOp;
+use super::mat::Mat;
 use super::{add_bias, contiguous_f32, fast_for};
+
+/// A frozen weight's bf16 packing, made once on first use.
+#[derive(Default)]
+struct Packed(Mutex<Option<Arc<PackedA>>>);
+
+impl Packed {
+    /// The packing of `w` read as a `rows × cols` row-major matrix.
+    fn get(&self, w: &Tensor, rows: usize, cols: usize) -> Result<Arc<PackedA>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = &*slot {
+            return Ok(p.clone());
+        }
+        let (storage, layout) = w.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("bf16 weights: not on the CPU") };
+        let p = Arc::new(PackedA::new(Mat::rm(contiguous_f32(cpu, layout)?, rows, cols)));
+        *slot = Some(p.clone());
+        Ok(p)
+    }
+}
+
+/// Whether a frozen layer runs this input in bf16: asked for and possible, no gradient wanted.
+fn bf16_for(x: &Tensor, w: &Tensor) -> bool {
+    bf16::active() && !x.track_op() && !w.is_variable() && fast_for(x, w)
+}
+
+/// Output-channel scales and shifts of a batch norm on running statistics.
+pub type Affine = (Vec<f32>, Vec<f32>);
+
+/// `w` scaled per output channel (`w`'s dimension `dim`) and `bias·scale + shift`.
+fn fold(w: &Tensor, bias: Option<&Tensor>, dim: usize, (scale, shift): &Affine) -> Result<(Tensor, Tensor)> {
+    let c = w.dim(dim)?;
+    if scale.len() != c || shift.len() != c {
+        candle_core::bail!("batch norm folding: {} channels after a layer with {c}", scale.len())
+    }
+    let mut shape = [1usize; 4];
+    shape[dim] = c;
+    let s = Tensor::from_slice(scale, c, w.device())?;
+    let w2 = w.broadcast_mul(&s.reshape(shape.to_vec())?)?.contiguous()?;
+    let t = Tensor::from_slice(shift, c, w.device())?;
+    let b2 = match bias {
+        Some(b) => ((b * &s)? + t)?,
+        None => t,
+    };
+    Ok((w2, b2))
+}
+
+/// The folded copy of a frozen layer, made on first use.
+struct Folded<L>(Mutex<Option<Arc<L>>>);
+
+impl<L> Default for Folded<L> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
+    }
+}
+
+impl<L> Folded<L> {
+    fn get(&self, make: impl FnOnce() -> Result<L>) -> Result<Arc<L>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = &*slot {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(make()?);
+        *slot = Some(l.clone());
+        Ok(l)
+    }
+}
+
+/// `nn.Conv2d` as the networks hold it: candle's layer, plus its bf16 packing and its copy with
+/// the next batch norm folded in, when frozen.
+pub struct Conv2d {
+    layer: candle_nn::Conv2d,
+    bf16: Packed,
+    folded: Folded<Conv2d>,
+}
+
+impl Conv2d {
+    pub fn new(layer: candle_nn::Conv2d) -> Self {
+        Self { layer, bf16: Packed::default(), folded: Folded::default() }
+    }
+
+    /// This layer then the per-channel map `affine()` returns, as one folded layer, when the
+    /// weights are frozen, no gradient is wanted and `affine()` gives a map (batch norm on
+    /// running statistics); `None`: run the two separately.
+    pub fn forward_folded(&self, x: &Tensor, affine: impl FnOnce() -> Result<Option<Affine>>) -> Result<Option<Tensor>> {
+        let w = self.layer.weight();
+        if x.track_op() || w.is_variable() || !fast_for(x, w) {
+            return Ok(None);
+        }
+        let Some(affine) = affine()? else { return Ok(None) };
+        let folded = self.folded.get(|| {
+            let (w2, b2) = fold(w, self.layer.bias(), 0, &affine)?;
+            Ok(Conv2d::new(candle_nn::Conv2d::new(w2, Some(b2), *self.layer.config())))
+        })?;
+        folded.forward(x).map(Some)
+    }
+
+    pub fn layer(&self) -> &candle_nn::Conv2d {
+        &self.layer
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (w, cfg) = (self.layer.weight(), self.layer.config());
+        if cfg.groups == 1 && bf16_for(x, w) {
+            let (cout, cin, kh, kw) = w.dims4()?;
+            let packed = self.bf16.get(w, cout, cin * kh * kw)?;
+            let op = PackedConv2dOp { w: packed, kernel: (kh, kw), stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation };
+            let y = x.contiguous()?.apply_op1_no_bwd(&op)?;
+            return add_bias(y, self.layer.bias());
+        }
+        super::conv2d(x, &self.layer)
+    }
+}
 
 enum Weight {
     /// `(cin, cout, kh, kw)`, as loaded.
@@ -28,12 +150,37 @@ pub struct ConvTranspose2d {
     weight: RwLock<Weight>,
     bias: Option<Tensor>,
     config: candle_nn::ConvTranspose2dConfig,
+    /// The row-major weights as bf16 (`cout·kh·kw × cin`).
+    bf16: Packed,
+    folded: Folded<ConvTranspose2d>,
 }
 
 impl ConvTranspose2d {
     pub fn new(layer: candle_nn::ConvTranspose2d) -> Self {
         let config = *layer.config();
-        Self { weight: RwLock::new(Weight::Stored(layer.weight().clone())), bias: layer.bias().cloned(), config }
+        Self {
+            weight: RwLock::new(Weight::Stored(layer.weight().clone())),
+            bias: layer.bias().cloned(),
+            config,
+            bf16: Packed::default(),
+            folded: Folded::default(),
+        }
+    }
+
+    /// As [`Conv2d::forward_folded`].
+    pub fn forward_folded(&self, x: &Tensor, affine: impl FnOnce() -> Result<Option<Affine>>) -> Result<Option<Tensor>> {
+        if x.track_op() || !fast_for(x, x) {
+            return Ok(None);
+        }
+        if matches!(&*self.weight.read().unwrap_or_else(|e| e.into_inner()), Weight::Stored(w) if w.is_variable()) {
+            return Ok(None);
+        }
+        let Some(affine) = affine()? else { return Ok(None) };
+        let folded = self.folded.get(|| {
+            let (w2, b2) = fold(&self.weight()?, self.bias.as_ref(), 1, &affine)?;
+            Ok(ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w2, Some(b2), self.config)))
+        })?;
+        folded.forward(x).map(Some)
     }
 
     fn op(&self) -> ConvTranspose2dOp {
@@ -82,6 +229,13 @@ impl ConvTranspose2d {
         // An input that needs its gradient takes the op with a backward (stored layout).
         if !x.track_op() && fast_for(x, x) {
             if let Some(w) = self.row_major()? {
+                if bf16_for(x, &w) {
+                    let (cout, kh, kw, cin) = w.dims4()?;
+                    let packed = self.bf16.get(&w, cout * kh * kw, cin)?;
+                    let op = PackedConvTranspose2dOp { w: packed, cout, kernel: (kh, kw), op: self.op() };
+                    let y = x.contiguous()?.apply_op1_no_bwd(&op)?;
+                    return add_bias(y, self.bias.as_ref());
+                }
                 let y = x.contiguous()?.apply_op2_no_bwd(&w, &RowMajorOp(self.op()))?;
                 return add_bias(y, self.bias.as_ref());
             }

@@ -1,34 +1,13 @@
-//! A bounds-checked front to the `gemm` crate (the one candle's own matmul runs on), for f32
-//! matrices given as a slice plus row and column strides, so transposed and per-batch views cost
-//! no copy.
+//! A bounds-checked front to the `gemm` crate (the one candle's own matmul runs on) and the
+//! small-n kernels, for f32 matrices given as strided views ([`Mat`]).
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-/// A read-only `rows × cols` view: element `(r, c)` is `data[r * rs + c * cs]`.
-#[derive(Clone, Copy)]
-pub(crate) struct Mat<'a> {
-    pub data: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// A row-major matrix starting at `data[0]`.
-    pub fn rm(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, rs: cols, cs: 1 }
-    }
-    pub fn t(self) -> Self {
-        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
-    }
-}
-
-/// Largest index a strided `rows × cols` view touches, plus one (0 when empty).
-fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
-}
+pub(crate) use super::mat::Mat;
+use super::bf16::{sgemm_bf16, PackedA};
+use super::mat::extent;
+use super::small_gemm;
 
 fn parallelism() -> Parallelism {
     match rayon::current_num_threads() {
@@ -46,6 +25,37 @@ pub enum Path {
     SmallN,
 }
 
+/// The constant operand of a layer's product: f32 as stored, or packed bf16 (frozen layers
+/// under [`super::Precision::Bf16`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Weights<'a> {
+    F32(Mat<'a>),
+    Bf16(&'a PackedA),
+}
+
+impl Weights<'_> {
+    pub fn rows(&self) -> usize {
+        match self {
+            Weights::F32(m) => m.rows,
+            Weights::Bf16(p) => p.rows(),
+        }
+    }
+    pub fn cols(&self) -> usize {
+        match self {
+            Weights::F32(m) => m.cols,
+            Weights::Bf16(p) => p.cols(),
+        }
+    }
+}
+
+/// `dst (+)= w · b` on whichever kernel the weights' precision takes.
+pub(crate) fn sgemm_w(dst: &mut [f32], dst_rs: usize, w: Weights, b: Mat, accumulate: bool) {
+    match w {
+        Weights::F32(a) => sgemm(dst, dst_rs, a, b, accumulate),
+        Weights::Bf16(p) => sgemm_bf16(dst, dst_rs, p, b, accumulate),
+    }
+}
+
 /// `dst = a · b` (or `dst += a · b` when `accumulate`), `dst` row-major with row stride `dst_rs`.
 pub(crate) fn sgemm(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     sgemm_on(dst, dst_rs, a, b, accumulate, Path::Auto)
@@ -54,8 +64,8 @@ pub(crate) fn sgemm(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: 
 pub(crate) fn sgemm_on(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool, path: Path) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions differ");
-    assert!(extent(a.rows, a.cols, a.rs, a.cs) <= a.data.len(), "gemm: lhs view out of bounds");
-    assert!(extent(b.rows, b.cols, b.rs, b.cs) <= b.data.len(), "gemm: rhs view out of bounds");
+    assert!(a.in_bounds(), "gemm: lhs view out of bounds");
+    assert!(b.in_bounds(), "gemm: rhs view out of bounds");
     assert!(extent(m, n, dst_rs, 1) <= dst.len(), "gemm: dst view out of bounds");
     assert!(dst_rs >= n || m <= 1, "gemm: dst rows overlap");
     if m == 0 || n == 0 {
@@ -69,9 +79,9 @@ pub(crate) fn sgemm_on(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulat
         }
         return;
     }
-    if path == Path::SmallN || (path == Path::Auto && super::small_gemm::applies(&a, n)) {
-        assert!(n <= super::small_gemm::MAX_N && (a.rs == 1 || a.cs == 1), "small-n gemm: unsupported shape");
-        return super::small_gemm::sgemm_small_n(dst, dst_rs, a, b, accumulate);
+    if path == Path::SmallN || (path == Path::Auto && small_gemm::applies(&a, n)) {
+        assert!(n <= small_gemm::MAX_N && (a.rs == 1 || a.cs == 1), "small-n gemm: unsupported shape");
+        return small_gemm::sgemm_small_n(dst, dst_rs, a, b, accumulate);
     }
     let threads = rayon::current_num_threads();
     if m <= SPLIT_MAX_ROWS && threads > 1 && n >= threads * SPLIT_MIN_COLUMNS {

@@ -54,16 +54,16 @@ impl Geom {
 /// stride-`s` convolution read and write contiguous runs: phase `(py, px)` holds the pixels
 /// `(py + s·a, px + s·b)`, row-major, `ph[py] × pw[px]` of them from `off[py·s + px]`.
 /// With `s = 1` it is the plane itself.
-struct Phases {
-    s: usize,
+pub(crate) struct Phases {
+    pub s: usize,
     w: usize,
-    ph: Vec<usize>,
-    pw: Vec<usize>,
-    off: Vec<usize>,
+    pub ph: Vec<usize>,
+    pub pw: Vec<usize>,
+    pub off: Vec<usize>,
 }
 
 impl Phases {
-    fn new(h: usize, w: usize, s: usize) -> Self {
+    pub fn new(h: usize, w: usize, s: usize) -> Self {
         let count = |n: usize, p: usize| if p < n { (n - p).div_ceil(s) } else { 0 };
         let (ph, pw): (Vec<usize>, Vec<usize>) = ((0..s).map(|p| count(h, p)).collect(), (0..s).map(|p| count(w, p)).collect());
         let mut off = Vec::with_capacity(s * s);
@@ -77,11 +77,11 @@ impl Phases {
         Self { s, w, ph, pw, off }
     }
     /// Phase and offset within it of the image coordinate `o·s + t` (for any grid position o).
-    fn tap(&self, t: isize) -> (usize, isize) {
+    pub fn tap(&self, t: isize) -> (usize, isize) {
         (t.rem_euclid(self.s as isize) as usize, t.div_euclid(self.s as isize))
     }
     /// Grid positions `o0..o1` (of `grid`) whose phase index `o + base` lies in `0..n`.
-    fn span(base: isize, n: usize, grid: usize) -> (usize, usize) {
+    pub fn span(base: isize, n: usize, grid: usize) -> (usize, usize) {
         let o0 = (-base).max(0) as usize;
         let o1 = (n as isize - base).clamp(0, grid as isize) as usize;
         (o0.min(o1), o1)
@@ -102,7 +102,7 @@ impl Phases {
             }
         }
     }
-    fn split(&self, plane: &[f32], out: &mut [f32]) {
+    pub fn split(&self, plane: &[f32], out: &mut [f32]) {
         self.rows(|p, q, n| out[q..q + n].iter_mut().zip(plane[p..].iter().step_by(self.s)).for_each(|(d, v)| *d = *v));
     }
     fn merge(&self, phases: &[f32], plane: &mut [f32], bias: f32) {

@@ -14,11 +14,16 @@
 //! always take candle's ops.
 
 mod activation;
+mod bf16;
+mod bf16_ops;
 mod conv2d;
 mod conv_transpose;
+mod direct;
 mod frozen;
 mod gemm;
 mod im2col;
+pub mod isa;
+mod mat;
 mod norm;
 mod profile;
 mod scratch;
@@ -30,11 +35,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use candle_core::{CpuStorage, DType, Layout, Module, Result, Tensor};
 
 pub use conv2d::Conv2dOp;
+#[doc(hidden)]
+pub use conv2d::bench_conv2d;
 pub use activation::LeakyReluOp;
 pub use conv_transpose::ConvTranspose2dOp;
-pub use frozen::ConvTranspose2d;
+pub use frozen::{Conv2d, ConvTranspose2d};
 #[doc(hidden)]
 pub use gemm::{bench_sgemm, Path as GemmPath};
+#[doc(hidden)]
+pub use bf16::bench_sgemm_bf16;
+pub use bf16::{from_bf16, precision, set_precision, to_bf16, with_precision, Precision};
+pub use isa::Isa;
 pub use norm::{Groups, MomentsOp, NormAffineOp};
 pub use profile::take_report as take_profile;
 pub use scratch::release as release_scratch;

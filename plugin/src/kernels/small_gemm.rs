@@ -10,7 +10,8 @@
 
 use rayon::prelude::*;
 
-use super::gemm::Mat;
+use super::isa::{self, Isa};
+use super::mat::Mat;
 
 pub(crate) const MAX_N: usize = 16;
 /// Rows of `dst` per task in the axpy form: `MAX_N × ROWS` accumulators fit L1.
@@ -56,27 +57,19 @@ pub(crate) fn sgemm_small_n(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accu
         }
         out
     };
-    let fma = has_fma();
+    let isa = isa::active();
     blocks.into_par_iter().for_each(|(r0, rows, out)| {
         let job = Block { out, dst_rs, a: &a, bt, r0, rows, n, accumulate };
-        #[cfg(target_arch = "x86_64")]
-        if fma {
-            // SAFETY: has_fma() checked that this CPU has the features block_fma is built for.
-            return unsafe { block_fma(job) };
+        match isa {
+            // SAFETY: isa::active() only returns a level this CPU has (isa::force checks), and
+            // each block_* is built for exactly that level's features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { block_avx512(job) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { block_fma(job) },
+            _ => block::<false>(job),
         }
-        let _ = fma;
-        block::<false>(job)
     });
-}
-
-fn has_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// One task: rows `r0 .. r0+rows` of dst, in `out`.
@@ -94,6 +87,13 @@ struct Block<'a> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_fma(job: Block) {
+    block::<true>(job)
+}
+
+/// The same loops compiled for 512-bit vectors.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn block_avx512(job: Block) {
     block::<true>(job)
 }
 

@@ -53,9 +53,19 @@ impl InplaceOp2 for Update<'_> {
         "adam-update"
     }
 
-    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, src: &CpuStorage, src_l: &Layout) -> candle_core::Result<()> {
-        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (dst, src) else { candle_core::bail!("adam: f32 parameters and gradients expected") };
-        let (Some((p0, p1)), Some((g0, g1))) = (dst_l.contiguous_offsets(), src_l.contiguous_offsets()) else {
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        src: &CpuStorage,
+        src_l: &Layout,
+    ) -> candle_core::Result<()> {
+        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (dst, src) else {
+            candle_core::bail!("adam: f32 parameters and gradients expected")
+        };
+        let (Some((p0, p1)), Some((g0, g1))) =
+            (dst_l.contiguous_offsets(), src_l.contiguous_offsets())
+        else {
             candle_core::bail!("adam: contiguous parameters and gradients expected")
         };
         let (p, g) = (&mut p[p0..p1], &g[g0..g1]);
@@ -72,7 +82,11 @@ impl InplaceOp2 for Update<'_> {
             .for_each(|(((p, m), v), g)| {
                 for i in 0..p.len() {
                     let gi = g[i];
-                    m[i] = if w.abs() < 0.5 { m[i] + w * (gi - m[i]) } else { gi - (gi - m[i]) * (1.0 - w) };
+                    m[i] = if w.abs() < 0.5 {
+                        m[i] + w * (gi - m[i])
+                    } else {
+                        gi - (gi - m[i]) * (1.0 - w)
+                    };
                     v[i] = v[i] * beta2 + one_minus_beta2 * gi * gi;
                     let denom = v[i].sqrt() / bc2_sqrt + eps;
                     p[i] += step_size * (m[i] / denom);
@@ -90,17 +104,32 @@ impl Adam {
     /// One update of every parameter that has a gradient in `grads` (by name; as torch,
     /// parameters without one are left alone, their state included). The parameters are
     /// updated in place, in their own storage.
-    pub fn step(&mut self, lr: f64, params: &[(String, Var)], grads: &BTreeMap<String, Tensor>) -> Result<()> {
+    pub fn step(
+        &mut self,
+        lr: f64,
+        params: &[(String, Var)],
+        grads: &BTreeMap<String, Tensor>,
+    ) -> Result<()> {
         for (name, var) in params {
             let Some(g) = grads.get(name) else { continue };
             let g = g.to_dtype(DType::F32)?.contiguous()?;
             let n = var.as_tensor().elem_count();
             if g.elem_count() != n {
-                return Err(Error::invalid("gradient", format!("`{name}` has {n} elements, its gradient {}", g.elem_count())));
+                return Err(Error::invalid(
+                    "gradient",
+                    format!("`{name}` has {n} elements, its gradient {}", g.elem_count()),
+                ));
             }
-            let st = self.state.entry(name.clone()).or_insert_with(|| Moments { step: 0, exp_avg: vec![0.0; n], exp_avg_sq: vec![0.0; n] });
+            let st = self.state.entry(name.clone()).or_insert_with(|| Moments {
+                step: 0,
+                exp_avg: vec![0.0; n],
+                exp_avg_sq: vec![0.0; n],
+            });
             if st.exp_avg.len() != n {
-                return Err(Error::invalid("optimizer state", format!("`{name}` has {} elements, the parameter {n}", st.exp_avg.len())));
+                return Err(Error::invalid(
+                    "optimizer state",
+                    format!("`{name}` has {} elements, the parameter {n}", st.exp_avg.len()),
+                ));
             }
             st.step += 1;
             let t = st.step as i32;
@@ -127,24 +156,53 @@ impl Adam {
         for (name, var) in params {
             let Some(st) = self.state.get(name) else { continue };
             let shape = var.as_tensor().shape();
-            out.push((format!("{prefix}.step.{name}"), Tensor::new(&[st.step as i64], &Device::Cpu)?));
-            out.push((format!("{prefix}.exp_avg.{name}"), Tensor::from_slice(&st.exp_avg, shape, &Device::Cpu)?));
-            out.push((format!("{prefix}.exp_avg_sq.{name}"), Tensor::from_slice(&st.exp_avg_sq, shape, &Device::Cpu)?));
+            out.push((
+                format!("{prefix}.step.{name}"),
+                Tensor::new(&[st.step as i64], &Device::Cpu)?,
+            ));
+            out.push((
+                format!("{prefix}.exp_avg.{name}"),
+                Tensor::from_slice(&st.exp_avg, shape, &Device::Cpu)?,
+            ));
+            out.push((
+                format!("{prefix}.exp_avg_sq.{name}"),
+                Tensor::from_slice(&st.exp_avg_sq, shape, &Device::Cpu)?,
+            ));
         }
         Ok(out)
     }
 
     /// Restores what [`Adam::export`] wrote; `get` looks a tensor up by name.
-    pub fn import(&mut self, prefix: &str, params: &[(String, Var)], get: impl Fn(&str) -> Option<Tensor>) -> Result<()> {
+    pub fn import(
+        &mut self,
+        prefix: &str,
+        params: &[(String, Var)],
+        get: impl Fn(&str) -> Option<Tensor>,
+    ) -> Result<()> {
         self.state.clear();
         for (name, var) in params {
             let Some(step) = get(&format!("{prefix}.step.{name}")) else { continue };
-            let step = step.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?.first().copied().unwrap_or(0).max(0) as u64;
+            let step = step
+                .to_dtype(DType::I64)?
+                .flatten_all()?
+                .to_vec1::<i64>()?
+                .first()
+                .copied()
+                .unwrap_or(0)
+                .max(0) as u64;
             let moment = |kind: &str| -> Result<Vec<f32>> {
                 let key = format!("{prefix}.{kind}.{name}");
-                let t = get(&key).ok_or_else(|| Error::invalid("optimizer state", format!("missing `{key}`")))?;
+                let t = get(&key)
+                    .ok_or_else(|| Error::invalid("optimizer state", format!("missing `{key}`")))?;
                 if t.dims() != var.as_tensor().dims() {
-                    return Err(Error::invalid("optimizer state", format!("`{key}` has shape {:?}, the parameter {:?}", t.dims(), var.as_tensor().dims())));
+                    return Err(Error::invalid(
+                        "optimizer state",
+                        format!(
+                            "`{key}` has shape {:?}, the parameter {:?}",
+                            t.dims(),
+                            var.as_tensor().dims()
+                        ),
+                    ));
                 }
                 Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
             };

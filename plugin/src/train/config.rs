@@ -15,13 +15,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
+use pix2pix_ffi::GeneratorName;
+
 use super::Direction;
 use crate::error::{Error, Result};
-use crate::generator::GeneratorConfig;
-use crate::norm::NormKind;
-use crate::patchgan::{DiscriminatorConfig, DiscriminatorKind};
-use crate::resnet::ResnetConfig;
-use crate::unet::UnetConfig;
+use crate::nets::generator::GeneratorConfig;
+use crate::nets::norm::NormKind;
+use crate::nets::patchgan::{DiscriminatorConfig, DiscriminatorKind};
 
 /// Declares a config section twice from one field list: the typed struct (unknown keys denied,
 /// every field defaulted) and a twin that records each value's span for error lines.
@@ -38,6 +38,11 @@ macro_rules! section {
             fn default() -> Self {
                 Self { $( $field: $default, )* }
             }
+        }
+
+        impl $name {
+            /// The section's keys, in declaration order.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
         }
 
         #[derive(Default, Deserialize)]
@@ -63,6 +68,9 @@ section! {
         /// `aligned`: A|B side by side in one image; `unaligned`: `A/` and `B/` folders with
         /// matching file names (paired by name).
         mode: Mode = Mode::Aligned,
+        /// The reference trainer's option default (`AtoB`), not evaluation's
+        /// ([`Direction::default`], the facades recipe's `BtoA`): configs follow the reference.
+        #[serde(deserialize_with = "direction")]
         direction: Direction = Direction::AtoB,
         preprocess: Preprocess = Preprocess::ResizeAndCrop,
         load_size: usize = 286,
@@ -77,7 +85,8 @@ section! {
 section! {
     /// `[model]`: the networks and their initialisation.
     ModelConfig, ModelSpans {
-        net_g: NetG = NetG::Unet256,
+        #[serde(deserialize_with = "net_g")]
+        net_g: GeneratorName = GeneratorName::Unet { side: 256 },
         ngf: usize = 64,
         net_d: NetD = NetD::Basic,
         /// Layers of the `n_layers` discriminator (`basic` is 3).
@@ -125,6 +134,9 @@ section! {
         save_every_steps: u64 = 5000,
         /// Write a sample grid and the loss curve every this many steps; 0 = never.
         sample_every_steps: u64 = 400,
+        /// Start a new run even if `dir` holds one (its `latest/`, `losses.csv` and same-named
+        /// `step_*` folders are replaced); without it that is an error unless resuming.
+        overwrite: bool = false,
     }
 }
 
@@ -149,29 +161,6 @@ pub enum Preprocess {
 impl Preprocess {
     pub fn crops(self) -> bool {
         matches!(self, Preprocess::ResizeAndCrop | Preprocess::Crop | Preprocess::ScaleWidthAndCrop)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-pub enum NetG {
-    #[serde(rename = "unet_256")]
-    Unet256,
-    #[serde(rename = "unet_128")]
-    Unet128,
-    #[serde(rename = "resnet_9blocks")]
-    Resnet9,
-    #[serde(rename = "resnet_6blocks")]
-    Resnet6,
-}
-
-impl NetG {
-    pub fn name(self) -> &'static str {
-        match self {
-            NetG::Unet256 => "unet_256",
-            NetG::Unet128 => "unet_128",
-            NetG::Resnet9 => "resnet_9blocks",
-            NetG::Resnet6 => "resnet_6blocks",
-        }
     }
 }
 
@@ -228,28 +217,24 @@ pub enum LrPolicy {
     Cosine,
 }
 
-impl Direction {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "AtoB" => Some(Direction::AtoB),
-            "BtoA" => Some(Direction::BtoA),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Direction::AtoB => "AtoB",
-            Direction::BtoA => "BtoA",
-        }
-    }
+/// `data.direction` by the contract's parser.
+fn direction<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Direction, D::Error> {
+    let s = String::deserialize(d)?;
+    Direction::parse(&s).ok_or_else(|| serde::de::Error::unknown_variant(&s, Direction::NAMES))
 }
 
-impl<'de> Deserialize<'de> for Direction {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Direction::parse(&s).ok_or_else(|| serde::de::Error::unknown_variant(&s, &["AtoB", "BtoA"]))
-    }
+/// `model.net_g` by the contract's parser, limited to the generators the reference trains.
+fn net_g<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<GeneratorName, D::Error> {
+    let s = String::deserialize(d)?;
+    GeneratorName::parse(&s)
+        .filter(|_| GeneratorName::REFERENCE.contains(&s.as_str()))
+        .ok_or_else(|| serde::de::Error::unknown_variant(&s, GeneratorName::REFERENCE))
 }
+
+/// Every key at its default, commented with its range or choices: what `host train
+/// --print-config` prints. A test checks that it parses to [`Config::default()`] and names every
+/// key of every section.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_config.toml");
 
 /// The whole configuration, with the text it was read from (saved in every checkpoint).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -308,16 +293,23 @@ impl<'a> Locator<'a> {
 
     /// The key whose value holds `offset`.
     fn key_at(&self, offset: usize) -> Option<&str> {
-        self.entries.iter().find(|(_, r)| r.contains(&offset) || r.start == offset).map(|(k, _)| k.as_str())
+        self.entries
+            .iter()
+            .find(|(_, r)| r.contains(&offset) || r.start == offset)
+            .map(|(k, _)| k.as_str())
     }
 
     /// The `[section]` a line falls under, read off the text (for unknown keys, which have no
     /// recorded value).
     fn section_at_line(&self, line: usize) -> Option<String> {
-        self.text.lines().take(line).filter_map(|l| {
-            let l = l.trim();
-            l.strip_prefix('[').and_then(|l| l.split(']').next()).map(|s| s.trim().to_string())
-        }).last()
+        self.text
+            .lines()
+            .take(line)
+            .filter_map(|l| {
+                let l = l.trim();
+                l.strip_prefix('[').and_then(|l| l.split(']').next()).map(|s| s.trim().to_string())
+            })
+            .last()
     }
 
     /// An error about `key`: with its line if the file sets it, else saying it is the default.
@@ -340,7 +332,13 @@ impl Config {
 
     fn validate(&self, loc: &Locator) -> Result<()> {
         let Config { data, model, train, output: _ } = self;
-        let positive = |key: &str, v: usize| if v == 0 { Err(loc.bad(key, "must be at least 1")) } else { Ok(()) };
+        let positive = |key: &str, v: usize| {
+            if v == 0 {
+                Err(loc.bad(key, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
         positive("data.load_size", data.load_size)?;
         positive("data.crop_size", data.crop_size)?;
         positive("model.ngf", model.ngf)?;
@@ -353,24 +351,37 @@ impl Config {
         if data.phase.is_empty() {
             return Err(loc.bad("data.phase", "must not be empty"));
         }
-        if matches!(data.preprocess, Preprocess::ResizeAndCrop | Preprocess::ScaleWidthAndCrop) && data.crop_size > data.load_size {
+        if matches!(data.preprocess, Preprocess::ResizeAndCrop | Preprocess::ScaleWidthAndCrop)
+            && data.crop_size > data.load_size
+        {
             return Err(loc.bad(
                 "data.crop_size",
-                format!("{} exceeds data.load_size = {}: the crop must fit in the resized image", data.crop_size, data.load_size),
+                format!(
+                    "{} exceeds data.load_size = {}: the crop must fit in the resized image",
+                    data.crop_size, data.load_size
+                ),
             ));
         }
         let stride = self.generator_config().stride();
         if data.preprocess.crops() && data.crop_size % stride != 0 {
             return Err(loc.bad(
                 "data.crop_size",
-                format!("{} is not a multiple of {stride}, which {} needs for its input sides", data.crop_size, model.net_g.name()),
+                format!(
+                    "{} is not a multiple of {stride}, which {} needs for its input sides",
+                    data.crop_size,
+                    model.net_g.name()
+                ),
             ));
         }
         if !model.init_gain.is_finite() {
             return Err(loc.bad("model.init_gain", "must be a finite number"));
         }
         let finite_nonneg = |key: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(loc.bad(key, format!("{v} must be a finite number ≥ 0"))) }
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(loc.bad(key, format!("{v} must be a finite number ≥ 0")))
+            }
         };
         finite_nonneg("train.lambda_l1", train.lambda_l1)?;
         if !(train.lr.is_finite() && train.lr > 0.0) {
@@ -385,7 +396,9 @@ impl Config {
             return Err(loc.bad("train.n_epochs", "n_epochs + n_epochs_decay must be at least 1"));
         }
         if train.lr_policy == LrPolicy::Cosine && train.n_epochs == 0 {
-            return Err(loc.bad("train.n_epochs", "the cosine policy needs n_epochs ≥ 1 (its period)"));
+            return Err(
+                loc.bad("train.n_epochs", "the cosine policy needs n_epochs ≥ 1 (its period)")
+            );
         }
         if train.lr_policy == LrPolicy::Step && train.lr_decay_iters == 0 {
             return Err(loc.bad("train.lr_decay_iters", "must be at least 1"));
@@ -397,14 +410,7 @@ impl Config {
     pub fn generator_config(&self) -> GeneratorConfig {
         let m = &self.model;
         let norm = m.norm.kind();
-        let unet = |num_downs| GeneratorConfig::Unet(UnetConfig { in_channels: 3, out_channels: 3, num_downs, ngf: m.ngf, norm, dropout: m.dropout });
-        let resnet = |n_blocks| GeneratorConfig::Resnet(ResnetConfig { in_channels: 3, out_channels: 3, ngf: m.ngf, n_blocks, norm, dropout: m.dropout });
-        match m.net_g {
-            NetG::Unet256 => unet(8),
-            NetG::Unet128 => unet(7),
-            NetG::Resnet9 => resnet(9),
-            NetG::Resnet6 => resnet(6),
-        }
+        GeneratorConfig::named(m.net_g, m.ngf, norm, m.dropout)
     }
 
     /// The conditional discriminator: it sees (input, output) stacked, 6 channels.
@@ -430,7 +436,9 @@ fn toml_error(loc: &Locator, e: &toml::de::Error) -> Error {
     // Unknown keys: serde names the key; the section is the header above the line.
     if let Some(field) = msg.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
         let key = match loc.section_at_line(line) {
-            Some(section) if !msg.contains("expected one of `data`") => format!("{section}.{field}"),
+            Some(section) if !msg.contains("expected one of `data`") => {
+                format!("{section}.{field}")
+            }
             _ => field.to_string(),
         };
         return Error::Config(format!("config line {line}: unknown key `{key}`: {msg}"));
@@ -447,13 +455,15 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.data.load_size, 286);
-        assert_eq!(c.model.net_g, NetG::Unet256);
+        assert_eq!(c.model.net_g, GeneratorName::Unet { side: 256 });
         assert_eq!(c.data.direction, Direction::AtoB);
     }
 
     #[test]
     fn errors_name_key_and_line() {
-        let e = Config::parse("[data]\nload_size = 286\ncrop_size = \"big\"\n").unwrap_err().to_string();
+        let e = Config::parse("[data]\nload_size = 286\ncrop_size = \"big\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 3") && e.contains("data.crop_size"), "{e}");
         let e = Config::parse("[data]\n\ncropsize = 3\n").unwrap_err().to_string();
         assert!(e.contains("line 3") && e.contains("data.cropsize"), "{e}");

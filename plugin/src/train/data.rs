@@ -28,7 +28,7 @@ use super::preprocess::Preprocessor;
 use super::rng::{derive, Stream};
 use super::Direction;
 use crate::error::{Error, Result};
-use crate::image_tensor::rgb_to_tensor;
+use crate::filter::image_tensor::rgb_to_tensor;
 
 const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
 
@@ -60,11 +60,16 @@ pub struct Skipped {
 pub struct Dataset {
     pub sources: Vec<Source>,
     pub skipped: Vec<Skipped>,
+    /// One line per skipped file and a count, for the caller's message channel (the library
+    /// does not print).
+    pub warnings: Vec<String>,
     pub direction: Direction,
 }
 
 pub fn is_image(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 /// The images under `dir`, recursively, sorted by their path text (as Python's `sorted`).
@@ -83,7 +88,10 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         Ok(())
     }
     if !dir.is_dir() {
-        return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder")));
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+        ));
     }
     let mut out = Vec::new();
     walk(dir, &mut out)?;
@@ -121,7 +129,10 @@ impl Dataset {
                 let (a_dir, b_dir) = if dir.join("A").is_dir() {
                     (dir.join("A"), dir.join("B"))
                 } else {
-                    (data.root.join(format!("{}A", data.phase)), data.root.join(format!("{}B", data.phase)))
+                    (
+                        data.root.join(format!("{}A", data.phase)),
+                        data.root.join(format!("{}B", data.phase)),
+                    )
                 };
                 Self::paired(&a_dir, &b_dir, data.direction)?
             }
@@ -141,45 +152,62 @@ impl Dataset {
 
     /// Two folders of images paired by their path relative to the folder, extension aside.
     pub fn paired(a_dir: &Path, b_dir: &Path, direction: Direction) -> Result<Self> {
-        let key = |root: &Path, p: &Path| p.strip_prefix(root).unwrap_or(p).with_extension("").to_string_lossy().into_owned();
-        let b_files: BTreeMap<String, PathBuf> = list_images(b_dir)?.into_iter().map(|p| (key(b_dir, &p), p)).collect();
+        let key = |root: &Path, p: &Path| {
+            p.strip_prefix(root).unwrap_or(p).with_extension("").to_string_lossy().into_owned()
+        };
+        let b_files: BTreeMap<String, PathBuf> =
+            list_images(b_dir)?.into_iter().map(|p| (key(b_dir, &p), p)).collect();
         let mut skipped = Vec::new();
         let mut sources = Vec::new();
         for a in list_images(a_dir)? {
             match b_files.get(&key(a_dir, &a)) {
                 Some(b) => sources.push(Source::Pair { a, b: b.clone() }),
-                None => skipped.push(Skipped { reason: format!("no matching file in {}", b_dir.display()), path: a }),
+                None => skipped.push(Skipped {
+                    reason: format!("no matching file in {}", b_dir.display()),
+                    path: a,
+                }),
             }
-        }
-        for s in &skipped {
-            eprintln!("warning: skipping {}: {}", s.path.display(), s.reason);
         }
         Self::checked(sources, skipped, direction, a_dir)
     }
 
     /// Decodes every source once (in parallel), keeping the usable ones.
-    fn checked(sources: Vec<Source>, mut skipped: Vec<Skipped>, direction: Direction, dir: &Path) -> Result<Self> {
+    fn checked(
+        sources: Vec<Source>,
+        mut skipped: Vec<Skipped>,
+        direction: Direction,
+        dir: &Path,
+    ) -> Result<Self> {
         let verdicts: Vec<Option<Skipped>> = sources.par_iter().map(|s| check(s).err()).collect();
         let mut usable = Vec::with_capacity(sources.len());
         for (s, v) in sources.into_iter().zip(verdicts) {
             match v {
-                Some(sk) => {
-                    eprintln!("warning: skipping {}: {}", sk.path.display(), sk.reason);
-                    skipped.push(sk);
-                }
+                Some(sk) => skipped.push(sk),
                 None => usable.push(s),
             }
         }
+        let mut warnings: Vec<String> = skipped
+            .iter()
+            .map(|s| format!("warning: skipping {}: {}", s.path.display(), s.reason))
+            .collect();
         if !skipped.is_empty() {
-            eprintln!("warning: {} file(s) skipped in {}", skipped.len(), dir.display());
+            warnings.push(format!(
+                "warning: {} file(s) skipped in {}",
+                skipped.len(),
+                dir.display()
+            ));
         }
         if usable.is_empty() {
             return Err(Error::invalid(
                 "dataset",
-                format!("{}: no usable image pairs ({} file(s) skipped)", dir.display(), skipped.len()),
+                format!(
+                    "{}: no usable image pairs ({} file(s) skipped)",
+                    dir.display(),
+                    skipped.len()
+                ),
             ));
         }
-        Ok(Self { sources: usable, skipped, direction })
+        Ok(Self { sources: usable, skipped, warnings, direction })
     }
 
     pub fn len(&self) -> usize {
@@ -191,7 +219,10 @@ impl Dataset {
 
     /// (input, target) of pair `i`, before augmentation, in the configured direction.
     pub fn load(&self, i: usize) -> Result<(RgbImage, RgbImage)> {
-        let source = self.sources.get(i).ok_or_else(|| Error::invalid("dataset index", format!("{i} of {}", self.len())))?;
+        let source = self
+            .sources
+            .get(i)
+            .ok_or_else(|| Error::invalid("dataset index", format!("{i} of {}", self.len())))?;
         let (a, b) = load_ab(source)?;
         Ok(match self.direction {
             Direction::AtoB => (a, b),
@@ -205,7 +236,10 @@ fn load_ab(source: &Source) -> Result<(RgbImage, RgbImage)> {
         Source::Aligned(p) => {
             let img = decode(p)?;
             if img.width() < 2 {
-                return Err(Error::Image { path: p.clone(), msg: "narrower than 2 pixels, so it cannot hold A | B".into() });
+                return Err(Error::Image {
+                    path: p.clone(),
+                    msg: "narrower than 2 pixels, so it cannot hold A | B".into(),
+                });
             }
             Ok(split_aligned(&img))
         }
@@ -214,7 +248,14 @@ fn load_ab(source: &Source) -> Result<(RgbImage, RgbImage)> {
             if ia.dimensions() != ib.dimensions() {
                 return Err(Error::Image {
                     path: b.clone(),
-                    msg: format!("is {}x{} but its A image {} is {}x{}", ib.width(), ib.height(), a.display(), ia.width(), ia.height()),
+                    msg: format!(
+                        "is {}x{} but its A image {} is {}x{}",
+                        ib.width(),
+                        ib.height(),
+                        a.display(),
+                        ia.width(),
+                        ia.height()
+                    ),
                 });
             }
             Ok((ia, ib))
@@ -273,7 +314,13 @@ pub struct Batch {
 
 /// Builds the batch of `step`: load, augment (generators derived from the sample's global
 /// position), stack.
-pub fn make_batch(ds: &Dataset, pre: &Preprocessor, plan: &Plan, step: u64, order: &[usize]) -> Result<Batch> {
+pub fn make_batch(
+    ds: &Dataset,
+    pre: &Preprocessor,
+    plan: &Plan,
+    step: u64,
+    order: &[usize],
+) -> Result<Batch> {
     let mut xs = Vec::new();
     let mut ys = Vec::new();
     let mut size = None;
@@ -294,7 +341,12 @@ pub fn make_batch(ds: &Dataset, pre: &Preprocessor, plan: &Plan, step: u64, orde
     if xs.is_empty() {
         return Err(Error::invalid("dataset", "empty batch"));
     }
-    Ok(Batch { step, epoch: plan.epoch_of(step), input: Tensor::cat(&xs, 0)?, target: Tensor::cat(&ys, 0)? })
+    Ok(Batch {
+        step,
+        epoch: plan.epoch_of(step),
+        input: Tensor::cat(&xs, 0)?,
+        target: Tensor::cat(&ys, 0)?,
+    })
 }
 
 /// The loader thread: batches of steps `start..end`, at most `depth` ahead of the consumer.
@@ -305,7 +357,14 @@ pub struct Loader {
 }
 
 impl Loader {
-    pub fn spawn(ds: Arc<Dataset>, pre: Preprocessor, plan: Plan, start: u64, end: u64, depth: usize) -> Result<Self> {
+    pub fn spawn(
+        ds: Arc<Dataset>,
+        pre: Preprocessor,
+        plan: Plan,
+        start: u64,
+        end: u64,
+        depth: usize,
+    ) -> Result<Self> {
         let (tx, rx) = sync_channel(depth.max(1));
         let handle = std::thread::Builder::new()
             .name("pix2pix-loader".into())

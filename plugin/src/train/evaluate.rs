@@ -16,8 +16,8 @@ use super::samples::write_png;
 use super::{Direction, Metrics};
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
-use crate::image_tensor::{rgb_to_tensor, tensor_to_rgb};
-use crate::model::Model;
+use crate::filter::image_tensor::{rgb_to_tensor, tensor_to_rgb};
+use crate::filter::model::Model;
 
 struct Row {
     name: String,
@@ -33,14 +33,29 @@ fn html_escape(s: &str) -> String {
 /// A file-name-safe form of a pair's path relative to the data folder.
 fn slug(data: &Path, p: &Path) -> String {
     let rel = p.strip_prefix(data).unwrap_or(p).with_extension("");
-    rel.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    rel.to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect()
 }
 
 #[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than the MSRV (1.85)
-pub fn evaluate(model: &Model, data: &Path, direction: Direction, size: usize, html_dir: Option<&Path>) -> Result<Metrics> {
+pub fn evaluate(
+    model: &Model,
+    data: &Path,
+    direction: Direction,
+    size: usize,
+    html_dir: Option<&Path>,
+) -> Result<Metrics> {
     let stride = model.config().stride();
     if size == 0 || size % stride != 0 {
-        return Err(Error::invalid("size", format!("{size} is not a positive multiple of {stride}, the input side {} needs", model.config().net_g())));
+        return Err(Error::invalid(
+            "size",
+            format!(
+                "{size} is not a positive multiple of {stride}, the input side {} needs",
+                model.config().net_g()
+            ),
+        ));
     }
     let ds = Dataset::aligned(data, direction)?;
     if let Some(dir) = html_dir {
@@ -61,7 +76,8 @@ pub fn evaluate(model: &Model, data: &Path, direction: Direction, size: usize, h
         };
         if let Some(dir) = html_dir {
             let stem = format!("{i:04}_{}", slug(data, source.path()));
-            let output = RgbImage::from_raw(s, s, out).ok_or_else(|| Error::invalid("image", "output size"))?;
+            let output = RgbImage::from_raw(s, s, out)
+                .ok_or_else(|| Error::invalid("image", "output size"))?;
             for (kind, img) in [("input", &input), ("output", &output), ("target", &target)] {
                 write_png(&dir.join("images").join(format!("{stem}_{kind}.png")), img)?;
             }
@@ -82,7 +98,16 @@ pub fn evaluate(model: &Model, data: &Path, direction: Direction, size: usize, h
 }
 
 #[allow(clippy::too_many_arguments)]
-fn write_html(dir: &Path, data: &Path, model: &Model, direction: Direction, size: usize, rows: &[Row], m: &Metrics, ds: &Dataset) -> Result<()> {
+fn write_html(
+    dir: &Path,
+    data: &Path,
+    model: &Model,
+    direction: Direction,
+    size: usize,
+    rows: &[Row],
+    m: &Metrics,
+    ds: &Dataset,
+) -> Result<()> {
     let mut h = String::new();
     let _ = write!(
         h,

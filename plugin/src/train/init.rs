@@ -16,10 +16,7 @@ use super::config::InitType;
 use super::rng::normal;
 use crate::error::{Error, Result};
 
-/// True for the tensors BatchNorm tracks rather than learns.
-pub fn is_running_stat(name: &str) -> bool {
-    name.ends_with(".running_mean") || name.ends_with(".running_var") || name.ends_with(".num_batches_tracked")
-}
+pub use crate::nets::parameters::is_running_stat;
 
 /// The variables of a map, sorted by name.
 pub fn sorted_vars(vars: &VarMap) -> BTreeMap<String, Var> {
@@ -101,12 +98,17 @@ pub fn init_weights(vars: &VarMap, init: InitType, gain: f64, rng: &mut StdRng) 
             let (fan_in, fan_out) = fans(&dims);
             match init {
                 InitType::Normal => normal_vec(n, 0.0, gain, rng),
-                InitType::Xavier => normal_vec(n, 0.0, gain * (2.0 / (fan_in + fan_out)).sqrt(), rng),
+                InitType::Xavier => {
+                    normal_vec(n, 0.0, gain * (2.0 / (fan_in + fan_out)).sqrt(), rng)
+                }
                 InitType::Kaiming => normal_vec(n, 0.0, (2.0f64).sqrt() / fan_in.sqrt(), rng),
                 InitType::Orthogonal => orthogonal(&dims, gain, rng),
             }
         } else {
-            return Err(Error::invalid("init", format!("do not know how to initialise `{name}` {dims:?}")));
+            return Err(Error::invalid(
+                "init",
+                format!("do not know how to initialise `{name}` {dims:?}"),
+            ));
         };
         var.set(&Tensor::from_vec(values, t.shape(), t.device())?)?;
     }
@@ -125,10 +127,13 @@ mod tests {
             let w = orthogonal(&dims, 1.0, &mut rng);
             let (rows, cols) = (dims[0], dims[1] * dims[2] * dims[3]);
             // The smaller side is orthonormal.
-            let (a, b, stride_a, stride_b) = if rows <= cols { (rows, cols, cols, 1) } else { (cols, rows, 1, cols) };
+            let (a, b, stride_a, stride_b) =
+                if rows <= cols { (rows, cols, cols, 1) } else { (cols, rows, 1, cols) };
             for i in 0..a {
                 for j in 0..a {
-                    let d: f32 = (0..b).map(|k| w[i * stride_a + k * stride_b] * w[j * stride_a + k * stride_b]).sum();
+                    let d: f32 = (0..b)
+                        .map(|k| w[i * stride_a + k * stride_b] * w[j * stride_a + k * stride_b])
+                        .sum();
                     let want = if i == j { 1.0 } else { 0.0 };
                     assert!((d - want).abs() < 1e-5, "{dims:?} {i} {j} {d}");
                 }

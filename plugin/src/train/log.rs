@@ -17,7 +17,10 @@ pub struct LossLog {
 }
 
 fn row(p: &Progress) -> String {
-    format!("{},{},{},{},{},{},{},{}", p.step, p.epoch, p.g_gan, p.g_l1, p.d_real, p.d_fake, p.lr, p.images_per_sec)
+    format!(
+        "{},{},{},{},{},{},{},{}",
+        p.step, p.epoch, p.g_gan, p.g_l1, p.d_real, p.d_fake, p.lr, p.images_per_sec
+    )
 }
 
 fn parse_row(line: &str) -> Option<Progress> {
@@ -40,7 +43,9 @@ fn parse_row(line: &str) -> Option<Progress> {
 
 /// The rows of a loss log (unreadable lines are ignored).
 pub fn read(path: &Path) -> Vec<Progress> {
-    std::fs::read_to_string(path).map(|t| t.lines().skip(1).filter_map(parse_row).collect()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().skip(1).filter_map(parse_row).collect())
+        .unwrap_or_default()
 }
 
 impl LossLog {
@@ -57,11 +62,14 @@ impl LossLog {
             text.push('\n');
         }
         write_atomic(path, text.as_bytes())?;
-        let file = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
+        let file =
+            std::fs::OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
         Ok((Self { path: path.to_path_buf(), file }, kept))
     }
 
     pub fn append(&mut self, p: &Progress) -> Result<()> {
-        writeln!(self.file, "{}", row(p)).and_then(|_| self.file.flush()).map_err(|e| Error::io(&self.path, e))
+        writeln!(self.file, "{}", row(p))
+            .and_then(|_| self.file.flush())
+            .map_err(|e| Error::io(&self.path, e))
     }
 }

@@ -46,7 +46,8 @@ fn ssim_plane(x: &[f64], y: &[f64], w: usize, h: usize) -> f64 {
     let cov_norm = np / (np - 1.0);
     let prod = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).collect::<Vec<f64>>();
     let (sx, sy) = (integral(x, w, h), integral(y, w, h));
-    let (sxx, syy, sxy) = (integral(&prod(x, x), w, h), integral(&prod(y, y), w, h), integral(&prod(x, y), w, h));
+    let (sxx, syy, sxy) =
+        (integral(&prod(x, x), w, h), integral(&prod(y, y), w, h), integral(&prod(x, y), w, h));
     let mut total = 0f64;
     for r in 0..=h - WIN {
         for c in 0..=w - WIN {
@@ -69,12 +70,19 @@ fn ssim_plane(x: &[f64], y: &[f64], w: usize, h: usize) -> f64 {
 /// Mean SSIM over the three channels of two packed RGB8 images of `w` × `h`.
 pub fn ssim(a: &[u8], b: &[u8], w: usize, h: usize) -> Result<f64> {
     if w < WIN || h < WIN {
-        return Err(Error::invalid("image size", format!("{w}x{h}: SSIM needs both sides ≥ {WIN}")));
+        return Err(Error::invalid(
+            "image size",
+            format!("{w}x{h}: SSIM needs both sides ≥ {WIN}"),
+        ));
     }
     if a.len() != w * h * 3 || b.len() != w * h * 3 {
-        return Err(Error::invalid("image data", format!("{} and {} bytes for {w}x{h} RGB", a.len(), b.len())));
+        return Err(Error::invalid(
+            "image data",
+            format!("{} and {} bytes for {w}x{h} RGB", a.len(), b.len()),
+        ));
     }
-    let plane = |img: &[u8], c: usize| img.chunks_exact(3).map(|p| p[c] as f64).collect::<Vec<f64>>();
+    let plane =
+        |img: &[u8], c: usize| img.chunks_exact(3).map(|p| p[c] as f64).collect::<Vec<f64>>();
     Ok((0..3).map(|c| ssim_plane(&plane(a, c), &plane(b, c), w, h)).sum::<f64>() / 3.0)
 }
 

@@ -11,11 +11,13 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::model::Model;
+use crate::filter::model::Model;
 
 pub mod adam;
+mod claim;
 pub mod config;
 pub mod data;
+mod divergence;
 pub mod evaluate;
 pub mod init;
 pub mod log;
@@ -30,21 +32,31 @@ pub mod schedule;
 pub mod state;
 pub mod trainer;
 
-/// One training step's report to the caller. `step` counts completed steps (1 after the first);
-/// `epoch` is 1-based, as the reference prints it.
-#[derive(Clone, Debug, Default)]
-pub struct Progress {
-    pub step: u64,
-    pub epoch: u64,
-    /// Steps the run will take in all (from the schedule or `max_steps`).
-    pub total_steps: u64,
-    pub g_gan: f32,
-    /// λ·L1, as the reference logs it.
-    pub g_l1: f32,
-    pub d_real: f32,
-    pub d_fake: f32,
-    pub lr: f64,
-    pub images_per_sec: f32,
+/// One training step's report to the caller (the contract's type). `step` counts completed
+/// steps (1 after the first); `epoch` is 1-based, as the reference prints it.
+pub use pix2pix_ffi::TrainProgress as Progress;
+
+/// Which half of an aligned A|B image is the input (the contract's setting).
+pub use pix2pix_ffi::Direction;
+
+/// Where a run reports: after every step, and with warnings and notes (skipped files, a
+/// resumed run that differs). The library prints nothing itself; each face passes these on
+/// through its own channel.
+pub trait Reporter {
+    /// Returning `false` cancels the run (a checkpoint is saved first).
+    fn progress(&mut self, p: &Progress) -> bool;
+    /// A warning or note, one line.
+    fn message(&mut self, text: &str);
+}
+
+/// A progress callback alone: messages are dropped.
+struct ProgressOnly<'a>(&'a mut dyn FnMut(&Progress) -> bool);
+
+impl Reporter for ProgressOnly<'_> {
+    fn progress(&mut self, p: &Progress) -> bool {
+        (self.0)(p)
+    }
+    fn message(&mut self, _text: &str) {}
 }
 
 /// What a finished (or cancelled) run leaves.
@@ -57,26 +69,33 @@ pub struct TrainSummary {
     /// Usable pairs in the training set.
     pub pairs: usize,
     /// Files left out of the training set (unreadable, or without a partner); each was
-    /// named in a warning on stderr.
+    /// named in a warning to the [`Reporter`].
     pub skipped: Vec<PathBuf>,
 }
 
-/// Trains from a TOML config text ([`config::Config`]). `progress` is called after every step;
-/// returning `false` cancels the run: `latest/` is saved first and the summary says
+/// Trains from a TOML config text ([`config::Config`]), reporting steps only (warnings are
+/// dropped; [`train_with`] hears them too). `progress` returning `false` cancels the run: `latest/` is saved first and the summary says
 /// `cancelled`. `resume` continues from `<output.dir>/latest` exactly where it stopped (same
 /// data order, augmentation and dropout as an uninterrupted run); without it a new run starts
-/// in the folder: `losses.csv` begins afresh and its checkpoints replace same-named folders of
-/// an earlier run (other `step_*` folders of that run are left alone).
-pub fn train(config_toml: &str, resume: bool, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<TrainSummary> {
-    run::train(config_toml, resume, progress)
+/// in the folder, which must not hold a run unless `[output] overwrite = true`: then
+/// `losses.csv` begins afresh and its checkpoints replace same-named folders of the earlier run
+/// (other `step_*` folders of that run are left alone). The folder is locked for the run, and
+/// a run whose losses turn non-finite stops with an error, `latest/` kept finite.
+pub fn train(
+    config_toml: &str,
+    resume: bool,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<TrainSummary> {
+    run::train(config_toml, resume, &mut ProgressOnly(progress))
 }
 
-/// Which half of an aligned A|B image is the input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Direction {
-    AtoB,
-    #[default]
-    BtoA,
+/// [`train`], reporting every step and every warning to `report`.
+pub fn train_with(
+    config_toml: &str,
+    resume: bool,
+    report: &mut dyn Reporter,
+) -> Result<TrainSummary> {
+    run::train(config_toml, resume, report)
 }
 
 /// The evaluation protocol of the reference trainer's `evaluate`: means over the pairs of MAE
@@ -93,6 +112,12 @@ pub struct Metrics {
 /// `size`; writes an HTML page of input | output | target rows into `html_dir` if given
 /// (`index.html` and `images/`). The protocol wants the model opened with batch statistics and
 /// dropout off (`Options::default()`). See [`evaluate::evaluate`].
-pub fn evaluate(model: &Model, data: &Path, direction: Direction, size: usize, html_dir: Option<&Path>) -> Result<Metrics> {
+pub fn evaluate(
+    model: &Model,
+    data: &Path,
+    direction: Direction,
+    size: usize,
+    html_dir: Option<&Path>,
+) -> Result<Metrics> {
     evaluate::evaluate(model, data, direction, size, html_dir)
 }

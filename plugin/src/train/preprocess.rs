@@ -36,7 +36,12 @@ pub struct Preprocessor {
 
 impl Preprocessor {
     pub fn new(data: &DataConfig) -> Self {
-        Self { kind: data.preprocess, load_size: data.load_size as u32, crop_size: data.crop_size as u32, flip: data.flip }
+        Self {
+            kind: data.preprocess,
+            load_size: data.load_size as u32,
+            crop_size: data.crop_size as u32,
+            flip: data.flip,
+        }
     }
 
     /// Draws the crop position and flip for an image of `size` (always three draws, so the
@@ -44,7 +49,9 @@ impl Preprocessor {
     pub fn params(&self, (w, h): (u32, u32), rng: &mut impl Rng) -> Params {
         let (new_w, new_h) = match self.kind {
             Preprocess::ResizeAndCrop => (self.load_size, self.load_size),
-            Preprocess::ScaleWidthAndCrop => (self.load_size, (self.load_size as u64 * h as u64 / w.max(1) as u64) as u32),
+            Preprocess::ScaleWidthAndCrop => {
+                (self.load_size, (self.load_size as u64 * h as u64 / w.max(1) as u64) as u32)
+            }
             _ => (w, h),
         };
         let x = rng.gen_range(0..=new_w.saturating_sub(self.crop_size));
@@ -65,7 +72,14 @@ impl Preprocessor {
             let (w, h) = img.dimensions();
             let c = self.crop_size;
             if w > c || h > c {
-                img = imageops::crop_imm(&img, p.x, p.y, c.min(w - p.x.min(w)), c.min(h - p.y.min(h))).to_image();
+                img = imageops::crop_imm(
+                    &img,
+                    p.x,
+                    p.y,
+                    c.min(w - p.x.min(w)),
+                    c.min(h - p.y.min(h)),
+                )
+                .to_image();
             }
         }
         if self.flip && p.flip {
@@ -75,7 +89,12 @@ impl Preprocessor {
     }
 
     /// Both images of a pair, the parameters drawn from the first one's size.
-    pub fn apply_pair(&self, a: &RgbImage, b: &RgbImage, rng: &mut impl Rng) -> (RgbImage, RgbImage) {
+    pub fn apply_pair(
+        &self,
+        a: &RgbImage,
+        b: &RgbImage,
+        rng: &mut impl Rng,
+    ) -> (RgbImage, RgbImage) {
         let p = self.params(a.dimensions(), rng);
         (self.apply(a, p), self.apply(b, p))
     }
@@ -106,7 +125,12 @@ mod tests {
 
     #[test]
     fn resize_and_crop_gives_crop_size() {
-        let pre = Preprocessor { kind: Preprocess::ResizeAndCrop, load_size: 143, crop_size: 128, flip: true };
+        let pre = Preprocessor {
+            kind: Preprocess::ResizeAndCrop,
+            load_size: 143,
+            crop_size: 128,
+            flip: true,
+        };
         let img = RgbImage::from_fn(256, 256, |x, y| image::Rgb([x as u8, y as u8, 0]));
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for _ in 0..20 {

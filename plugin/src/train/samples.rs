@@ -8,7 +8,7 @@ use image::RgbImage;
 
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
-use crate::image_tensor::tensor_to_rgb;
+use crate::filter::image_tensor::tensor_to_rgb;
 
 /// Encodes a PNG and writes it atomically (a viewer never sees half a file).
 pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {

@@ -18,7 +18,10 @@ pub fn lr_at(t: &TrainConfig, epoch: u64) -> f64 {
             t.lr * (1.0 - over / (t.n_epochs_decay as f64 + 1.0))
         }
         LrPolicy::Step => t.lr * 0.1f64.powi((epoch / t.lr_decay_iters.max(1)) as i32),
-        LrPolicy::Cosine => t.lr * (1.0 + (std::f64::consts::PI * epoch as f64 / t.n_epochs.max(1) as f64).cos()) / 2.0,
+        LrPolicy::Cosine => {
+            t.lr * (1.0 + (std::f64::consts::PI * epoch as f64 / t.n_epochs.max(1) as f64).cos())
+                / 2.0
+        }
     }
 }
 

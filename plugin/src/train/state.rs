@@ -99,10 +99,13 @@ fn install(tmp: &Path, target: &Path, old: &Path) -> Result<()> {
 }
 
 /// Tidies `<dir>` after an interrupted save: a checkpoint folder renamed aside but not replaced
-/// is put back, and leftover temporary folders are removed.
-pub fn recover(dir: &Path) -> Result<()> {
+/// is put back (and said so through `note`), and leftover temporary folders are removed.
+pub fn recover(dir: &Path, note: &mut dyn FnMut(&str)) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
-    let mut names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     for n in &names {
         let Some(rest) = n.strip_prefix('.') else { continue };
@@ -110,7 +113,7 @@ pub fn recover(dir: &Path) -> Result<()> {
         if let Some((name, _)) = rest.rsplit_once(".old-") {
             let target = dir.join(name);
             if !target.exists() {
-                eprintln!("warning: restoring {} from an interrupted save", target.display());
+                note(&format!("warning: restoring {} from an interrupted save", target.display()));
                 std::fs::rename(&path, &target).map_err(|e| Error::io(&target, e))?;
                 continue;
             }
@@ -137,7 +140,11 @@ pub fn state_bytes(trainer: &Trainer, run: &RunState) -> Result<Vec<u8>> {
     let meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("config".to_string(), run.config_text.clone()),
-        ("rng".to_string(), "counter-based: every draw derives from (run.seed, stream, counter); see train/rng.rs".to_string()),
+        (
+            "rng".to_string(),
+            "counter-based: every draw derives from (run.seed, stream, counter); see train/rng.rs"
+                .to_string(),
+        ),
     ]);
     safetensors::tensor::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
         .map_err(|e| Error::invalid("training state", format!("cannot serialise: {e}")))
@@ -145,7 +152,12 @@ pub fn state_bytes(trainer: &Trainer, run: &RunState) -> Result<Vec<u8>> {
 
 /// Saves the training state as the folders `names` of `dir` (written once, hard-linked for the
 /// others, copied where links are not possible).
-pub fn save(dir: &Path, names: &[String], trainer: &Trainer, run: &RunState) -> Result<Vec<PathBuf>> {
+pub fn save(
+    dir: &Path,
+    names: &[String],
+    trainer: &Trainer,
+    run: &RunState,
+) -> Result<Vec<PathBuf>> {
     let g = trainer.generator_tensors()?;
     let d = trainer.discriminator_tensors()?;
     let state = state_bytes(trainer, run)?;
@@ -199,12 +211,20 @@ pub fn load(folder: &Path) -> Result<Loaded> {
         .map_err(|e| Error::checkpoint(&path, format!("not a valid safetensors file: {e}")))?;
     let meta = meta.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(Error::checkpoint(&path, format!("not a training state of this version (format {:?}, {FORMAT} expected)", meta.get("format"))));
+        return Err(Error::checkpoint(
+            &path,
+            format!(
+                "not a training state of this version (format {:?}, {FORMAT} expected)",
+                meta.get("format")
+            ),
+        ));
     }
     let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| Error::checkpoint(&path, e.to_string()))?;
     let mut int = |key: &str| -> Result<i64> {
-        let t = tensors.remove(key).ok_or_else(|| Error::checkpoint(&path, format!("missing `{key}`")))?;
+        let t = tensors
+            .remove(key)
+            .ok_or_else(|| Error::checkpoint(&path, format!("missing `{key}`")))?;
         let v = t.to_dtype(candle_core::DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
         v.first().copied().ok_or_else(|| Error::checkpoint(&path, format!("`{key}` is empty")))
     };

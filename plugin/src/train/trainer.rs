@@ -23,9 +23,9 @@ use super::init::{init_weights, is_running_stat, sorted_vars};
 use super::loss::{gan_loss, l1};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::generator::{Generator, GeneratorConfig};
-use crate::layers::{Forward, Layer};
-use crate::patchgan::{Discriminator, DiscriminatorConfig};
+use crate::nets::generator::{Generator, GeneratorConfig};
+use crate::nets::layers::{Forward, Layer};
+use crate::nets::patchgan::{Discriminator, DiscriminatorConfig};
 
 /// The loss and optimiser settings of a step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -88,7 +88,14 @@ struct Frozen {
 }
 
 impl SimpleBackend for Frozen {
-    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let t = self.get_unchecked(name, dtype, dev)?;
         if t.dims() != s.dims() {
             candle_core::bail!("`{name}` has shape {:?}, {:?} wanted", t.dims(), s.dims())
@@ -115,19 +122,28 @@ fn load_into(vars: &VarMap, ckpt: &Checkpoint, what: &str) -> Result<()> {
     let all = sorted_vars(vars);
     for (name, var) in &all {
         let dims = var.as_tensor().dims();
-        let t = ckpt
-            .get(name)
-            .ok_or_else(|| Error::checkpoint(&ckpt.path, format!("missing tensor `{name}` (the {what} needs shape {dims:?})")))?;
+        let t = ckpt.get(name).ok_or_else(|| {
+            Error::checkpoint(
+                &ckpt.path,
+                format!("missing tensor `{name}` (the {what} needs shape {dims:?})"),
+            )
+        })?;
         if t.dims() != dims {
             return Err(Error::checkpoint(
                 &ckpt.path,
-                format!("tensor `{name}` has shape {:?} in the file but the {what} needs {dims:?}", t.dims()),
+                format!(
+                    "tensor `{name}` has shape {:?} in the file but the {what} needs {dims:?}",
+                    t.dims()
+                ),
             ));
         }
         var.set(&t.to_dtype(DType::F32)?.contiguous()?)?;
     }
     if let Some(extra) = ckpt.names().find(|n| !all.contains_key(*n)) {
-        return Err(Error::checkpoint(&ckpt.path, format!("tensor `{extra}` is not part of the {what} built from the settings")));
+        return Err(Error::checkpoint(
+            &ckpt.path,
+            format!("tensor `{extra}` is not part of the {what} built from the settings"),
+        ));
     }
     Ok(())
 }
@@ -137,20 +153,36 @@ fn snapshot(vars: &VarMap) -> Result<BTreeMap<String, Tensor>> {
     sorted_vars(vars).into_iter().map(|(k, v)| Ok((k, v.as_tensor().copy()?))).collect()
 }
 
-fn grads_of(params: &[(String, Var)], grads: &candle_core::backprop::GradStore) -> BTreeMap<String, Tensor> {
-    params.iter().filter_map(|(k, v)| grads.get(v.as_tensor()).map(|g| (k.clone(), g.clone()))).collect()
+fn grads_of(
+    params: &[(String, Var)],
+    grads: &candle_core::backprop::GradStore,
+) -> BTreeMap<String, Tensor> {
+    params
+        .iter()
+        .filter_map(|(k, v)| grads.get(v.as_tensor()).map(|g| (k.clone(), g.clone())))
+        .collect()
 }
 
 impl Trainer {
     /// Networks with candle's default initialisation (see [`Trainer::init_weights`] and the
     /// `load_*` methods for the reference's).
-    pub fn new(g: GeneratorConfig, d: DiscriminatorConfig, settings: Settings, lr: f64) -> Result<Self> {
+    pub fn new(
+        g: GeneratorConfig,
+        d: DiscriminatorConfig,
+        settings: Settings,
+        lr: f64,
+    ) -> Result<Self> {
         let g_vars = VarMap::new();
         let d_vars = VarMap::new();
-        let generator = Generator::new(g, VarBuilder::from_varmap(&g_vars, DType::F32, &Device::Cpu))?;
-        let discriminator = Discriminator::new(d, VarBuilder::from_varmap(&d_vars, DType::F32, &Device::Cpu))?;
+        let generator =
+            Generator::new(g, VarBuilder::from_varmap(&g_vars, DType::F32, &Device::Cpu))?;
+        let discriminator =
+            Discriminator::new(d, VarBuilder::from_varmap(&d_vars, DType::F32, &Device::Cpu))?;
         let frozen = Frozen { vars: sorted_vars(&d_vars) };
-        let discriminator_frozen = Discriminator::new(d, VarBuilder::from_backend(Box::new(frozen), DType::F32, Device::Cpu))?;
+        let discriminator_frozen = Discriminator::new(
+            d,
+            VarBuilder::from_backend(Box::new(frozen), DType::F32, Device::Cpu),
+        )?;
         let (g_params, d_params) = (params_of(&g_vars), params_of(&d_vars));
         let adam = Adam::new(settings.beta1, settings.beta2, settings.eps);
         Ok(Self {
@@ -169,14 +201,30 @@ impl Trainer {
     }
 
     /// Networks with the architecture and weights of two checkpoints (read off them).
-    pub fn from_checkpoints(g: &Checkpoint, d: &Checkpoint, settings: Settings, lr: f64) -> Result<Self> {
-        let t = Self::new(crate::arch::infer_generator(g)?, crate::arch::infer_discriminator(d)?, settings, lr)?;
+    pub fn from_checkpoints(
+        g: &Checkpoint,
+        d: &Checkpoint,
+        settings: Settings,
+        lr: f64,
+    ) -> Result<Self> {
+        let t = Self::new(
+            crate::nets::arch::infer_generator(g)?,
+            crate::nets::arch::infer_discriminator(d)?,
+            settings,
+            lr,
+        )?;
         t.load_generator(g)?;
         t.load_discriminator(d)?;
         Ok(t)
     }
 
-    pub fn init_weights(&self, init: InitType, gain: f64, rng_g: &mut StdRng, rng_d: &mut StdRng) -> Result<()> {
+    pub fn init_weights(
+        &self,
+        init: InitType,
+        gain: f64,
+        rng_g: &mut StdRng,
+        rng_d: &mut StdRng,
+    ) -> Result<()> {
         init_weights(&self.g_vars, init, gain, rng_g)?;
         init_weights(&self.d_vars, init, gain, rng_d)
     }
@@ -246,8 +294,14 @@ impl Trainer {
         drop(grads);
         self.opt_g.step(self.lr, &self.g_params, &grads_g)?;
 
-        let scalar = |t: &Tensor| -> Result<f32> { Ok(t.to_dtype(DType::F32)?.to_scalar::<f32>()?) };
-        let losses = Losses { g_gan: scalar(&g_gan)?, g_l1: scalar(&g_l1)?, d_real: scalar(&d_real)?, d_fake: scalar(&d_fake)? };
+        let scalar =
+            |t: &Tensor| -> Result<f32> { Ok(t.to_dtype(DType::F32)?.to_scalar::<f32>()?) };
+        let losses = Losses {
+            g_gan: scalar(&g_gan)?,
+            g_l1: scalar(&g_l1)?,
+            d_real: scalar(&d_real)?,
+            d_fake: scalar(&d_fake)?,
+        };
         Ok(StepOutput { losses, fake: fake.detach(), grads_g, grads_d })
     }
 }

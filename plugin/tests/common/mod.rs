@@ -6,7 +6,8 @@ use candle_core::{Device, Tensor};
 
 pub mod seams;
 
-pub const FIXTURES: [&str; 3] = ["unet256_ngf8_batch", "unet128_ngf8_instance_lsgan", "resnet6_ngf8_instance"];
+pub const FIXTURES: [&str; 3] =
+    ["unet256_ngf8_batch", "unet128_ngf8_instance_lsgan", "resnet6_ngf8_instance"];
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
@@ -37,12 +38,22 @@ impl Drop for TempDir {
 
 pub fn load(name: &str, file: &str) -> HashMap<String, Tensor> {
     let p = fixture(name).join(file);
-    candle_core::safetensors::load(&p, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    candle_core::safetensors::load(&p, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// ‖a − b‖ / ‖b‖
@@ -53,5 +64,6 @@ pub fn rel(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 pub fn meta(name: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("meta.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("meta.json")).unwrap())
+        .unwrap()
 }

@@ -11,7 +11,9 @@ pub fn root() -> PathBuf {
 
 /// `target/release`, or `$CARGO_TARGET_DIR/release`.
 pub fn release_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
     target.join("release")
 }
 
@@ -73,7 +75,8 @@ pub fn generator(name: &str) -> PathBuf {
 
 /// A fresh scratch folder for one test.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("p2p-{name}-{}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("p2p-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     dir
@@ -99,9 +102,17 @@ pub fn test_image(width: usize, height: usize, channels: usize, seed: u32) -> Ve
 }
 
 /// The reference: the same translation through the Rust API (the rlib), default options.
-pub fn rust_translate(model: &Path, pixels: &[u8], width: usize, height: usize, channels: usize) -> Vec<u8> {
-    let m = pix2pix::Model::open(Some(model), pix2pix::Options::default()).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
-    let view = pix2pix::ImageView::new(width, height, width * channels, channels, pixels).expect("valid test image");
+pub fn rust_translate(
+    model: &Path,
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+) -> Vec<u8> {
+    let m = pix2pix::Model::open(model, pix2pix::Options::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    let view = pix2pix::ImageView::new(width, height, width * channels, channels, pixels)
+        .expect("valid test image");
     m.translate(&view).expect("translate").data
 }
 
@@ -159,7 +170,11 @@ pub fn tiny_training_run(dir: &Path, n: usize, max_steps: u64) -> (PathBuf, Stri
             let (x, y) = (x as usize, y as usize);
             let p = &a[(y * 128 + x % 128) * 3..][..3];
             // B is A inverted: something to learn.
-            if x < 128 { image::Rgb([p[0], p[1], p[2]]) } else { image::Rgb([255 - p[0], 255 - p[1], 255 - p[2]]) }
+            if x < 128 {
+                image::Rgb([p[0], p[1], p[2]])
+            } else {
+                image::Rgb([255 - p[0], 255 - p[1], 255 - p[2]])
+            }
         });
         img.save(train.join(format!("{i:03}.png"))).unwrap();
     }

@@ -17,7 +17,11 @@ pub fn root() -> PathBuf {
 
 fn built(name: &str) -> PathBuf {
     let p = root().join("target/release").join(name);
-    assert!(p.is_file(), "{} is missing: run `cargo build --release --workspace` first", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --release --workspace` first",
+        p.display()
+    );
     p
 }
 
@@ -35,17 +39,22 @@ pub fn fixture(name: &str) -> PathBuf {
 
 pub const UNET128: &str = "unet128_ngf8_instance_lsgan";
 
-/// `host ARGS…`, without $P2P_PLUGIN from the environment (tests pass --plugin).
+/// `host ARGS…`, without $PIX2PIX_PLUGIN from the environment (tests pass --plugin).
 pub fn host(args: &[&str]) -> Command {
     let mut c = Command::new(host_bin());
     c.args(args);
-    c.env_remove("P2P_PLUGIN");
+    c.env_remove("PIX2PIX_PLUGIN");
     c
 }
 
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("cannot start host");
-    eprintln!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status, stdout(&out), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -84,7 +93,10 @@ impl Drop for TempDir {
 /// A deterministic textured RGB image.
 pub fn rgb(w: u32, h: u32, seed: u32) -> DynamicImage {
     DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
-        let v = x.wrapping_mul(31).wrapping_add(y.wrapping_mul(17)).wrapping_add(seed.wrapping_mul(101));
+        let v = x
+            .wrapping_mul(31)
+            .wrapping_add(y.wrapping_mul(17))
+            .wrapping_add(seed.wrapping_mul(101));
         Rgb([(v % 251) as u8, (x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8])
     }))
 }
@@ -94,13 +106,17 @@ pub fn gray(w: u32, h: u32) -> DynamicImage {
 }
 
 pub fn rgba(w: u32, h: u32) -> DynamicImage {
-    DynamicImage::ImageRgba8(RgbaImage::from_fn(w, h, |x, y| Rgba([x as u8, y as u8, 99, ((x * 7 + y) % 256) as u8])))
+    DynamicImage::ImageRgba8(RgbaImage::from_fn(w, h, |x, y| {
+        Rgba([x as u8, y as u8, 99, ((x * 7 + y) % 256) as u8])
+    }))
 }
 
 /// A smooth two-axis gradient (the hardest case for hiding tile seams).
 pub fn gradient(w: u32, h: u32) -> DynamicImage {
     let rgb = seams::gradient(w as usize, h as usize);
-    DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, rgb).expect("a packed RGB buffer of w × h pixels"))
+    DynamicImage::ImageRgb8(
+        RgbImage::from_raw(w, h, rgb).expect("a packed RGB buffer of w × h pixels"),
+    )
 }
 
 pub fn save(img: &DynamicImage, path: &Path) {

@@ -1,0 +1,732 @@
+//! The C API of `libpix2pix.so`: the definitions of the functions the contract declares in
+//! `pix2pix_ffi::c::functions` (documented there and in `ffi/include/pix2pix.h`).
+//!
+//! Thin wrappers over [`crate::faces::api`]: check pointers, convert the C types, call, convert back.
+//! Every exported function catches panics (a panic becomes `P2P_ERR_INTERNAL`).
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::mem::{offset_of, size_of};
+use std::path::PathBuf;
+
+use pix2pix_ffi::c::functions as contract;
+use pix2pix_ffi::c::*;
+
+use pix2pix_ffi::{Direction, NormStats, SizePolicy};
+
+use crate::faces::api::{self, ApiError, ApiResult, ErrorKind, LoadedModel};
+use crate::filter::image_tensor::ImageView;
+use crate::filter::model::Options;
+use crate::train;
+
+mod buffers;
+
+// Images the library allocates come from the C heap, so `p2p_image_free` needs nothing but the
+// pointer (not the size, which the caller could have changed in `*img`).
+extern "C" {
+    fn malloc(size: usize) -> *mut c_void;
+    fn free(ptr: *mut c_void);
+}
+
+// Each definition below has the signature the contract declares (`pix2pix_ffi::c::functions`,
+// from which the header is generated): a pair of function items only coerces to one
+// function-pointer type, as an array needs, when their signatures agree.
+const _: () = {
+    let _ = [contract::p2p_abi_version, p2p_abi_version];
+    let _ = [contract::p2p_version, p2p_version];
+    let _ = [contract::p2p_last_error, p2p_last_error];
+    let _ = [contract::p2p_status_name, p2p_status_name];
+    let _ = [contract::p2p_model_open, p2p_model_open];
+    let _ = [contract::p2p_model_free, p2p_model_free];
+    let _ = [contract::p2p_model_get_info, p2p_model_get_info];
+    let _ = [contract::p2p_translate, p2p_translate];
+    let _ = [contract::p2p_image_free, p2p_image_free];
+    let _ = [contract::p2p_train, p2p_train];
+    let _ = [contract::p2p_train_ex, p2p_train_ex];
+    let _ = [contract::p2p_train_with_messages, p2p_train_with_messages];
+    let _ = [contract::p2p_evaluate, p2p_evaluate];
+    let _ = [contract::p2p_export_onnx, p2p_export_onnx];
+};
+
+/// What a `p2p_model *` points to: the model and the strings `p2p_model_get_info` lends out.
+struct CModel {
+    model: LoadedModel,
+    net_g: CString,
+    norm: CString,
+    source: CString,
+}
+
+// Several threads use one `p2p_model *` at once.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<CModel>();
+};
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn status_of(kind: ErrorKind) -> p2p_status {
+    match kind {
+        ErrorKind::Null => P2P_ERR_NULL,
+        ErrorKind::InvalidArgument => P2P_ERR_INVALID_ARGUMENT,
+        ErrorKind::Io => P2P_ERR_IO,
+        ErrorKind::Checkpoint => P2P_ERR_CHECKPOINT,
+        ErrorKind::BufferTooSmall => P2P_ERR_BUFFER_TOO_SMALL,
+        ErrorKind::Cancelled => P2P_ERR_CANCELLED,
+        ErrorKind::Config => P2P_ERR_CONFIG,
+        ErrorKind::Image => P2P_ERR_IMAGE,
+        ErrorKind::Compute => P2P_ERR_COMPUTE,
+        ErrorKind::Unsupported => P2P_ERR_UNSUPPORTED,
+        ErrorKind::OutOfMemory => P2P_ERR_OUT_OF_MEMORY,
+        ErrorKind::Internal => P2P_ERR_INTERNAL,
+    }
+}
+
+fn c_string(s: &str) -> CString {
+    // Interior NULs cannot come from paths or our messages, but must not lose the rest if they do.
+    CString::new(s.replace('\0', "\u{FFFD}")).unwrap_or_default()
+}
+
+fn set_last_error(e: &ApiError) {
+    let _ = LAST_ERROR.try_with(|l| *l.borrow_mut() = c_string(&e.message));
+}
+
+/// Runs `f` with panics caught; failures set the thread's last error and give their status.
+fn run(f: impl FnOnce() -> ApiResult<()>) -> p2p_status {
+    match api::guard(f) {
+        Ok(()) => P2P_OK,
+        Err(e) => {
+            set_last_error(&e);
+            status_of(e.kind)
+        }
+    }
+}
+
+fn null(what: &str) -> ApiError {
+    ApiError::new(ErrorKind::Null, format!("{what} is NULL"))
+}
+
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that outlives `'a`.
+unsafe fn c_str<'a>(p: *const c_char, what: &str) -> ApiResult<&'a CStr> {
+    if p.is_null() {
+        return Err(null(what));
+    }
+    // SAFETY: non-NULL, and the caller's contract (documented per function) is a NUL-terminated
+    // string that lives for the duration of the call.
+    Ok(unsafe { CStr::from_ptr(p) })
+}
+
+fn utf8<'a>(s: &'a CStr, what: &str) -> ApiResult<&'a str> {
+    s.to_str().map_err(|e| ApiError::invalid(format!("invalid {what}: not UTF-8 ({e})")))
+}
+
+#[cfg(unix)]
+fn path_of(s: &CStr) -> ApiResult<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(s.to_bytes())))
+}
+
+#[cfg(not(unix))]
+fn path_of(s: &CStr) -> ApiResult<PathBuf> {
+    Ok(PathBuf::from(utf8(s, "path")?))
+}
+
+/// # Safety
+/// `m` is NULL or a pointer `p2p_model_open` returned and `p2p_model_free` has not released.
+unsafe fn model_ref<'a>(m: *const p2p_model) -> ApiResult<&'a CModel> {
+    if m.is_null() {
+        return Err(null("model"));
+    }
+    // SAFETY: every non-NULL `p2p_model *` the library hands out is a `Box<CModel>` turned into
+    // a raw pointer; the caller keeps it alive until `p2p_model_free`. `CModel` is `Sync`, so
+    // shared references from several threads at once are fine.
+    Ok(unsafe { &*m.cast::<CModel>() })
+}
+
+/// Where field `$f` of struct `$ty` lies in a caller's struct at `$p`: (end offset, typed pointer).
+macro_rules! field {
+    ($p:expr, $ty:ident, $f:ident) => {{
+        let probe = std::mem::MaybeUninit::<$ty>::uninit();
+        // SAFETY: a place projection inside a live local of the right type; nothing is read.
+        let typed = unsafe { std::ptr::addr_of!((*probe.as_ptr()).$f) };
+        let off = offset_of!($ty, $f);
+        (off + pointee_size(typed), retype($p.cast::<u8>().wrapping_add(off), typed))
+    }};
+}
+
+/// Reads field `$f` of a caller's struct at `$p` if the caller's `$size` covers it.
+macro_rules! read_field {
+    ($p:expr, $size:expr, $ty:ident, $f:ident) => {{
+        let (end, ptr) = field!($p, $ty, $f);
+        if end <= $size {
+            // SAFETY: the caller's struct is `$size` readable bytes (its `struct_size`), and the
+            // field lies wholly inside it.
+            Some(unsafe { ptr.read_unaligned() })
+        } else {
+            None
+        }
+    }};
+}
+
+/// Writes field `$f` of a caller's struct at `$p` if the caller's `$size` covers it.
+macro_rules! write_field {
+    ($p:expr, $size:expr, $ty:ident, $f:ident, $v:expr) => {{
+        let (end, ptr) = field!($p, $ty, $f);
+        if end <= $size {
+            // SAFETY: the caller's struct is `$size` writable bytes (its `struct_size`), and the
+            // field lies wholly inside it.
+            unsafe { ptr.cast_mut().write_unaligned($v) }
+        }
+    }};
+}
+
+fn pointee_size<T>(_: *const T) -> usize {
+    size_of::<T>()
+}
+
+fn retype<T>(p: *const u8, _: *const T) -> *const T {
+    p.cast()
+}
+
+/// # Safety
+/// `p` is NULL or points to a `p2p_options` of at least `p->struct_size` readable bytes.
+unsafe fn read_options(p: *const p2p_options) -> ApiResult<Options> {
+    let mut o = Options::default();
+    if p.is_null() {
+        return Ok(o);
+    }
+    // SAFETY: non-NULL; the struct starts with `struct_size`, which every caller must set.
+    let size = unsafe { p.cast::<usize>().read_unaligned() };
+    if size < size_of::<usize>() {
+        return Err(ApiError::invalid(format!(
+            "invalid options: struct_size {size} (set it to sizeof(p2p_options))"
+        )));
+    }
+    if let Some(v) = read_field!(p, size, p2p_options, norm_stats) {
+        o.norm_stats = NormStats::from_code(v).ok_or_else(|| {
+            ApiError::invalid(format!("invalid options.norm_stats: {v} (P2P_NORM_STATS_*)"))
+        })?;
+    }
+    if let Some(v) = read_field!(p, size, p2p_options, size_policy) {
+        o.size_policy = SizePolicy::from_code(v).ok_or_else(|| {
+            ApiError::invalid(format!("invalid options.size_policy: {v} (P2P_SIZE_POLICY_*)"))
+        })?;
+    }
+    if let Some(v) = read_field!(p, size, p2p_options, tile_overlap) {
+        if v != 0 {
+            o.tile_overlap = v as usize;
+        }
+    }
+    if let Some(v) = read_field!(p, size, p2p_options, threads) {
+        o.threads = v as usize;
+    }
+    let flags = read_field!(p, size, p2p_options, flags).unwrap_or(0);
+    if flags & !P2P_OPT_DROPOUT != 0 {
+        return Err(ApiError::invalid(format!("invalid options.flags: {flags:#x} (unknown bits)")));
+    }
+    if flags & P2P_OPT_DROPOUT != 0 {
+        o.dropout_seed = Some(read_field!(p, size, p2p_options, dropout_seed).unwrap_or(0));
+    }
+    Ok(o)
+}
+
+const VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => panic!("the package version contains a NUL"),
+    };
+
+/// `p2p_abi_version` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+#[no_mangle]
+pub extern "C" fn p2p_abi_version() -> u32 {
+    // Nothing here can panic; the guard keeps the rule "every export catches panics" uniform.
+    std::panic::catch_unwind(|| P2P_ABI_VERSION).unwrap_or(P2P_ABI_VERSION)
+}
+
+/// `p2p_version` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+#[no_mangle]
+pub extern "C" fn p2p_version() -> *const c_char {
+    std::panic::catch_unwind(|| VERSION.as_ptr()).unwrap_or(VERSION.as_ptr())
+}
+
+/// `p2p_last_error` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+#[no_mangle]
+pub extern "C" fn p2p_last_error() -> *const c_char {
+    let ptr = std::panic::catch_unwind(|| LAST_ERROR.try_with(|l| l.borrow().as_ptr()).ok());
+    match ptr {
+        Ok(Some(p)) => p,
+        _ => c"".as_ptr(),
+    }
+}
+
+/// `p2p_status_name` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+#[no_mangle]
+pub extern "C" fn p2p_status_name(status: p2p_status) -> *const c_char {
+    std::panic::catch_unwind(|| status_name(status)).unwrap_or(c"unknown").as_ptr()
+}
+
+fn status_name(status: p2p_status) -> &'static CStr {
+    match status {
+        P2P_OK => c"P2P_OK",
+        P2P_ERR_NULL => c"P2P_ERR_NULL",
+        P2P_ERR_INVALID_ARGUMENT => c"P2P_ERR_INVALID_ARGUMENT",
+        P2P_ERR_IO => c"P2P_ERR_IO",
+        P2P_ERR_CHECKPOINT => c"P2P_ERR_CHECKPOINT",
+        P2P_ERR_BUFFER_TOO_SMALL => c"P2P_ERR_BUFFER_TOO_SMALL",
+        P2P_ERR_CANCELLED => c"P2P_ERR_CANCELLED",
+        P2P_ERR_CONFIG => c"P2P_ERR_CONFIG",
+        P2P_ERR_IMAGE => c"P2P_ERR_IMAGE",
+        P2P_ERR_COMPUTE => c"P2P_ERR_COMPUTE",
+        P2P_ERR_UNSUPPORTED => c"P2P_ERR_UNSUPPORTED",
+        P2P_ERR_OUT_OF_MEMORY => c"P2P_ERR_OUT_OF_MEMORY",
+        P2P_ERR_INTERNAL => c"P2P_ERR_INTERNAL",
+        _ => c"unknown",
+    }
+}
+
+/// `p2p_model_open` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_model_open(
+    path: *const c_char,
+    opts: *const p2p_options,
+    out: *mut *mut p2p_model,
+) -> p2p_status {
+    run(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: `out` is non-NULL and points to a writable `p2p_model *` (caller contract).
+        unsafe { out.write(std::ptr::null_mut()) };
+        let path = if path.is_null() {
+            None
+        } else {
+            // SAFETY: non-NULL and NUL-terminated (caller contract).
+            Some(path_of(unsafe { c_str(path, "path") }?)?)
+        };
+        // SAFETY: `opts` is NULL or a `p2p_options` of `struct_size` bytes (caller contract).
+        let options = unsafe { read_options(opts) }?;
+        let model = api::open_model(path.as_deref(), options)?;
+        let info = model.info();
+        let c = CModel {
+            net_g: c_string(&info.net_g),
+            norm: c_string(info.norm),
+            source: c_string(&info.source),
+            model,
+        };
+        // SAFETY: checked non-NULL above.
+        unsafe { out.write(Box::into_raw(Box::new(c)).cast::<p2p_model>()) };
+        Ok(())
+    })
+}
+
+/// `p2p_model_free` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_model_free(m: *mut p2p_model) {
+    if m.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: `m` came from `Box::into_raw` in `p2p_model_open` and is released once
+        // (caller contract), so re-boxing and dropping it is sound.
+        drop(unsafe { Box::from_raw(m.cast::<CModel>()) });
+    });
+}
+
+/// `p2p_model_get_info` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_model_get_info(
+    m: *const p2p_model,
+    out: *mut p2p_model_info,
+) -> p2p_status {
+    run(|| {
+        // SAFETY: caller contract on `m`.
+        let c = unsafe { model_ref(m) }?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: non-NULL; the struct starts with `struct_size`, which the caller must set.
+        let size = unsafe { out.cast::<usize>().read_unaligned() };
+        if size < size_of::<usize>() {
+            return Err(ApiError::invalid(format!(
+                "invalid model info: struct_size {size} (set it to sizeof(p2p_model_info))"
+            )));
+        }
+        let i = c.model.info();
+        write_field!(out, size, p2p_model_info, net_g, c.net_g.as_ptr());
+        write_field!(out, size, p2p_model_info, norm, c.norm.as_ptr());
+        write_field!(out, size, p2p_model_info, source, c.source.as_ptr());
+        write_field!(out, size, p2p_model_info, ngf, i.ngf as u32);
+        write_field!(out, size, p2p_model_info, in_channels, i.in_channels as u32);
+        write_field!(out, size, p2p_model_info, out_channels, i.out_channels as u32);
+        write_field!(out, size, p2p_model_info, stride, i.stride as u32);
+        write_field!(out, size, p2p_model_info, native_size, i.native_size as u32);
+        write_field!(out, size, p2p_model_info, size_policy, i.size_policy.code());
+        write_field!(out, size, p2p_model_info, norm_stats, i.norm_stats.code());
+        write_field!(out, size, p2p_model_info, parameters, i.parameters);
+        Ok(())
+    })
+}
+
+/// `p2p_translate` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_translate(
+    m: *const p2p_model,
+    r#in: *const p2p_image,
+    out: *mut p2p_image,
+) -> p2p_status {
+    run(|| {
+        // SAFETY: caller contract on `m`.
+        let c = unsafe { model_ref(m) }?;
+        if r#in.is_null() {
+            return Err(null("in"));
+        }
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: both non-NULL and pointing to `p2p_image`s (caller contract); copied out so
+        // that `in == out` is harmless.
+        let (src, dst) = unsafe { (r#in.read(), out.read()) };
+        if src.data.is_null() {
+            return Err(null("in->data"));
+        }
+        let (w, h, stride, ch) =
+            (src.width as usize, src.height as usize, src.stride as usize, src.channels as usize);
+        let len = buffers::image_extent(w, h, stride, ch)?;
+        let out_ch = buffers::output_channels(ch);
+        let out_len = match dst.data.is_null() {
+            true => None,
+            false => Some(buffers::output_extent(
+                w,
+                h,
+                out_ch,
+                dst.stride as usize,
+                dst.height as usize,
+            )?),
+        };
+        let image = {
+            // SAFETY: `in->data` holds `len` readable bytes (the documented contract; `len` is
+            // computed by the documented rule and at most `MAX_EXTENT`, so it fits in `isize`).
+            // The slice ends with this block, before the output (which may alias it) is written.
+            let data = unsafe { std::slice::from_raw_parts(src.data, len) };
+            let view = ImageView::new(w, h, stride, ch, data)?;
+            c.model.translate(&view)?
+        };
+        match out_len {
+            Some(n) => {
+                // SAFETY: the caller's buffer is `out->height` rows `out->stride` bytes apart,
+                // and `n` (checked by `output_extent`) lies within its first `in->height` rows;
+                // no other reference to it is alive.
+                let buf = unsafe { std::slice::from_raw_parts_mut(dst.data, n) };
+                buffers::copy_to_strided(&image, buf, dst.stride as usize)?;
+                let desc = p2p_image {
+                    width: image.width as u32,
+                    height: image.height as u32,
+                    stride: dst.stride,
+                    channels: image.channels as u32,
+                    data: dst.data,
+                };
+                // SAFETY: `out` is non-NULL and writable (caller contract).
+                unsafe { out.write(desc) };
+            }
+            None => {
+                let n = image.data.len();
+                // SAFETY: `malloc` of a positive size; NULL is handled below.
+                let p = unsafe { malloc(n) }.cast::<u8>();
+                if p.is_null() {
+                    return Err(ApiError::new(
+                        ErrorKind::OutOfMemory,
+                        format!("cannot allocate {n} bytes for the output image"),
+                    ));
+                }
+                // SAFETY: `p` is a fresh allocation of `n` bytes, disjoint from `image.data`.
+                unsafe { std::ptr::copy_nonoverlapping(image.data.as_ptr(), p, n) };
+                let row = image.width * image.channels;
+                let desc = p2p_image {
+                    width: image.width as u32,
+                    height: image.height as u32,
+                    stride: row as u32,
+                    channels: image.channels as u32,
+                    data: p,
+                };
+                // SAFETY: `out` is non-NULL and writable (caller contract).
+                unsafe { out.write(desc) };
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `p2p_image_free` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_image_free(img: *mut p2p_image) {
+    if img.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: `img` is non-NULL and points to a `p2p_image` (caller contract).
+        let data = unsafe { (*img).data };
+        if !data.is_null() {
+            // SAFETY: a non-NULL `data` here came from `malloc` in `p2p_translate` (caller
+            // contract) and is freed once, since `*img` is zeroed right after.
+            unsafe { free(data.cast()) };
+        }
+        // SAFETY: as above.
+        unsafe { img.write(p2p_image::default()) };
+    });
+}
+
+/// `p2p_train` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_train(
+    config_toml: *const c_char,
+    cb: p2p_progress_fn,
+    user: *mut c_void,
+) -> p2p_status {
+    // SAFETY: same contract.
+    unsafe { p2p_train_ex(config_toml, 0, cb, user) }
+}
+
+/// `p2p_train_ex` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_train_ex(
+    config_toml: *const c_char,
+    flags: u32,
+    cb: p2p_progress_fn,
+    user: *mut c_void,
+) -> p2p_status {
+    // SAFETY: same contract.
+    unsafe { p2p_train_with_messages(config_toml, flags, cb, None, user) }
+}
+
+/// `p2p_train_with_messages` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_train_with_messages(
+    config_toml: *const c_char,
+    flags: u32,
+    cb: p2p_progress_fn,
+    on_message: p2p_message_fn,
+    user: *mut c_void,
+) -> p2p_status {
+    run(|| {
+        // SAFETY: caller contract on `config_toml`.
+        let text = utf8(unsafe { c_str(config_toml, "config_toml") }?, "config_toml")?;
+        if flags & !P2P_TRAIN_RESUME != 0 {
+            return Err(ApiError::invalid(format!("invalid flags: {flags:#x} (unknown bits)")));
+        }
+        let mut report = CallbackReporter { progress: cb, message: on_message, user };
+        let s = api::train(text, flags & P2P_TRAIN_RESUME != 0, &mut report)?;
+        if s.cancelled {
+            return Err(ApiError::new(
+                ErrorKind::Cancelled,
+                format!(
+                    "training cancelled after step {}; checkpoint saved in {}",
+                    s.steps,
+                    s.checkpoint_dir.display()
+                ),
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// The caller's callbacks as the trainer's reporter.
+struct CallbackReporter {
+    progress: p2p_progress_fn,
+    message: p2p_message_fn,
+    user: *mut c_void,
+}
+
+impl train::Reporter for CallbackReporter {
+    fn progress(&mut self, p: &train::Progress) -> bool {
+        let Some(cb) = self.progress else { return true };
+        // SAFETY: the caller's callback with its own `user`; `p` lives for the call.
+        let stop: c_int = unsafe { cb(p, self.user) };
+        stop == 0
+    }
+    fn message(&mut self, text: &str) {
+        let Some(cb) = self.message else { return };
+        let text = c_string(text);
+        // SAFETY: the caller's callback with its own `user`; `text` lives for the call.
+        unsafe { cb(text.as_ptr(), self.user) };
+    }
+}
+
+/// `p2p_evaluate` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_evaluate(
+    m: *const p2p_model,
+    data_dir: *const c_char,
+    direction: u32,
+    size: u32,
+    html_dir: *const c_char,
+    out: *mut p2p_metrics,
+) -> p2p_status {
+    run(|| {
+        // SAFETY: caller contract on `m`.
+        let c = unsafe { model_ref(m) }?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: caller contract on the strings.
+        let data = path_of(unsafe { c_str(data_dir, "data_dir") }?)?;
+        let html = match html_dir.is_null() {
+            true => None,
+            // SAFETY: non-NULL and NUL-terminated (caller contract).
+            false => Some(path_of(unsafe { c_str(html_dir, "html_dir") }?)?),
+        };
+        let direction = Direction::from_code(direction).ok_or_else(|| {
+            ApiError::invalid(format!("invalid direction: {direction} (P2P_DIRECTION_*)"))
+        })?;
+        let m = api::evaluate(&c.model, &data, direction, size as usize, html.as_deref())?;
+        let metrics = p2p_metrics { mae: m.mae, psnr: m.psnr, ssim: m.ssim, count: m.count as u64 };
+        // SAFETY: non-NULL and writable (caller contract).
+        unsafe { out.write(metrics) };
+        Ok(())
+    })
+}
+
+// SAFETY contract and documentation: `pix2pix_ffi::c::functions::p2p_export_onnx`.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_export_onnx(model_path: *const c_char, out_path: *const c_char, norm_stats: u32, flags: u32) -> p2p_status {
+    run(|| {
+        let model = match model_path.is_null() {
+            true => None,
+            // SAFETY: non-NULL and NUL-terminated (caller contract).
+            false => Some(path_of(unsafe { c_str(model_path, "model_path") }?)?),
+        };
+        // SAFETY: NULL is checked by `c_str`; otherwise NUL-terminated (caller contract).
+        let out = path_of(unsafe { c_str(out_path, "out_path") }?)?;
+        let stats = NormStats::from_code(norm_stats).ok_or_else(|| {
+            ApiError::invalid(format!("invalid norm_stats: {norm_stats} (P2P_NORM_STATS_*)"))
+        })?;
+        if flags & !P2P_EXPORT_OVERWRITE != 0 {
+            return Err(ApiError::invalid(format!("invalid flags: {flags:#x} (unknown bits)")));
+        }
+        let overwrite = flags & P2P_EXPORT_OVERWRITE != 0;
+        api::export_onnx(model.as_deref(), &out, stats, overwrite)?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: never NULL, NUL-terminated.
+        unsafe { CStr::from_ptr(p2p_last_error()) }.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn a_panic_is_an_internal_error_with_a_message() {
+        assert_eq!(run(|| panic!("kaboom")), P2P_ERR_INTERNAL);
+        assert!(last_error().contains("kaboom"), "{}", last_error());
+        assert_eq!(run(|| Ok(())), P2P_OK);
+    }
+
+    #[test]
+    fn last_error_is_per_thread() {
+        assert_eq!(run(|| Err(ApiError::invalid("main thread"))), P2P_ERR_INVALID_ARGUMENT);
+        std::thread::spawn(|| {
+            assert_eq!(last_error(), "");
+            assert_eq!(run(|| Err(ApiError::new(ErrorKind::Io, "worker"))), P2P_ERR_IO);
+            assert_eq!(last_error(), "worker");
+        })
+        .join()
+        .unwrap();
+        assert_eq!(last_error(), "main thread");
+    }
+
+    #[test]
+    fn options_read_only_what_struct_size_covers() {
+        let full = p2p_options {
+            struct_size: size_of::<p2p_options>(),
+            norm_stats: P2P_NORM_STATS_RUNNING,
+            size_policy: P2P_SIZE_POLICY_RESIZE,
+            tile_overlap: 8,
+            threads: 2,
+            flags: P2P_OPT_DROPOUT,
+            dropout_seed: 5,
+        };
+        // SAFETY: pointers to live `p2p_options`.
+        let o = unsafe { read_options(&full) }.unwrap();
+        assert_eq!(
+            (o.norm_stats, o.size_policy, o.tile_overlap, o.threads, o.dropout_seed),
+            (NormStats::Running, SizePolicy::Resize, 8, 2, Some(5))
+        );
+        let old = p2p_options {
+            struct_size: offset_of!(p2p_options, tile_overlap),
+            flags: 0xFFFF,
+            ..full
+        };
+        // SAFETY: as above.
+        let o = unsafe { read_options(&old) }.unwrap();
+        let d = Options::default();
+        assert_eq!(
+            (o.norm_stats, o.size_policy, o.tile_overlap, o.threads, o.dropout_seed),
+            (NormStats::Running, SizePolicy::Resize, d.tile_overlap, d.threads, None)
+        );
+        // SAFETY: NULL is allowed.
+        assert_eq!(unsafe { read_options(std::ptr::null()) }.unwrap(), d);
+        let zero = p2p_options::default();
+        // SAFETY: as above.
+        assert_eq!(unsafe { read_options(&zero) }.unwrap_err().kind, ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn status_names_cover_every_kind() {
+        use ErrorKind::*;
+        for kind in [
+            Null,
+            InvalidArgument,
+            Io,
+            Checkpoint,
+            BufferTooSmall,
+            Cancelled,
+            Config,
+            Image,
+            Compute,
+            Unsupported,
+            OutOfMemory,
+            Internal,
+        ] {
+            let status = status_of(kind);
+            assert_ne!(status, P2P_OK);
+            // SAFETY: a static NUL-terminated string.
+            let name = unsafe { CStr::from_ptr(p2p_status_name(status)) };
+            assert!(
+                name.to_str().unwrap().starts_with("P2P_ERR_"),
+                "{kind:?} → {status} → {name:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! bf16 products on AVX512_BF16 CPUs (`vdpbf16ps`): weights stored as bf16 pairs, activations
+//! rounded to bf16 on the way in, every product accumulated in f32. Opt-in ([`Precision`]) for
+//! inference: bf16 keeps 8 bits of mantissa, so results differ from f32 at the 1e-3 level.
+//!
+//! Layouts, with `kp = ⌈k/2⌉` pairs along the reduction (an odd `k` is padded with a zero):
+//! - weights `A` (`m × k`): [`PackedA`], row-major `m × kp` words, word `(i, p)` holding
+//!   `A[i, 2p]` in its low half and `A[i, 2p+1]` in its high half; packed once per weight;
+//! - activations `B` (`k × n`): per call, panels of [`NR`] columns, each `kp × NR` words.
+//!
+//! The micro-kernel keeps an `MR × NR` block of `C` in 12 zmm registers; each step broadcasts
+//! one word of `A` per row against two vectors of `B`.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rayon::prelude::*;
+
+use super::isa;
+use super::mat::Mat;
+
+/// The precision frozen (inference) products run in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// bf16 operands, f32 accumulation; falls back to f32 where the CPU lacks AVX512_BF16.
+    Bf16,
+}
+
+static PRECISION: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the precision of inference products for the whole process (default f32).
+pub fn set_precision(p: Precision) {
+    PRECISION.store(matches!(p, Precision::Bf16) as u8, Ordering::Relaxed);
+}
+
+thread_local! {
+    static THREAD_PRECISION: std::cell::Cell<Option<Precision>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with this thread's frozen layers in precision `p` (layers choose their kernel on
+/// the calling thread), leaving other threads as they are.
+pub fn with_precision<R>(p: Precision, f: impl FnOnce() -> R) -> R {
+    let before = THREAD_PRECISION.with(|c| c.replace(Some(p)));
+    struct Restore(Option<Precision>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD_PRECISION.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+/// [`with_precision`]'s on this thread, else [`set_precision`]'s.
+pub fn precision() -> Precision {
+    if let Some(p) = THREAD_PRECISION.with(|c| c.get()) {
+        return p;
+    }
+    if PRECISION.load(Ordering::Relaxed) == 1 { Precision::Bf16 } else { Precision::F32 }
+}
+
+/// Whether inference products run in bf16 now: asked for, and the CPU can.
+pub(crate) fn active() -> bool {
+    precision() == Precision::Bf16 && isa::bf16_available()
+}
+
+/// Rows and columns of the micro-kernel's block of `C`.
+const MR: usize = 6;
+pub(crate) const NR: usize = 32;
+/// Pairs of the reduction per pass over a block: an `MR × KC` strip of `A` (12 KB) stays in L1,
+/// a `KC × NR` panel of `B` (64 KB) in L2.
+const KC: usize = 512;
+
+/// f32 → bf16, rounding to nearest even (as `vcvtne2ps2bf16`); NaN stays NaN.
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    let round = 0x7fff + ((b >> 16) & 1);
+    (b.wrapping_add(round) >> 16) as u16
+}
+
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+fn pair(lo: f32, hi: f32) -> u32 {
+    to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16
+}
+
+/// A weight matrix packed for [`sgemm_bf16`].
+pub struct PackedA {
+    m: usize,
+    k: usize,
+    kp: usize,
+    words: Vec<u32>,
+}
+
+impl PackedA {
+    /// Packs the `m × k` view `a` (any strides).
+    pub(crate) fn new(a: Mat) -> Self {
+        assert!(a.in_bounds(), "bf16 pack: view out of bounds");
+        let (m, k) = (a.rows, a.cols);
+        let kp = k.div_ceil(2);
+        let mut words = vec![0u32; m * kp];
+        if !words.is_empty() {
+            words.par_chunks_mut(kp).enumerate().for_each(|(i, row)| {
+                let at = |kk: usize| if kk < k { a.data[i * a.rs + kk * a.cs] } else { 0.0 };
+                for (p, w) in row.iter_mut().enumerate() {
+                    *w = pair(at(2 * p), at(2 * p + 1));
+                }
+            });
+        }
+        Self { m, k, kp, words }
+    }
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+}
+
+/// `b` (`k × n`) as panels of `NR` columns of bf16 pairs (zero past `n` and `k`).
+fn pack_b(b: &Mat, kp: usize) -> Vec<u32> {
+    let (k, n) = (b.rows, b.cols);
+    let panels = n.div_ceil(NR);
+    let mut out = vec![0u32; panels * kp * NR];
+    out.par_chunks_mut(kp * NR).enumerate().for_each(|(q, panel)| {
+        let j0 = q * NR;
+        let cols = NR.min(n - j0);
+        for (p, words) in panel.chunks_exact_mut(NR).enumerate() {
+            let (k0, k1) = (2 * p, 2 * p + 1);
+            for (jj, w) in words[..cols].iter_mut().enumerate() {
+                let j = j0 + jj;
+                let lo = b.data[k0 * b.rs + j * b.cs];
+                let hi = if k1 < k { b.data[k1 * b.rs + j * b.cs] } else { 0.0 };
+                *w = pair(lo, hi);
+            }
+        }
+    });
+    out
+}
+
+/// `dst (m × n, row stride dst_rs) = a · b` (`+=` when `accumulate`) with bf16 operands and f32
+/// sums. Panics if the CPU lacks AVX512_BF16 (callers check [`isa::bf16_available`]).
+pub(crate) fn sgemm_bf16(dst: &mut [f32], dst_rs: usize, a: &PackedA, b: Mat, accumulate: bool) {
+    let (m, n) = (a.m, b.cols);
+    assert_eq!(b.rows, a.k, "bf16 gemm: inner dimensions differ");
+    assert!(b.in_bounds(), "bf16 gemm: rhs view out of bounds");
+    assert!(super::mat::extent(m, n, dst_rs, 1) <= dst.len(), "bf16 gemm: dst view out of bounds");
+    assert!(dst_rs >= n || m <= 1, "bf16 gemm: dst rows overlap");
+    assert!(isa::bf16_available(), "bf16 gemm: this CPU lacks AVX512_BF16");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let bp = pack_b(&b, a.kp);
+    // Tasks: groups of column panels × blocks of rows, about four per thread.
+    let panels = n.div_ceil(NR);
+    let want = 4 * rayon::current_num_threads().max(1);
+    let groups = panels.min(want);
+    let cols_per_task = panels.div_ceil(groups);
+    let row_blocks = want.div_ceil(groups).min(m.div_ceil(MR));
+    let rows_per = m.div_ceil(row_blocks).next_multiple_of(MR);
+    let tasks: Vec<(usize, usize)> =
+        (0..m).step_by(rows_per).flat_map(|r0| (0..panels).step_by(cols_per_task).map(move |q0| (r0, q0))).collect();
+    let d = dst.as_mut_ptr() as usize;
+    tasks.into_par_iter().for_each(|(r0, q0)| {
+        let r1 = (r0 + rows_per).min(m);
+        let q1 = (q0 + cols_per_task).min(panels);
+        // SAFETY: task (r0, q0) writes only rows r0..r1 × columns q0·NR..min(q1·NR, n) of dst,
+        // disjoint from every other task's and inside the view checked above; dst outlives the
+        // loop, which joins before returning; the CPU has AVX512_BF16 (asserted above).
+        unsafe { block(d as *mut f32, dst_rs, a, &bp, n, r0, r1, q0, q1, accumulate) }
+    });
+}
+
+/// Rows `r0..r1`, panels `q0..q1` of `C`.
+///
+/// # Safety
+/// That region of `dst` is valid for writes and touched by no one else; AVX512_BF16 present.
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn block(dst: *mut f32, dst_rs: usize, a: &PackedA, bp: &[u32], n: usize, r0: usize, r1: usize, q0: usize, q1: usize, accumulate: bool) {
+    let kp = a.kp;
+    for p0 in (0..kp).step_by(KC) {
+        let pc = KC.min(kp - p0);
+        // Pairs before p0 are already in dst: add to them.
+        let add = accumulate || p0 > 0;
+        for q in q0..q1 {
+            let j0 = q * NR;
+            let cols = NR.min(n - j0);
+            let panel = &bp[q * kp * NR + p0 * NR..][..pc * NR];
+            let mut i = r0;
+            while i < r1 {
+                let rows = MR.min(r1 - i);
+                let strip = &a.words[i * kp + p0..];
+                let out = dst.add(i * dst_rs + j0);
+                // SAFETY: rows i..i+rows, columns j0..j0+cols lie in this task's region.
+                unsafe {
+                    match rows {
+                        6 => micro::<6>(strip, kp, panel, pc, out, dst_rs, cols, add),
+                        5 => micro::<5>(strip, kp, panel, pc, out, dst_rs, cols, add),
+                        4 => micro::<4>(strip, kp, panel, pc, out, dst_rs, cols, add),
+                        3 => micro::<3>(strip, kp, panel, pc, out, dst_rs, cols, add),
+                        2 => micro::<2>(strip, kp, panel, pc, out, dst_rs, cols, add),
+                        _ => micro::<1>(strip, kp, panel, pc, out, dst_rs, cols, add),
+                    }
+                }
+                i += rows;
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(_: *mut f32, _: usize, _: &PackedA, _: &[u32], _: usize, _: usize, _: usize, _: usize, _: usize, _: bool) {
+    unreachable!("bf16 gemm runs only where isa::bf16_available()")
+}
+
+/// `R × cols` (cols ≤ NR) of `C` at `out` (row stride `rs`) (+)= the strip's `pc` pairs of `R`
+/// rows of `A` (row stride `kp` words) times the panel (`pc × NR` words).
+///
+/// # Safety
+/// `out` valid for `R` rows of `cols` floats at stride `rs`; `strip` holds `(R−1)·kp + pc`
+/// words; AVX512_BF16 present.
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+unsafe fn micro<const R: usize>(strip: &[u32], kp: usize, panel: &[u32], pc: usize, out: *mut f32, rs: usize, cols: usize, add: bool) {
+    use std::arch::x86_64::*;
+    assert!(strip.len() >= (R - 1) * kp + pc && panel.len() >= pc * NR);
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let (a, b) = (strip.as_ptr(), panel.as_ptr());
+    for p in 0..pc {
+        // SAFETY: p < pc and r < R keep both reads inside the lengths asserted above.
+        unsafe {
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR) as *const _));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16) as *const _));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let w: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r * kp + p) as i32));
+                acc[0] = _mm512_dpbf16_ps(acc[0], w, b0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], w, b1);
+            }
+        }
+    }
+    let mask = |c: usize| -> __mmask16 { if c >= 16 { 0xffff } else { ((1u32 << c) - 1) as u16 } };
+    let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
+    for (r, acc) in acc.iter().enumerate() {
+        // SAFETY: masked to the first `cols` floats of row r, which the caller guarantees.
+        unsafe {
+            let row = out.add(r * rs);
+            let (mut v0, mut v1) = (acc[0], acc[1]);
+            if add {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row.wrapping_add(16)));
+            }
+            _mm512_mask_storeu_ps(row, m0, v0);
+            // Past `cols` when cols ≤ 16, but then the mask is empty and nothing is touched.
+            _mm512_mask_storeu_ps(row.wrapping_add(16), m1, v1);
+        }
+    }
+}
+
+/// `c (m × n, row-major) = a (m × k, row-major) · b (k × n, row-major)` in bf16, for tests and
+/// benchmarks; `Err` where the CPU lacks AVX512_BF16.
+#[doc(hidden)]
+pub fn bench_sgemm_bf16(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Result<(), String> {
+    if !isa::bf16_available() {
+        return Err("AVX512_BF16 is not available on this CPU".into());
+    }
+    let packed = PackedA::new(Mat::rm(a, m, k));
+    sgemm_bf16(c, n, &packed, Mat::rm(b, k, n), false);
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Forward-only candle ops running frozen layers on their bf16-packed weights
+//! ([`super::Precision::Bf16`]): the packed matrix lives in the op, the input is its operand.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
+
+use super::bf16::PackedA;
+use super::conv2d::conv_core;
+use super::conv_transpose::{conv_t_core, ConvTranspose2dOp};
+use super::gemm::Weights;
+use super::im2col::Geom;
+use super::{contiguous_f32, dims4};
+
+/// Conv2d on the packed `cout × cin·kh·kw` weights.
+pub(crate) struct PackedConv2dOp {
+    pub w: Arc<PackedA>,
+    pub kernel: (usize, usize),
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+}
+
+impl CustomOp1 for PackedConv2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-conv2d-bf16"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, dims4(l)?);
+        let g = Geom::conv(cin, (h, w), self.kernel, self.stride, self.padding, self.dilation)?;
+        if g.rows() != self.w.cols() {
+            candle_core::bail!("conv2d (bf16): input has {cin} channels, kernel expects {}", self.w.cols() / (self.kernel.0 * self.kernel.1))
+        }
+        let y = conv_core(x, nb, &g, Weights::Bf16(&self.w), None);
+        Ok((CpuStorage::F32(y), Shape::from((nb, self.w.rows(), g.oh, g.ow))))
+    }
+}
+
+/// The transposed convolution on the packed `cout·kh·kw × cin` weights.
+pub(crate) struct PackedConvTranspose2dOp {
+    pub w: Arc<PackedA>,
+    pub cout: usize,
+    pub kernel: (usize, usize),
+    pub op: ConvTranspose2dOp,
+}
+
+impl CustomOp1 for PackedConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-conv-transpose2d-bf16"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, dims4(l)?);
+        if cin != self.w.cols() {
+            candle_core::bail!("conv_transpose2d (bf16): input has {cin} channels, kernel expects {}", self.w.cols())
+        }
+        let g = self.op.geom(self.cout, (h, w), self.kernel)?;
+        let y = conv_t_core(x, nb, &g, Weights::Bf16(&self.w), None);
+        Ok((CpuStorage::F32(y), Shape::from((nb, self.cout, g.h, g.w))))
+    }
+}
