@@ -72,6 +72,9 @@
 // `p2p_train_ex` flags: continue from `<output.dir>/latest`.
 #define P2P_TRAIN_RESUME 1
 
+// `p2p_export_onnx` flags: replace an existing output file (by default it is an error).
+#define P2P_EXPORT_OVERWRITE 1
+
 // `p2p_evaluate` direction: the library's default (`P2P_DIRECTION_B_TO_A`).
 #define P2P_DIRECTION_DEFAULT 0
 
@@ -367,6 +370,24 @@ extern p2p_status p2p_train_with_messages(const char *config_toml, uint32_t flag
 // # Safety
 // `m` is NULL or a live model; strings are NULL or NUL-terminated; `out` is NULL or writable.
 extern p2p_status p2p_evaluate(const struct p2p_model *m, const char *data_dir, uint32_t direction, uint32_t size, const char *html_dir, struct p2p_metrics *out);
+
+// Writes a generator as an ONNX model (opset 17): input `input`, output `output`, NCHW
+// float32 in [-1, 1] (`v / 127.5 - 1` for 8-bit values), batch, height and width free; height
+// and width must be multiples of the network's stride (`p2p_model_info.stride`).
+//
+// - `model_path`: NUL-terminated checkpoint, or NULL for the model shipped with the library.
+// - `out_path`: the `.onnx` file to write; it appears whole or not at all.
+// - `norm_stats`: `P2P_NORM_STATS_*`: batch statistics (the default; each run normalises with
+//   the input's own) or the checkpoint's running statistics (PyTorch's eval mode).
+// - `flags`: 0, or `P2P_EXPORT_OVERWRITE` to replace an existing `out_path`.
+//
+// Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`, `P2P_ERR_IO` (unreadable model, an
+// existing output without `P2P_EXPORT_OVERWRITE`, unwritable folder), `P2P_ERR_CHECKPOINT`,
+// `P2P_ERR_UNSUPPORTED`. Thread-safe.
+//
+// # Safety
+// `model_path` is NULL or NUL-terminated; `out_path` is NUL-terminated.
+p2p_status p2p_export_onnx(const char *model_path, const char *out_path, uint32_t norm_stats, uint32_t flags);
 
 #ifdef __cplusplus
 }  // extern "C"

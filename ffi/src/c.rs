@@ -68,6 +68,9 @@ pub const P2P_OPT_DROPOUT: u32 = 1;
 /// `p2p_train_ex` flags: continue from `<output.dir>/latest`.
 pub const P2P_TRAIN_RESUME: u32 = 1;
 
+/// `p2p_export_onnx` flags: replace an existing output file (by default it is an error).
+pub const P2P_EXPORT_OVERWRITE: u32 = 1;
+
 /// `p2p_evaluate` direction: the library's default (`P2P_DIRECTION_B_TO_A`).
 pub const P2P_DIRECTION_DEFAULT: u32 = 0;
 /// The left half of each aligned A|B image is the input.

@@ -210,6 +210,11 @@ pub struct Pix2PixMod {
     /// from a plugin that predates it.
     #[sabi(missing_field(option))]
     pub default_train_config: extern "C" fn() -> RString,
+    /// Writes a generator (none: the shipped default model) to `out` as an ONNX model with the
+    /// given statistics, replacing an existing file only with `overwrite`; returns a one-line
+    /// description. Added after the prefix: `None` from a plugin that predates it.
+    #[sabi(missing_field(option))]
+    pub export_onnx: extern "C" fn(model: ROption<RStr<'_>>, out: RStr<'_>, norm_stats: NormStats, overwrite: bool) -> RResult<RString, RString>,
 }
 
 impl RootModule for Pix2PixModRef {

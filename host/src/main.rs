@@ -7,6 +7,7 @@ mod bench;
 mod cancel;
 mod eval;
 mod exit;
+mod export;
 mod file_check;
 mod imageio;
 mod info;
@@ -51,6 +52,9 @@ enum Command {
     /// Time inference (and a training step) of a generator with random weights.
     #[command(after_long_help = bench::ABOUT)]
     Bench(bench::Args),
+    /// Write a model for other runtimes: --onnx OUT (ONNX Runtime, OpenCV dnn, ffmpeg dnn_processing).
+    #[command(after_long_help = export::ABOUT)]
+    Export(export::Args),
     /// Run a batch filter pipeline described by a TOML file (--help shows the format).
     #[command(after_long_help = pipeline::ABOUT)]
     Pipeline(pipeline::Args),
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::main(a),
         Command::Eval(a) => eval::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Export(a) => export::main(a),
         Command::Pipeline(a) => pipeline::main(a),
     };
     match result {

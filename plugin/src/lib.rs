@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod export;
 pub mod faces;
 pub mod filter;
 pub mod kernels;

@@ -172,4 +172,27 @@ extern "C" {
         html_dir: *const c_char,
         out: *mut p2p_metrics,
     ) -> p2p_status;
+
+    /// Writes a generator as an ONNX model (opset 17): input `input`, output `output`, NCHW
+    /// float32 in [-1, 1] (`v / 127.5 - 1` for 8-bit values), batch, height and width free; height
+    /// and width must be multiples of the network's stride (`p2p_model_info.stride`).
+    ///
+    /// - `model_path`: NUL-terminated checkpoint, or NULL for the model shipped with the library.
+    /// - `out_path`: the `.onnx` file to write; it appears whole or not at all.
+    /// - `norm_stats`: `P2P_NORM_STATS_*`: batch statistics (the default; each run normalises with
+    ///   the input's own) or the checkpoint's running statistics (PyTorch's eval mode).
+    /// - `flags`: 0, or `P2P_EXPORT_OVERWRITE` to replace an existing `out_path`.
+    ///
+    /// Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`, `P2P_ERR_IO` (unreadable model, an
+    /// existing output without `P2P_EXPORT_OVERWRITE`, unwritable folder), `P2P_ERR_CHECKPOINT`,
+    /// `P2P_ERR_UNSUPPORTED`. Thread-safe.
+    ///
+    /// # Safety
+    /// `model_path` is NULL or NUL-terminated; `out_path` is NUL-terminated.
+    pub fn p2p_export_onnx(
+        model_path: *const c_char,
+        out_path: *const c_char,
+        norm_stats: u32,
+        flags: u32,
+    ) -> p2p_status;
 }

@@ -4,8 +4,9 @@
 //! A run is described by one TOML file ([`config`]); it reads pairs through a loader thread
 //! ([`data`], [`preprocess`]), takes the reference's step ([`trainer`], [`loss`], [`adam`],
 //! [`schedule`], [`init`]) with every random draw derived from (seed, counter) ([`rng`]), and
-//! leaves atomic checkpoint folders ([`state`]), `losses.csv` ([`log`]) and sample and
-//! loss-curve PNGs ([`samples`]) in `[output] dir`. Resuming from `latest/` continues exactly.
+//! leaves atomic checkpoint folders ([`state`]), `losses.csv` ([`log`]), sample PNGs
+//! ([`samples`]) and a loss-curve PNG ([`loss_curve`]) in `[output] dir`. Resuming from
+//! `latest/` continues exactly.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ pub mod evaluate;
 pub mod init;
 pub mod log;
 pub mod loss;
+pub mod loss_curve;
 pub mod metrics;
 pub mod preprocess;
 pub mod rng;

@@ -77,6 +77,16 @@ pub struct LoadedModel {
     info: ModelInfo,
 }
 
+/// The checkpoint at `path`, or the shipped default model for `None`: the one place a face's
+/// "no path" becomes the shipped model.
+pub fn checkpoint_or_default(path: Option<&Path>) -> ApiResult<Checkpoint> {
+    Ok(match path {
+        Some(p) => Checkpoint::load(p)?,
+        None => default_model::checkpoint()
+            .map_err(|e| ApiError::new(ErrorKind::Unsupported, e.to_string()))?,
+    })
+}
+
 /// Opens a checkpoint (`.safetensors` or `.pth`), or the shipped default model for `None`.
 pub fn open_model(path: Option<&Path>, options: Options) -> ApiResult<LoadedModel> {
     if options.threads > MAX_THREADS {
@@ -85,12 +95,7 @@ pub fn open_model(path: Option<&Path>, options: Options) -> ApiResult<LoadedMode
             options.threads
         )));
     }
-    // The one place a face's "no path" becomes the shipped model.
-    let ckpt = match path {
-        Some(p) => Checkpoint::load(p)?,
-        None => default_model::checkpoint()
-            .map_err(|e| ApiError::new(ErrorKind::Unsupported, e.to_string()))?,
-    };
+    let ckpt = checkpoint_or_default(path)?;
     let model = Model::from_checkpoint(&ckpt, options)?;
     let config = model.config();
     let parameters = config.parameters().map_err(Error::from)?;

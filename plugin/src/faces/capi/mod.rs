@@ -45,6 +45,7 @@ const _: () = {
     let _ = [contract::p2p_train_ex, p2p_train_ex];
     let _ = [contract::p2p_train_with_messages, p2p_train_with_messages];
     let _ = [contract::p2p_evaluate, p2p_evaluate];
+    let _ = [contract::p2p_export_onnx, p2p_export_onnx];
 };
 
 /// What a `p2p_model *` points to: the model and the strings `p2p_model_get_info` lends out.
@@ -609,6 +610,29 @@ pub unsafe extern "C" fn p2p_evaluate(
         let metrics = p2p_metrics { mae: m.mae, psnr: m.psnr, ssim: m.ssim, count: m.count as u64 };
         // SAFETY: non-NULL and writable (caller contract).
         unsafe { out.write(metrics) };
+        Ok(())
+    })
+}
+
+// SAFETY contract and documentation: `pix2pix_ffi::c::functions::p2p_export_onnx`.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_export_onnx(model_path: *const c_char, out_path: *const c_char, norm_stats: u32, flags: u32) -> p2p_status {
+    run(|| {
+        let model = match model_path.is_null() {
+            true => None,
+            // SAFETY: non-NULL and NUL-terminated (caller contract).
+            false => Some(path_of(unsafe { c_str(model_path, "model_path") }?)?),
+        };
+        // SAFETY: NULL is checked by `c_str`; otherwise NUL-terminated (caller contract).
+        let out = path_of(unsafe { c_str(out_path, "out_path") }?)?;
+        let stats = NormStats::from_code(norm_stats).ok_or_else(|| {
+            ApiError::invalid(format!("invalid norm_stats: {norm_stats} (P2P_NORM_STATS_*)"))
+        })?;
+        if flags & !P2P_EXPORT_OVERWRITE != 0 {
+            return Err(ApiError::invalid(format!("invalid flags: {flags:#x} (unknown bits)")));
+        }
+        let overwrite = flags & P2P_EXPORT_OVERWRITE != 0;
+        api::export_onnx(model.as_deref(), &out, stats, overwrite)?;
         Ok(())
     })
 }
