@@ -214,7 +214,12 @@ pub struct Pix2PixMod {
     /// given statistics, replacing an existing file only with `overwrite`; returns a one-line
     /// description. Added after the prefix: `None` from a plugin that predates it.
     #[sabi(missing_field(option))]
-    pub export_onnx: extern "C" fn(model: ROption<RStr<'_>>, out: RStr<'_>, norm_stats: NormStats, overwrite: bool) -> RResult<RString, RString>,
+    pub export_onnx: extern "C" fn(
+        model: ROption<RStr<'_>>,
+        out: RStr<'_>,
+        norm_stats: NormStats,
+        overwrite: bool,
+    ) -> RResult<RString, RString>,
 }
 
 impl RootModule for Pix2PixModRef {

@@ -41,19 +41,12 @@ pub enum LockError {
 impl fmt::Display for LockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LockError::Busy {
-                dir,
-                pid: Some(pid),
-            } => write!(
-                f,
-                "output folder {} is in use by another run (pid {pid})",
-                dir.display()
-            ),
-            LockError::Busy { dir, pid: None } => write!(
-                f,
-                "output folder {} is in use by another run",
-                dir.display()
-            ),
+            LockError::Busy { dir, pid: Some(pid) } => {
+                write!(f, "output folder {} is in use by another run (pid {pid})", dir.display())
+            }
+            LockError::Busy { dir, pid: None } => {
+                write!(f, "output folder {} is in use by another run", dir.display())
+            }
             LockError::Io { path, source } => write!(f, "cannot lock {}: {source}", path.display()),
         }
     }
@@ -82,10 +75,7 @@ impl FolderLock {
         alone: impl FnOnce(),
     ) -> Result<Self, LockError> {
         let path = dir.join(name);
-        let io_err = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io_err = |source| LockError::Io { path: path.clone(), source };
         let mut alone = Some(alone);
         // A few rounds: each retry means a holder removed the file between our open and lock.
         for _ in 0..100 {
@@ -109,10 +99,7 @@ impl FolderLock {
                 }
                 // Shared: converted below (not atomically: another shard may slip in first).
             } else if mode == Mode::Exclusive {
-                return Err(LockError::Busy {
-                    dir: dir.to_path_buf(),
-                    pid: read_pid(&mut file),
-                });
+                return Err(LockError::Busy { dir: dir.to_path_buf(), pid: read_pid(&mut file) });
             }
             // Another shard may hold the folder exclusively for a moment while it tidies:
             // wait for that, not for an exclusive run.
@@ -125,18 +112,13 @@ impl FolderLock {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             if !shared {
-                return Err(LockError::Busy {
-                    dir: dir.to_path_buf(),
-                    pid: read_pid(&mut file),
-                });
+                return Err(LockError::Busy { dir: dir.to_path_buf(), pid: read_pid(&mut file) });
             }
             if sys::same_file(&file, &path) {
                 return Ok(FolderLock { file, path, mode });
             }
         }
-        Err(io_err(io::Error::other(
-            "the lock file keeps being replaced",
-        )))
+        Err(io_err(io::Error::other("the lock file keeps being replaced")))
     }
 }
 
@@ -190,11 +172,7 @@ mod sys {
     /// `flock` without waiting: Ok(false) when another open file holds a conflicting lock.
     /// Called on a file that holds a lock already, it converts that lock.
     pub fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
-        let op = if exclusive {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_SH
-        } | libc::LOCK_NB;
+        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
         loop {
             // SAFETY: `flock` on a descriptor `file` owns and keeps open for the call.
             if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use abi_stable::std_types::{ROption, RStr};
 use anyhow::{bail, Context, Result};
 
-use crate::plugin::{into_result, model_path, ModelArg, NormStatsArg};
+use pix2pix_ffi::NormStats;
+
+use crate::plugin::{into_result, model_path, ModelArg};
+use crate::settings::parser;
 
 pub const ABOUT: &str = "\
 The ONNX model (opset 17) takes `input` and gives `output`, both NCHW float32 in [-1, 1]
@@ -32,8 +35,8 @@ pub struct Args {
     onnx: PathBuf,
     /// Normalisation statistics baked into the graph: batch (the input's own, `host run`'s
     /// default) or running (the checkpoint's, PyTorch's eval mode).
-    #[arg(long, value_enum, default_value_t = NormStatsArg::Batch)]
-    norm_stats: NormStatsArg,
+    #[arg(long, value_parser = parser::<NormStats>(), default_value_t = NormStats::default())]
+    norm_stats: NormStats,
     /// Replace OUT if it exists.
     #[arg(long)]
     overwrite: bool,
@@ -56,9 +59,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Some(m) => ROption::RSome(RStr::from(m)),
         None => ROption::RNone,
     };
-    let summary =
-        into_result(export(model, RStr::from(out), args.norm_stats.into(), args.overwrite))
-            .with_context(|| format!("exporting to {}", args.onnx.display()))?;
+    let summary = into_result(export(model, RStr::from(out), args.norm_stats, args.overwrite))
+        .with_context(|| format!("exporting to {}", args.onnx.display()))?;
     println!("wrote {}: {summary}", args.onnx.display());
     println!("norm statistics: {}", args.norm_stats.name());
     Ok(ExitCode::SUCCESS)

@@ -65,18 +65,12 @@ mod tests {
             regular_file(Path::new("/dev/zero")).unwrap_err(),
             "is a character device, not a regular file"
         );
-        assert_eq!(
-            regular_file(&dir.join("loop")).unwrap_err(),
-            "a loop of symbolic links"
-        );
+        assert_eq!(regular_file(&dir.join("loop")).unwrap_err(), "a loop of symbolic links");
         assert_eq!(
             regular_file(&dir.join("dangling")).unwrap_err(),
             "a symbolic link to nothing (its target does not exist)"
         );
-        assert_eq!(
-            regular_file(&dir.join("missing")).unwrap_err(),
-            "no such file"
-        );
+        assert_eq!(regular_file(&dir.join("missing")).unwrap_err(), "no such file");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

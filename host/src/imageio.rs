@@ -31,7 +31,8 @@ pub fn read(path: &Path) -> Result<DynamicImage> {
     }
     if reader.format() == Some(ImageFormat::Jpeg) {
         // The decoder would fill a cut-short file with gray and succeed.
-        let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let data =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         crate::jpeg_check::complete(&data).map_err(|e| anyhow!(e))?;
     }
     reader.decode().map_err(|e| anyhow!("cannot decode image: {e}"))

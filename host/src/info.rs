@@ -50,7 +50,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
             if let Some(path) = &args.model {
                 let m = plugin.open_model(Some(path), OpenOptions::default())?.info();
                 println!("model     {}", m.source);
-                println!("  network {}, ngf {}, {} norm, {} → {} channels", m.net_g, m.ngf, m.norm, m.in_channels, m.out_channels);
+                println!(
+                    "  network {}, ngf {}, {} norm, {} → {} channels",
+                    m.net_g, m.ngf, m.norm, m.in_channels, m.out_channels
+                );
                 println!("  sizes   native {0}×{0}; other sizes are made multiples of {1} (--size-policy)", m.native_size, m.stride);
                 println!("  weights {} parameters", m.parameters);
             }

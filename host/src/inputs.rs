@@ -62,7 +62,12 @@ pub fn discover(specs: &[String], base: &Path, recursive: bool) -> Result<Inputs
             }
         } else {
             let why = match std::fs::metadata(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.symlink_metadata().is_err() => "no such file or folder".to_string(),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && path.symlink_metadata().is_err() =>
+                {
+                    "no such file or folder".to_string()
+                }
                 _ => crate::file_check::regular_file(&path).err().unwrap_or_default(),
             };
             bail!("input {spec}: {why} ({})", path.display());

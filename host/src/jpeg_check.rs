@@ -13,9 +13,7 @@ pub fn complete(data: &[u8]) -> Result<(), String> {
         return Err("not a JPEG stream (no start-of-image marker)".into());
     }
     let cut = |what: &str| {
-        Err(format!(
-            "truncated JPEG: the file ends {what}, before its end-of-image marker"
-        ))
+        Err(format!("truncated JPEG: the file ends {what}, before its end-of-image marker"))
     };
     let mut i = 2;
     loop {
@@ -40,17 +38,12 @@ pub fn complete(data: &[u8]) -> Result<(), String> {
             0x01 | 0xD0..=0xD7 => continue,
             _ => {}
         }
-        let Some(len) = data
-            .get(i..i + 2)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        let Some(len) = data.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
         else {
             return cut("in a segment header");
         };
         if len < 2 || i + len > data.len() {
-            return cut(&format!(
-                "inside the segment of marker {code:#04x} at offset {}",
-                i - 2
-            ));
+            return cut(&format!("inside the segment of marker {code:#04x} at offset {}", i - 2));
         }
         i += len;
         if code == SOS {
@@ -78,9 +71,7 @@ mod tests {
             image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x * y) % 256) as u8])
         });
         let mut out = std::io::Cursor::new(Vec::new());
-        image::DynamicImage::ImageRgb8(img)
-            .write_to(&mut out, image::ImageFormat::Jpeg)
-            .unwrap();
+        image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
         out.into_inner()
     }
 

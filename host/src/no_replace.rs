@@ -12,10 +12,8 @@ pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
         Ok(()) => return Ok(()),
         // Filesystems (and kernels) without the flag: fall back to a link.
         Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-            ) => {}
+            if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
+        }
         Err(e) => return Err(e),
     }
     std::fs::hard_link(from, to)?;
@@ -69,10 +67,7 @@ mod tests {
         let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
         std::fs::write(&a, b"a").unwrap();
         std::fs::write(&b, b"b").unwrap();
-        assert_eq!(
-            rename(&a, &b).unwrap_err().kind(),
-            io::ErrorKind::AlreadyExists
-        );
+        assert_eq!(rename(&a, &b).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&b).unwrap(), b"b");
         rename(&a, &c).unwrap();
         assert!(!a.exists());

@@ -15,8 +15,8 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use pix2pix_ffi::output_lock::{FolderLock, Mode, LOCK_FILE};
 
-use crate::inputs::Inputs;
 use crate::batch::runner::Output;
+use crate::inputs::Inputs;
 use crate::shard::Shard;
 
 /// A file's identity: device and inode, so that hard links and symlinks to an input count as
@@ -41,9 +41,7 @@ pub fn without_own_outputs(found: &mut Inputs, output: &Output, model: &str) -> 
     }
     let before = found.files.len();
     let mut ids = ids.into_iter();
-    found
-        .files
-        .retain(|_| !ids.next().flatten().is_some_and(|id| outputs.contains(&id)));
+    found.files.retain(|_| !ids.next().flatten().is_some_and(|id| outputs.contains(&id)));
     before - found.files.len()
 }
 
@@ -65,17 +63,14 @@ fn escapes(rendered: &str) -> Option<&'static str> {
 
 /// The nearest existing folder at or above `path`, resolved.
 fn existing_ancestor(path: &Path) -> Option<PathBuf> {
-    path.ancestors()
-        .find_map(|a| std::fs::canonicalize(a).ok().filter(|c| c.is_dir()))
+    path.ancestors().find_map(|a| std::fs::canonicalize(a).ok().filter(|c| c.is_dir()))
 }
 
 /// Checks every planned output: inside the output folder (after symlinks already there), and
 /// not one of the inputs.
 pub fn check(output: &Output, inputs: &[(usize, &Path)], model: &str) -> Result<()> {
-    let by_id: HashMap<(u64, u64), &Path> = inputs
-        .iter()
-        .filter_map(|&(_, p)| identity(p).map(|id| (id, p)))
-        .collect();
+    let by_id: HashMap<(u64, u64), &Path> =
+        inputs.iter().filter_map(|&(_, p)| identity(p).map(|id| (id, p))).collect();
     let root = match output {
         Output::Dir { dir, .. } => existing_ancestor(dir),
         Output::File(_) => None,
@@ -147,22 +142,14 @@ pub fn lock(
                 &[file.parent().unwrap_or(Path::new(".")).to_path_buf()],
                 file.file_name().and_then(|n| n.to_str()),
             );
-            return Ok(Locks {
-                _folder: None,
-                _shard: None,
-            });
+            return Ok(Locks { _folder: None, _shard: None });
         }
         Output::Dir { dir, .. } => dir,
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mode = if shard.is_some() {
-        Mode::Shared
-    } else {
-        Mode::Exclusive
-    };
-    let folder = FolderLock::acquire(dir, LOCK_FILE, mode, || {
-        remove_stale_temps(&folders(), None)
-    })?;
+    let mode = if shard.is_some() { Mode::Shared } else { Mode::Exclusive };
+    let folder =
+        FolderLock::acquire(dir, LOCK_FILE, mode, || remove_stale_temps(&folders(), None))?;
     let shard = match shard {
         Some(s) => Some(FolderLock::acquire(
             dir,
@@ -172,10 +159,7 @@ pub fn lock(
         )?),
         None => None,
     };
-    Ok(Locks {
-        _folder: Some(folder),
-        _shard: shard,
-    })
+    Ok(Locks { _folder: Some(folder), _shard: shard })
 }
 
 /// The pid in one of [`crate::atomic`]'s temporary names, `.NAME.PID-N.tmp`.

@@ -73,7 +73,8 @@ pub struct Plugin {
 impl Plugin {
     /// Loads the library and checks its root module's version and layout.
     pub fn load(path: &Path) -> Result<Self> {
-        crate::file_check::regular_file(path).map_err(|why| anyhow!("plugin {}: {why}", path.display()))?;
+        crate::file_check::regular_file(path)
+            .map_err(|why| anyhow!("plugin {}: {why}", path.display()))?;
         // dlopen searches the library path for names without a slash: make it absolute.
         let abs =
             std::path::absolute(path).with_context(|| format!("plugin {}", path.display()))?;

@@ -90,7 +90,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
         }
     };
     if crate::outputs::without_own_outputs(&mut found, &output, "") > 0 && found.files.is_empty() {
-        bail!("no input images found in {} besides earlier outputs of this command", args.input.join(", "));
+        bail!(
+            "no input images found in {} besides earlier outputs of this command",
+            args.input.join(", ")
+        );
     }
     let all: Vec<(usize, &std::path::Path)> =
         found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();

@@ -91,7 +91,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
         (plugin.module.train())(RStr::from_str(&text), args.resume, to)
     };
     sink.bar.finish_and_clear();
-    let report = into_result(report).with_context(|| format!("training from {}", config.display()))?;
+    let report =
+        into_result(report).with_context(|| format!("training from {}", config.display()))?;
     let p = sink.last;
     if p.step > 0 {
         println!(
@@ -100,7 +101,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
         );
     }
     if report.cancelled {
-        println!("cancelled after {} steps; checkpoint saved in {}; continue with --resume", report.steps, report.checkpoint_dir);
+        println!(
+            "cancelled after {} steps; checkpoint saved in {}; continue with --resume",
+            report.steps, report.checkpoint_dir
+        );
         Ok(ExitCode::from(crate::exit::EXIT_INTERRUPTED))
     } else if args.resume && sink.first.is_none() {
         // The plugin returns at once when the run had already reached its last step.
@@ -117,7 +121,9 @@ pub fn main(args: Args) -> Result<ExitCode> {
                 report.steps,
                 report.checkpoint_dir
             ),
-            _ => println!("trained {} steps; checkpoint in {}", report.steps, report.checkpoint_dir),
+            _ => {
+                println!("trained {} steps; checkpoint in {}", report.steps, report.checkpoint_dir)
+            }
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -7,12 +7,7 @@ use anyhow::{bail, Result};
 
 fn overwrite_value(text: &str) -> Option<Option<bool>> {
     let table: toml::Table = text.parse().ok()?;
-    Some(
-        table
-            .get("output")
-            .and_then(|o| o.get("overwrite"))
-            .and_then(toml::Value::as_bool),
-    )
+    Some(table.get("output").and_then(|o| o.get("overwrite")).and_then(toml::Value::as_bool))
 }
 
 /// `text` with `[output] overwrite = true`. A text that is not valid TOML is returned as it is:
@@ -37,11 +32,7 @@ pub fn with_overwrite(text: &str) -> Result<String> {
         None => format!(
             "{}{}[output]\noverwrite = true\n",
             text,
-            if text.ends_with('\n') || text.is_empty() {
-                ""
-            } else {
-                "\n"
-            }
+            if text.ends_with('\n') || text.is_empty() { "" } else { "\n" }
         ),
         Some(h) => {
             let end = lines

@@ -39,7 +39,12 @@ fn main() {
         // b = colᵀ, read in place from the column matrix: column-major.
         shapes.push((format!("wgrad 1024x8192 k=S={s}"), 1024, 8192, s, false, true));
     }
-    println!("{} rayon threads, our kernels on {}, gemm on {}", rayon::current_num_threads(), isa::active().name(), isa::gemm_isa());
+    println!(
+        "{} rayon threads, our kernels on {}, gemm on {}",
+        rayon::current_num_threads(),
+        isa::active().name(),
+        isa::gemm_isa()
+    );
     // The outermost layers (3 or 6 channels in, k4 s2 p1): direct row-patch kernel against
     // im2col + gemm, interleaved (pass by pass) so that load on the machine hits both alike.
     for (c, m, side, nb) in [(3, 64, 256, 1), (3, 32, 256, 1), (6, 64, 256, 1), (3, 64, 256, 4)] {
@@ -76,6 +81,10 @@ fn main() {
         } else {
             "| bf16 skipped: avx512bf16 not available".into()
         };
-        println!("{label:<24} m{m:<6} n{n:<6} k{k:<5} gemm {:7.2} ms {:6.1} GF/s {small} {bf16}", t1 * 1e3, fl / t1 / 1e9);
+        println!(
+            "{label:<24} m{m:<6} n{n:<6} k{k:<5} gemm {:7.2} ms {:6.1} GF/s {small} {bf16}",
+            t1 * 1e3,
+            fl / t1 / 1e9
+        );
     }
 }

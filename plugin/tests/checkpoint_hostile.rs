@@ -697,7 +697,7 @@ fn fifos_devices_directories_and_symlink_loops_are_refused_at_once() {
         std::thread::spawn(move || {
             let _ = tx.send((
                 Checkpoint::load(&p).err().map(|e| e.to_string()),
-                Model::open(Some(p.as_path()), Options::default()).err().map(|e| e.to_string()),
+                Model::open(p.as_path(), Options::default()).err().map(|e| e.to_string()),
             ));
         });
         let (load, open) = rx
@@ -751,7 +751,7 @@ fn non_finite_weights_are_errors_naming_the_tensor() {
         &path,
         &format!("tensor `{bias}`: holds a non-finite value (inf) at element 0"),
     );
-    let e = Model::open(Some(path.as_path()), Options::default()).err().unwrap().to_string();
+    let e = Model::open(path.as_path(), Options::default()).err().unwrap().to_string();
     assert_error(&e, &path, &format!("tensor `{bias}`"));
 
     // An f64 value beyond f32's range is as unusable.

@@ -233,17 +233,31 @@ fn frozen_transposed_convolution_equals_trainable() {
 fn frozen_layers_in_bf16_within_rounding_of_f32() {
     use kernels::{with_precision, Conv2d, Precision};
     if !kernels::isa::bf16_available() {
-        eprintln!("frozen_layers_in_bf16_within_rounding_of_f32: skipped: avx512bf16 not available");
+        eprintln!(
+            "frozen_layers_in_bf16_within_rounding_of_f32: skipped: avx512bf16 not available"
+        );
         return;
     }
     let mut rng = StdRng::seed_from_u64(14);
     // (nb, cin, cout, side, transposed): U-Net layers, outermost to innermost.
-    for (nb, cin, cout, side, transposed) in [(1, 3, 16, 32, false), (2, 32, 64, 16, false), (1, 64, 64, 2, false), (1, 64, 32, 1, true), (2, 48, 16, 8, true), (1, 32, 3, 16, true)] {
+    for (nb, cin, cout, side, transposed) in [
+        (1, 3, 16, 32, false),
+        (2, 32, 64, 16, false),
+        (1, 64, 64, 2, false),
+        (1, 64, 32, 1, true),
+        (2, 48, 16, 8, true),
+        (1, 32, 3, 16, true),
+    ] {
         let x = rand_t(&mut rng, &[nb, cin, side, side], 1.0, 0.0);
         let b = rand_t(&mut rng, &[cout], 0.1, 0.0);
         let (y32, y16) = if transposed {
             let w = rand_t(&mut rng, &[cin, cout, 4, 4], 0.1, 0.0);
-            let cfg = candle_nn::ConvTranspose2dConfig { padding: 1, output_padding: 0, stride: 2, dilation: 1 };
+            let cfg = candle_nn::ConvTranspose2dConfig {
+                padding: 1,
+                output_padding: 0,
+                stride: 2,
+                dilation: 1,
+            };
             let l = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w, Some(b), cfg));
             (l.forward(&x).unwrap(), with_precision(Precision::Bf16, || l.forward(&x).unwrap()))
         } else {
@@ -252,7 +266,10 @@ fn frozen_layers_in_bf16_within_rounding_of_f32() {
             let l = Conv2d::new(candle_nn::Conv2d::new(w, Some(b), cfg));
             (l.forward(&x).unwrap(), with_precision(Precision::Bf16, || l.forward(&x).unwrap()))
         };
-        let what = format!("{} {cin}->{cout} @{side}x{side} batch {nb}", if transposed { "convT" } else { "conv" });
+        let what = format!(
+            "{} {cin}->{cout} @{side}x{side} batch {nb}",
+            if transposed { "convT" } else { "conv" }
+        );
         let y32 = y32.to_dtype(DType::F64).unwrap();
         // Operands rounded to 8 significant bits: ≤ 2^-7 of Σ|w·x| per output, a few times the
         // output's magnitude here.
@@ -269,7 +286,12 @@ fn frozen_layers_in_bf16_within_rounding_of_f32() {
 fn batch_norm_folds_into_frozen_convolutions() {
     use pix2pix::nets::layers::{conv, conv_transpose, Layer, SequentialBuilder};
     let mut rng = StdRng::seed_from_u64(15);
-    for (transposed, cin, cout, side, bias) in [(false, 3, 8, 16, false), (false, 16, 32, 8, true), (true, 32, 16, 4, false), (true, 16, 3, 8, true)] {
+    for (transposed, cin, cout, side, bias) in [
+        (false, 3, 8, 16, false),
+        (false, 16, 32, 8, true),
+        (true, 32, 16, 4, false),
+        (true, 16, 3, 8, true),
+    ] {
         let wshape = if transposed { [cin, cout, 4, 4] } else { [cout, cin, 4, 4] };
         let tensors = [
             ("0.weight", rand_t(&mut rng, &wshape, 0.2, 0.0)),
@@ -282,19 +304,32 @@ fn batch_norm_folds_into_frozen_convolutions() {
         ];
         let x = rand_t(&mut rng, &[2, cin, side, side], 1.0, 0.0);
         let build = |dtype: DType| {
-            let map: HashMap<String, Tensor> = tensors.iter().map(|(k, t)| (k.to_string(), t.to_dtype(dtype).unwrap())).collect();
+            let map: HashMap<String, Tensor> =
+                tensors.iter().map(|(k, t)| (k.to_string(), t.to_dtype(dtype).unwrap())).collect();
             let vb = VarBuilder::from_tensors(map, dtype, &Device::Cpu);
             let seq = SequentialBuilder::new(vb);
-            let seq = if transposed { seq.add(conv_transpose(cin, cout, 4, 2, 1, 0, bias)) } else { seq.add(conv(cin, cout, 4, 2, 1, bias)) };
+            let seq = if transposed {
+                seq.add(conv_transpose(cin, cout, 4, 2, 1, 0, bias))
+            } else {
+                seq.add(conv(cin, cout, 4, 2, 1, bias))
+            };
             seq.unwrap().add_norm(NormKind::Batch, cout).unwrap().build()
         };
         let (fast, reference) = (build(DType::F32), build(DType::F64));
-        let what = format!("{} {cin}->{cout} bias {bias}", if transposed { "convT+BN" } else { "conv+BN" });
+        let what = format!(
+            "{} {cin}->{cout} bias {bias}",
+            if transposed { "convT+BN" } else { "conv+BN" }
+        );
         for stats in [NormStats::Running, NormStats::Batch] {
             let f = Forward::infer(stats);
             let want = reference.forward(&x.to_dtype(DType::F64).unwrap(), &f).unwrap();
             for call in 0..2 {
-                check(&format!("{what} {stats:?} call {call}"), &fast.forward(&x, &f).unwrap(), &want, 1e-5);
+                check(
+                    &format!("{what} {stats:?} call {call}"),
+                    &fast.forward(&x, &f).unwrap(),
+                    &want,
+                    1e-5,
+                );
             }
         }
     }

@@ -419,7 +419,18 @@ fn on_every_isa(what: &str, mut f: impl FnMut()) {
 /// set: against the f64 oracle.
 #[test]
 fn strategies_on_every_isa() {
-    let c = |nb, cin, cout, h, w, k, stride, pad| Case { nb, cin, cout, h, w, k, stride, pad, dil: 1, out_pad: 0 };
+    let c = |nb, cin, cout, h, w, k, stride, pad| Case {
+        nb,
+        cin,
+        cout,
+        h,
+        w,
+        k,
+        stride,
+        pad,
+        dil: 1,
+        out_pad: 0,
+    };
     on_every_isa("strategies", || {
         let mut rng = StdRng::seed_from_u64(8);
         // Direct conv: U-Net / PatchGAN first layers (3 or 6 channels, k4 s2 p1), a width that
@@ -450,7 +461,12 @@ fn direct_conv_matches_im2col_gemm() {
     on_every_isa("direct conv", || {
         let mut rng = StdRng::seed_from_u64(10);
         // (nb, c, h, w, m, k, s, p): outermost U-Net / PatchGAN layers, partial tiles.
-        for (nb, c, h, w, m, k, s, p) in [(1, 3, 64, 64, 8, 4, 2, 1), (2, 6, 40, 70, 13, 4, 2, 1), (1, 2, 21, 37, 5, 3, 1, 1), (2, 3, 12, 33, 9, 4, 2, 0)] {
+        for (nb, c, h, w, m, k, s, p) in [
+            (1, 3, 64, 64, 8, 4, 2, 1),
+            (2, 6, 40, 70, 13, 4, 2, 1),
+            (1, 2, 21, 37, 5, 3, 1, 1),
+            (2, 3, 12, 33, 9, 4, 2, 0),
+        ] {
             let x: Vec<f32> = (0..nb * c * h * w).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
             let wt: Vec<f32> = (0..m * c * k * k).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
             let d = kernels::bench_conv2d(&x, nb, (c, h, w), &wt, m, k, s, p, true);
@@ -473,7 +489,15 @@ fn bf16_gemm_against_f32() {
     }
     let mut rng = StdRng::seed_from_u64(9);
     // Row and column tails of the 6 × 32 tiles, odd reductions, reductions past one pass (512 pairs).
-    for (m, n, k) in [(1, 1, 1), (6, 32, 2), (7, 33, 3), (13, 70, 31), (64, 16, 1100), (100, 257, 64), (5, 3, 2049)] {
+    for (m, n, k) in [
+        (1, 1, 1),
+        (6, 32, 2),
+        (7, 33, 3),
+        (13, 70, 31),
+        (64, 16, 1100),
+        (100, 257, 64),
+        (5, 3, 2049),
+    ] {
         let a: Vec<f32> = (0..m * k).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
         let mut c = vec![f32::NAN; m * n];
@@ -490,10 +514,16 @@ fn bf16_gemm_against_f32() {
                 }
                 let got = c[i * n + j] as f64;
                 // f32 sums of k terms: a few ulps of the sum of magnitudes.
-                assert!((got - rounded).abs() <= 1e-6 * scale.max(1.0), "{m}x{n}x{k} ({i},{j}): {got} vs bf16-exact {rounded}");
+                assert!(
+                    (got - rounded).abs() <= 1e-6 * scale.max(1.0),
+                    "{m}x{n}x{k} ({i},{j}): {got} vs bf16-exact {rounded}"
+                );
                 // bf16 keeps 8 significant bits: each operand off by at most 2^-8 relative (half
                 // an ulp of 2^-7), the product by 2^-7 (+ 2^-16).
-                assert!((got - exact).abs() <= (2f64.powi(-7) + 2f64.powi(-16)) * scale + 1e-6, "{m}x{n}x{k} ({i},{j}): {got} vs f32 {exact}");
+                assert!(
+                    (got - exact).abs() <= (2f64.powi(-7) + 2f64.powi(-16)) * scale + 1e-6,
+                    "{m}x{n}x{k} ({i},{j}): {got} vs f32 {exact}"
+                );
             }
         }
     }

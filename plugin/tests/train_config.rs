@@ -2,8 +2,8 @@
 //! unknown key, a wrong type and a bad value.
 
 use pix2pix::train::config::{
-    Config, DataConfig, GanMode, InitType, LrPolicy, Mode, ModelConfig, NetD, NetG, Norm, OutputConfig, Preprocess, TrainConfig,
-    DEFAULT_CONFIG_TOML,
+    Config, DataConfig, GanMode, InitType, LrPolicy, Mode, ModelConfig, NetD, Norm, OutputConfig,
+    Preprocess, TrainConfig, DEFAULT_CONFIG_TOML,
 };
 use pix2pix::train::Direction;
 use pix2pix_ffi::GeneratorName;
@@ -165,7 +165,12 @@ fn the_printed_default_config_names_every_key() {
             }
         }
     }
-    let want = [("data", DataConfig::KEYS), ("model", ModelConfig::KEYS), ("train", TrainConfig::KEYS), ("output", OutputConfig::KEYS)];
+    let want = [
+        ("data", DataConfig::KEYS),
+        ("model", ModelConfig::KEYS),
+        ("train", TrainConfig::KEYS),
+        ("output", OutputConfig::KEYS),
+    ];
     assert_eq!(found.len(), want.len(), "sections: {found:?}");
     for ((section, keys), (want_section, want_keys)) in found.iter().zip(want) {
         assert_eq!(section, want_section);
@@ -185,8 +190,11 @@ fn every_choice_and_example_in_the_printed_config_parses() {
     };
     let mut tried = 0;
     for (i, line) in lines.iter().enumerate() {
-        if let Some(example) = line.strip_prefix("# ").filter(|l| l.contains(" = ") && !l.starts_with(' ')) {
-            Config::parse(&with_line(i, example)).unwrap_or_else(|e| panic!("line {}: `{example}`: {e}", i + 1));
+        if let Some(example) =
+            line.strip_prefix("# ").filter(|l| l.contains(" = ") && !l.starts_with(' '))
+        {
+            Config::parse(&with_line(i, example))
+                .unwrap_or_else(|e| panic!("line {}: `{example}`: {e}", i + 1));
             tried += 1;
             continue;
         }
@@ -194,9 +202,14 @@ fn every_choice_and_example_in_the_printed_config_parses() {
         let Some((key, _)) = assignment.split_once(" = ") else { continue };
         let Some((choices, _)) = comment.trim().split_once(" — ") else { continue };
         for choice in choices.split(" | ") {
-            assert!(choice.starts_with('"') && choice.ends_with('"'), "line {}: choice {choice} is not a string", i + 1);
+            assert!(
+                choice.starts_with('"') && choice.ends_with('"'),
+                "line {}: choice {choice} is not a string",
+                i + 1
+            );
             let text = with_line(i, &format!("{key} = {choice}"));
-            Config::parse(&text).unwrap_or_else(|e| panic!("line {}: {key} = {choice}: {e}", i + 1));
+            Config::parse(&text)
+                .unwrap_or_else(|e| panic!("line {}: {key} = {choice}: {e}", i + 1));
             tried += 1;
         }
     }

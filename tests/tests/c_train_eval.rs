@@ -128,7 +128,11 @@ fn train_cancel_resume_then_open_and_evaluate_the_checkpoint() {
     // SAFETY: as above; a NULL callback is allowed.
     let status = unsafe { (api.train)(config.as_ptr(), None, ptr::null_mut()) };
     assert_eq!(status, P2P_ERR_CONFIG);
-    assert!(api.last_error().contains("holds a training run (latest, losses.csv)"), "{}", api.last_error());
+    assert!(
+        api.last_error().contains("holds a training run (latest, losses.csv)"),
+        "{}",
+        api.last_error()
+    );
     // SAFETY: as above.
     let status = unsafe { (api.train)(config_overwrite.as_ptr(), None, ptr::null_mut()) };
     assert_eq!(status, P2P_OK, "p2p_train without callback: {}", api.last_error());

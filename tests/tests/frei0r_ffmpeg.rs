@@ -87,7 +87,10 @@ fn model_path() -> PathBuf {
 }
 
 #[test]
-#[cfg_attr(not(have_ffmpeg), ignore = "needs ffmpeg with frei0r (not found when the tests were built)")]
+#[cfg_attr(
+    not(have_ffmpeg),
+    ignore = "needs ffmpeg with frei0r (not found when the tests were built)"
+)]
 fn ffmpeg_output_matches_host_run_on_video_and_png() {
     require_ffmpeg();
     let tmp = tmpdir("match");
@@ -147,7 +150,10 @@ fn ffmpeg_output_matches_host_run_on_video_and_png() {
 }
 
 #[test]
-#[cfg_attr(not(have_ffmpeg), ignore = "needs ffmpeg with frei0r (not found when the tests were built)")]
+#[cfg_attr(
+    not(have_ffmpeg),
+    ignore = "needs ffmpeg with frei0r (not found when the tests were built)"
+)]
 fn missing_model_passes_frames_through() {
     require_ffmpeg();
     let tmp = tmpdir("missing");

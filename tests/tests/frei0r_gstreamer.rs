@@ -119,7 +119,10 @@ fn max_diff(a: &image::RgbImage, b: &image::RgbImage) -> u8 {
 const FRAMES: [&str; 3] = ["000.png", "001.png", "002.png"];
 
 #[test]
-#[cfg_attr(not(have_gstreamer), ignore = "needs gst-launch-1.0 with gstreamer1.0-plugins-bad (not found when the tests were built)")]
+#[cfg_attr(
+    not(have_gstreamer),
+    ignore = "needs gst-launch-1.0 with gstreamer1.0-plugins-bad (not found when the tests were built)"
+)]
 fn gstreamer_output_matches_host_run() {
     if !have_gstreamer() {
         return;
@@ -148,7 +151,10 @@ fn gstreamer_output_matches_host_run() {
 }
 
 #[test]
-#[cfg_attr(not(have_gstreamer), ignore = "needs gst-launch-1.0 with gstreamer1.0-plugins-bad (not found when the tests were built)")]
+#[cfg_attr(
+    not(have_gstreamer),
+    ignore = "needs gst-launch-1.0 with gstreamer1.0-plugins-bad (not found when the tests were built)"
+)]
 fn gstreamer_properties_reach_the_filter() {
     if !have_gstreamer() {
         return;
@@ -170,7 +176,10 @@ fn gstreamer_properties_reach_the_filter() {
 }
 
 #[test]
-#[cfg_attr(not(have_gstreamer), ignore = "needs gst-launch-1.0 with gstreamer1.0-plugins-bad (not found when the tests were built)")]
+#[cfg_attr(
+    not(have_gstreamer),
+    ignore = "needs gst-launch-1.0 with gstreamer1.0-plugins-bad (not found when the tests were built)"
+)]
 fn gstreamer_missing_model_passes_frames_through() {
     if !have_gstreamer() {
         return;

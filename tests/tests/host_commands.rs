@@ -117,16 +117,30 @@ fn train_stops_on_ctrl_c_with_a_checkpoint_and_resumes() {
         .arg(plugin())
         .current_dir(t.path()));
     assert!(out.status.success());
-    assert!(stdout(&out).contains(&format!("trained 2 steps from step {steps} to step {}", steps + 2)), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("trained 2 steps from step {steps} to step {}", steps + 2)),
+        "{}",
+        stdout(&out)
+    );
 
     // Resuming a run that has reached its end trains nothing, and says so.
-    let out = run(host(&["train", "--config", "train.toml", "--resume", "--plugin"]).arg(plugin()).current_dir(t.path()));
+    let out = run(host(&["train", "--config", "train.toml", "--resume", "--plugin"])
+        .arg(plugin())
+        .current_dir(t.path()));
     assert!(out.status.success());
     let s = stdout(&out);
-    assert!(s.contains("nothing to train: the run in ") && s.contains(&format!("already complete at step {}", steps + 2)), "{s}");
+    assert!(
+        s.contains("nothing to train: the run in ")
+            && s.contains(&format!("already complete at step {}", steps + 2)),
+        "{s}"
+    );
     assert!(!s.contains("trained"), "{s}");
     let logged = std::fs::read_to_string(t.join("ckpt/losses.csv")).unwrap().lines().count();
-    assert_eq!(logged, 1 + steps as usize + 2, "header and one line per step, none added by the no-op resume");
+    assert_eq!(
+        logged,
+        1 + steps as usize + 2,
+        "header and one line per step, none added by the no-op resume"
+    );
 }
 
 /// `host train --print-config`: every key at its default, a config the trainer accepts as it is.
@@ -138,7 +152,9 @@ fn train_print_config_is_a_full_default_config() {
     for section in ["[data]", "[model]", "[train]", "[output]"] {
         assert!(text.lines().any(|l| l == section), "no {section} in:\n{text}");
     }
-    for key in ["crop_size = 256", "net_g = \"unet_256\"", "lambda_l1 = 100.0", "save_every_steps = 5000"] {
+    for key in
+        ["crop_size = 256", "net_g = \"unet_256\"", "lambda_l1 = 100.0", "save_every_steps = 5000"]
+    {
         assert!(text.contains(key), "no `{key}` in:\n{text}");
     }
     // The printed config, pointed at a tiny dataset and run length, trains.
@@ -155,7 +171,9 @@ fn train_print_config_is_a_full_default_config() {
         .replace("ndf = 64", "ndf = 8")
         .replace("# max_steps = 1000", "max_steps = 1");
     std::fs::write(t.join("train.toml"), edited).unwrap();
-    let out = run(host(&["train", "--config", "train.toml", "--plugin"]).arg(plugin()).current_dir(t.path()));
+    let out = run(host(&["train", "--config", "train.toml", "--plugin"])
+        .arg(plugin())
+        .current_dir(t.path()));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("trained 1 steps"), "{}", stdout(&out));
     assert!(t.join("checkpoints/experiment_name/latest/generator.safetensors").is_file());
@@ -188,7 +206,8 @@ fn info_describes_a_model() {
     let s = stdout(&out);
     assert!(s.contains("network unet_128, ngf 8, instance norm, 3 → 3 channels"), "{s}");
     assert!(s.contains("native 128×128") && s.contains("multiples of 128"), "{s}");
-    let out = run(host(&["info", "--plugin"]).arg(plugin()).args(["--model", "/nonexistent/model.pth"]));
+    let out =
+        run(host(&["info", "--plugin"]).arg(plugin()).args(["--model", "/nonexistent/model.pth"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent/model.pth"), "{}", stderr(&out));
 }
@@ -201,15 +220,28 @@ fn bench_help_maps_the_readme_columns() {
     assert!(out.status.success());
     let help = stdout(&out);
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let header = readme.lines().find(|l| l.starts_with("| configuration |")).expect("the README's performance table");
-    let ours: Vec<&str> = header.split('|').map(str::trim).filter(|c| c.starts_with("ours")).collect();
+    let header = readme
+        .lines()
+        .find(|l| l.starts_with("| configuration |"))
+        .expect("the README's performance table");
+    let ours: Vec<&str> =
+        header.split('|').map(str::trim).filter(|c| c.starts_with("ours")).collect();
     assert_eq!(ours.len(), 3, "{header}");
     for column in ours {
-        assert!(help.contains(column), "`host bench --help` does not name the README column {column:?}:\n{help}");
+        assert!(
+            help.contains(column),
+            "`host bench --help` does not name the README column {column:?}:\n{help}"
+        );
     }
     for option in ["--ngf", "--batch", "--size", "--net-g", "--norm-stats", "--train"] {
-        let line = help.lines().position(|l| l.trim_start().starts_with(option)).unwrap_or_else(|| panic!("{option} missing:\n{help}"));
-        let described = help.lines().nth(line + 1).is_some_and(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"));
+        let line = help
+            .lines()
+            .position(|l| l.trim_start().starts_with(option))
+            .unwrap_or_else(|| panic!("{option} missing:\n{help}"));
+        let described = help
+            .lines()
+            .nth(line + 1)
+            .is_some_and(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"));
         assert!(described, "{option} has no description:\n{help}");
     }
 }

@@ -46,11 +46,8 @@ fn p(path: &Path) -> &str {
 /// Runs `cmd`, failing the test (and killing it) if it takes longer than `secs`: a hang is a
 /// failure here, not a stuck test run.
 fn run_within(cmd: &mut Command, secs: u64) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start host");
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cannot start host");
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > Duration::from_secs(secs) {
@@ -60,12 +57,7 @@ fn run_within(cmd: &mut Command, secs: u64) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    eprintln!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
+    eprintln!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status, stdout(&out), stderr(&out));
     out
 }
 
@@ -156,26 +148,12 @@ fn pipelines_never_overwrite_or_reread_their_inputs() {
         }
     }
     let names = files(&t.join("in"));
-    assert_eq!(
-        names,
-        [
-            "00.png",
-            "00_out.png",
-            "01.png",
-            "01_out.png",
-            "02.png",
-            "02_out.png"
-        ]
-    );
+    assert_eq!(names, ["00.png", "00_out.png", "01.png", "01_out.png", "02.png", "02_out.png"]);
     // The outputs are flips of the originals, not of earlier outputs.
     for i in 0..3 {
-        let a = image::open(t.join(&format!("in/{i:02}.png")))
-            .unwrap()
-            .fliph();
+        let a = image::open(t.join(&format!("in/{i:02}.png"))).unwrap().fliph();
         assert_eq!(
-            image::open(t.join(&format!("in/{i:02}_out.png")))
-                .unwrap()
-                .to_rgb8(),
+            image::open(t.join(&format!("in/{i:02}_out.png"))).unwrap().to_rgb8(),
             a.to_rgb8()
         );
     }
@@ -203,11 +181,7 @@ fn pipelines_never_overwrite_or_reread_their_inputs() {
     for _ in 0..2 {
         let out = run(&mut pipeline(&config));
         assert!(out.status.success());
-        assert!(
-            stdout(&out).contains("processed 6, skipped 0, failed 0"),
-            "{}",
-            stdout(&out)
-        );
+        assert!(stdout(&out).contains("processed 6, skipped 0, failed 0"), "{}", stdout(&out));
     }
     assert_eq!(files(&t.join("in/flipped")).len(), 6);
 }
@@ -220,10 +194,7 @@ fn output_names_cannot_leave_the_output_folder() {
     let abs = t.join("abs");
     let cases = [
         ("../../x_{stem}.png", "has a `..` component"),
-        (
-            &*format!("{}/x_{{stem}}.png", abs.display()),
-            "is an absolute path",
-        ),
+        (&*format!("{}/x_{{stem}}.png", abs.display()), "is an absolute path"),
         ("{stem}/../../../x_{stem}.png", "has a `..` component"),
     ];
     for (name, why) in cases {
@@ -313,12 +284,7 @@ fn processed(out: &Output) -> usize {
         .lines()
         .find(|l| l.starts_with("processed "))
         .unwrap_or_else(|| panic!("no summary: {s}"));
-    line["processed ".len()..]
-        .split(',')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    line["processed ".len()..].split(',').next().unwrap().parse().unwrap()
 }
 
 #[test]
@@ -330,12 +296,7 @@ fn concurrent_pipelines_on_one_folder_write_each_result_once() {
     // Two unsharded runs: each either runs or is refused for the lock; every output is
     // written by exactly one of them.
     let spawn = |args: &[&str]| {
-        pipeline(&config)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        pipeline(&config).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     };
     let (a, b) = (spawn(&[]), spawn(&[]));
     let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
@@ -344,11 +305,9 @@ fn concurrent_pipelines_on_one_folder_write_each_result_once() {
         eprintln!("{}{}", stdout(o), stderr(o));
         match o.status.code() {
             Some(0) => written += processed(o),
-            Some(2) => assert!(
-                stderr(o).contains("is in use by another run (pid "),
-                "{}",
-                stderr(o)
-            ),
+            Some(2) => {
+                assert!(stderr(o).contains("is in use by another run (pid "), "{}", stderr(o))
+            }
             c => panic!("unexpected status {c:?}"),
         }
     }
@@ -447,10 +406,7 @@ fn special_files_get_the_precise_reason() {
     std::os::unix::fs::symlink(t.join("loop"), t.join("loop")).unwrap();
     let cases = [
         (t.path().to_path_buf(), "is a folder, not a file"),
-        (
-            PathBuf::from("/dev/zero"),
-            "is a character device, not a regular file",
-        ),
+        (PathBuf::from("/dev/zero"), "is a character device, not a regular file"),
         (fifo.clone(), "is a named pipe (FIFO), not a regular file"),
         (t.join("loop"), "a loop of symbolic links"),
         (t.join("missing.safetensors"), "no such file"),
@@ -469,10 +425,7 @@ fn special_files_get_the_precise_reason() {
             60,
         );
         assert_eq!(out.status.code(), Some(2));
-        assert_eq!(
-            stderr(&out).trim(),
-            format!("error: model {}: {why}", model.display())
-        );
+        assert_eq!(stderr(&out).trim(), format!("error: model {}: {why}", model.display()));
     }
     for (spec, why) in &cases[1..4] {
         let out = run_within(
@@ -487,19 +440,13 @@ fn special_files_get_the_precise_reason() {
             60,
         );
         assert_eq!(out.status.code(), Some(2));
-        assert_eq!(
-            stderr(&out).trim(),
-            format!("error: input {0}: {why} ({0})", spec.display())
-        );
+        assert_eq!(stderr(&out).trim(), format!("error: input {0}: {why} ({0})", spec.display()));
     }
     // A FIFO with an image name inside an input folder fails alone, without blocking the run.
     let c = std::ffi::CString::new(p(&t.join("in/pipe.png"))).unwrap();
     // SAFETY: as above.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let out = run_within(
-        &mut pipeline(&flip_pipeline(&t, "in", "out", "{stem}.png", false)),
-        60,
-    );
+    let out = run_within(&mut pipeline(&flip_pipeline(&t, "in", "out", "{stem}.png", false)), 60);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stdout(&out).contains(&format!(
@@ -525,9 +472,7 @@ fn errors_from_inside_the_network_are_one_line_even_with_rust_backtrace() {
         let (mut shape, mut data) = (view.shape().to_vec(), view.data().to_vec());
         if name == "model.model.0.weight" {
             let (o, c, k) = (shape[0], shape[1], shape[2] * shape[3] * 4);
-            data = (0..o)
-                .flat_map(|i| view.data()[i * c * k..i * c * k + k].to_vec())
-                .collect();
+            data = (0..o).flat_map(|i| view.data()[i * c * k..i * c * k + k].to_vec()).collect();
             shape[1] = 1;
         }
         owned.push((name, shape, data));
@@ -614,11 +559,7 @@ fn training_never_starts_over_a_run_unasked_and_locks_its_folder() {
             && err.contains("host train --overwrite"),
         "{err}"
     );
-    assert_eq!(
-        checksums(&t.join("run")),
-        before,
-        "the refused run touched the folder"
-    );
+    assert_eq!(checksums(&t.join("run")), before, "the refused run touched the folder");
 
     // Another run holding the folder: refused, naming its pid.
     let held = FolderLock::acquire(&t.join("run"), LOCK_FILE, Mode::Exclusive, || {}).unwrap();
@@ -640,10 +581,7 @@ fn training_never_starts_over_a_run_unasked_and_locks_its_folder() {
     let after = checksums(&t.join("run"));
     assert!(!after.contains_key(LOCK_FILE));
     // Same seed and steps: the new run rewrote the same checkpoint.
-    assert_eq!(
-        after["latest/generator.safetensors"],
-        before["latest/generator.safetensors"]
-    );
+    assert_eq!(after["latest/generator.safetensors"], before["latest/generator.safetensors"]);
 }
 
 #[test]
@@ -674,8 +612,5 @@ fn diverging_training_stops_and_keeps_only_finite_checkpoints() {
         }
     }
     let log = std::fs::read_to_string(t.join("run/losses.csv")).unwrap();
-    assert!(
-        !log.to_ascii_lowercase().contains("nan") && !log.contains("inf"),
-        "{log}"
-    );
+    assert!(!log.to_ascii_lowercase().contains("nan") && !log.contains("inf"), "{log}");
 }

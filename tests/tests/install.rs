@@ -152,7 +152,10 @@ fn host_loads_the_installed_library() {
 }
 
 #[test]
-#[cfg_attr(not(have_cmake), ignore = "needs cmake and pkg-config (not found when the tests were built)")]
+#[cfg_attr(
+    not(have_cmake),
+    ignore = "needs cmake and pkg-config (not found when the tests were built)"
+)]
 fn readme_c_example_builds_with_pkg_config() {
     if !tools(&["pkg-config"], "the pkg-config build of the README's C example") {
         return;
@@ -208,7 +211,10 @@ fn readme_c_example_builds_with_pkg_config() {
 }
 
 #[test]
-#[cfg_attr(not(have_cmake), ignore = "needs cmake and pkg-config (not found when the tests were built)")]
+#[cfg_attr(
+    not(have_cmake),
+    ignore = "needs cmake and pkg-config (not found when the tests were built)"
+)]
 fn cmake_consumer_builds_and_runs_from_four_threads() {
     if !tools(&["cmake", "c++"], "the CMake consumer") {
         return;

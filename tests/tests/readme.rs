@@ -34,7 +34,13 @@ fn blocks(text: &str, lang: &str) -> Vec<String> {
 fn command_blocks() -> Vec<Vec<String>> {
     blocks(&readme(), "sh")
         .iter()
-        .map(|b| b.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+        .map(|b| {
+            b.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect()
+        })
         .collect()
 }
 
@@ -65,12 +71,15 @@ fn sandbox(tag: &str) -> PathBuf {
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
-    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())).flatten() {
+    for entry in
+        std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())).flatten()
+    {
         let path = entry.path();
         if path.is_dir() {
             copy_dir(&path, &to.join(entry.file_name()));
         } else {
-            std::fs::copy(&path, to.join(entry.file_name())).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            std::fs::copy(&path, to.join(entry.file_name()))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
     }
 }
@@ -109,7 +118,8 @@ fn run_in(dir: &Path, cmds: &[String]) {
             _ if cmd.starts_with("cargo ") => continue,
             _ => cmd.clone(),
         };
-        let out = Command::new("bash").arg("-ec").arg(&cmd).current_dir(dir).output().expect("bash");
+        let out =
+            Command::new("bash").arg("-ec").arg(&cmd).current_dir(dir).output().expect("bash");
         assert!(
             out.status.success(),
             "README command failed: {cmd}\n--- stdout\n{}\n--- stderr\n{}",
@@ -137,7 +147,11 @@ fn every_readme_shell_command_runs() {
     built_library("host");
     let dir = sandbox("commands");
     let before = tree_state();
-    let cmds: Vec<String> = command_blocks().into_iter().filter(|b| !b.iter().any(|c| c.contains("ffmpeg") || c.contains("gst-launch"))).flatten().collect();
+    let cmds: Vec<String> = command_blocks()
+        .into_iter()
+        .filter(|b| !b.iter().any(|c| c.contains("ffmpeg") || c.contains("gst-launch")))
+        .flatten()
+        .collect();
     run_in(&dir, &cmds);
     // Command 1 leaves one photo per example label map.
     for entry in std::fs::read_dir(root().join("examples/labels")).expect("examples/labels") {
@@ -147,34 +161,62 @@ fn every_readme_shell_command_runs() {
         assert_eq!((img.width(), img.height()), (256, 256));
     }
     let after = tree_state();
-    let changed: Vec<_> = after.iter().filter(|(p, s)| before.get(*p) != Some(s)).map(|(p, _)| p.display().to_string()).collect();
-    let removed: Vec<_> = before.keys().filter(|p| !after.contains_key(*p)).map(|p| p.display().to_string()).collect();
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(p, s)| before.get(*p) != Some(s))
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    let removed: Vec<_> = before
+        .keys()
+        .filter(|p| !after.contains_key(*p))
+        .map(|p| p.display().to_string())
+        .collect();
     assert!(changed.is_empty() && removed.is_empty(), "README commands wrote into the working tree: new or changed {changed:?}, removed {removed:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The README's ffmpeg block (the frei0r filter in ffmpeg), as written.
 #[test]
-#[cfg_attr(not(have_ffmpeg), ignore = "needs ffmpeg with frei0r (not found when the tests were built)")]
+#[cfg_attr(
+    not(have_ffmpeg),
+    ignore = "needs ffmpeg with frei0r (not found when the tests were built)"
+)]
 fn readme_ffmpeg_commands_run() {
     built_library("libpix2pix.so");
     let dir = sandbox("ffmpeg");
-    let block = command_blocks().into_iter().find(|b| b.iter().any(|c| c.contains("ffmpeg"))).expect("the README's ffmpeg block");
+    let block = command_blocks()
+        .into_iter()
+        .find(|b| b.iter().any(|c| c.contains("ffmpeg")))
+        .expect("the README's ffmpeg block");
     run_in(&dir, &block);
-    let frames = std::fs::read_dir(dir.join("out")).expect("out/").flatten().filter(|e| e.file_name().to_string_lossy().starts_with("frei0r_")).count();
+    let frames = std::fs::read_dir(dir.join("out"))
+        .expect("out/")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("frei0r_"))
+        .count();
     assert_eq!(frames, 5, "1 s at 5 fps");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The README's GStreamer block (the same frei0r filter as a GStreamer element), as written.
 #[test]
-#[cfg_attr(not(have_gstreamer), ignore = "needs gst-launch-1.0 with gstreamer1.0-plugins-bad (not found when the tests were built)")]
+#[cfg_attr(
+    not(have_gstreamer),
+    ignore = "needs gst-launch-1.0 with gstreamer1.0-plugins-bad (not found when the tests were built)"
+)]
 fn readme_gstreamer_commands_run() {
     built_library("libpix2pix.so");
     let dir = sandbox("gstreamer");
-    let block = command_blocks().into_iter().find(|b| b.iter().any(|c| c.contains("gst-launch"))).expect("the README's GStreamer block");
+    let block = command_blocks()
+        .into_iter()
+        .find(|b| b.iter().any(|c| c.contains("gst-launch")))
+        .expect("the README's GStreamer block");
     run_in(&dir, &block);
-    let frames = std::fs::read_dir(dir.join("out")).expect("out/").flatten().filter(|e| e.file_name().to_string_lossy().starts_with("gst_")).count();
+    let frames = std::fs::read_dir(dir.join("out"))
+        .expect("out/")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gst_"))
+        .count();
     assert_eq!(frames, 3, "num-buffers=3");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -217,8 +259,12 @@ fn the_readme_c_program_translates_an_image() {
 /// folder, which depends on the checkout, aside).
 #[test]
 fn the_readme_info_output_is_what_host_info_prints() {
-    let shown = blocks(&readme(), "text").into_iter().find(|b| b.contains("abi check ok")).expect("the README's `host info` output");
-    let model = shown.lines().find_map(|l| l.strip_prefix("model     ")).expect("a model line").to_string();
+    let shown = blocks(&readme(), "text")
+        .into_iter()
+        .find(|b| b.contains("abi check ok"))
+        .expect("the README's `host info` output");
+    let model =
+        shown.lines().find_map(|l| l.strip_prefix("model     ")).expect("a model line").to_string();
     let out = Command::new(built_library("host"))
         .args(["info", "--plugin"])
         .arg(built_library("libpix2pix.so"))
@@ -231,8 +277,15 @@ fn the_readme_info_output_is_what_host_info_prints() {
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
     let (shown_first, shown_rest) = shown.split_once('\n').expect("lines");
     let (printed_first, printed_rest) = printed.split_once('\n').expect("lines");
-    assert!(shown_first.ends_with("/target/release/libpix2pix.so") && printed_first.ends_with("/libpix2pix.so"), "{shown_first} / {printed_first}");
-    assert_eq!(shown_rest, printed_rest, "the README shows other `host info --model {model}` output than the host prints");
+    assert!(
+        shown_first.ends_with("/target/release/libpix2pix.so")
+            && printed_first.ends_with("/libpix2pix.so"),
+        "{shown_first} / {printed_first}"
+    );
+    assert_eq!(
+        shown_rest, printed_rest,
+        "the README shows other `host info --model {model}` output than the host prints"
+    );
 }
 
 /// Every colour of the README's label legend occurs in the example label maps, and its hex
@@ -245,20 +298,32 @@ fn the_label_legend_colours_are_in_the_example_label_maps() {
         .filter(|l| l.starts_with("| ") && l.contains("| `#"))
         .map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
-            let rgb: Vec<u8> = cells[1].trim_matches(|c| c == '(' || c == ')').split(", ").map(|v| v.parse().expect("a 0-255 value")).collect();
+            let rgb: Vec<u8> = cells[1]
+                .trim_matches(|c| c == '(' || c == ')')
+                .split(", ")
+                .map(|v| v.parse().expect("a 0-255 value"))
+                .collect();
             (cells[0].to_string(), [rgb[0], rgb[1], rgb[2]], cells[2].trim_matches('`').to_string())
         })
         .collect();
     assert_eq!(legend.len(), 12, "the twelve CMP classes");
     let mut pixels: Vec<[u8; 3]> = vec![];
-    for entry in std::fs::read_dir(root().join("examples/labels")).expect("examples/labels").flatten() {
+    for entry in
+        std::fs::read_dir(root().join("examples/labels")).expect("examples/labels").flatten()
+    {
         let img = image::open(entry.path()).expect("a label map").to_rgb8();
         pixels.extend(img.pixels().map(|p| p.0));
     }
     for (part, rgb, hex) in &legend {
         assert_eq!(hex, &format!("#{:02X}{:02X}{:02X}", rgb[0], rgb[1], rgb[2]), "{part}");
         // JPEG-compressed source data: the examples scatter each colour by a few levels.
-        let near = pixels.iter().filter(|p| p.iter().zip(rgb).map(|(a, b)| (*a as i32 - *b as i32).pow(2)).sum::<i32>() <= 16 * 16).count();
+        let near = pixels
+            .iter()
+            .filter(|p| {
+                p.iter().zip(rgb).map(|(a, b)| (*a as i32 - *b as i32).pow(2)).sum::<i32>()
+                    <= 16 * 16
+            })
+            .count();
         assert!(near >= 50, "{part} {rgb:?}: only {near} pixels of that colour in examples/labels");
     }
 }
@@ -267,6 +332,13 @@ fn the_label_legend_colours_are_in_the_example_label_maps() {
 #[test]
 fn the_readme_names_the_declared_rust_version() {
     let cargo = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
-    let version = cargo.lines().find_map(|l| l.trim().strip_prefix("rust-version = ")).expect("rust-version").trim_matches('"');
-    assert!(readme().contains(&format!("Rust {version} or newer (`rust-version` in `Cargo.toml`")), "the README does not say Rust {version}");
+    let version = cargo
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rust-version = "))
+        .expect("rust-version")
+        .trim_matches('"');
+    assert!(
+        readme().contains(&format!("Rust {version} or newer (`rust-version` in `Cargo.toml`")),
+        "the README does not say Rust {version}"
+    );
 }

@@ -51,10 +51,14 @@ impl NameTemplate {
         // the placeholders bring in is checked per input before a run (`crate::outputs`).
         let sample = Path::new(s);
         if sample.has_root() {
-            return Err(format!("{s:?} is an absolute path; output names must stay inside output.dir"));
+            return Err(format!(
+                "{s:?} is an absolute path; output names must stay inside output.dir"
+            ));
         }
         if sample.components().any(|c| c == std::path::Component::ParentDir) {
-            return Err(format!("{s:?} has a `..` component; output names must stay inside output.dir"));
+            return Err(format!(
+                "{s:?} has a `..` component; output names must stay inside output.dir"
+            ));
         }
         Ok(t)
     }

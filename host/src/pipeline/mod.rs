@@ -93,7 +93,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
         found.files.iter().enumerate().map(|(i, f)| (i, f.path.as_path())).collect();
     runner::check_collisions(&output, &all, &model_label)?;
     crate::outputs::check(&output, &all, &model_label)?;
-    let mine: Vec<(usize, &std::path::Path)> = all.iter().copied().filter(|(i, _)| shard.is_none_or(|s| s.takes(*i))).collect();
+    let mine: Vec<(usize, &std::path::Path)> =
+        all.iter().copied().filter(|(i, _)| shard.is_none_or(|s| s.takes(*i))).collect();
     let _locks = crate::outputs::lock(&output, &mine, &model_label, shard)?;
     if own > 0 {
         eprintln!("{own} earlier outputs of this pipeline found among the inputs and left out");

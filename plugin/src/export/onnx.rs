@@ -25,8 +25,8 @@ use std::collections::HashSet;
 use prost::Message;
 
 use super::proto::*;
-use crate::resnet::ResnetConfig;
-use crate::unet::UnetConfig;
+use crate::nets::resnet::ResnetConfig;
+use crate::nets::unet::UnetConfig;
 use crate::{Checkpoint, Error, GeneratorConfig, NormKind, NormStats, Result};
 
 /// The operator set the graph is written for (ONNX Runtime ≥ 1.12, OpenCV ≥ 4.7).

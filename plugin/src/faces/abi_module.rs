@@ -25,7 +25,8 @@ use crate::train;
 /// The root module `Pix2PixModRef::load_from_directory` / `load_from_file` finds.
 #[export_root_module]
 pub fn get_library() -> ffi::Pix2PixModRef {
-    ffi::Pix2PixMod { info, open_model, train, evaluate, bench, default_train_config, export_onnx }.leak_into_prefix()
+    ffi::Pix2PixMod { info, open_model, train, evaluate, bench, default_train_config, export_onnx }
+        .leak_into_prefix()
 }
 
 fn result<T>(r: ApiResult<T>) -> RResult<T, RString> {
@@ -187,7 +188,12 @@ extern "C" fn default_train_config() -> RString {
     RString::from(crate::train::config::DEFAULT_CONFIG_TOML)
 }
 
-extern "C" fn export_onnx(model: ROption<RStr<'_>>, out: RStr<'_>, norm_stats: ffi::NormStats, overwrite: bool) -> RResult<RString, RString> {
+extern "C" fn export_onnx(
+    model: ROption<RStr<'_>>,
+    out: RStr<'_>,
+    norm_stats: ffi::NormStats,
+    overwrite: bool,
+) -> RResult<RString, RString> {
     call(|| {
         let model = model.map(|m| Path::new(m.as_str())).into_option();
         let s = api::export_onnx(model, Path::new(out.as_str()), norm_stats, overwrite)?;

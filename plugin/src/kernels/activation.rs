@@ -20,9 +20,11 @@ pub struct LeakyReluOp {
 
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
-        o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = f(*a, *b));
-    });
+    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(
+        |(o, (a, b))| {
+            o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = f(*a, *b));
+        },
+    );
     out
 }
 
@@ -39,7 +41,10 @@ impl CustomOp1 for LeakyReluOp {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &LeakyReluGradOp { slope: self.slope })?))
+        Ok(Some(
+            x.contiguous()?
+                .apply_op2_no_bwd(&dy.contiguous()?, &LeakyReluGradOp { slope: self.slope })?,
+        ))
     }
 }
 
@@ -52,10 +57,20 @@ impl CustomOp2 for LeakyReluGradOp {
         "pix2pix-leaky-relu-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (x, dy) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         if x.len() != dy.len() {
-            candle_core::bail!("leaky_relu backward: gradient has {} elements, input {}", dy.len(), x.len())
+            candle_core::bail!(
+                "leaky_relu backward: gradient has {} elements, input {}",
+                dy.len(),
+                x.len()
+            )
         }
         let slope = self.slope;
         let dx = zip_map(x, dy, |x, dy| if x > 0.0 { dy } else { dy * slope });

@@ -55,7 +55,11 @@ pub fn precision() -> Precision {
     if let Some(p) = THREAD_PRECISION.with(|c| c.get()) {
         return p;
     }
-    if PRECISION.load(Ordering::Relaxed) == 1 { Precision::Bf16 } else { Precision::F32 }
+    if PRECISION.load(Ordering::Relaxed) == 1 {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    }
 }
 
 /// Whether inference products run in bf16 now: asked for, and the CPU can.
@@ -162,8 +166,10 @@ pub(crate) fn sgemm_bf16(dst: &mut [f32], dst_rs: usize, a: &PackedA, b: Mat, ac
     let cols_per_task = panels.div_ceil(groups);
     let row_blocks = want.div_ceil(groups).min(m.div_ceil(MR));
     let rows_per = m.div_ceil(row_blocks).next_multiple_of(MR);
-    let tasks: Vec<(usize, usize)> =
-        (0..m).step_by(rows_per).flat_map(|r0| (0..panels).step_by(cols_per_task).map(move |q0| (r0, q0))).collect();
+    let tasks: Vec<(usize, usize)> = (0..m)
+        .step_by(rows_per)
+        .flat_map(|r0| (0..panels).step_by(cols_per_task).map(move |q0| (r0, q0)))
+        .collect();
     let d = dst.as_mut_ptr() as usize;
     tasks.into_par_iter().for_each(|(r0, q0)| {
         let r1 = (r0 + rows_per).min(m);
@@ -182,7 +188,18 @@ pub(crate) fn sgemm_bf16(dst: &mut [f32], dst_rs: usize, a: &PackedA, b: Mat, ac
 #[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn block(dst: *mut f32, dst_rs: usize, a: &PackedA, bp: &[u32], n: usize, r0: usize, r1: usize, q0: usize, q1: usize, accumulate: bool) {
+unsafe fn block(
+    dst: *mut f32,
+    dst_rs: usize,
+    a: &PackedA,
+    bp: &[u32],
+    n: usize,
+    r0: usize,
+    r1: usize,
+    q0: usize,
+    q1: usize,
+    accumulate: bool,
+) {
     let kp = a.kp;
     for p0 in (0..kp).step_by(KC) {
         let pc = KC.min(kp - p0);
@@ -216,7 +233,18 @@ unsafe fn block(dst: *mut f32, dst_rs: usize, a: &PackedA, bp: &[u32], n: usize,
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block(_: *mut f32, _: usize, _: &PackedA, _: &[u32], _: usize, _: usize, _: usize, _: usize, _: usize, _: bool) {
+unsafe fn block(
+    _: *mut f32,
+    _: usize,
+    _: &PackedA,
+    _: &[u32],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: bool,
+) {
     unreachable!("bf16 gemm runs only where isa::bf16_available()")
 }
 
@@ -230,7 +258,16 @@ unsafe fn block(_: *mut f32, _: usize, _: &PackedA, _: &[u32], _: usize, _: usiz
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[inline]
-unsafe fn micro<const R: usize>(strip: &[u32], kp: usize, panel: &[u32], pc: usize, out: *mut f32, rs: usize, cols: usize, add: bool) {
+unsafe fn micro<const R: usize>(
+    strip: &[u32],
+    kp: usize,
+    panel: &[u32],
+    pc: usize,
+    out: *mut f32,
+    rs: usize,
+    cols: usize,
+    add: bool,
+) {
     use std::arch::x86_64::*;
     assert!(strip.len() >= (R - 1) * kp + pc && panel.len() >= pc * NR);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
@@ -239,7 +276,8 @@ unsafe fn micro<const R: usize>(strip: &[u32], kp: usize, panel: &[u32], pc: usi
         // SAFETY: p < pc and r < R keep both reads inside the lengths asserted above.
         unsafe {
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR) as *const _));
-            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16) as *const _));
+            let b1: __m512bh =
+                std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16) as *const _));
             for (r, acc) in acc.iter_mut().enumerate() {
                 let w: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r * kp + p) as i32));
                 acc[0] = _mm512_dpbf16_ps(acc[0], w, b0);
@@ -247,7 +285,13 @@ unsafe fn micro<const R: usize>(strip: &[u32], kp: usize, panel: &[u32], pc: usi
             }
         }
     }
-    let mask = |c: usize| -> __mmask16 { if c >= 16 { 0xffff } else { ((1u32 << c) - 1) as u16 } };
+    let mask = |c: usize| -> __mmask16 {
+        if c >= 16 {
+            0xffff
+        } else {
+            ((1u32 << c) - 1) as u16
+        }
+    };
     let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
     for (r, acc) in acc.iter().enumerate() {
         // SAFETY: masked to the first `cols` floats of row r, which the caller guarantees.
@@ -268,7 +312,14 @@ unsafe fn micro<const R: usize>(strip: &[u32], kp: usize, panel: &[u32], pc: usi
 /// `c (m × n, row-major) = a (m × k, row-major) · b (k × n, row-major)` in bf16, for tests and
 /// benchmarks; `Err` where the CPU lacks AVX512_BF16.
 #[doc(hidden)]
-pub fn bench_sgemm_bf16(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Result<(), String> {
+pub fn bench_sgemm_bf16(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), String> {
     if !isa::bf16_available() {
         return Err("AVX512_BF16 is not available on this CPU".into());
     }

@@ -30,7 +30,10 @@ impl CustomOp1 for PackedConv2dOp {
         let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, dims4(l)?);
         let g = Geom::conv(cin, (h, w), self.kernel, self.stride, self.padding, self.dilation)?;
         if g.rows() != self.w.cols() {
-            candle_core::bail!("conv2d (bf16): input has {cin} channels, kernel expects {}", self.w.cols() / (self.kernel.0 * self.kernel.1))
+            candle_core::bail!(
+                "conv2d (bf16): input has {cin} channels, kernel expects {}",
+                self.w.cols() / (self.kernel.0 * self.kernel.1)
+            )
         }
         let y = conv_core(x, nb, &g, Weights::Bf16(&self.w), None);
         Ok((CpuStorage::F32(y), Shape::from((nb, self.w.rows(), g.oh, g.ow))))
@@ -53,7 +56,10 @@ impl CustomOp1 for PackedConvTranspose2dOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, dims4(l)?);
         if cin != self.w.cols() {
-            candle_core::bail!("conv_transpose2d (bf16): input has {cin} channels, kernel expects {}", self.w.cols())
+            candle_core::bail!(
+                "conv_transpose2d (bf16): input has {cin} channels, kernel expects {}",
+                self.w.cols()
+            )
         }
         let g = self.op.geom(self.cout, (h, w), self.kernel)?;
         let y = conv_t_core(x, nb, &g, Weights::Bf16(&self.w), None);

@@ -23,7 +23,13 @@ pub struct Conv2dOp {
 
 /// `nb` images through a convolution whose weights are the `m × g.rows()` matrix `w`: the
 /// `(nb, m, oh, ow)` result, `bias` added.
-pub(crate) fn conv_core(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -> Vec<f32> {
+pub(crate) fn conv_core(
+    x: &[f32],
+    nb: usize,
+    g: &Geom,
+    w: Weights,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     // The direct kernel (direct.rs) is not dispatched to: measured 7–12× slower than
     // im2col + gemm on the outermost layers (benches/gemm_shapes.rs, interleaved).
     conv_gemm(x, nb, g, w, bias)
@@ -39,21 +45,33 @@ fn conv_gemm(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -
     if batch_merge(nb, s) {
         // One gemm over all batches (weights read once), then back to NCHW.
         let mut tmp = Scratch::take(m * nb * s);
-        timed(|| format!("conv   gemm     {}", shape()), flops, || sgemm_w(&mut tmp, nb * s, w, col, false));
-        return timed(|| format!("conv   permute  {}", shape()), 0.0, || cnhw_to_nchw(&tmp, nb, m, s, bias));
+        timed(
+            || format!("conv   gemm     {}", shape()),
+            flops,
+            || sgemm_w(&mut tmp, nb * s, w, col, false),
+        );
+        return timed(
+            || format!("conv   permute  {}", shape()),
+            0.0,
+            || cnhw_to_nchw(&tmp, nb, m, s, bias),
+        );
     }
     let mut out = vec![0f32; nb * m * s];
-    timed(|| format!("conv   gemm     {}", shape()), flops, || {
-        for n in 0..nb {
-            let dst = &mut out[n * m * s..][..m * s];
-            if let Some(b) = bias {
-                dst.chunks_mut(s).zip(b).for_each(|(row, b)| row.fill(*b));
+    timed(
+        || format!("conv   gemm     {}", shape()),
+        flops,
+        || {
+            for n in 0..nb {
+                let dst = &mut out[n * m * s..][..m * s];
+                if let Some(b) = bias {
+                    dst.chunks_mut(s).zip(b).for_each(|(row, b)| row.fill(*b));
+                }
+                // Block n of the column matrix: the same rows, columns n·s .. (n+1)·s.
+                let block = Mat { data: &col.data[n * s..], cols: s, ..col };
+                sgemm_w(dst, s, w, block, bias.is_some());
             }
-            // Block n of the column matrix: the same rows, columns n·s .. (n+1)·s.
-            let block = Mat { data: &col.data[n * s..], cols: s, ..col };
-            sgemm_w(dst, s, w, block, bias.is_some());
-        }
-    });
+        },
+    );
     out
 }
 
@@ -61,10 +79,24 @@ fn conv_gemm(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -
 /// padding `p`, on the direct kernel or on im2col + gemm, for benchmarks comparing the two.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
-pub fn bench_conv2d(x: &[f32], nb: usize, (c, h, w): (usize, usize, usize), wt: &[f32], m: usize, k: usize, s: usize, p: usize, direct: bool) -> Vec<f32> {
+pub fn bench_conv2d(
+    x: &[f32],
+    nb: usize,
+    (c, h, w): (usize, usize, usize),
+    wt: &[f32],
+    m: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    direct: bool,
+) -> Vec<f32> {
     let g = Geom::conv(c, (h, w), (k, k), s, p, 1).expect("bench geometry");
     let wm = Mat::rm(wt, m, g.rows());
-    if direct { conv_direct(x, nb, &g, wm, None) } else { conv_gemm(x, nb, &g, Weights::F32(wm), None) }
+    if direct {
+        conv_direct(x, nb, &g, wm, None)
+    } else {
+        conv_gemm(x, nb, &g, Weights::F32(wm), None)
+    }
 }
 
 impl CustomOp2 for Conv2dOp {
@@ -72,7 +104,13 @@ impl CustomOp2 for Conv2dOp {
         "pix2pix-conv2d"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
         let (k, (cout, kcin, kh, kw)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
         if kcin != cin {
@@ -83,7 +121,13 @@ impl CustomOp2 for Conv2dOp {
         Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.oh, g.ow))))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let (_, _, h, wd) = x.dims4()?;
         let (_, _, kh, kw) = w.dims4()?;
@@ -105,7 +149,13 @@ impl CustomOp2 for Conv2dOp {
             None
         };
         let dw = if w.track_op() {
-            let op = WeightGradOp { kh, kw, stride: self.stride, padding: self.padding, dilation: self.dilation };
+            let op = WeightGradOp {
+                kh,
+                kw,
+                stride: self.stride,
+                padding: self.padding,
+                dilation: self.dilation,
+            };
             Some(dy.apply_op2_no_bwd(&x.contiguous()?, &op)?)
         } else {
             None

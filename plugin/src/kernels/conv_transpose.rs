@@ -26,7 +26,12 @@ pub struct ConvTranspose2dOp {
 impl ConvTranspose2dOp {
     /// The geometry of the conv2d this op transposes: the image is this op's output, the grid
     /// this op's input.
-    pub(crate) fn geom(&self, cout: usize, (h, w): (usize, usize), (kh, kw): (usize, usize)) -> Result<Geom> {
+    pub(crate) fn geom(
+        &self,
+        cout: usize,
+        (h, w): (usize, usize),
+        (kh, kw): (usize, usize),
+    ) -> Result<Geom> {
         let side = |n: usize, k: usize, op: usize| -> Result<usize> {
             let full = (n.max(1) - 1) * self.stride + self.dilation * (k - 1) + 1 + op;
             if n == 0 || full <= 2 * self.padding {
@@ -39,7 +44,10 @@ impl ConvTranspose2dOp {
         // An output padding of a stride or more (legal below the dilation) lets the conv2d
         // over the output see more grid positions than there are inputs: use the first h × w.
         if g.oh < h || g.ow < w {
-            candle_core::bail!("conv_transpose2d: output padding {:?} too large", self.output_padding)
+            candle_core::bail!(
+                "conv_transpose2d: output padding {:?} too large",
+                self.output_padding
+            )
         }
         (g.oh, g.ow) = (h, w);
         Ok(g)
@@ -48,22 +56,37 @@ impl ConvTranspose2dOp {
 
 /// `nb` grids of `k` channels (`x`: `(nb, k, oh, ow)`) through the transposed convolution whose
 /// weights are the `g.rows() × k` matrix `wt`: the `(nb, g.c, g.h, g.w)` images, `bias` added.
-pub(crate) fn conv_t_core(x: &[f32], nb: usize, g: &Geom, wt: Weights, bias: Option<&[f32]>) -> Vec<f32> {
+pub(crate) fn conv_t_core(
+    x: &[f32],
+    nb: usize,
+    g: &Geom,
+    wt: Weights,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let (k, s, rows) = (wt.cols(), g.grid(), g.rows());
     let shape = || format!("{k}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
     let flops = 2.0 * (rows * nb * s * k) as f64;
     let mut col = Scratch::take(rows * nb * s);
     if batch_merge(nb, s) {
-        let xm = timed(|| format!("convT  permute  {}", shape()), 0.0, || nchw_to_cnhw(x, nb, k, s));
-        timed(|| format!("convT  gemm     {}", shape()), flops, || sgemm_w(&mut col, nb * s, wt, Mat::rm(&xm, k, nb * s), false));
+        let xm =
+            timed(|| format!("convT  permute  {}", shape()), 0.0, || nchw_to_cnhw(x, nb, k, s));
+        timed(
+            || format!("convT  gemm     {}", shape()),
+            flops,
+            || sgemm_w(&mut col, nb * s, wt, Mat::rm(&xm, k, nb * s), false),
+        );
     } else {
-        timed(|| format!("convT  gemm     {}", shape()), flops, || {
-            for n in 0..nb {
-                // Block n of the column matrix: row stride nb·s, columns n·s .. (n+1)·s.
-                let dst = &mut col[n * s..];
-                sgemm_w(dst, nb * s, wt, Mat::rm(&x[n * k * s..][..k * s], k, s), false);
-            }
-        });
+        timed(
+            || format!("convT  gemm     {}", shape()),
+            flops,
+            || {
+                for n in 0..nb {
+                    // Block n of the column matrix: row stride nb·s, columns n·s .. (n+1)·s.
+                    let dst = &mut col[n * s..];
+                    sgemm_w(dst, nb * s, wt, Mat::rm(&x[n * k * s..][..k * s], k, s), false);
+                }
+            },
+        );
     }
     timed(|| format!("convT  col2im   {}", shape()), 0.0, || col2im(&col, nb, g, bias))
 }
@@ -71,8 +94,14 @@ pub(crate) fn conv_t_core(x: &[f32], nb: usize, g: &Geom, wt: Weights, bias: Opt
 impl ConvTranspose2dOp {
     /// The forward on weights `(cin, cout, kh, kw)` as stored or, `row_major`, re-laid out as
     /// `(cout, kh, kw, cin)` (see `frozen.rs`).
-    pub(crate) fn forward_on(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, row_major: bool)
-        -> Result<(CpuStorage, Shape)> {
+    pub(crate) fn forward_on(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        row_major: bool,
+    ) -> Result<(CpuStorage, Shape)> {
         let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
         let (k, d) = (contiguous_f32(s2, l2)?, dims4(l2)?);
         let (kcin, cout, kh, kw) = if row_major { (d.3, d.0, d.1, d.2) } else { d };
@@ -92,26 +121,49 @@ impl CustomOp2 for ConvTranspose2dOp {
         "pix2pix-conv-transpose2d"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         self.forward_on(s1, l1, s2, l2, false)
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let (_, _, kh, kw) = w.dims4()?;
         // dx: the conv2d of dy with the same weights read as (out = cin, in = cout).
         let dx = if x.track_op() {
-            let op = Conv2dOp { stride: self.stride, padding: self.padding, dilation: self.dilation };
+            let op =
+                Conv2dOp { stride: self.stride, padding: self.padding, dilation: self.dilation };
             let (_, _, h, wd) = x.dims4()?;
             let dx = dy.apply_op2_no_bwd(w, &op)?;
             // Extra grid positions (output padding >= stride, see geom) have no input.
-            if dx.dims4()?.2 != h || dx.dims4()?.3 != wd { Some(dx.narrow(2, 0, h)?.narrow(3, 0, wd)?) } else { Some(dx) }
+            if dx.dims4()?.2 != h || dx.dims4()?.3 != wd {
+                Some(dx.narrow(2, 0, h)?.narrow(3, 0, wd)?)
+            } else {
+                Some(dx)
+            }
         } else {
             None
         };
         // dw: x against the im2col of dy, which lands in the (cin, cout, kh, kw) layout.
         let dw = if w.track_op() {
-            let op = WeightGradOp { kh, kw, stride: self.stride, padding: self.padding, dilation: self.dilation };
+            let op = WeightGradOp {
+                kh,
+                kw,
+                stride: self.stride,
+                padding: self.padding,
+                dilation: self.dilation,
+            };
             Some(x.contiguous()?.apply_op2_no_bwd(&dy, &op)?)
         } else {
             None

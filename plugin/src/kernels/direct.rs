@@ -25,7 +25,13 @@ const LANES: usize = 16;
 
 /// `(nb, m, oh, ow)` = conv of `x` (`nb` NCHW images of geometry `g`) with the `m × g.rows()`
 /// weights `w`, `bias` added.
-pub(crate) fn conv_direct(x: &[f32], nb: usize, g: &Geom, w: Mat, bias: Option<&[f32]>) -> Vec<f32> {
+pub(crate) fn conv_direct(
+    x: &[f32],
+    nb: usize,
+    g: &Geom,
+    w: Mat,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let (m, taps, hw, s) = (w.rows, g.rows(), g.h * g.w, g.grid());
     assert_eq!(w.cols, taps, "direct conv: weight columns");
     assert!(w.in_bounds(), "direct conv: weight view out of bounds");
@@ -86,12 +92,21 @@ pub(crate) fn conv_direct(x: &[f32], nb: usize, g: &Geom, w: Mat, bias: Option<&
 
 /// The `taps × owp` patch of output row `oy` of image `n`: patch[t][ox] is the input under
 /// tap t at output column ox (zero in the padding and past `ow`).
-fn gather_row(src: &[f32], n: usize, oy: usize, g: &Geom, ph: &Phases, patch: &mut [f32], owp: usize) {
+fn gather_row(
+    src: &[f32],
+    n: usize,
+    oy: usize,
+    g: &Geom,
+    ph: &Phases,
+    patch: &mut [f32],
+    owp: usize,
+) {
     let (kk, hw) = (g.kh * g.kw, g.h * g.w);
     let pad = g.pad as isize;
     for (t, dst) in patch.chunks_exact_mut(owp).enumerate() {
         let (c, i, j) = (t / kk, (t / g.kw) % g.kh, t % g.kw);
-        let ((py, by), (px, bx)) = (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
+        let ((py, by), (px, bx)) =
+            (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
         let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
         let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
         if oy < y0 || oy >= y1 || x0 == x1 {
@@ -144,7 +159,8 @@ unsafe fn row<const FMA: bool>(job: Row, out: *mut f32, plane: usize) {
         for x0 in (0..owp).step_by(LANES) {
             let mut acc = [[0f32; LANES]; CO];
             for t in 0..taps {
-                let v: &[f32; LANES] = patch[t * owp + x0..][..LANES].try_into().expect("LANES floats");
+                let v: &[f32; LANES] =
+                    patch[t * owp + x0..][..LANES].try_into().expect("LANES floats");
                 let w: &[f32; CO] = wt[t * mp + c0..][..CO].try_into().expect("CO floats");
                 for (acc, &w) in acc.iter_mut().zip(w) {
                     for (a, &v) in acc.iter_mut().zip(v) {

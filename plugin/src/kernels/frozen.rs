@@ -39,7 +39,9 @@ impl Packed {
             return Ok(p.clone());
         }
         let (storage, layout) = w.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("bf16 weights: not on the CPU") };
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("bf16 weights: not on the CPU")
+        };
         let p = Arc::new(PackedA::new(Mat::rm(contiguous_f32(cpu, layout)?, rows, cols)));
         *slot = Some(p.clone());
         Ok(p)
@@ -55,7 +57,12 @@ fn bf16_for(x: &Tensor, w: &Tensor) -> bool {
 pub type Affine = (Vec<f32>, Vec<f32>);
 
 /// `w` scaled per output channel (`w`'s dimension `dim`) and `bias·scale + shift`.
-fn fold(w: &Tensor, bias: Option<&Tensor>, dim: usize, (scale, shift): &Affine) -> Result<(Tensor, Tensor)> {
+fn fold(
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    dim: usize,
+    (scale, shift): &Affine,
+) -> Result<(Tensor, Tensor)> {
     let c = w.dim(dim)?;
     if scale.len() != c || shift.len() != c {
         candle_core::bail!("batch norm folding: {} channels after a layer with {c}", scale.len())
@@ -109,7 +116,11 @@ impl Conv2d {
     /// This layer then the per-channel map `affine()` returns, as one folded layer, when the
     /// weights are frozen, no gradient is wanted and `affine()` gives a map (batch norm on
     /// running statistics); `None`: run the two separately.
-    pub fn forward_folded(&self, x: &Tensor, affine: impl FnOnce() -> Result<Option<Affine>>) -> Result<Option<Tensor>> {
+    pub fn forward_folded(
+        &self,
+        x: &Tensor,
+        affine: impl FnOnce() -> Result<Option<Affine>>,
+    ) -> Result<Option<Tensor>> {
         let w = self.layer.weight();
         if x.track_op() || w.is_variable() || !fast_for(x, w) {
             return Ok(None);
@@ -131,7 +142,13 @@ impl Conv2d {
         if cfg.groups == 1 && bf16_for(x, w) {
             let (cout, cin, kh, kw) = w.dims4()?;
             let packed = self.bf16.get(w, cout, cin * kh * kw)?;
-            let op = PackedConv2dOp { w: packed, kernel: (kh, kw), stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation };
+            let op = PackedConv2dOp {
+                w: packed,
+                kernel: (kh, kw),
+                stride: cfg.stride,
+                padding: cfg.padding,
+                dilation: cfg.dilation,
+            };
             let y = x.contiguous()?.apply_op1_no_bwd(&op)?;
             return add_bias(y, self.layer.bias());
         }
@@ -168,11 +185,16 @@ impl ConvTranspose2d {
     }
 
     /// As [`Conv2d::forward_folded`].
-    pub fn forward_folded(&self, x: &Tensor, affine: impl FnOnce() -> Result<Option<Affine>>) -> Result<Option<Tensor>> {
+    pub fn forward_folded(
+        &self,
+        x: &Tensor,
+        affine: impl FnOnce() -> Result<Option<Affine>>,
+    ) -> Result<Option<Tensor>> {
         if x.track_op() || !fast_for(x, x) {
             return Ok(None);
         }
-        if matches!(&*self.weight.read().unwrap_or_else(|e| e.into_inner()), Weight::Stored(w) if w.is_variable()) {
+        if matches!(&*self.weight.read().unwrap_or_else(|e| e.into_inner()), Weight::Stored(w) if w.is_variable())
+        {
             return Ok(None);
         }
         let Some(affine) = affine()? else { return Ok(None) };
@@ -232,7 +254,12 @@ impl ConvTranspose2d {
                 if bf16_for(x, &w) {
                     let (cout, kh, kw, cin) = w.dims4()?;
                     let packed = self.bf16.get(&w, cout * kh * kw, cin)?;
-                    let op = PackedConvTranspose2dOp { w: packed, cout, kernel: (kh, kw), op: self.op() };
+                    let op = PackedConvTranspose2dOp {
+                        w: packed,
+                        cout,
+                        kernel: (kh, kw),
+                        op: self.op(),
+                    };
                     let y = x.contiguous()?.apply_op1_no_bwd(&op)?;
                     return add_bias(y, self.bias.as_ref());
                 }
@@ -240,7 +267,10 @@ impl ConvTranspose2d {
                 return add_bias(y, self.bias.as_ref());
             }
         }
-        super::conv_transpose2d(x, &candle_nn::ConvTranspose2d::new(self.weight()?, self.bias.clone(), self.config))
+        super::conv_transpose2d(
+            x,
+            &candle_nn::ConvTranspose2d::new(self.weight()?, self.bias.clone(), self.config),
+        )
     }
 }
 
@@ -272,7 +302,13 @@ impl CustomOp2 for RowMajorOp {
         "pix2pix-conv-transpose2d-frozen"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         self.0.forward_on(s1, l1, s2, l2, true)
     }
 }

@@ -4,9 +4,9 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-pub(crate) use super::mat::Mat;
 use super::bf16::{sgemm_bf16, PackedA};
 use super::mat::extent;
+pub(crate) use super::mat::Mat;
 use super::small_gemm;
 
 fn parallelism() -> Parallelism {
@@ -61,7 +61,14 @@ pub(crate) fn sgemm(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: 
     sgemm_on(dst, dst_rs, a, b, accumulate, Path::Auto)
 }
 
-pub(crate) fn sgemm_on(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool, path: Path) {
+pub(crate) fn sgemm_on(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: Mat,
+    b: Mat,
+    accumulate: bool,
+    path: Path,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions differ");
     assert!(a.in_bounds(), "gemm: lhs view out of bounds");
@@ -80,7 +87,10 @@ pub(crate) fn sgemm_on(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulat
         return;
     }
     if path == Path::SmallN || (path == Path::Auto && small_gemm::applies(&a, n)) {
-        assert!(n <= small_gemm::MAX_N && (a.rs == 1 || a.cs == 1), "small-n gemm: unsupported shape");
+        assert!(
+            n <= small_gemm::MAX_N && (a.rs == 1 || a.cs == 1),
+            "small-n gemm: unsupported shape"
+        );
         return small_gemm::sgemm_small_n(dst, dst_rs, a, b, accumulate);
     }
     let threads = rayon::current_num_threads();
@@ -93,7 +103,20 @@ pub(crate) fn sgemm_on(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulat
                 // SAFETY: task t writes only columns j0 .. j0 + cols of dst and reads only those of
                 // b: sub-views of views checked above, disjoint between tasks; dst and b outlive
                 // this loop, which joins before returning.
-                unsafe { product(m, per.min(n - j0), k, (d as *mut f32).add(j0), dst_rs, accumulate, &a, (bp as *const f32).add(j0 * b.cs), &b, Parallelism::None) }
+                unsafe {
+                    product(
+                        m,
+                        per.min(n - j0),
+                        k,
+                        (d as *mut f32).add(j0),
+                        dst_rs,
+                        accumulate,
+                        &a,
+                        (bp as *const f32).add(j0 * b.cs),
+                        &b,
+                        Parallelism::None,
+                    )
+                }
             }
         });
         return;
@@ -101,7 +124,20 @@ pub(crate) fn sgemm_on(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulat
     // SAFETY: the asserts above keep every index the three views address inside their slices;
     // dst is borrowed mutably, so it aliases neither operand, and its rows (stride >= n) don't
     // overlap each other.
-    unsafe { product(m, n, k, dst.as_mut_ptr(), dst_rs, accumulate, &a, b.data.as_ptr(), &b, parallelism()) }
+    unsafe {
+        product(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_rs,
+            accumulate,
+            &a,
+            b.data.as_ptr(),
+            &b,
+            parallelism(),
+        )
+    }
 }
 
 /// Products of at most this many rows with many columns are split by columns across the
@@ -118,7 +154,18 @@ const SPLIT_MIN_COLUMNS: usize = 512;
 /// Every element the views address must lie in live memory, `dst`'s rows must not overlap,
 /// and nothing else may access `dst` during the call.
 #[allow(clippy::too_many_arguments)]
-unsafe fn product(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, accumulate: bool, a: &Mat, b_data: *const f32, b: &Mat, par: Parallelism) {
+unsafe fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: &Mat,
+    b_data: *const f32,
+    b: &Mat,
+    par: Parallelism,
+) {
     // SAFETY: the caller's contract.
     unsafe {
         gemm::gemm(
@@ -149,7 +196,18 @@ unsafe fn product(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, ac
 /// `(ars, acs)`, `b` row-major or (`b_t`) column-major.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
-pub fn bench_sgemm(c: &mut [f32], a: &[f32], ars: usize, acs: usize, b: &[f32], b_t: bool, m: usize, n: usize, k: usize, path: Path) {
+pub fn bench_sgemm(
+    c: &mut [f32],
+    a: &[f32],
+    ars: usize,
+    acs: usize,
+    b: &[f32],
+    b_t: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    path: Path,
+) {
     let a = Mat { data: a, rows: m, cols: k, rs: ars, cs: acs };
     let b = if b_t { Mat::rm(b, n, k).t() } else { Mat::rm(b, k, n) };
     sgemm_on(c, n, a, b, false, path)
@@ -163,7 +221,12 @@ mod tests {
     /// and column-major operands, a padded dst row stride and accumulation.
     #[test]
     fn split_products_match_a_direct_sum() {
-        for (m, n, k, a_col_major, b_col_major) in [(64, 4096, 48, false, false), (48, 1500, 33, true, false), (7, 2051, 19, false, true), (64, 1024, 5, true, true)] {
+        for (m, n, k, a_col_major, b_col_major) in [
+            (64, 4096, 48, false, false),
+            (48, 1500, 33, true, false),
+            (7, 2051, 19, false, true),
+            (64, 1024, 5, true, true),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let av = if a_col_major { Mat::rm(&a, k, m).t() } else { Mat::rm(&a, m, k) };
@@ -173,11 +236,23 @@ mod tests {
             sgemm_on(&mut dst, rs, av, bv, true, Path::Gemm);
             for i in 0..m {
                 for j in 0..n {
-                    let want = 1.0 + (0..k).map(|kk| av.data[i * av.rs + kk * av.cs] as f64 * bv.data[kk * bv.rs + j * bv.cs] as f64).sum::<f64>();
+                    let want = 1.0
+                        + (0..k)
+                            .map(|kk| {
+                                av.data[i * av.rs + kk * av.cs] as f64
+                                    * bv.data[kk * bv.rs + j * bv.cs] as f64
+                            })
+                            .sum::<f64>();
                     let got = dst[i * rs + j] as f64;
-                    assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{m}x{n}x{k} at ({i}, {j}): {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "{m}x{n}x{k} at ({i}, {j}): {got} vs {want}"
+                    );
                 }
-                assert!(dst[i * rs + n..(i + 1) * rs].iter().all(|&v| v == 1.0), "{m}x{n}x{k}: padding of row {i} written");
+                assert!(
+                    dst[i * rs + n..(i + 1) * rs].iter().all(|&v| v == 1.0),
+                    "{m}x{n}x{k}: padding of row {i} written"
+                );
             }
         }
     }

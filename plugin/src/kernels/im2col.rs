@@ -31,12 +31,20 @@ pub(crate) struct Geom {
 
 impl Geom {
     /// The grid of a convolution over an image, as `nn.Conv2d` sizes it.
-    pub fn conv(c: usize, (h, w): (usize, usize), (kh, kw): (usize, usize), stride: usize, pad: usize, dil: usize)
-        -> candle_core::Result<Self> {
+    pub fn conv(
+        c: usize,
+        (h, w): (usize, usize),
+        (kh, kw): (usize, usize),
+        stride: usize,
+        pad: usize,
+        dil: usize,
+    ) -> candle_core::Result<Self> {
         let span = |n: usize, k: usize| -> candle_core::Result<usize> {
             let eff = dil * (k - 1) + 1;
             if n + 2 * pad < eff || stride == 0 || k == 0 {
-                candle_core::bail!("conv: kernel {k} (dilation {dil}) larger than padded input {n}+2·{pad}")
+                candle_core::bail!(
+                    "conv: kernel {k} (dilation {dil}) larger than padded input {n}+2·{pad}"
+                )
             }
             Ok((n + 2 * pad - eff) / stride + 1)
         };
@@ -65,7 +73,8 @@ pub(crate) struct Phases {
 impl Phases {
     pub fn new(h: usize, w: usize, s: usize) -> Self {
         let count = |n: usize, p: usize| if p < n { (n - p).div_ceil(s) } else { 0 };
-        let (ph, pw): (Vec<usize>, Vec<usize>) = ((0..s).map(|p| count(h, p)).collect(), (0..s).map(|p| count(w, p)).collect());
+        let (ph, pw): (Vec<usize>, Vec<usize>) =
+            ((0..s).map(|p| count(h, p)).collect(), (0..s).map(|p| count(w, p)).collect());
         let mut off = Vec::with_capacity(s * s);
         let mut at = 0;
         for rows in &ph {
@@ -103,10 +112,21 @@ impl Phases {
         }
     }
     pub fn split(&self, plane: &[f32], out: &mut [f32]) {
-        self.rows(|p, q, n| out[q..q + n].iter_mut().zip(plane[p..].iter().step_by(self.s)).for_each(|(d, v)| *d = *v));
+        self.rows(|p, q, n| {
+            out[q..q + n]
+                .iter_mut()
+                .zip(plane[p..].iter().step_by(self.s))
+                .for_each(|(d, v)| *d = *v)
+        });
     }
     fn merge(&self, phases: &[f32], plane: &mut [f32], bias: f32) {
-        self.rows(|p, q, n| plane[p..].iter_mut().step_by(self.s).zip(&phases[q..q + n]).for_each(|(d, v)| *d = *v + bias));
+        self.rows(|p, q, n| {
+            plane[p..]
+                .iter_mut()
+                .step_by(self.s)
+                .zip(&phases[q..q + n])
+                .for_each(|(d, v)| *d = *v + bias)
+        });
     }
 }
 
@@ -127,30 +147,33 @@ pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom) -> Scratch {
         buf
     });
     let src: &[f32] = split.as_deref().unwrap_or(x);
-    col.par_chunks_mut(row_len).with_min_len(MIN_TASK.div_ceil(row_len)).enumerate().for_each(|(r, row)| {
-        let (c, i, j) = (r / kk, (r / g.kw) % g.kh, r % g.kw);
-        let pad = g.pad as isize;
-        let ((py, by), (px, bx)) = (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
-        let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
-        let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
-        let pw = ph.pw[px];
-        for n in 0..nb {
-            let phase = &src[(n * g.c + c) * hw + ph.off[py * ph.s + px]..];
-            let out = &mut row[n * s..][..s];
-            for (oy, dst) in out.chunks_exact_mut(g.ow).enumerate() {
-                // The scratch buffer holds stale data: write the padding too.
-                if oy < y0 || oy >= y1 || x0 == x1 {
-                    dst.fill(0.0);
-                    continue;
+    col.par_chunks_mut(row_len).with_min_len(MIN_TASK.div_ceil(row_len)).enumerate().for_each(
+        |(r, row)| {
+            let (c, i, j) = (r / kk, (r / g.kw) % g.kh, r % g.kw);
+            let pad = g.pad as isize;
+            let ((py, by), (px, bx)) =
+                (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
+            let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
+            let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
+            let pw = ph.pw[px];
+            for n in 0..nb {
+                let phase = &src[(n * g.c + c) * hw + ph.off[py * ph.s + px]..];
+                let out = &mut row[n * s..][..s];
+                for (oy, dst) in out.chunks_exact_mut(g.ow).enumerate() {
+                    // The scratch buffer holds stale data: write the padding too.
+                    if oy < y0 || oy >= y1 || x0 == x1 {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let a = (oy as isize + by) as usize;
+                    let b0 = (x0 as isize + bx) as usize;
+                    dst[..x0].fill(0.0);
+                    dst[x1..].fill(0.0);
+                    dst[x0..x1].copy_from_slice(&phase[a * pw + b0..][..x1 - x0]);
                 }
-                let a = (oy as isize + by) as usize;
-                let b0 = (x0 as isize + bx) as usize;
-                dst[..x0].fill(0.0);
-                dst[x1..].fill(0.0);
-                dst[x0..x1].copy_from_slice(&phase[a * pw + b0..][..x1 - x0]);
             }
-        }
-    });
+        },
+    );
     col
 }
 
@@ -166,38 +189,46 @@ pub(crate) fn col2im(col: &[f32], nb: usize, g: &Geom, bias: Option<&[f32]>) -> 
     }
     let ph = Phases::new(g.h, g.w, g.stride);
     // One task per output plane: planes are disjoint, so the scatter-adds need no atomics.
-    img.par_chunks_mut(hw).with_min_len(MIN_TASK.div_ceil(hw)).enumerate().for_each(|(p, plane)| {
-        let (n, c) = (p / g.c, p % g.c);
-        let b = bias.map_or(0.0, |b| b[c]);
-        // Strided: sum into the phases (contiguous adds), interleave once at the end.
-        let mut phases = if g.stride > 1 { vec![0f32; hw] } else { Vec::new() };
-        let acc: &mut [f32] = if g.stride > 1 { &mut phases } else { plane.fill(b); &mut *plane };
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let r = (c * g.kh + i) * g.kw + j;
-                let src = &col[r * row_len + n * s..][..s];
-                let pad = g.pad as isize;
-                let ((py, by), (px, bx)) = (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
-                let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
-                let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
-                if x0 == x1 {
-                    continue;
-                }
-                let (pw, o) = (ph.pw[px], ph.off[py * ph.s + px]);
-                let b0 = (x0 as isize + bx) as usize;
-                for oy in y0..y1 {
-                    let a = (oy as isize + by) as usize;
-                    let dst = &mut acc[o + a * pw + b0..][..x1 - x0];
-                    for (d, v) in dst.iter_mut().zip(&src[oy * g.ow + x0..oy * g.ow + x1]) {
-                        *d += *v;
+    img.par_chunks_mut(hw).with_min_len(MIN_TASK.div_ceil(hw)).enumerate().for_each(
+        |(p, plane)| {
+            let (n, c) = (p / g.c, p % g.c);
+            let b = bias.map_or(0.0, |b| b[c]);
+            // Strided: sum into the phases (contiguous adds), interleave once at the end.
+            let mut phases = if g.stride > 1 { vec![0f32; hw] } else { Vec::new() };
+            let acc: &mut [f32] = if g.stride > 1 {
+                &mut phases
+            } else {
+                plane.fill(b);
+                &mut *plane
+            };
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let r = (c * g.kh + i) * g.kw + j;
+                    let src = &col[r * row_len + n * s..][..s];
+                    let pad = g.pad as isize;
+                    let ((py, by), (px, bx)) =
+                        (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
+                    let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
+                    let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
+                    if x0 == x1 {
+                        continue;
+                    }
+                    let (pw, o) = (ph.pw[px], ph.off[py * ph.s + px]);
+                    let b0 = (x0 as isize + bx) as usize;
+                    for oy in y0..y1 {
+                        let a = (oy as isize + by) as usize;
+                        let dst = &mut acc[o + a * pw + b0..][..x1 - x0];
+                        for (d, v) in dst.iter_mut().zip(&src[oy * g.ow + x0..oy * g.ow + x1]) {
+                            *d += *v;
+                        }
                     }
                 }
             }
-        }
-        if g.stride > 1 {
-            ph.merge(&phases, plane, b);
-        }
-    });
+            if g.stride > 1 {
+                ph.merge(&phases, plane, b);
+            }
+        },
+    );
     img
 }
 
@@ -216,7 +247,13 @@ pub(crate) fn nchw_to_cnhw(x: &[f32], nb: usize, c: usize, s: usize) -> Scratch 
 }
 
 /// `(c, nb, s)` → `(nb, c, s)`, adding `bias[c]` on the way.
-pub(crate) fn cnhw_to_nchw(x: &[f32], nb: usize, c: usize, s: usize, bias: Option<&[f32]>) -> Vec<f32> {
+pub(crate) fn cnhw_to_nchw(
+    x: &[f32],
+    nb: usize,
+    c: usize,
+    s: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     if out.is_empty() {
         return out;

@@ -27,5 +27,9 @@ impl<'a> Mat<'a> {
 
 /// Largest index a strided `rows × cols` view touches, plus one (0 when empty).
 pub(crate) fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
 }

@@ -34,17 +34,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{CpuStorage, DType, Layout, Module, Result, Tensor};
 
-pub use conv2d::Conv2dOp;
+pub use activation::LeakyReluOp;
+#[doc(hidden)]
+pub use bf16::bench_sgemm_bf16;
+pub use bf16::{from_bf16, precision, set_precision, to_bf16, with_precision, Precision};
 #[doc(hidden)]
 pub use conv2d::bench_conv2d;
-pub use activation::LeakyReluOp;
+pub use conv2d::Conv2dOp;
 pub use conv_transpose::ConvTranspose2dOp;
 pub use frozen::{Conv2d, ConvTranspose2d};
 #[doc(hidden)]
 pub use gemm::{bench_sgemm, Path as GemmPath};
-#[doc(hidden)]
-pub use bf16::bench_sgemm_bf16;
-pub use bf16::{from_bf16, precision, set_precision, to_bf16, with_precision, Precision};
 pub use isa::Isa;
 pub use norm::{Groups, MomentsOp, NormAffineOp};
 pub use profile::take_report as take_profile;
@@ -115,7 +115,10 @@ pub fn set_mode(m: Mode) {
 }
 
 pub(crate) fn fast_for(x: &Tensor, w: &Tensor) -> bool {
-    mode() == Mode::Fast && x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32
+    mode() == Mode::Fast
+        && x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
 }
 
 fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
@@ -175,7 +178,10 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("pix2pix kernels take contiguous tensors, got strides {:?}", l.stride()),
+        None => candle_core::bail!(
+            "pix2pix kernels take contiguous tensors, got strides {:?}",
+            l.stride()
+        ),
     }
 }
 

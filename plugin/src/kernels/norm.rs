@@ -80,7 +80,9 @@ impl CustomOp1 for MomentsOp {
             .map(|g| {
                 let planes = || self.groups.planes(g, nb, c).map(|p| &x[p * hw..][..hw]);
                 let mean = planes().map(|x| sum_f64(hw, |i| x[i] as f64)).sum::<f64>() / count;
-                let var = planes().map(|x| sum_f64(hw, |i| (x[i] as f64 - mean).powi(2))).sum::<f64>() / count;
+                let var =
+                    planes().map(|x| sum_f64(hw, |i| (x[i] as f64 - mean).powi(2))).sum::<f64>()
+                        / count;
                 (mean as f32, var as f32)
             })
             .collect();
@@ -110,7 +112,11 @@ impl NormAffineOp {
 
 fn check_params(c: usize, gamma: &[f32], beta: &[f32]) -> Result<()> {
     if gamma.len() != c || beta.len() != c {
-        candle_core::bail!("norm: {c} channels but {} scales and {} shifts", gamma.len(), beta.len())
+        candle_core::bail!(
+            "norm: {c} channels but {} scales and {} shifts",
+            gamma.len(),
+            beta.len()
+        )
     }
     Ok(())
 }
@@ -120,8 +126,15 @@ impl CustomOp3 for NormAffineOp {
         "pix2pix-norm-affine"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout)
-        -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (x, (nb, c, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
         let (gamma, beta) = (contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
         check_params(c, gamma, beta)?;
@@ -137,12 +150,21 @@ impl CustomOp3 for NormAffineOp {
         Ok((CpuStorage::F32(y), Shape::from((nb, c, h, w))))
     }
 
-    fn bwd(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, _y: &Tensor, dy: &Tensor)
-        -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
-        let sums = x.apply_op2_no_bwd(&dy, &GradSumsOp { groups: self.groups, mean: self.mean.clone() })?.to_vec2::<f32>()?;
-        let [sum_dy, sum_dy_xc]: [Vec<f32>; 2] =
-            sums.try_into().map_err(|_| candle_core::Error::Msg("norm backward: bad sums".into()))?;
+        let sums = x
+            .apply_op2_no_bwd(&dy, &GradSumsOp { groups: self.groups, mean: self.mean.clone() })?
+            .to_vec2::<f32>()?;
+        let [sum_dy, sum_dy_xc]: [Vec<f32>; 2] = sums
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("norm backward: bad sums".into()))?;
         let gamma_v = gamma.to_vec1::<f32>()?;
         let c = gamma_v.len();
         // Per channel: dβ = Σdy, dγ = Σdy·x̂ (instance norm sums its images' groups).
@@ -167,8 +189,12 @@ impl CustomOp3 for NormAffineOp {
 
 /// The backward ops' operands: the input, its output's gradient (same size), the input's dims.
 #[allow(clippy::type_complexity)]
-fn input_and_grad<'a>(s1: &'a CpuStorage, l1: &Layout, s2: &'a CpuStorage, l2: &Layout)
-    -> Result<(&'a [f32], &'a [f32], (usize, usize, usize, usize))> {
+fn input_and_grad<'a>(
+    s1: &'a CpuStorage,
+    l1: &Layout,
+    s2: &'a CpuStorage,
+    l2: &Layout,
+) -> Result<(&'a [f32], &'a [f32], (usize, usize, usize, usize))> {
     let (x, dy) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
     if dy.len() != x.len() {
         candle_core::bail!("norm backward: gradient has {} elements, input {}", dy.len(), x.len())
@@ -187,7 +213,13 @@ impl CustomOp2 for GradSumsOp {
         "pix2pix-norm-grad-sums"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (x, dy, (nb, c, h, w)) = input_and_grad(s1, l1, s2, l2)?;
         let (hw, ng) = (h * w, self.groups.count(nb, c));
         let sums: Vec<(f32, f32)> = (0..ng)
@@ -223,7 +255,13 @@ impl CustomOp2 for GradInputOp {
         "pix2pix-norm-grad-input"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (x, dy, (nb, c, h, w)) = input_and_grad(s1, l1, s2, l2)?;
         let (hw, groups) = (h * w, self.affine.groups);
         if self.gamma.len() != c || self.sum_dy.len() != groups.count(nb, c) {

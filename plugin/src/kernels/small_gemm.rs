@@ -20,7 +20,11 @@ const AXPY_ROWS: usize = 256;
 #[inline(always)]
 fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     // Without the fma target feature, mul_add would be a libm call per element.
-    if FMA { a.mul_add(b, c) } else { a * b + c }
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
 }
 
 /// Whether the kernels here handle this product and are faster than `gemm` on it (measured
@@ -42,7 +46,8 @@ pub(crate) fn sgemm_small_n(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accu
     }
     let bt = &bt;
     // dst split into disjoint row blocks, one per task (the last may be shorter in memory).
-    let rows_per = if a.rs == 1 { AXPY_ROWS } else { m.div_ceil(4 * rayon::current_num_threads()).max(1) };
+    let rows_per =
+        if a.rs == 1 { AXPY_ROWS } else { m.div_ceil(4 * rayon::current_num_threads()).max(1) };
     let blocks: Vec<(usize, usize, &mut [f32])> = {
         let mut out = Vec::with_capacity(m.div_ceil(rows_per));
         let mut rest = &mut dst[..(m - 1) * dst_rs + n];
@@ -114,7 +119,16 @@ fn block<const FMA: bool>(job: Block) {
 /// Rows `r0 .. r0+rows` of `dst` for a column-major `a` (`a[i + kk·cs]`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn axpy_block<const FMA: bool>(out: &mut [f32], dst_rs: usize, a: &Mat, bt: &[f32], r0: usize, rows: usize, n: usize, accumulate: bool) {
+fn axpy_block<const FMA: bool>(
+    out: &mut [f32],
+    dst_rs: usize,
+    a: &Mat,
+    bt: &[f32],
+    r0: usize,
+    rows: usize,
+    n: usize,
+    accumulate: bool,
+) {
     let k = a.cols;
     let mut acc = [[0f32; AXPY_ROWS]; MAX_N];
     for kk in 0..k {

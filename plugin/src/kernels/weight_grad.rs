@@ -30,16 +30,25 @@ pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geo
     // colᵀ: (nb·s) × rows, read in place.
     let col_t = Mat::rm(&col, rows, nb * s).t();
     if batch_merge(nb, s) {
-        let a = timed(|| format!("wgrad  permute  {}", shape()), 0.0, || nchw_to_cnhw(act, nb, m, s));
-        timed(|| format!("wgrad  gemm     {}", shape()), flops, || sgemm(&mut dw, rows, Mat::rm(&a, m, nb * s), col_t, false));
+        let a =
+            timed(|| format!("wgrad  permute  {}", shape()), 0.0, || nchw_to_cnhw(act, nb, m, s));
+        timed(
+            || format!("wgrad  gemm     {}", shape()),
+            flops,
+            || sgemm(&mut dw, rows, Mat::rm(&a, m, nb * s), col_t, false),
+        );
     } else {
-        timed(|| format!("wgrad  gemm     {}", shape()), flops, || {
-            for n in 0..nb {
-                let a = Mat::rm(&act[n * m * s..][..m * s], m, s);
-                let block = Mat { data: &col[n * s..], rows: s, ..col_t };
-                sgemm(&mut dw, rows, a, block, n > 0);
-            }
-        });
+        timed(
+            || format!("wgrad  gemm     {}", shape()),
+            flops,
+            || {
+                for n in 0..nb {
+                    let a = Mat::rm(&act[n * m * s..][..m * s], m, s);
+                    let block = Mat { data: &col[n * s..], rows: s, ..col_t };
+                    sgemm(&mut dw, rows, a, block, n > 0);
+                }
+            },
+        );
     }
     dw
 }
@@ -49,13 +58,24 @@ impl CustomOp2 for WeightGradOp {
         "pix2pix-conv-weight-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (act, (nb, m, oh, ow)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
         let (img, (inb, c, h, w)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
-        let mut g = Geom::conv(c, (h, w), (self.kh, self.kw), self.stride, self.padding, self.dilation)?;
+        let mut g =
+            Geom::conv(c, (h, w), (self.kh, self.kw), self.stride, self.padding, self.dilation)?;
         // The grid may stop short of the full one (transposed conv with a large output padding).
         if inb != nb || g.oh < oh || g.ow < ow {
-            candle_core::bail!("conv weight gradient: grid {:?} does not match image {:?}", l1.dims(), l2.dims())
+            candle_core::bail!(
+                "conv weight gradient: grid {:?} does not match image {:?}",
+                l1.dims(),
+                l2.dims()
+            )
         }
         (g.oh, g.ow) = (oh, ow);
         let dw = weight_grad(act, nb, m, img, &g);

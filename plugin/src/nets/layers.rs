@@ -52,7 +52,9 @@ impl Layer for Sequential {
         while i < self.ops.len() {
             // A frozen convolution followed by batch norm on running statistics runs as one
             // convolution with the norm folded into its weights (kernels::frozen).
-            if let (Op::Conv(_) | Op::ConvTranspose(_), Some(Op::Norm(n))) = (&self.ops[i], self.ops.get(i + 1)) {
+            if let (Op::Conv(_) | Op::ConvTranspose(_), Some(Op::Norm(n))) =
+                (&self.ops[i], self.ops.get(i + 1))
+            {
                 let folded = match &self.ops[i] {
                     Op::Conv(c) => c.forward_folded(&x, || n.running_affine(f))?,
                     Op::ConvTranspose(c) => c.forward_folded(&x, || n.running_affine(f))?,

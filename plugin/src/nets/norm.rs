@@ -91,9 +91,23 @@ impl Norm {
             return Ok(None);
         }
         let v = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>();
-        let (g, b, m, var) = (v(&bn.weight)?, v(&bn.bias)?, v(bn.running_mean.as_tensor())?, v(bn.running_var.as_tensor())?);
-        let scale: Vec<f32> = g.iter().zip(&var).map(|(g, v)| (*g as f64 / (*v as f64 + EPS).sqrt()) as f32).collect();
-        let shift = b.iter().zip(&m).zip(&scale).map(|((b, m), s)| (*b as f64 - *m as f64 * *s as f64) as f32).collect();
+        let (g, b, m, var) = (
+            v(&bn.weight)?,
+            v(&bn.bias)?,
+            v(bn.running_mean.as_tensor())?,
+            v(bn.running_var.as_tensor())?,
+        );
+        let scale: Vec<f32> = g
+            .iter()
+            .zip(&var)
+            .map(|(g, v)| (*g as f64 / (*v as f64 + EPS).sqrt()) as f32)
+            .collect();
+        let shift = b
+            .iter()
+            .zip(&m)
+            .zip(&scale)
+            .map(|((b, m), s)| (*b as f64 - *m as f64 * *s as f64) as f32)
+            .collect();
         Ok(Some((scale, shift)))
     }
 }

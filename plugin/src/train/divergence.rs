@@ -24,12 +24,7 @@ fn fallback(saved: Option<(u64, String)>) -> String {
 
 /// Fails if a loss of step `step` is not finite.
 pub fn check_losses(step: u64, l: &Losses, saved: Option<(u64, String)>) -> Result<()> {
-    let named = [
-        ("G_GAN", l.g_gan),
-        ("G_L1", l.g_l1),
-        ("D_real", l.d_real),
-        ("D_fake", l.d_fake),
-    ];
+    let named = [("G_GAN", l.g_gan), ("G_L1", l.g_l1), ("D_real", l.d_real), ("D_fake", l.d_fake)];
     match named.iter().find(|(_, v)| !v.is_finite()) {
         None => Ok(()),
         Some((name, v)) => Err(diverged(format!(
@@ -42,19 +37,13 @@ pub fn check_losses(step: u64, l: &Losses, saved: Option<(u64, String)>) -> Resu
 /// Whether every element of `t` is finite: `t - t` is 0 exactly there and NaN elsewhere.
 fn finite(t: &Tensor) -> Result<bool> {
     #[allow(clippy::eq_op)] // the point: x - x is NaN for x = ±inf or NaN
-    let s = (t - t)?
-        .sum_all()?
-        .to_dtype(candle_core::DType::F32)?
-        .to_scalar::<f32>()?;
+    let s = (t - t)?.sum_all()?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
     Ok(s == 0.0)
 }
 
 /// Fails, before a save after step `step`, if a weight or an optimiser moment is not finite.
 pub fn check_weights(step: u64, trainer: &Trainer, saved: Option<(u64, String)>) -> Result<()> {
-    let params = trainer
-        .generator_params()
-        .iter()
-        .chain(trainer.discriminator_params());
+    let params = trainer.generator_params().iter().chain(trainer.discriminator_params());
     let mut bad = None;
     for (name, var) in params {
         if !finite(var.as_tensor())? {
@@ -89,15 +78,8 @@ mod tests {
         assert!(finite(&Tensor::new(&[1.0f32, -3e38, 0.0], &dev).unwrap()).unwrap());
         assert!(!finite(&Tensor::new(&[1.0f32, f32::NAN], &dev).unwrap()).unwrap());
         assert!(!finite(&Tensor::new(&[f32::NEG_INFINITY, 2.0], &dev).unwrap()).unwrap());
-        let l = Losses {
-            g_gan: 1.0,
-            g_l1: f32::NAN,
-            d_real: 0.5,
-            d_fake: 0.5,
-        };
-        let e = check_losses(4, &l, Some((2, "out/latest".into())))
-            .unwrap_err()
-            .to_string();
+        let l = Losses { g_gan: 1.0, g_l1: f32::NAN, d_real: 0.5, d_fake: 0.5 };
+        let e = check_losses(4, &l, Some((2, "out/latest".into()))).unwrap_err().to_string();
         assert_eq!(e, "training diverged at step 4: loss G_L1 is NaN; stopped, the last finite checkpoint is out/latest (step 2) (lower [train] lr?)");
         assert!(check_losses(4, &Losses::default(), None).is_ok());
     }

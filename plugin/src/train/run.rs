@@ -10,9 +10,9 @@ use super::config::Config;
 use super::data::{Dataset, Loader, Plan};
 use super::divergence;
 use super::log::LossLog;
+use super::loss_curve::save_loss_curve;
 use super::preprocess::Preprocessor;
 use super::rng::{derive, Stream};
-use super::loss_curve::save_loss_curve;
 use super::samples::save_grid;
 use super::schedule::lr_at;
 use super::state::{self, step_name, RunState, LATEST};
@@ -210,7 +210,11 @@ pub fn train(config_text: &str, resume: bool, report: &mut dyn Reporter) -> Resu
     }
     drop(loader);
     if saved_at != Some(step) {
-        divergence::check_weights(step, &trainer, saved_at.map(|s| (s, dir.join(LATEST).display().to_string())))?;
+        divergence::check_weights(
+            step,
+            &trainer,
+            saved_at.map(|s| (s, dir.join(LATEST).display().to_string())),
+        )?;
         state::save(&dir, &[LATEST.to_string()], &trainer, &run_state(step))?;
     }
     Ok(TrainSummary {

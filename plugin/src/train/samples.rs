@@ -24,7 +24,8 @@ pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
 /// Image `i` of a (N, 3, H, W) batch in [-1, 1].
 pub fn to_image(batch: &Tensor, i: usize) -> Result<RgbImage> {
     let (rgb, w, h) = tensor_to_rgb(&batch.narrow(0, i, 1)?)?;
-    RgbImage::from_raw(w as u32, h as u32, rgb).ok_or_else(|| Error::invalid("image", "buffer smaller than its size"))
+    RgbImage::from_raw(w as u32, h as u32, rgb)
+        .ok_or_else(|| Error::invalid("image", "buffer smaller than its size"))
 }
 
 /// Places images side by side in rows (all of one size).
@@ -41,7 +42,13 @@ pub fn grid(rows: &[Vec<RgbImage>]) -> RgbImage {
 }
 
 /// The first `max_rows` items of a batch as input | output | target rows.
-pub fn save_grid(path: &Path, input: &Tensor, output: &Tensor, target: &Tensor, max_rows: usize) -> Result<()> {
+pub fn save_grid(
+    path: &Path,
+    input: &Tensor,
+    output: &Tensor,
+    target: &Tensor,
+    max_rows: usize,
+) -> Result<()> {
     let n = input.dim(0)?.min(max_rows).max(1);
     let rows = (0..n)
         .map(|i| Ok(vec![to_image(input, i)?, to_image(output, i)?, to_image(target, i)?]))

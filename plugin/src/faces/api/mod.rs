@@ -14,7 +14,7 @@ pub mod model;
 pub mod run;
 
 pub use bench::{bench, generator_config, random_generator, BenchSpec, BenchTimes};
-pub use export::export_onnx;
 pub use error::{guard, panic_error, ApiError, ApiResult, ErrorKind};
+pub use export::export_onnx;
 pub use model::{open_model, plugin_info, LoadedModel, ModelInfo, PluginInfo, MAX_THREADS};
 pub use run::{evaluate, evaluate_path, parse_direction, train};

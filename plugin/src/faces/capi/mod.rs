@@ -616,7 +616,12 @@ pub unsafe extern "C" fn p2p_evaluate(
 
 // SAFETY contract and documentation: `pix2pix_ffi::c::functions::p2p_export_onnx`.
 #[no_mangle]
-pub unsafe extern "C" fn p2p_export_onnx(model_path: *const c_char, out_path: *const c_char, norm_stats: u32, flags: u32) -> p2p_status {
+pub unsafe extern "C" fn p2p_export_onnx(
+    model_path: *const c_char,
+    out_path: *const c_char,
+    norm_stats: u32,
+    flags: u32,
+) -> p2p_status {
     run(|| {
         let model = match model_path.is_null() {
             true => None,
