@@ -387,7 +387,7 @@ extern p2p_status p2p_evaluate(const struct p2p_model *m, const char *data_dir, 
 //
 // # Safety
 // `model_path` is NULL or NUL-terminated; `out_path` is NUL-terminated.
-p2p_status p2p_export_onnx(const char *model_path, const char *out_path, uint32_t norm_stats, uint32_t flags);
+extern p2p_status p2p_export_onnx(const char *model_path, const char *out_path, uint32_t norm_stats, uint32_t flags);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -614,7 +614,10 @@ pub unsafe extern "C" fn p2p_evaluate(
     })
 }
 
-// SAFETY contract and documentation: `pix2pix_ffi::c::functions::p2p_export_onnx`.
+/// `p2p_export_onnx` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
 #[no_mangle]
 pub unsafe extern "C" fn p2p_export_onnx(
     model_path: *const c_char,
