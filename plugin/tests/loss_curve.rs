@@ -85,7 +85,7 @@ fn a_training_run_draws_a_readable_loss_curve() {
     let d = TempDir::new("loss-curve-run");
     let mut seen = Vec::new();
     let s = train::train(&config(&d.0), false, &mut |p| {
-        seen.push(p.clone());
+        seen.push(*p);
         true
     })
     .unwrap();
