@@ -6,7 +6,7 @@
 //!
 //! ONNX Runtime comes from a Python virtual environment the script creates when missing (see
 //! its docstring). Without Python or PyPI the comparison is skipped with a message on the
-//! terminal; with `P2P_REQUIRE_ONNX=1` that is a failure instead.
+//! terminal; with `PIX2PIX_REQUIRE_ONNX=1` that is a failure instead.
 
 mod host_common;
 
@@ -26,7 +26,7 @@ fn skipped(what: &str) {
 }
 
 fn required() -> bool {
-    std::env::var_os("P2P_REQUIRE_ONNX").is_some_and(|v| v == "1")
+    std::env::var_os("PIX2PIX_REQUIRE_ONNX").is_some_and(|v| v == "1")
 }
 
 /// A deterministic RGB test image with gradients and texture.
@@ -126,7 +126,7 @@ fn exported_generators_match_host_run_in_onnx_runtime() {
         Err(e) if !required() => {
             return skipped(&format!("cannot run {python} ({e}); set P2P_PYTHON to a Python 3"))
         }
-        Err(e) => panic!("P2P_REQUIRE_ONNX=1 but {python} cannot run: {e}"),
+        Err(e) => panic!("PIX2PIX_REQUIRE_ONNX=1 but {python} cannot run: {e}"),
     };
     let (so, se) = (stdout(&out), stderr(&out));
     println!("{so}\n{se}");
@@ -136,7 +136,7 @@ fn exported_generators_match_host_run_in_onnx_runtime() {
             "{so}"
         ),
         Some(77) if !required() => skipped(so.trim().trim_start_matches("SKIP: ")),
-        Some(77) => panic!("P2P_REQUIRE_ONNX=1 but ONNX Runtime is not available:\n{so}\n{se}"),
+        Some(77) => panic!("PIX2PIX_REQUIRE_ONNX=1 but ONNX Runtime is not available:\n{so}\n{se}"),
         _ => panic!("ONNX Runtime disagrees with host run ({}):\n{so}\n{se}", out.status),
     }
 }
