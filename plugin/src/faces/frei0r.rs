@@ -3,7 +3,8 @@
 //!
 //! Opens and translates through the same [`crate::faces::api`] as the C and abi_stable faces. A frei0r host has no error channel, so a model
 //! that fails to load passes frames through unchanged and is reported once on stderr. Frames are
-//! RGBA8888; alpha passes through. Inference uses batch statistics over the frame and no
+//! RGBA8888; the model sees them as its input channels (RGB, or luma for a 1-channel model), a
+//! 1-channel output is replicated to RGB, and alpha passes through. Inference uses batch statistics over the frame and no
 //! dropout, so the same frame always gives the same output.
 //!
 //! Parameters: 0 `model` (string, a checkpoint path; empty = the shipped default model),
@@ -16,7 +17,7 @@ use std::path::Path;
 use pix2pix_ffi::{NormStats, SizePolicy};
 
 use crate::faces::api::{self, LoadedModel};
-use crate::filter::image_tensor::ImageView;
+use crate::filter::image_tensor::{ImageU8, ImageView};
 use crate::filter::model::Options;
 
 const F0R_PLUGIN_TYPE_FILTER: c_int = 0;
@@ -109,7 +110,12 @@ impl Instance {
             })
         });
         match translated {
-            Some(Ok(img)) if img.data.len() == output.len() => output.copy_from_slice(&img.data),
+            Some(Ok(img)) if img.channels == 4 && img.data.len() == output.len() => {
+                output.copy_from_slice(&img.data)
+            }
+            Some(Ok(img)) if img.channels == 2 && img.data.len() * 2 == output.len() => {
+                gray_alpha_to_rgba(&img, output)
+            }
             Some(Err(e)) if !self.reported => {
                 self.reported = true;
                 eprintln!("pix2pix frei0r: {e}; frames pass through unchanged");
@@ -117,6 +123,13 @@ impl Instance {
             }
             _ => output.copy_from_slice(input),
         }
+    }
+}
+
+/// A 1-channel model's gray + alpha output as the RGBA frame frei0r hosts expect.
+fn gray_alpha_to_rgba(img: &ImageU8, output: &mut [u8]) {
+    for (px, ga) in output.chunks_exact_mut(4).zip(img.data.chunks_exact(2)) {
+        px.copy_from_slice(&[ga[0], ga[0], ga[0], ga[1]]);
     }
 }
 
