@@ -30,7 +30,7 @@ use super::Direction;
 use crate::error::{Error, Result};
 use crate::filter::image_tensor::u8_to_tensor_channels;
 
-const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
+const EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "pgm"];
 
 /// Where one pair's pixels come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
