@@ -77,7 +77,7 @@ fn u8_u16_f32_agree_to_the_quantisation_step() {
         assert!((0.0..=1.0).contains(&f), "f32 sample {i} = {f} outside [0, 1]");
         if i % 4 == 3 {
             // Alpha is copied: exact in every format.
-            assert_eq!((o16[i], f), (px[i] as u16 * 257, px[i] as f64 / 255.0), "alpha {i}");
+            assert_eq!((o16[i], of[i]), (px[i] as u16 * 257, px[i] as f32 / 255.0), "alpha {i}");
             continue;
         }
         worst8 = worst8.max((a - f).abs());
