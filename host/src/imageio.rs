@@ -103,7 +103,9 @@ fn fit(img: &DynamicImage, format: ImageFormat, ext: &str) -> DynamicImage {
         ImageFormat::Jpeg => D::ImageRgb8(img.to_rgb8()),
         ImageFormat::WebP if alpha => D::ImageRgba8(img.to_rgba8()),
         _ => match img {
-            D::ImageLuma8(_) | D::ImageRgb8(_) | D::ImageRgba8(_) | D::ImageLumaA8(_) => img.clone(),
+            D::ImageLuma8(_) | D::ImageRgb8(_) | D::ImageRgba8(_) | D::ImageLumaA8(_) => {
+                img.clone()
+            }
             _ if gray && !alpha => D::ImageLuma8(img.to_luma8()),
             _ if alpha => D::ImageRgba8(img.to_rgba8()),
             _ => D::ImageRgb8(img.to_rgb8()),

@@ -21,7 +21,8 @@ fn forward_parity_of_gray_and_colour_models() {
             let cfg = pix2pix::infer_generator(&ckpt).unwrap();
             assert_eq!(cfg.channels(), channels, "{name}.{ext}: channels read off the file");
             let g = ckpt.build(|vb| Generator::new(cfg, vb)).unwrap();
-            for (stats, key) in [(NormStats::Running, "g_eval"), (NormStats::Batch, "g_train_nodrop")]
+            for (stats, key) in
+                [(NormStats::Running, "g_eval"), (NormStats::Batch, "g_train_nodrop")]
             {
                 let y = g.forward(&fw["x"], &Forward::infer(stats)).unwrap();
                 let e = max_abs(&y, &fw[key]);

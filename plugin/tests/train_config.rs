@@ -140,7 +140,10 @@ fn channel_counts_shape_both_networks() {
     assert_eq!(c.generator_config().channels(), (1, 3));
     assert_eq!(c.discriminator_config().in_channels, 4);
     let c = Config::parse("").unwrap();
-    assert_eq!((c.generator_config().channels(), c.discriminator_config().in_channels), ((3, 3), 6));
+    assert_eq!(
+        (c.generator_config().channels(), c.discriminator_config().in_channels),
+        ((3, 3), 6)
+    );
 }
 
 #[test]

@@ -311,8 +311,8 @@ fn translate_ex_takes_16_bit_samples() {
     };
     assert_eq!((out.width, out.height, out.channels, out.format), (150, 100, 3, SampleFormat::U16));
     let m = pix2pix::Model::open(&generator(UNET128), pix2pix::Options::default()).unwrap();
-    let view = pix2pix::ImageView::with_format(w, h, w * c * 2, c, SampleFormat::U16, &bytes)
-        .unwrap();
+    let view =
+        pix2pix::ImageView::with_format(w, h, w * c * 2, c, SampleFormat::U16, &bytes).unwrap();
     assert_eq!(out.data.as_slice(), m.translate_as(&view, SampleFormat::U16).unwrap().data);
 
     let gray_model = root().join("tests/fixtures/unet128_ngf8_3to1/generator.safetensors");

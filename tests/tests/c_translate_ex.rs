@@ -187,8 +187,11 @@ fn colour_to_gray_model_matches_the_reference() {
     assert_eq!(oc, 1, "a 3→1 model gives gray");
     assert_within_one_level(name, &out, 1, 1);
     // RGBA: gray + alpha.
-    let rgba: Vec<u8> =
-        px.chunks_exact(3).enumerate().flat_map(|(i, p)| [p[0], p[1], p[2], (i % 251) as u8]).collect();
+    let rgba: Vec<u8> = px
+        .chunks_exact(3)
+        .enumerate()
+        .flat_map(|(i, p)| [p[0], p[1], p[2], (i % 251) as u8])
+        .collect();
     let (out_a, oca) = translate_ex(&exe, &model, &dir, &rgba, (w, h, 4), (U8, U8));
     assert_eq!(oca, 2);
     for (i, p) in out_a.chunks_exact(2).enumerate() {

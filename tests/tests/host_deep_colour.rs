@@ -53,7 +53,12 @@ fn check_16_bit(path: &Path, want: &[u16]) {
     };
     assert_eq!(got.as_raw().as_slice(), want, "{}: samples", path.display());
     let deep = want.iter().filter(|v| *v % 257 != 0).count();
-    assert!(deep > want.len() / 2, "{}: only {deep} of {} samples use 16 bits", path.display(), want.len());
+    assert!(
+        deep > want.len() / 2,
+        "{}: only {deep} of {} samples use 16 bits",
+        path.display(),
+        want.len()
+    );
 }
 
 #[test]
@@ -112,8 +117,8 @@ fn a_pipeline_keeps_16_bits() {
 /// The fixture's input x (on the 8-bit grid) as an 8-bit image, and the reference output
 /// (batch statistics, no dropout: the host's defaults) in [0, 255], channel-major.
 fn fixture_io(name: &str) -> (DynamicImage, Vec<f32>, usize) {
-    let bytes =
-        std::fs::read(root().join("tests/fixtures").join(name).join("forward.safetensors")).unwrap();
+    let bytes = std::fs::read(root().join("tests/fixtures").join(name).join("forward.safetensors"))
+        .unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let f = |k: &str| -> (Vec<f32>, Vec<usize>) {
         let t = st.tensor(k).unwrap();
@@ -207,11 +212,8 @@ fn host_trains_a_gray_to_colour_model() {
         .current_dir(t.path()));
     assert!(out.status.success());
     let csv = std::fs::read_to_string(t.join("ckpt/losses.csv")).unwrap();
-    let rows: Vec<Vec<f64>> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
-        .collect();
+    let rows: Vec<Vec<f64>> =
+        csv.lines().skip(1).map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
     assert_eq!(rows.len(), steps);
     let (first, last) = (mean_l1(&rows[..5]), mean_l1(&rows[steps - 5..]));
     println!("G_L1 over the first 5 steps {first:.2}, the last 5 {last:.2}");
