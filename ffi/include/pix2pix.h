@@ -84,6 +84,19 @@
 // The right half of each aligned A|B image is the input.
 #define P2P_DIRECTION_B_TO_A 2
 
+// `p2p_image_ex.format`: 8-bit unsigned samples (0 = black, 255 = white).
+#define P2P_FORMAT_U8 1
+
+// 16-bit unsigned samples in native byte order (0 = black, 65535 = white).
+#define P2P_FORMAT_U16 2
+
+// 32-bit float samples in native byte order, 0.0 = black, 1.0 = white (values outside [0, 1]
+// are clamped on input, NaN reads as 0; outputs are always within [0, 1]).
+#define P2P_FORMAT_F32 3
+
+// Output only (`p2p_translate_ex`): the output takes the input's format.
+#define P2P_FORMAT_SAME 0
+
 // An opened model (opaque). Create with `p2p_model_open`, release with `p2p_model_free`.
 // Thread-safe: any number of threads may call `p2p_translate`, `p2p_model_get_info` and
 // `p2p_evaluate` with one model at once.
@@ -143,7 +156,8 @@ typedef struct p2p_model_info {
 } p2p_model_info;
 
 // An 8-bit image: `height` rows of `width` pixels of `channels` interleaved samples
-// (1 = gray, 3 = RGB, 4 = RGBA), row `y` starting at `data + y * stride`.
+// (1 = gray, 2 = gray + alpha, 3 = RGB, 4 = RGBA), row `y` starting at `data + y * stride`.
+// For 16-bit and float samples see `p2p_image_ex`.
 typedef struct p2p_image {
     uint32_t width;
     uint32_t height;
@@ -152,6 +166,25 @@ typedef struct p2p_image {
     uint32_t channels;
     uint8_t *data;
 } p2p_image;
+
+// An image of any sample format (`p2p_translate_ex`): `height` rows of `width` pixels of
+// `channels` interleaved samples (1 = gray, 2 = gray + alpha, 3 = RGB, 4 = RGBA) of `format`,
+// row `y` starting at `(uint8_t *)data + y * stride`. Samples are in native byte order and need
+// no particular alignment. Set `struct_size` to `sizeof(p2p_image_ex)`: this struct may grow
+// at its end; the library reads and writes only the fields `struct_size` covers.
+typedef struct p2p_image_ex {
+    // `sizeof(p2p_image_ex)` as the caller compiled it; must cover at least `data`.
+    size_t struct_size;
+    // `P2P_FORMAT_*` (for an output, `P2P_FORMAT_SAME` takes the input's).
+    uint32_t format;
+    uint32_t width;
+    uint32_t height;
+    uint32_t channels;
+    // Bytes from the start of one row to the start of the next (at least
+    // `width * channels * bytes per sample`).
+    size_t stride;
+    void *data;
+} p2p_image_ex;
 
 // One training step, as reported to a `p2p_progress_fn` (and, as `TrainProgress`, to a Rust
 // host's progress sink).
@@ -289,13 +322,19 @@ extern void p2p_model_free(struct p2p_model *m);
 // `m` is NULL or a live model; `out` is NULL or points to `out->struct_size` writable bytes.
 extern p2p_status p2p_model_get_info(const struct p2p_model *m, struct p2p_model_info *out);
 
-// Translates an image of any size (the model's size policy handles sides the network does not
-// take as they are). The output has the input's width and height, and 4 channels if the input
-// has 4 (its alpha copied through unchanged), else 3 (RGB; gray input is read as RGB).
+// Translates an 8-bit image of any size (the model's size policy handles sides the network
+// does not take as they are): `p2p_translate_ex` with `P2P_FORMAT_U8` in and out.
+//
+// Channels: the input is converted to the model's input channels (`p2p_model_info.in_channels`):
+// gray is replicated to RGB for a 3-channel model, RGB becomes ITU-R 601-2 luma
+// (L = R * 299/1000 + G * 587/1000 + B * 114/1000) for a 1-channel model. The output has the
+// input's width and height and the model's output channels (`out_channels`: 3 = RGB,
+// 1 = gray), plus one if the input has alpha (2 or 4 channels), its alpha copied through
+// unchanged.
 //
 // Input: `in->data` must hold `in->stride * (in->height - 1) + in->width * in->channels`
 // bytes. Width and height must be positive and `width * height` at most 2^28 pixels; `stride`
-// at least `width * channels`; `channels` 1, 3 or 4; the extent above at most 2^40 bytes.
+// at least `width * channels`; `channels` 1 to 4; the extent above at most 2^40 bytes.
 // Violations give `P2P_ERR_INVALID_ARGUMENT` before anything is read or allocated.
 //
 // Output, two modes:
@@ -318,6 +357,45 @@ extern p2p_status p2p_model_get_info(const struct p2p_model *m, struct p2p_model
 // # Safety
 // `m` is NULL or a live model; `in`/`out` are NULL or valid, and their buffers as described.
 extern p2p_status p2p_translate(const struct p2p_model *m, const struct p2p_image *in, struct p2p_image *out);
+
+// Translates an image of any size and sample format (`P2P_FORMAT_U8`, `_U16`, `_F32`): as
+// `p2p_translate`, with sizes in bytes of samples of the format. The model computes in 32-bit
+// float; samples are converted on the way in and quantised only on the way out, so 16-bit
+// and float images keep their precision.
+//
+// Input: `in->struct_size` must cover `data`; `in->format` one of `P2P_FORMAT_U8/U16/F32`;
+// `in->data` must hold `in->stride * (in->height - 1) + in->width * in->channels * B` bytes
+// (B = bytes per sample); the other rules of `p2p_translate` apply with that row size.
+//
+// Output: `out->struct_size` must cover `data`; `out->format` is the output's format
+// (`P2P_FORMAT_SAME`: the input's). Channels as `p2p_translate`. Two modes, as
+// `p2p_translate`:
+// - `out->data == NULL`: the library allocates a packed image
+//   (`stride = width * channels * B`) and sets `format`, `width`, `height`, `channels`,
+//   `stride` and `data`; release it with `p2p_image_ex_free`.
+// - `out->data != NULL`: the caller's buffer of `out->height` rows `out->stride` bytes apart,
+//   with `out->stride >= in->width * C * B` and `out->height >= in->height`, else
+//   `P2P_ERR_BUFFER_TOO_SMALL` and nothing is written. Only the rows' `in->width * C * B`
+//   bytes are written; on success `format`, `width`, `height` and `channels` are set and
+//   `stride` is kept. `out->data` may be `in->data` (in place) if the rows fit.
+//
+// On failure `*out` is unchanged. Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`
+// (including an unknown format or a too-small `struct_size`), `P2P_ERR_BUFFER_TOO_SMALL`,
+// `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY`. Thread-safe as `p2p_translate`.
+//
+// # Safety
+// `m` is NULL or a live model; `in`/`out` are NULL or valid for `struct_size` bytes, and their
+// buffers as described.
+extern p2p_status p2p_translate_ex(const struct p2p_model *m, const struct p2p_image_ex *in, struct p2p_image_ex *out);
+
+// Releases the samples of an image `p2p_translate_ex` allocated (`out->data == NULL`) and
+// sets its `data` to NULL and `width`, `height`, `channels`, `stride` to 0 (within
+// `struct_size`). NULL, and an image whose `data` is NULL, are ignored. Never pass an image
+// whose buffer the caller allocated.
+//
+// # Safety
+// `img` is NULL or points to a `p2p_image_ex` whose `data` is NULL or library-allocated.
+extern void p2p_image_ex_free(struct p2p_image_ex *img);
 
 // Releases the pixels of an image the library allocated (`p2p_translate` with
 // `out->data == NULL`) and zeroes `*img`. NULL, and an image whose `data` is NULL, are

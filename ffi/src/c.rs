@@ -78,6 +78,16 @@ pub const P2P_DIRECTION_A_TO_B: u32 = 1;
 /// The right half of each aligned A|B image is the input.
 pub const P2P_DIRECTION_B_TO_A: u32 = 2;
 
+/// `p2p_image_ex.format`: 8-bit unsigned samples (0 = black, 255 = white).
+pub const P2P_FORMAT_U8: u32 = 1;
+/// 16-bit unsigned samples in native byte order (0 = black, 65535 = white).
+pub const P2P_FORMAT_U16: u32 = 2;
+/// 32-bit float samples in native byte order, 0.0 = black, 1.0 = white (values outside [0, 1]
+/// are clamped on input, NaN reads as 0; outputs are always within [0, 1]).
+pub const P2P_FORMAT_F32: u32 = 3;
+/// Output only (`p2p_translate_ex`): the output takes the input's format.
+pub const P2P_FORMAT_SAME: u32 = 0;
+
 /// An opened model (opaque). Create with `p2p_model_open`, release with `p2p_model_free`.
 /// Thread-safe: any number of threads may call `p2p_translate`, `p2p_model_get_info` and
 /// `p2p_evaluate` with one model at once.
@@ -109,7 +119,8 @@ pub struct p2p_options {
 }
 
 /// An 8-bit image: `height` rows of `width` pixels of `channels` interleaved samples
-/// (1 = gray, 3 = RGB, 4 = RGBA), row `y` starting at `data + y * stride`.
+/// (1 = gray, 2 = gray + alpha, 3 = RGB, 4 = RGBA), row `y` starting at `data + y * stride`.
+/// For 16-bit and float samples see `p2p_image_ex`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct p2p_image {
@@ -124,6 +135,61 @@ pub struct p2p_image {
 impl Default for p2p_image {
     fn default() -> Self {
         Self { width: 0, height: 0, stride: 0, channels: 0, data: std::ptr::null_mut() }
+    }
+}
+
+/// An image of any sample format (`p2p_translate_ex`): `height` rows of `width` pixels of
+/// `channels` interleaved samples (1 = gray, 2 = gray + alpha, 3 = RGB, 4 = RGBA) of `format`,
+/// row `y` starting at `(uint8_t *)data + y * stride`. Samples are in native byte order and need
+/// no particular alignment. Set `struct_size` to `sizeof(p2p_image_ex)`: this struct may grow
+/// at its end; the library reads and writes only the fields `struct_size` covers.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct p2p_image_ex {
+    /// `sizeof(p2p_image_ex)` as the caller compiled it; must cover at least `data`.
+    pub struct_size: usize,
+    /// `P2P_FORMAT_*` (for an output, `P2P_FORMAT_SAME` takes the input's).
+    pub format: u32,
+    pub width: u32,
+    pub height: u32,
+    pub channels: u32,
+    /// Bytes from the start of one row to the start of the next (at least
+    /// `width * channels * bytes per sample`).
+    pub stride: usize,
+    pub data: *mut c_void,
+}
+
+impl Default for p2p_image_ex {
+    fn default() -> Self {
+        Self {
+            struct_size: std::mem::size_of::<Self>(),
+            format: P2P_FORMAT_SAME,
+            width: 0,
+            height: 0,
+            channels: 0,
+            stride: 0,
+            data: std::ptr::null_mut(),
+        }
+    }
+}
+
+impl crate::SampleFormat {
+    /// The `P2P_FORMAT_*` code of this format.
+    pub const fn code(self) -> u32 {
+        match self {
+            crate::SampleFormat::U8 => P2P_FORMAT_U8,
+            crate::SampleFormat::U16 => P2P_FORMAT_U16,
+            crate::SampleFormat::F32 => P2P_FORMAT_F32,
+        }
+    }
+    /// The format of a `P2P_FORMAT_*` code; `None` for `P2P_FORMAT_SAME` and unknown codes.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            P2P_FORMAT_U8 => Some(crate::SampleFormat::U8),
+            P2P_FORMAT_U16 => Some(crate::SampleFormat::U16),
+            P2P_FORMAT_F32 => Some(crate::SampleFormat::F32),
+            _ => None,
+        }
     }
 }
 

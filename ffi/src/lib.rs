@@ -24,7 +24,9 @@ pub mod c;
 pub mod output_lock;
 mod settings;
 
-pub use settings::{Direction, GeneratorName, NormStats, SizePolicy, DEFAULT_TILE_OVERLAP};
+pub use settings::{
+    Direction, GeneratorName, NormStats, SampleFormat, SizePolicy, DEFAULT_TILE_OVERLAP,
+};
 
 /// Bumped when the C API changes incompatibly; `p2p_abi_version()` returns it.
 pub const ABI_VERSION: u32 = c::P2P_ABI_VERSION;
@@ -86,7 +88,8 @@ pub struct ModelInfo {
     pub source: RString,
 }
 
-/// A borrowed 8-bit image, rows `stride` bytes apart, 1, 3 or 4 channels.
+/// A borrowed 8-bit image, rows `stride` bytes apart, 1 (gray), 2 (gray + alpha), 3 (RGB) or 4
+/// (RGBA) channels.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]
 pub struct ImageRef<'a> {
@@ -97,7 +100,8 @@ pub struct ImageRef<'a> {
     pub data: RSlice<'a, u8>,
 }
 
-/// An owned, packed 8-bit image: 3 channels, or 4 when the input had alpha (copied through).
+/// An owned, packed 8-bit image: the model's output channels (1 or 3), plus the input's alpha
+/// (copied through) when it had one.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
 pub struct ImageBuf {
@@ -107,10 +111,37 @@ pub struct ImageBuf {
     pub data: RVec<u8>,
 }
 
+/// A borrowed image of any [`SampleFormat`]: rows `stride` bytes apart, `channels` interleaved
+/// samples per pixel (as [`ImageRef`]), in native byte order (no alignment needed).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct ImageRefEx<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub stride: u32,
+    pub channels: u32,
+    pub format: SampleFormat,
+    pub data: RSlice<'a, u8>,
+}
+
+/// An owned, packed image of any [`SampleFormat`] (native byte order), channels as [`ImageBuf`].
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct ImageBufEx {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u32,
+    pub format: SampleFormat,
+    pub data: RVec<u8>,
+}
+
 /// An opened model. Thread-safe: several threads may translate with one model at once.
 #[sabi_trait]
 pub trait Translator: Send + Sync {
     fn info(&self) -> ModelInfo;
+    /// Same size out; the model's output channels (1 or 3), plus the input's alpha if it had one.
+    /// The input is converted to the model's input channels (gray replicated to RGB, RGB to
+    /// ITU-R 601-2 luma).
     fn translate(&self, image: ImageRef<'_>) -> RResult<ImageBuf, RString>;
 }
 
@@ -205,6 +236,8 @@ pub struct Pix2PixMod {
     pub evaluate: extern "C" fn(request: EvalRequest) -> RResult<EvalMetrics, RString>,
     #[sabi(last_prefix_field)]
     pub bench: extern "C" fn(request: BenchRequest) -> RResult<BenchReport, RString>,
+    // Fields appended after the prefix: a plugin built before them lacks them, so their
+    // accessors return `None` there. Append only, never reorder.
     /// The training config with every key at its default, commented with its range or choices
     /// (`host train --print-config`). After the last prefix field: a host reads it as `None`
     /// from a plugin that predates it.
@@ -220,6 +253,14 @@ pub struct Pix2PixMod {
         norm_stats: NormStats,
         overwrite: bool,
     ) -> RResult<RString, RString>,
+    /// Translates an image of any sample format with a model this plugin opened: the output has
+    /// the input's size, `out_format` samples, and channels as [`Translator::translate`].
+    #[sabi(missing_field(option))]
+    pub translate_ex: extern "C" fn(
+        model: &TranslatorBox,
+        image: ImageRefEx<'_>,
+        out_format: SampleFormat,
+    ) -> RResult<ImageBufEx, RString>,
 }
 
 impl RootModule for Pix2PixModRef {

@@ -34,6 +34,28 @@ pub enum SizePolicy {
     Tile = 2,
 }
 
+/// How an image's samples are stored: 8-bit, 16-bit (both unsigned integers, 0 = black, the
+/// maximum = white) or 32-bit float in [0, 1]; native byte order, interleaved channels.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SampleFormat {
+    #[default]
+    U8 = 0,
+    U16 = 1,
+    F32 = 2,
+}
+
+impl SampleFormat {
+    /// Bytes per sample.
+    pub const fn bytes(self) -> usize {
+        match self {
+            SampleFormat::U8 => 1,
+            SampleFormat::U16 => 2,
+            SampleFormat::F32 => 4,
+        }
+    }
+}
+
 /// Which half of an aligned A|B image is the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Direction {
@@ -74,6 +96,7 @@ macro_rules! names {
 names!(NormStats { Batch = "batch", Running = "running" });
 names!(SizePolicy { Resize = "resize", Pad = "pad", Tile = "tile" });
 names!(Direction { AtoB = "AtoB", BtoA = "BtoA" });
+names!(SampleFormat { U8 = "u8", U16 = "u16", F32 = "f32" });
 
 /// A generator architecture by the reference's `netG` name: `unet_<side>` (a U-Net taking
 /// sides that are multiples of `side`, a power of two from 32 to 65536) or `resnet_<n>blocks`

@@ -6,11 +6,13 @@ use std::path::Path;
 
 use abi_stable::std_types::RSlice;
 use anyhow::{anyhow, bail, Context, Result};
-use image::{DynamicImage, ImageFormat, ImageReader, RgbImage, RgbaImage};
-use pix2pix_ffi::{ImageBuf, ImageRef};
+use image::codecs::pnm::{PnmEncoder, PnmSubtype, SampleEncoding};
+use image::{DynamicImage, ImageBuffer, ImageFormat, ImageReader};
+use pix2pix_ffi::{ImageBuf, ImageBufEx, ImageRef, ImageRefEx, SampleFormat};
 
 /// The extensions of the formats this host is built with (inputs and outputs).
-pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp"];
+pub const EXTENSIONS: &[&str] =
+    &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pgm", "pnm"];
 
 pub fn has_image_extension(path: &Path) -> bool {
     path.extension()
@@ -51,49 +53,119 @@ pub fn format_for(path: &Path) -> Result<ImageFormat> {
     }
 }
 
-/// Encodes `img` in the format of `path`'s extension. Formats without alpha (JPEG) get RGB;
-/// everything is 8-bit, which every encoder here takes.
+/// Encodes `img` in the format of `path`'s extension, keeping its sample depth where the format
+/// can hold it: PNG and PNM 8 or 16 bits (float images become 16-bit), TIFF 8, 16 or 32-bit
+/// float; JPEG, WebP and BMP are 8-bit. Formats without alpha (JPEG, PPM, PGM) drop it; PPM is
+/// RGB and PGM gray.
 pub fn encode(img: &DynamicImage, path: &Path) -> Result<Vec<u8>> {
     let format = format_for(path)?;
-    let img = match (format, img) {
-        (ImageFormat::Jpeg, DynamicImage::ImageLuma8(_)) => img.clone(),
-        (ImageFormat::Jpeg, _) => DynamicImage::ImageRgb8(img.to_rgb8()),
-        (
-            _,
-            DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_),
-        ) => img.clone(),
-        (ImageFormat::WebP, DynamicImage::ImageLumaA8(_)) => {
-            DynamicImage::ImageRgba8(img.to_rgba8())
-        }
-        (_, DynamicImage::ImageLumaA8(_)) => img.clone(),
-        _ if img.color().has_alpha() => DynamicImage::ImageRgba8(img.to_rgba8()),
-        _ => DynamicImage::ImageRgb8(img.to_rgb8()),
-    };
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let img = fit(img, format, &ext);
     let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, format).with_context(|| format!("cannot encode {}", path.display()))?;
+    let written = match format {
+        ImageFormat::Pnm => {
+            let subtype = match img.color().channel_count() {
+                1 => PnmSubtype::Graymap(SampleEncoding::Binary),
+                _ => PnmSubtype::Pixmap(SampleEncoding::Binary),
+            };
+            img.write_with_encoder(PnmEncoder::new(&mut out).with_subtype(subtype))
+        }
+        _ => img.write_to(&mut out, format),
+    };
+    written.with_context(|| format!("cannot encode {}", path.display()))?;
     Ok(out.into_inner())
 }
 
-/// Pixels in a layout the plugin takes: gray, RGB or RGBA, 8-bit.
+/// `img` in a layout `format` (with extension `ext`) can encode, at the deepest depth it takes.
+fn fit(img: &DynamicImage, format: ImageFormat, ext: &str) -> DynamicImage {
+    use DynamicImage as D;
+    let alpha = img.color().has_alpha();
+    let gray = img.color().channel_count() <= 2;
+    let deep = img.color().bytes_per_pixel() / img.color().channel_count() > 1;
+    let float = matches!(img, D::ImageRgb32F(_) | D::ImageRgba32F(_));
+    match format {
+        ImageFormat::Png => match (deep, gray, alpha) {
+            (false, _, _) => img.clone(),
+            (true, true, false) => D::ImageLuma16(img.to_luma16()),
+            (true, true, true) => D::ImageLumaA16(img.to_luma_alpha16()),
+            (true, false, false) => D::ImageRgb16(img.to_rgb16()),
+            (true, false, true) => D::ImageRgba16(img.to_rgba16()),
+        },
+        ImageFormat::Tiff => match (float, deep, gray, alpha) {
+            (true, _, _, false) => D::ImageRgb32F(img.to_rgb32f()),
+            (true, _, _, true) => D::ImageRgba32F(img.to_rgba32f()),
+            (_, false, true, false) => D::ImageLuma8(img.to_luma8()),
+            (_, false, false, false) => D::ImageRgb8(img.to_rgb8()),
+            (_, false, _, true) => D::ImageRgba8(img.to_rgba8()),
+            (_, true, true, false) => D::ImageLuma16(img.to_luma16()),
+            (_, true, false, false) => D::ImageRgb16(img.to_rgb16()),
+            (_, true, _, true) => D::ImageRgba16(img.to_rgba16()),
+        },
+        ImageFormat::Pnm => match (deep, gray && ext != "ppm" || ext == "pgm") {
+            (false, true) => D::ImageLuma8(img.to_luma8()),
+            (false, false) => D::ImageRgb8(img.to_rgb8()),
+            (true, true) => D::ImageLuma16(img.to_luma16()),
+            (true, false) => D::ImageRgb16(img.to_rgb16()),
+        },
+        ImageFormat::Jpeg if gray => D::ImageLuma8(img.to_luma8()),
+        ImageFormat::Jpeg => D::ImageRgb8(img.to_rgb8()),
+        ImageFormat::WebP if alpha => D::ImageRgba8(img.to_rgba8()),
+        _ => match img {
+            D::ImageLuma8(_) | D::ImageRgb8(_) | D::ImageRgba8(_) | D::ImageLumaA8(_) => {
+                img.clone()
+            }
+            _ if gray && !alpha => D::ImageLuma8(img.to_luma8()),
+            _ if alpha => D::ImageRgba8(img.to_rgba8()),
+            _ => D::ImageRgb8(img.to_rgb8()),
+        },
+    }
+}
+
+/// Pixels in a layout the plugin takes: gray, gray + alpha, RGB or RGBA, of 8-bit, 16-bit or
+/// float samples (native byte order).
 pub struct Pixels {
     pub width: u32,
     pub height: u32,
     pub channels: u32,
+    pub format: SampleFormat,
     pub data: Vec<u8>,
 }
 
 impl Pixels {
+    /// The image's own layout and depth (float gray has no layout of its own: RGB float).
     pub fn from_image(img: &DynamicImage) -> Self {
+        use DynamicImage as D;
         let (width, height) = (img.width(), img.height());
-        let (channels, data) = match img {
-            DynamicImage::ImageLuma8(g) => (1, g.as_raw().clone()),
-            DynamicImage::ImageRgb8(c) => (3, c.as_raw().clone()),
-            DynamicImage::ImageRgba8(c) => (4, c.as_raw().clone()),
-            // Gray with alpha, 16-bit and float images: RGBA if they carry alpha, else RGB.
-            _ if img.color().has_alpha() => (4, img.to_rgba8().into_raw()),
-            _ => (3, img.to_rgb8().into_raw()),
+        let ne16 = |v: &[u16]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+        let nef = |v: &[f32]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+        let (channels, format, data) = match img {
+            D::ImageLuma8(g) => (1, SampleFormat::U8, g.as_raw().clone()),
+            D::ImageLumaA8(g) => (2, SampleFormat::U8, g.as_raw().clone()),
+            D::ImageRgb8(c) => (3, SampleFormat::U8, c.as_raw().clone()),
+            D::ImageRgba8(c) => (4, SampleFormat::U8, c.as_raw().clone()),
+            D::ImageLuma16(g) => (1, SampleFormat::U16, ne16(g.as_raw())),
+            D::ImageLumaA16(g) => (2, SampleFormat::U16, ne16(g.as_raw())),
+            D::ImageRgb16(c) => (3, SampleFormat::U16, ne16(c.as_raw())),
+            D::ImageRgba16(c) => (4, SampleFormat::U16, ne16(c.as_raw())),
+            D::ImageRgb32F(c) => (3, SampleFormat::F32, nef(c.as_raw())),
+            D::ImageRgba32F(c) => (4, SampleFormat::F32, nef(c.as_raw())),
+            _ if img.color().has_alpha() => (4, SampleFormat::U8, img.to_rgba8().into_raw()),
+            _ => (3, SampleFormat::U8, img.to_rgb8().into_raw()),
         };
-        Self { width, height, channels, data }
+        Self { width, height, channels, format, data }
+    }
+
+    /// As 8-bit pixels (for plugins without `translate_ex`).
+    pub fn to_u8(&self, img: &DynamicImage) -> Self {
+        match self.format {
+            SampleFormat::U8 => Self { data: self.data.clone(), ..*self },
+            _ => Self::from_image(&match self.channels {
+                1 => DynamicImage::ImageLuma8(img.to_luma8()),
+                2 => DynamicImage::ImageLumaA8(img.to_luma_alpha8()),
+                3 => DynamicImage::ImageRgb8(img.to_rgb8()),
+                _ => DynamicImage::ImageRgba8(img.to_rgba8()),
+            }),
+        }
     }
 
     pub fn as_ref(&self) -> ImageRef<'_> {
@@ -105,16 +177,66 @@ impl Pixels {
             data: RSlice::from_slice(&self.data),
         }
     }
+
+    pub fn as_ref_ex(&self) -> ImageRefEx<'_> {
+        ImageRefEx {
+            width: self.width,
+            height: self.height,
+            stride: self.width * self.channels * self.format.bytes() as u32,
+            channels: self.channels,
+            format: self.format,
+            data: RSlice::from_slice(&self.data),
+        }
+    }
 }
 
-/// The plugin's output (3 or 4 channels) as an image.
+/// The plugin's 8-bit output (1 to 4 channels) as an image.
 pub fn from_buf(buf: ImageBuf) -> Result<DynamicImage> {
-    let (w, h) = (buf.width, buf.height);
-    let data = buf.data.into_vec();
-    let img = match buf.channels {
-        3 => RgbImage::from_raw(w, h, data).map(DynamicImage::ImageRgb8),
-        4 => RgbaImage::from_raw(w, h, data).map(DynamicImage::ImageRgba8),
-        c => bail!("plugin returned a {c}-channel image"),
+    from_samples(buf.width, buf.height, buf.channels, SampleFormat::U8, buf.data.into_vec())
+}
+
+/// The plugin's output of any sample format as an image (gray float becomes RGB float).
+pub fn from_buf_ex(buf: ImageBufEx) -> Result<DynamicImage> {
+    from_samples(buf.width, buf.height, buf.channels, buf.format, buf.data.into_vec())
+}
+
+fn from_samples(
+    w: u32,
+    h: u32,
+    channels: u32,
+    format: SampleFormat,
+    data: Vec<u8>,
+) -> Result<DynamicImage> {
+    use DynamicImage as D;
+    let u16s = |d: &[u8]| d.chunks_exact(2).map(|b| u16::from_ne_bytes([b[0], b[1]])).collect();
+    let f32s = |d: &[u8]| -> Vec<f32> {
+        d.chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect()
+    };
+    let img = match (format, channels) {
+        (SampleFormat::U8, 1) => ImageBuffer::from_raw(w, h, data).map(D::ImageLuma8),
+        (SampleFormat::U8, 2) => ImageBuffer::from_raw(w, h, data).map(D::ImageLumaA8),
+        (SampleFormat::U8, 3) => ImageBuffer::from_raw(w, h, data).map(D::ImageRgb8),
+        (SampleFormat::U8, 4) => ImageBuffer::from_raw(w, h, data).map(D::ImageRgba8),
+        (SampleFormat::U16, 1) => ImageBuffer::from_raw(w, h, u16s(&data)).map(D::ImageLuma16),
+        (SampleFormat::U16, 2) => ImageBuffer::from_raw(w, h, u16s(&data)).map(D::ImageLumaA16),
+        (SampleFormat::U16, 3) => ImageBuffer::from_raw(w, h, u16s(&data)).map(D::ImageRgb16),
+        (SampleFormat::U16, 4) => ImageBuffer::from_raw(w, h, u16s(&data)).map(D::ImageRgba16),
+        (SampleFormat::F32, 1 | 2) => {
+            let v = f32s(&data);
+            let rgba: Vec<f32> = v
+                .chunks_exact(channels as usize)
+                .flat_map(|p| [p[0], p[0], p[0], if channels == 2 { p[1] } else { 1.0 }])
+                .collect();
+            let img = ImageBuffer::from_raw(w, h, rgba).map(D::ImageRgba32F);
+            if channels == 1 {
+                img.map(|i| D::ImageRgb32F(i.to_rgb32f()))
+            } else {
+                img
+            }
+        }
+        (SampleFormat::F32, 3) => ImageBuffer::from_raw(w, h, f32s(&data)).map(D::ImageRgb32F),
+        (SampleFormat::F32, 4) => ImageBuffer::from_raw(w, h, f32s(&data)).map(D::ImageRgba32F),
+        (_, c) => bail!("plugin returned a {c}-channel image"),
     };
     img.ok_or_else(|| anyhow!("plugin returned a buffer too small for {w}x{h}"))
 }

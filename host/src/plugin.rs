@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use abi_stable::library::{LibraryError, RootModule};
 use abi_stable::std_types::{ROption, RStr, RString};
 use anyhow::{anyhow, bail, Context, Result};
-use pix2pix_ffi::{OpenOptions, Pix2PixModRef, PluginInfo, TranslatorBox};
+use image::DynamicImage;
+use pix2pix_ffi::{OpenOptions, Pix2PixModRef, PluginInfo, SampleFormat, TranslatorBox};
+
+use crate::imageio::{from_buf, from_buf_ex, Pixels};
 
 pub const PLUGIN_HELP: &str = "The plugin is found by --plugin, else $PIX2PIX_PLUGIN, else libpix2pix.so beside the host executable.";
 
@@ -98,6 +101,44 @@ impl Plugin {
             Some(p) => format!("model {}", p.display()),
             None => "default model".to_string(),
         })
+    }
+}
+
+/// An opened model with the plugin that opened it: translates images keeping their sample
+/// depth.
+pub struct Model {
+    pub translator: TranslatorBox,
+    module: Pix2PixModRef,
+}
+
+impl Plugin {
+    /// Opens a model as [`Plugin::open_model`] does, for [`Model::translate`].
+    pub fn open(&self, model: Option<&Path>, options: OpenOptions) -> Result<Model> {
+        Ok(Model { translator: self.open_model(model, options)?, module: self.module })
+    }
+}
+
+impl Model {
+    pub fn info(&self) -> pix2pix_ffi::ModelInfo {
+        self.translator.info()
+    }
+
+    /// Translates `img` into an image of the same size and sample depth: 8-bit images through
+    /// the translator, 16-bit and float ones through the plugin's `translate_ex` (a plugin
+    /// from before it gets them as 8-bit). Channels: the model's output (gray or RGB), plus
+    /// the input's alpha.
+    pub fn translate(&self, img: &DynamicImage) -> Result<DynamicImage> {
+        let px = Pixels::from_image(img);
+        match (px.format, self.module.translate_ex()) {
+            (SampleFormat::U8, _) => from_buf(into_result(self.translator.translate(px.as_ref()))?),
+            (format, Some(translate_ex)) => {
+                from_buf_ex(into_result(translate_ex(&self.translator, px.as_ref_ex(), format))?)
+            }
+            (_, None) => {
+                let px = px.to_u8(img);
+                from_buf(into_result(self.translator.translate(px.as_ref()))?)
+            }
+        }
     }
 }
 

@@ -109,7 +109,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         threads: args.threads,
         ..OpenOptions::default()
     };
-    let model = plugin.open_model(args.model.path.as_deref(), options)?;
+    let model = plugin.open(args.model.path.as_deref(), options)?;
     let info = model.info();
     let ignored = if found.ignored > 0 {
         format!(" ({} non-image files ignored)", found.ignored)

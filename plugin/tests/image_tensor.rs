@@ -43,7 +43,9 @@ fn gray_is_replicated_and_alpha_dropped() {
 fn bad_views_are_rejected_with_the_argument_named() {
     let buf = [0u8; 64];
     let e = |r: pix2pix::Result<ImageView>| r.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(e(ImageView::new(4, 4, 8, 2, &buf)).contains("channels"));
+    assert!(e(ImageView::new(4, 4, 20, 5, &buf)).contains("channels"));
+    assert!(e(ImageView::new(4, 4, 4, 0, &buf)).contains("channels"));
+    assert!(ImageView::new(4, 4, 8, 2, &buf).is_ok()); // gray + alpha
     assert!(e(ImageView::new(0, 4, 12, 3, &buf)).contains("size"));
     assert!(e(ImageView::new(4, 4, 11, 3, &buf)).contains("stride"));
     assert!(e(ImageView::new(8, 8, 24, 3, &buf)).contains("data"));

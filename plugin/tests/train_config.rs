@@ -130,9 +130,23 @@ fn bad_value_names_key_and_line() {
     assert_names(&err("[train]\nbatch_size = 0\n"), "train.batch_size", 2);
     assert_names(&err("[train]\nbeta1 = 1.5\n"), "train.beta1", 2);
     assert_names(&err("[model]\nngf = 0\n"), "model.ngf", 2);
+    assert_names(&err("[model]\ninput_nc = 2\n"), "model.input_nc", 2);
+    assert_names(&err("[model]\nngf = 8\noutput_nc = 0\n"), "model.output_nc", 3);
     // A default that the file's other values make invalid names the key and says so.
     let e = err("[data]\nload_size = 200\n");
     assert!(e.contains("data.crop_size") && e.contains("default"), "{e}");
+}
+
+#[test]
+fn channel_counts_shape_both_networks() {
+    let c = Config::parse("[model]\ninput_nc = 1\noutput_nc = 3\n").unwrap();
+    assert_eq!(c.generator_config().channels(), (1, 3));
+    assert_eq!(c.discriminator_config().in_channels, 4);
+    let c = Config::parse("").unwrap();
+    assert_eq!(
+        (c.generator_config().channels(), c.discriminator_config().in_channels),
+        ((3, 3), 6)
+    );
 }
 
 #[test]

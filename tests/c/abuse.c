@@ -187,13 +187,34 @@ int main(int argc, char **argv) {
     in.stride = W * 3 - 1;
     STATUS(p2p_translate(m, &in, &out), P2P_ERR_INVALID_ARGUMENT, "stride");
     in.stride = W * 3;
-    in.channels = 2;
-    STATUS(p2p_translate(m, &in, &out), P2P_ERR_INVALID_ARGUMENT, "channels");
     in.channels = 0;
     STATUS(p2p_translate(m, &in, &out), P2P_ERR_INVALID_ARGUMENT, "channels");
     in.channels = 5;
     STATUS(p2p_translate(m, &in, &out), P2P_ERR_INVALID_ARGUMENT, "channels");
     in.channels = 3;
+    {
+        /* p2p_translate_ex: struct_size, formats and sample-sized rows are checked first. */
+        p2p_image_ex ex = {sizeof(p2p_image_ex), P2P_FORMAT_U16, W, H, 3, (size_t)W * 3, pixels};
+        p2p_image_ex exo;
+        memset(&exo, 0, sizeof exo);
+        exo.struct_size = sizeof exo;
+        STATUS(p2p_translate_ex(m, NULL, &exo), P2P_ERR_NULL, "in");
+        STATUS(p2p_translate_ex(m, &ex, NULL), P2P_ERR_NULL, "out");
+        STATUS(p2p_translate_ex(m, &ex, &exo), P2P_ERR_INVALID_ARGUMENT, "stride");
+        ex.format = 7;
+        STATUS(p2p_translate_ex(m, &ex, &exo), P2P_ERR_INVALID_ARGUMENT, "format");
+        ex.format = P2P_FORMAT_SAME;
+        STATUS(p2p_translate_ex(m, &ex, &exo), P2P_ERR_INVALID_ARGUMENT, "format");
+        ex.format = P2P_FORMAT_U8;
+        exo.format = 9;
+        STATUS(p2p_translate_ex(m, &ex, &exo), P2P_ERR_INVALID_ARGUMENT, "format");
+        exo.format = P2P_FORMAT_SAME;
+        ex.struct_size = sizeof(size_t);
+        STATUS(p2p_translate_ex(m, &ex, &exo), P2P_ERR_INVALID_ARGUMENT, "struct_size");
+        ex.struct_size = sizeof ex;
+        EXPECT(exo.data == NULL);
+        p2p_image_ex_free(NULL);
+    }
     {
         /* Absurd sizes, pointing at a small buffer: refused before anything is read or allocated. */
         p2p_image huge = {100000, 100000, 300000, 3, pixels};

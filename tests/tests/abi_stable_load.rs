@@ -282,3 +282,63 @@ fn data_loader_warnings_reach_the_sink() {
         sink.messages
     );
 }
+
+/// `translate_ex`, appended to the root module after its prefix: 16-bit samples in and out,
+/// equal to the Rust API's 16-bit translation; a 3→1 model gives gray; a translator from
+/// elsewhere is refused with a message.
+#[test]
+fn translate_ex_takes_16_bit_samples() {
+    use pix2pix_ffi::{ImageRefEx, SampleFormat};
+    let translate_ex = module().translate_ex().expect("this plugin has translate_ex");
+    let (w, h, c) = (150usize, 100usize, 3usize);
+    let samples: Vec<u16> = test_image(w, h, c, 9)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v as u16 * 257).wrapping_add((i % 200) as u16))
+        .collect();
+    let bytes: Vec<u8> = samples.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let image = ImageRefEx {
+        width: w as u32,
+        height: h as u32,
+        stride: (w * c * 2) as u32,
+        channels: c as u32,
+        format: SampleFormat::U16,
+        data: RSlice::from_slice(&bytes),
+    };
+    let out = match translate_ex(&open(UNET128), image, SampleFormat::U16) {
+        RResult::ROk(out) => out,
+        RResult::RErr(e) => panic!("translate_ex: {e}"),
+    };
+    assert_eq!((out.width, out.height, out.channels, out.format), (150, 100, 3, SampleFormat::U16));
+    let m = pix2pix::Model::open(&generator(UNET128), pix2pix::Options::default()).unwrap();
+    let view =
+        pix2pix::ImageView::with_format(w, h, w * c * 2, c, SampleFormat::U16, &bytes).unwrap();
+    assert_eq!(out.data.as_slice(), m.translate_as(&view, SampleFormat::U16).unwrap().data);
+
+    let gray_model = root().join("tests/fixtures/unet128_ngf8_3to1/generator.safetensors");
+    let path = gray_model.to_str().expect("UTF-8 path");
+    let m = match module().open_model()(ROption::RSome(RStr::from(path)), OpenOptions::default()) {
+        RResult::ROk(m) => m,
+        RResult::RErr(e) => panic!("open_model({path}): {e}"),
+    };
+    match translate_ex(&m, image, SampleFormat::F32) {
+        RResult::ROk(out) => assert_eq!((out.channels, out.format), (1, SampleFormat::F32)),
+        RResult::RErr(e) => panic!("translate_ex: {e}"),
+    }
+
+    // A translator the plugin did not open cannot be translated by it.
+    struct Other;
+    impl pix2pix_ffi::Translator for Other {
+        fn info(&self) -> pix2pix_ffi::ModelInfo {
+            unreachable!()
+        }
+        fn translate(&self, _: ImageRef<'_>) -> RResult<pix2pix_ffi::ImageBuf, RString> {
+            unreachable!()
+        }
+    }
+    let other: TranslatorBox = pix2pix_ffi::Translator_TO::from_value(Other, TD_Opaque);
+    match translate_ex(&other, image, SampleFormat::U16) {
+        RResult::RErr(e) => assert!(e.contains("not opened by this plugin"), "{e}"),
+        RResult::ROk(_) => panic!("a foreign translator was accepted"),
+    }
+}

@@ -187,7 +187,7 @@ fn bad_toml_errors_name_the_line_and_key() {
         ("[input]\npaths = [\"in\"]\nrecursiv = true\n[output]\ndir = \"out\"\n", "p.toml:3:1: [input], key `recursiv`: unknown field `recursiv`, expected `paths` or `recursive`"),
         ("[input]\npaths = [\"in\"]\n[output]\ndir = \"out\"\n[[step]]\nop = \"flip\"\n[[step]]\nop = \"blur\"\n", "p.toml:8:6: [[step]] #2, key `op`: unknown op \"blur\"; valid ops: split, crop, resize, flip, translate, concat"),
         ("[input]\npaths = [\"in\"]\n[output]\ndir = \"out\"\n[[step]]\nop = \"flip\"\nhalf = \"left\"\n", "p.toml:7:8: [[step]] #1, key `half`: key `half` does not apply to op \"flip\"; its keys: direction"),
-        ("[input]\npaths = [\"in\"]\n[output]\ndir = \"out\"\nname = \"{stem}.tiff\"\n", "p.toml:5:8: [output], key `name`: cannot tell the output format"),
+        ("[input]\npaths = [\"in\"]\n[output]\ndir = \"out\"\nname = \"{stem}.gif\"\n", "p.toml:5:8: [output], key `name`: cannot tell the output format"),
         ("workers = 0\n[input]\npaths = [\"in\"]\n[output]\ndir = \"out\"\n", "p.toml:1:11: key `workers`: must be at least 1"),
         ("on_error = \"retry\"\n[input]\npaths = [\"in\"]\n[output]\ndir = \"out\"\n", "p.toml:1:12: key `on_error`: unknown variant `retry`, expected `continue` or `stop`"),
     ];

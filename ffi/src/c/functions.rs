@@ -65,13 +65,19 @@ extern "C" {
     /// `m` is NULL or a live model; `out` is NULL or points to `out->struct_size` writable bytes.
     pub fn p2p_model_get_info(m: *const p2p_model, out: *mut p2p_model_info) -> p2p_status;
 
-    /// Translates an image of any size (the model's size policy handles sides the network does not
-    /// take as they are). The output has the input's width and height, and 4 channels if the input
-    /// has 4 (its alpha copied through unchanged), else 3 (RGB; gray input is read as RGB).
+    /// Translates an 8-bit image of any size (the model's size policy handles sides the network
+    /// does not take as they are): `p2p_translate_ex` with `P2P_FORMAT_U8` in and out.
+    ///
+    /// Channels: the input is converted to the model's input channels (`p2p_model_info.in_channels`):
+    /// gray is replicated to RGB for a 3-channel model, RGB becomes ITU-R 601-2 luma
+    /// (L = R * 299/1000 + G * 587/1000 + B * 114/1000) for a 1-channel model. The output has the
+    /// input's width and height and the model's output channels (`out_channels`: 3 = RGB,
+    /// 1 = gray), plus one if the input has alpha (2 or 4 channels), its alpha copied through
+    /// unchanged.
     ///
     /// Input: `in->data` must hold `in->stride * (in->height - 1) + in->width * in->channels`
     /// bytes. Width and height must be positive and `width * height` at most 2^28 pixels; `stride`
-    /// at least `width * channels`; `channels` 1, 3 or 4; the extent above at most 2^40 bytes.
+    /// at least `width * channels`; `channels` 1 to 4; the extent above at most 2^40 bytes.
     /// Violations give `P2P_ERR_INVALID_ARGUMENT` before anything is read or allocated.
     ///
     /// Output, two modes:
@@ -98,6 +104,49 @@ extern "C" {
         r#in: *const p2p_image,
         out: *mut p2p_image,
     ) -> p2p_status;
+
+    /// Translates an image of any size and sample format (`P2P_FORMAT_U8`, `_U16`, `_F32`): as
+    /// `p2p_translate`, with sizes in bytes of samples of the format. The model computes in 32-bit
+    /// float; samples are converted on the way in and quantised only on the way out, so 16-bit
+    /// and float images keep their precision.
+    ///
+    /// Input: `in->struct_size` must cover `data`; `in->format` one of `P2P_FORMAT_U8/U16/F32`;
+    /// `in->data` must hold `in->stride * (in->height - 1) + in->width * in->channels * B` bytes
+    /// (B = bytes per sample); the other rules of `p2p_translate` apply with that row size.
+    ///
+    /// Output: `out->struct_size` must cover `data`; `out->format` is the output's format
+    /// (`P2P_FORMAT_SAME`: the input's). Channels as `p2p_translate`. Two modes, as
+    /// `p2p_translate`:
+    /// - `out->data == NULL`: the library allocates a packed image
+    ///   (`stride = width * channels * B`) and sets `format`, `width`, `height`, `channels`,
+    ///   `stride` and `data`; release it with `p2p_image_ex_free`.
+    /// - `out->data != NULL`: the caller's buffer of `out->height` rows `out->stride` bytes apart,
+    ///   with `out->stride >= in->width * C * B` and `out->height >= in->height`, else
+    ///   `P2P_ERR_BUFFER_TOO_SMALL` and nothing is written. Only the rows' `in->width * C * B`
+    ///   bytes are written; on success `format`, `width`, `height` and `channels` are set and
+    ///   `stride` is kept. `out->data` may be `in->data` (in place) if the rows fit.
+    ///
+    /// On failure `*out` is unchanged. Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`
+    /// (including an unknown format or a too-small `struct_size`), `P2P_ERR_BUFFER_TOO_SMALL`,
+    /// `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY`. Thread-safe as `p2p_translate`.
+    ///
+    /// # Safety
+    /// `m` is NULL or a live model; `in`/`out` are NULL or valid for `struct_size` bytes, and their
+    /// buffers as described.
+    pub fn p2p_translate_ex(
+        m: *const p2p_model,
+        r#in: *const p2p_image_ex,
+        out: *mut p2p_image_ex,
+    ) -> p2p_status;
+
+    /// Releases the samples of an image `p2p_translate_ex` allocated (`out->data == NULL`) and
+    /// sets its `data` to NULL and `width`, `height`, `channels`, `stride` to 0 (within
+    /// `struct_size`). NULL, and an image whose `data` is NULL, are ignored. Never pass an image
+    /// whose buffer the caller allocated.
+    ///
+    /// # Safety
+    /// `img` is NULL or points to a `p2p_image_ex` whose `data` is NULL or library-allocated.
+    pub fn p2p_image_ex_free(img: *mut p2p_image_ex);
 
     /// Releases the pixels of an image the library allocated (`p2p_translate` with
     /// `out->data == NULL`) and zeroes `*img`. NULL, and an image whose `data` is NULL, are

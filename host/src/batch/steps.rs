@@ -4,11 +4,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use image::{imageops, imageops::FilterType, DynamicImage, GenericImageView};
-use pix2pix_ffi::TranslatorBox;
 use serde::Deserialize;
 
-use crate::imageio::{from_buf, Pixels};
-use crate::plugin::into_result;
+use crate::plugin::Model;
 
 #[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -72,7 +70,7 @@ pub enum Step {
     },
     Flip(FlipDirection),
     /// A model instance shared by all workers (the plugin's models are thread-safe).
-    Translate(Arc<TranslatorBox>),
+    Translate(Arc<Model>),
     Concat {
         with: ConcatWith,
         side: Side,
@@ -144,10 +142,7 @@ impl Step {
             }
             Step::Flip(FlipDirection::Horizontal) => img.fliph(),
             Step::Flip(FlipDirection::Vertical) => img.flipv(),
-            Step::Translate(model) => {
-                let px = Pixels::from_image(img);
-                from_buf(into_result(model.translate(px.as_ref()))?)?
-            }
+            Step::Translate(model) => model.translate(img)?,
             &Step::Concat { with, side } => {
                 let other = match with {
                     ConcatWith::Input => previous_input,

@@ -9,12 +9,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use pix2pix_ffi::{OpenOptions, TranslatorBox};
+use pix2pix_ffi::OpenOptions;
 
 use crate::batch::runner::{self, Job, Output, Plan};
 use crate::batch::steps::Step;
 use crate::inputs;
-use crate::plugin::{Plugin, PluginArg};
+use crate::plugin::{Model, Plugin, PluginArg};
 use crate::shard::ShardSpec;
 use config::{OnError, StepSpec, TranslateSpec};
 
@@ -159,7 +159,7 @@ fn model_label(p: &config::Pipeline) -> String {
 fn open_steps(p: &config::Pipeline, plugin_arg: &PluginArg) -> Result<Vec<Step>> {
     let needs_plugin = p.steps.iter().any(|s| matches!(s, StepSpec::Translate(_)));
     let plugin: Option<Plugin> = if needs_plugin { Some(plugin_arg.load()?) } else { None };
-    let mut open: HashMap<TranslateSpec, Arc<TranslatorBox>> = HashMap::new();
+    let mut open: HashMap<TranslateSpec, Arc<Model>> = HashMap::new();
     let mut steps = Vec::new();
     for s in &p.steps {
         steps.push(match *s {
@@ -183,7 +183,7 @@ fn open_steps(p: &config::Pipeline, plugin_arg: &PluginArg) -> Result<Vec<Step>>
                         let plugin = plugin.as_ref().context("internal: plugin not loaded")?;
                         let m = Arc::new(
                             plugin
-                                .open_model(decl.path.as_deref(), options)
+                                .open(decl.path.as_deref(), options)
                                 .with_context(|| format!("[[model]] {:?}", decl.name))?,
                         );
                         open.insert(t, m.clone());

@@ -10,7 +10,7 @@ use std::path::Path;
 use abi_stable::{
     export_root_module,
     prefix_type::PrefixTypeTrait,
-    sabi_trait::TD_Opaque,
+    sabi_trait::TD_CanDowncast,
     sabi_types::RMut,
     std_types::{ROption, RResult, RStr, RString, RVec},
 };
@@ -25,8 +25,17 @@ use crate::train;
 /// The root module `Pix2PixModRef::load_from_directory` / `load_from_file` finds.
 #[export_root_module]
 pub fn get_library() -> ffi::Pix2PixModRef {
-    ffi::Pix2PixMod { info, open_model, train, evaluate, bench, default_train_config, export_onnx }
-        .leak_into_prefix()
+    ffi::Pix2PixMod {
+        info,
+        open_model,
+        train,
+        evaluate,
+        bench,
+        default_train_config,
+        export_onnx,
+        translate_ex,
+    }
+    .leak_into_prefix()
 }
 
 fn result<T>(r: ApiResult<T>) -> RResult<T, RString> {
@@ -67,7 +76,8 @@ extern "C" fn open_model(
             path.map(|p| Path::new(p.as_str())).into_option(),
             Options::from(&options),
         )?;
-        Ok(Translator_TO::from_value(AbiModel(model), TD_Opaque))
+        // Downcastable, so that `translate_ex` can reach the model behind the trait object.
+        Ok(Translator_TO::from_value(AbiModel(model), TD_CanDowncast))
     })
 }
 
@@ -121,6 +131,34 @@ impl Translator for AbiModel {
             })
         })
     }
+}
+
+extern "C" fn translate_ex(
+    model: &ffi::TranslatorBox,
+    image: ffi::ImageRefEx<'_>,
+    out_format: ffi::SampleFormat,
+) -> RResult<ffi::ImageBufEx, RString> {
+    call(|| {
+        let model = model.obj.downcast_as::<AbiModel>().map_err(|_| {
+            api::ApiError::invalid("invalid model: not opened by this plugin's open_model")
+        })?;
+        let view = ImageView::with_format(
+            image.width as usize,
+            image.height as usize,
+            image.stride as usize,
+            image.channels as usize,
+            image.format,
+            image.data.as_slice(),
+        )?;
+        let out = model.0.translate_as(&view, out_format)?;
+        Ok(ffi::ImageBufEx {
+            width: out.width as u32,
+            height: out.height as u32,
+            channels: out.channels as u32,
+            format: out.format,
+            data: RVec::from(out.data),
+        })
+    })
 }
 
 extern "C" fn train(

@@ -3,7 +3,8 @@
 //!
 //! Opens and translates through the same [`crate::faces::api`] as the C and abi_stable faces. A frei0r host has no error channel, so a model
 //! that fails to load passes frames through unchanged and is reported once on stderr. Frames are
-//! RGBA8888; alpha passes through. Inference uses batch statistics over the frame and no
+//! RGBA8888; the model sees them as its input channels (RGB, or luma for a 1-channel model), a
+//! 1-channel output is replicated to RGB, and alpha passes through. Inference uses batch statistics over the frame and no
 //! dropout, so the same frame always gives the same output.
 //!
 //! Parameters: 0 `model` (string, a checkpoint path; empty = the shipped default model),
@@ -16,7 +17,7 @@ use std::path::Path;
 use pix2pix_ffi::{NormStats, SizePolicy};
 
 use crate::faces::api::{self, LoadedModel};
-use crate::filter::image_tensor::ImageView;
+use crate::filter::image_tensor::{ImageU8, ImageView};
 use crate::filter::model::Options;
 
 const F0R_PLUGIN_TYPE_FILTER: c_int = 0;
@@ -109,7 +110,12 @@ impl Instance {
             })
         });
         match translated {
-            Some(Ok(img)) if img.data.len() == output.len() => output.copy_from_slice(&img.data),
+            Some(Ok(img)) if img.channels == 4 && img.data.len() == output.len() => {
+                output.copy_from_slice(&img.data)
+            }
+            Some(Ok(img)) if img.channels == 2 && img.data.len() * 2 == output.len() => {
+                gray_alpha_to_rgba(&img, output)
+            }
             Some(Err(e)) if !self.reported => {
                 self.reported = true;
                 eprintln!("pix2pix frei0r: {e}; frames pass through unchanged");
@@ -117,6 +123,13 @@ impl Instance {
             }
             _ => output.copy_from_slice(input),
         }
+    }
+}
+
+/// A 1-channel model's gray + alpha output as the RGBA frame frei0r hosts expect.
+fn gray_alpha_to_rgba(img: &ImageU8, output: &mut [u8]) {
+    for (px, ga) in output.chunks_exact_mut(4).zip(img.data.chunks_exact(2)) {
+        px.copy_from_slice(&[ga[0], ga[0], ga[0], ga[1]]);
     }
 }
 
@@ -274,5 +287,44 @@ pub unsafe extern "C" fn f0r_update(
     let output = unsafe { std::slice::from_raw_parts_mut(outframe.cast::<u8>(), n) };
     if catch_unwind(AssertUnwindSafe(|| inst.update(&input, output))).is_err() {
         output.copy_from_slice(&input);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::image_tensor::ImageU8;
+
+    /// A 3→1 model through the frei0r face: RGBA frames in, the gray output replicated to RGB
+    /// and the frame's alpha kept, equal to the filter's own gray + alpha translation.
+    #[test]
+    fn a_gray_model_gives_gray_rgba_frames_with_alpha_kept() {
+        let model = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/unet128_ngf8_3to1/generator.safetensors");
+        let (w, h) = (64usize, 48usize);
+        let frame: Vec<u8> = (0..w * h * 4).map(|i| (i * 29 % 256) as u8).collect();
+        let inst = f0r_construct(w as c_uint, h as c_uint);
+        assert!(!inst.is_null());
+        let path = std::ffi::CString::new(model.to_str().unwrap()).unwrap();
+        let mut p = path.as_ptr();
+        let words = |b: &[u8]| -> Vec<u32> {
+            b.chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect()
+        };
+        let input = words(&frame);
+        let mut output = vec![0u32; w * h];
+        // SAFETY: a live instance; a pointer to a NUL-terminated string; frames of w·h pixels.
+        unsafe {
+            f0r_set_param_value(inst, (&mut p as *mut *const c_char).cast(), 0);
+            f0r_update(inst, 0.0, input.as_ptr(), output.as_mut_ptr());
+            f0r_destruct(inst);
+        }
+        let out: Vec<u8> = output.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let m = crate::Model::open(&model, Options::default()).unwrap();
+        let want: ImageU8 = m.translate(&ImageView::new(w, h, w * 4, 4, &frame).unwrap()).unwrap();
+        assert_eq!(want.channels, 2);
+        for (px, ga) in out.chunks_exact(4).zip(want.data.chunks_exact(2)) {
+            assert_eq!(px, [ga[0], ga[0], ga[0], ga[1]]);
+        }
+        assert!(out.chunks_exact(4).zip(frame.chunks_exact(4)).all(|(o, i)| o[3] == i[3]));
     }
 }

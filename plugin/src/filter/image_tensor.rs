@@ -1,22 +1,30 @@
 //! Pixels ↔ tensors.
 //!
-//! Rule for inputs: 8-bit samples, 1 (gray), 3 (RGB) or 4 (RGBA) channels, rows `stride` bytes
-//! apart. Gray is replicated to RGB; alpha is dropped on the way in (callers that want it back,
-//! like the C API for RGBA, copy it through). Values map to [-1, 1] as `v / 127.5 - 1`; on the
-//! way out they are clamped to [-1, 1] and mapped back with rounding half away from zero.
+//! Rule for inputs: 8-bit, 16-bit or float samples ([`SampleFormat`]), 1 (gray), 2 (gray +
+//! alpha), 3 (RGB) or 4 (RGBA) channels, rows `stride` bytes apart. Inside the filter an image
+//! is 32-bit float in [0, 1] ([`ImageF32`]) with the model's channels: gray is replicated to RGB
+//! for a 3-channel model, RGB becomes ITU-R 601-2 luma for a 1-channel model (as the reference
+//! loads images with PIL's `convert('L')` when `input_nc == 1`), and alpha is left out (callers
+//! get it back through [`Image::with_alpha_of`]). Samples map to the network's [-1, 1] as
+//! `2 s − 1` (for 8-bit exactly `v / 127.5 − 1`); outputs are clamped to [-1, 1], mapped back to
+//! [0, 1], and quantised only when written to an integer format (rounding half away from zero).
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 
-/// A borrowed 8-bit image: what a host hands the plugin.
+pub use pix2pix_ffi::SampleFormat;
+
+/// A borrowed image: what a host hands the plugin.
 #[derive(Clone, Copy)]
 pub struct ImageView<'a> {
     pub width: usize,
     pub height: usize,
-    /// Bytes from one row to the next (≥ width · channels).
+    /// Bytes from one row to the next (≥ width · channels · bytes per sample).
     pub stride: usize,
     pub channels: usize,
+    pub format: SampleFormat,
+    /// Samples in native byte order.
     pub data: &'a [u8],
 }
 
@@ -29,11 +37,44 @@ pub struct ImageU8 {
     pub data: Vec<u8>,
 }
 
+/// An owned, tightly packed image of any sample format (native byte order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub format: SampleFormat,
+    pub data: Vec<u8>,
+}
+
+/// The filter's working image: interleaved f32 samples in [0, 1], no alpha.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageF32 {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: Vec<f32>,
+}
+
 /// Larger requests are refused before any allocation (≈ 4 GiB of f32 activations per plane).
 pub const MAX_PIXELS: usize = 1 << 28;
 
+/// Colour channels (alpha not counted) of an image with `channels` samples per pixel.
+pub fn colour_channels(channels: usize) -> usize {
+    if channels <= 2 {
+        1
+    } else {
+        3
+    }
+}
+
+/// Whether an image with `channels` samples per pixel carries alpha (the last one).
+pub fn has_alpha(channels: usize) -> bool {
+    channels == 2 || channels == 4
+}
+
 impl<'a> ImageView<'a> {
-    /// Checks sizes against the buffer, so no later index can fall outside it.
+    /// An 8-bit view; checks sizes against the buffer, so no later index can fall outside it.
     pub fn new(
         width: usize,
         height: usize,
@@ -41,10 +82,22 @@ impl<'a> ImageView<'a> {
         channels: usize,
         data: &'a [u8],
     ) -> Result<Self> {
-        if !matches!(channels, 1 | 3 | 4) {
+        Self::with_format(width, height, stride, channels, SampleFormat::U8, data)
+    }
+
+    /// A view of samples of `format`; checks sizes against the buffer as [`ImageView::new`].
+    pub fn with_format(
+        width: usize,
+        height: usize,
+        stride: usize,
+        channels: usize,
+        format: SampleFormat,
+        data: &'a [u8],
+    ) -> Result<Self> {
+        if !(1..=4).contains(&channels) {
             return Err(Error::invalid(
                 "image channels",
-                format!("{channels} (1, 3 or 4 expected)"),
+                format!("{channels} (1, 2, 3 or 4 expected)"),
             ));
         }
         if width == 0 || height == 0 {
@@ -59,11 +112,14 @@ impl<'a> ImageView<'a> {
                 format!("{width}x{height} exceeds the limit of {MAX_PIXELS} pixels"),
             ));
         }
-        let row = width * channels;
+        let bytes = format.bytes();
+        let row = width * channels * bytes;
         if stride < row {
             return Err(Error::invalid(
                 "image stride",
-                format!("{stride} bytes is less than a row ({width} × {channels} = {row} bytes)"),
+                format!(
+                    "{stride} bytes is less than a row ({width} × {channels} × {bytes} = {row} bytes)"
+                ),
             ));
         }
         let need = stride.checked_mul(height - 1).and_then(|n| n.checked_add(row));
@@ -71,27 +127,93 @@ impl<'a> ImageView<'a> {
             return Err(Error::invalid(
                 "image data",
                 format!(
-                    "{} bytes for a {width}x{height}x{channels} image with stride {stride}",
+                    "{} bytes for a {width}x{height}x{channels} {format} image with stride {stride}",
                     data.len()
                 ),
             ));
         }
-        Ok(Self { width, height, stride, channels, data })
+        Ok(Self { width, height, stride, channels, format, data })
     }
 
+    /// Row `y`'s bytes.
     pub fn row(&self, y: usize) -> &'a [u8] {
-        &self.data[y * self.stride..y * self.stride + self.width * self.channels]
+        let row = self.width * self.channels * self.format.bytes();
+        &self.data[y * self.stride..y * self.stride + row]
     }
 
-    /// The RGB pixels, packed (gray replicated, alpha dropped).
+    /// Row `y`'s samples in [0, 1] (floats clamped, NaN read as 0), appended to `out`.
+    fn row_unit(&self, y: usize, out: &mut Vec<f32>) {
+        let row = self.row(y);
+        match self.format {
+            SampleFormat::U8 => out.extend(row.iter().map(|&v| v as f32 / 255.0)),
+            SampleFormat::U16 => out.extend(
+                row.chunks_exact(2).map(|b| u16::from_ne_bytes([b[0], b[1]]) as f32 / 65535.0),
+            ),
+            SampleFormat::F32 => out.extend(row.chunks_exact(4).map(|b| {
+                let v = f32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+                if v.is_nan() {
+                    0.0
+                } else {
+                    v.clamp(0.0, 1.0)
+                }
+            })),
+        }
+    }
+
+    /// The colour samples converted to `channels` (1 or 3) in [0, 1], alpha left out: what a
+    /// model with `channels` inputs takes.
+    pub fn to_channels(&self, channels: usize) -> Result<ImageF32> {
+        let from = colour_channels(self.channels);
+        if !matches!(channels, 1 | 3) {
+            return Err(Error::invalid(
+                "model input channels",
+                format!("{channels} (images give 1 (gray) or 3 (RGB); the model cannot take them)"),
+            ));
+        }
+        let (w, h) = (self.width, self.height);
+        let mut out = Vec::with_capacity(w * h * channels);
+        let mut row = Vec::with_capacity(w * self.channels);
+        for y in 0..h {
+            row.clear();
+            self.row_unit(y, &mut row);
+            for px in row.chunks_exact(self.channels) {
+                match (from, channels) {
+                    (1, 1) => out.push(px[0]),
+                    (1, _) => out.extend_from_slice(&[px[0]; 3]),
+                    (_, 3) => out.extend_from_slice(&px[..3]),
+                    _ => out.push(self.luma(px)),
+                }
+            }
+        }
+        Ok(ImageF32 { width: w, height: h, channels, data: out })
+    }
+
+    /// ITU-R 601-2 luma of an RGB pixel in [0, 1]. 8-bit images get exactly PIL's
+    /// `convert('L')` (integer weights 19595, 38470, 7471 over 2^16, rounded), which the
+    /// reference applies to the 8-bit files it reads.
+    fn luma(&self, rgb: &[f32]) -> f32 {
+        match self.format {
+            SampleFormat::U8 => {
+                let v = |x: f32| (x * 255.0).round() as u32;
+                let l = (v(rgb[0]) * 19595 + v(rgb[1]) * 38470 + v(rgb[2]) * 7471 + 0x8000) >> 16;
+                l as f32 / 255.0
+            }
+            _ => rgb[0] * 0.299 + rgb[1] * 0.587 + rgb[2] * 0.114,
+        }
+    }
+
+    /// The RGB pixels of an 8-bit view, packed (gray replicated, alpha dropped).
     pub fn to_rgb(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.width * self.height * 3);
         for y in 0..self.height {
-            let row = self.row(y);
-            match self.channels {
-                1 => row.iter().for_each(|&v| out.extend_from_slice(&[v, v, v])),
-                3 => out.extend_from_slice(row),
-                _ => row.chunks_exact(4).for_each(|p| out.extend_from_slice(&p[..3])),
+            let mut row = Vec::with_capacity(self.width * self.channels);
+            self.row_unit(y, &mut row);
+            for px in row.chunks_exact(self.channels) {
+                let q = |v: f32| (v * 255.0).round() as u8;
+                match colour_channels(self.channels) {
+                    1 => out.extend_from_slice(&[q(px[0]); 3]),
+                    _ => out.extend_from_slice(&[q(px[0]), q(px[1]), q(px[2])]),
+                }
             }
         }
         out
@@ -105,9 +227,117 @@ impl ImageU8 {
             height: self.height,
             stride: self.width * self.channels,
             channels: self.channels,
+            format: SampleFormat::U8,
             data: &self.data,
         }
     }
+}
+
+impl Image {
+    /// `colour` written as `format`, with `alpha_of`'s alpha appended when it has one (copied
+    /// as it is when the formats agree, else rescaled).
+    pub fn with_alpha_of(
+        colour: &ImageF32,
+        alpha_of: &ImageView,
+        format: SampleFormat,
+    ) -> Result<Self> {
+        let (w, h, c) = (colour.width, colour.height, colour.channels);
+        if (alpha_of.width, alpha_of.height) != (w, h) || colour.data.len() < w * h * c {
+            return Err(Error::invalid("image", "output and input sizes differ"));
+        }
+        let alpha = has_alpha(alpha_of.channels);
+        let channels = c + alpha as usize;
+        let bytes = format.bytes();
+        let mut data = Vec::with_capacity(w * h * channels * bytes);
+        let push = |data: &mut Vec<u8>, v: f32| match format {
+            SampleFormat::U8 => data.push((v.clamp(0.0, 1.0) * 255.0).round() as u8),
+            SampleFormat::U16 => data
+                .extend_from_slice(&((v.clamp(0.0, 1.0) * 65535.0).round() as u16).to_ne_bytes()),
+            SampleFormat::F32 => data.extend_from_slice(&v.clamp(0.0, 1.0).to_ne_bytes()),
+        };
+        let in_bytes = alpha_of.format.bytes();
+        let mut unit = Vec::with_capacity(w * alpha_of.channels);
+        for y in 0..h {
+            let src = alpha_of.row(y);
+            if alpha && alpha_of.format != format {
+                unit.clear();
+                alpha_of.row_unit(y, &mut unit);
+            }
+            for x in 0..w {
+                for &v in &colour.data[(y * w + x) * c..(y * w + x + 1) * c] {
+                    push(&mut data, v);
+                }
+                if alpha {
+                    let i = x * alpha_of.channels + alpha_of.channels - 1;
+                    if alpha_of.format == format {
+                        data.extend_from_slice(&src[i * in_bytes..(i + 1) * in_bytes]);
+                    } else {
+                        push(&mut data, unit[i]);
+                    }
+                }
+            }
+        }
+        Ok(Self { width: w, height: h, channels, format, data })
+    }
+
+    /// This image's samples as 8-bit, when it is 8-bit.
+    pub fn into_u8(self) -> Result<ImageU8> {
+        if self.format != SampleFormat::U8 {
+            return Err(Error::invalid("image format", format!("{} (u8 expected)", self.format)));
+        }
+        Ok(ImageU8 {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            data: self.data,
+        })
+    }
+}
+
+/// (H, W, C) interleaved samples in [0, 1] → (1, C, H, W) f32 in [-1, 1].
+pub fn image_to_tensor(img: &ImageF32) -> Result<Tensor> {
+    let (w, h, c) = (img.width, img.height, img.channels);
+    let plane = w * h;
+    let mut v = vec![0f32; c * plane];
+    for (i, px) in img.data.chunks_exact(c).enumerate() {
+        for ch in 0..c {
+            v[ch * plane + i] = px[ch] * 2.0 - 1.0;
+        }
+    }
+    Ok(Tensor::from_vec(v, (1, c, h, w), &Device::Cpu)?)
+}
+
+/// (1, C, H, W) in [-1, 1] → interleaved samples in [0, 1] (clamped).
+pub fn tensor_to_image(t: &Tensor) -> Result<ImageF32> {
+    let (_, c, h, w) = t.dims4()?;
+    let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let plane = w * h;
+    let mut data = Vec::with_capacity(plane * c);
+    for i in 0..plane {
+        for ch in 0..c {
+            data.push(unit(v[ch * plane + i]));
+        }
+    }
+    Ok(ImageF32 { width: w, height: h, channels: c, data })
+}
+
+/// A network output in [-1, 1] as a sample in [0, 1]: `(clamp(x) + 1) / 2`, so that 8-bit
+/// quantisation `round(s · 255)` equals `round((clamp(x) + 1) · 127.5)` exactly.
+pub fn unit(x: f32) -> f32 {
+    (x.clamp(-1.0, 1.0) + 1.0) * 0.5
+}
+
+/// Packed 8-bit samples with `channels` per pixel, converted to a model's `model_channels`
+/// (1: PIL's luma of RGB; 3: gray replicated), → (1, C, H, W) in [-1, 1]: the trainer's inputs.
+pub fn u8_to_tensor_channels(
+    data: &[u8],
+    channels: usize,
+    width: usize,
+    height: usize,
+    model_channels: usize,
+) -> Result<Tensor> {
+    let view = ImageView::new(width, height, width * channels, channels, data)?;
+    image_to_tensor(&view.to_channels(model_channels)?)
 }
 
 /// Packed RGB8 → (1, 3, H, W) f32 in [-1, 1].

@@ -1,11 +1,14 @@
 //! The translation filter: a generator loaded from a checkpoint, with the options a host sets,
-//! turning 8-bit images of any size into translated images of the same size.
+//! turning images of any size, sample format and channel count into translated images of the
+//! same size (computed in f32, quantised only when written out).
 
 use candle_core::Tensor;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::filter::image_tensor::{rgb_to_tensor, tensor_to_rgb, ImageU8, ImageView};
+use crate::filter::image_tensor::{
+    image_to_tensor, tensor_to_image, Image, ImageF32, ImageU8, ImageView, SampleFormat,
+};
 use crate::filter::size_policy::{self, SizePolicy};
 use crate::filter::tiling::{self, TileGeometry};
 use crate::nets::arch::infer_generator;
@@ -106,29 +109,28 @@ impl Model {
         Ok(self.generator.forward(x, &f)?)
     }
 
-    /// Translates packed RGB8 whose sides suit the network as they are.
-    fn translate_rgb(&self, rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
-        let x = rgb_to_tensor(rgb, width, height)?;
-        let (out, _, _) = tensor_to_rgb(&self.forward(&x)?)?;
-        Ok(out)
+    /// Translates an image whose sides suit the network as they are.
+    fn translate_direct(&self, img: &ImageF32) -> Result<ImageF32> {
+        tensor_to_image(&self.forward(&image_to_tensor(img)?)?)
     }
 
-    /// Translates packed RGB8 of any size into packed RGB8 of the same size, by the size policy
-    /// of the options.
+    /// Translates an image of any size (the model's input channels) into one of the same size
+    /// (its output channels), by the size policy of the options.
     #[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than the MSRV (1.85)
-    pub(crate) fn translate_any(&self, rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
+    pub(crate) fn translate_any(&self, img: &ImageF32) -> Result<ImageF32> {
         let config = self.config();
         let policy = self.options.size_policy;
-        let net = |rgb: &[u8], w: usize, h: usize| self.translate_rgb(rgb, w, h);
+        let (w, h) = (img.width, img.height);
+        let net = |img: &ImageF32| self.translate_direct(img);
         // Tile keeps its bounded memory even for stride-multiple sizes.
         if policy != SizePolicy::Tile && w % config.stride() == 0 && h % config.stride() == 0 {
-            return net(rgb, w, h);
+            return net(img);
         }
         match policy {
-            SizePolicy::Resize => size_policy::resized(&net, config.native_size(), rgb, w, h),
-            SizePolicy::Pad => size_policy::padded(&net, config.stride(), rgb, w, h),
+            SizePolicy::Resize => size_policy::resized(&net, config.native_size(), img),
+            SizePolicy::Pad => size_policy::padded(&net, config.stride(), img),
             SizePolicy::Tile => {
-                tiling::translate_tiled(&|x| self.forward(x), &self.tile_geometry(), rgb, w, h)
+                tiling::translate_tiled(&|x| self.forward(x), &self.tile_geometry(), img)
             }
         }
     }
@@ -146,26 +148,20 @@ impl Model {
         }
     }
 
-    /// Translates an image of any size; the output has the input's size, 3 channels, or 4 with
-    /// the input's alpha copied through.
+    /// Translates an 8-bit image of any size: [`Model::translate_as`] with 8-bit output.
     pub fn translate(&self, img: &ImageView) -> Result<ImageU8> {
-        let run = || -> Result<ImageU8> {
-            let rgb = img.to_rgb();
-            let out = self.translate_any(&rgb, img.width, img.height)?;
-            Ok(match img.channels {
-                4 => {
-                    let mut rgba = Vec::with_capacity(img.width * img.height * 4);
-                    for y in 0..img.height {
-                        let alpha = img.row(y).chunks_exact(4).map(|p| p[3]);
-                        let row = &out[y * img.width * 3..(y + 1) * img.width * 3];
-                        for (px, a) in row.chunks_exact(3).zip(alpha) {
-                            rgba.extend_from_slice(&[px[0], px[1], px[2], a]);
-                        }
-                    }
-                    ImageU8 { width: img.width, height: img.height, channels: 4, data: rgba }
-                }
-                _ => ImageU8 { width: img.width, height: img.height, channels: 3, data: out },
-            })
+        self.translate_as(img, SampleFormat::U8)?.into_u8()
+    }
+
+    /// Translates an image of any size and sample format; the output has the input's size,
+    /// `format` samples, and the model's output channels, plus the input's alpha if it has one.
+    /// The input is converted to the model's input channels first (gray → RGB by replication,
+    /// RGB → gray by ITU-R 601-2 luma).
+    pub fn translate_as(&self, img: &ImageView, format: SampleFormat) -> Result<Image> {
+        let run = || -> Result<Image> {
+            let (in_channels, _) = self.config().channels();
+            let out = self.translate_any(&img.to_channels(in_channels)?)?;
+            Image::with_alpha_of(&out, img, format)
         };
         match &self.pool {
             Some(pool) => pool.install(run),

@@ -52,6 +52,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::filter::image_tensor::{unit, ImageF32};
 use crate::filter::pixels::{crop, reflect_pad};
 
 /// Tile pixels per forward pass when tiles are independent (8 tiles of 256²).
@@ -59,7 +60,7 @@ const CHUNK_PIXELS: usize = 1 << 19;
 /// Tile pixels per forward pass when tiles share batch statistics (64 tiles of 256²).
 pub(crate) const SHARED_STATS_PIXELS: usize = 1 << 22;
 
-/// The network on a (N, 3, T, T) batch of tiles in [-1, 1].
+/// The network on a (N, C, T, T) batch of tiles in [-1, 1].
 pub(crate) type TensorForward<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
 
 /// How an image is cut into tiles.
@@ -76,15 +77,14 @@ pub(crate) struct TileGeometry {
     pub shared_stats: bool,
 }
 
-/// Translates packed RGB8 of any size with `net` run on tiles laid out by `geometry`.
+/// Translates an image of any size with `net` run on tiles laid out by `geometry`.
 pub(crate) fn translate_tiled(
     net: &TensorForward,
     geometry: &TileGeometry,
-    rgb: &[u8],
-    w: usize,
-    h: usize,
-) -> Result<Vec<u8>> {
-    if rgb.len() < w * h * 3 {
+    img: &ImageF32,
+) -> Result<ImageF32> {
+    let (w, h) = (img.width, img.height);
+    if img.data.len() < w * h * img.channels {
         return Err(Error::invalid("image", "buffer smaller than its size"));
     }
     let (t, overlap, shared) = (geometry.tile, geometry.overlap, geometry.shared_stats);
@@ -94,16 +94,16 @@ pub(crate) fn translate_tiled(
     let (pw, ph) = (w.max(t).next_multiple_of(align), h.max(t).next_multiple_of(align));
     let (left, top) = ((pw - w) / 2, (ph - h) / 2);
     let padded;
-    let src: &[u8] = if (pw, ph) != (w, h) {
-        padded = reflect_pad(rgb, w, h, left, top, pw, ph);
+    let src: &ImageF32 = if (pw, ph) != (w, h) {
+        padded = reflect_pad(img, left, top, pw, ph);
         &padded
     } else {
-        rgb
+        img
     };
     let grid = Grid::new(pw, ph, t, overlap.min(t / 2), align);
     let out =
         if shared { blend_shared(net, src, &grid)? } else { blend_streamed(net, src, &grid)? };
-    Ok(if (pw, ph) != (w, h) { crop(&out, pw, left, top, w, h) } else { out })
+    Ok(if (pw, ph) != (w, h) { crop(&out, left, top, w, h) } else { out })
 }
 
 /// Tile origins and blending windows over a `width`×`height` image.
@@ -173,28 +173,28 @@ fn windows(pos: &[usize], tile: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// A running weighted sum over rows `base..base + rows` of the output.
+/// A running weighted sum over rows `base..base + rows` of the output; its channels are the
+/// network's output channels, known from the first tile.
 struct Blend {
     width: usize,
     rows: usize,
     base: usize,
+    channels: usize,
     sum: Vec<f32>,
     weight: Vec<f32>,
 }
 
 impl Blend {
     fn new(width: usize, rows: usize) -> Self {
-        Self {
-            width,
-            rows,
-            base: 0,
-            sum: vec![0.0; width * rows * 3],
-            weight: vec![0.0; width * rows],
-        }
+        Self { width, rows, base: 0, channels: 0, sum: Vec::new(), weight: vec![0.0; width * rows] }
     }
 
-    /// Adds one tile output (C×T×T, C = 1 or 3, values in [-1, 1]) at (`x0`, `y0`).
+    /// Adds one tile output (C×T×T, values in [-1, 1]) at (`x0`, `y0`).
     fn add(&mut self, out: &[f32], channels: usize, x0: usize, y0: usize, wx: &[f32], wy: &[f32]) {
+        if self.channels == 0 {
+            self.channels = channels;
+            self.sum = vec![0.0; self.width * self.rows * channels];
+        }
         let t = wx.len();
         let plane = t * t;
         for (ty, &wy) in wy.iter().enumerate() {
@@ -203,28 +203,29 @@ impl Blend {
                 let wgt = wx * wy;
                 let o = row + tx;
                 self.weight[o] += wgt;
-                for c in 0..3 {
-                    self.sum[o * 3 + c] += wgt * out[c.min(channels - 1) * plane + ty * t + tx];
+                for c in 0..self.channels {
+                    self.sum[o * self.channels + c] +=
+                        wgt * out[c.min(channels - 1) * plane + ty * t + tx];
                 }
             }
         }
     }
 
-    /// Finishes rows `base..to` into `dst` (quantised as `tensor_to_rgb` does) and slides the
-    /// window down to start at `to`.
-    fn flush(&mut self, to: usize, dst: &mut Vec<u8>) {
+    /// Finishes rows `base..to` into `dst` (in [0, 1], as `tensor_to_image` maps) and slides
+    /// the window down to start at `to`.
+    fn flush(&mut self, to: usize, dst: &mut Vec<f32>) {
         let n = to - self.base;
-        let q = |x: f32| ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+        let c = self.channels;
         for i in 0..n * self.width {
             let wgt = self.weight[i].max(f32::MIN_POSITIVE);
-            for c in 0..3 {
-                dst.push(q(self.sum[i * 3 + c] / wgt));
+            for ch in 0..c {
+                dst.push(unit(self.sum[i * c + ch] / wgt));
             }
         }
         let keep = self.rows - n;
-        self.sum.copy_within(n * self.width * 3.., 0);
+        self.sum.copy_within(n * self.width * c.., 0);
         self.weight.copy_within(n * self.width.., 0);
-        self.sum[keep * self.width * 3..].fill(0.0);
+        self.sum[keep * self.width * c..].fill(0.0);
         self.weight[keep * self.width..].fill(0.0);
         self.base = to;
     }
@@ -233,25 +234,25 @@ impl Blend {
 /// Translates the tiles at `origins` in one forward pass; returns each tile's C×T×T output.
 fn run_tiles(
     net: &TensorForward,
-    src: &[u8],
-    width: usize,
+    src: &ImageF32,
     t: usize,
     origins: &[(usize, usize)],
 ) -> Result<(Vec<Vec<f32>>, usize)> {
     let plane = t * t;
-    let mut v = vec![0f32; origins.len() * 3 * plane];
+    let (width, ci) = (src.width, src.channels);
+    let mut v = vec![0f32; origins.len() * ci * plane];
     for (k, &(x0, y0)) in origins.iter().enumerate() {
-        let base = k * 3 * plane;
+        let base = k * ci * plane;
         for y in 0..t {
-            let row = &src[((y0 + y) * width + x0) * 3..((y0 + y) * width + x0 + t) * 3];
-            for (x, px) in row.chunks_exact(3).enumerate() {
-                for c in 0..3 {
-                    v[base + c * plane + y * t + x] = px[c] as f32 / 127.5 - 1.0;
+            let row = &src.data[((y0 + y) * width + x0) * ci..((y0 + y) * width + x0 + t) * ci];
+            for (x, px) in row.chunks_exact(ci).enumerate() {
+                for c in 0..ci {
+                    v[base + c * plane + y * t + x] = px[c] * 2.0 - 1.0;
                 }
             }
         }
     }
-    let x = Tensor::from_vec(v, (origins.len(), 3, t, t), &Device::Cpu)?;
+    let x = Tensor::from_vec(v, (origins.len(), ci, t, t), &Device::Cpu)?;
     let y = net(&x)?;
     let (n, c, _, _) = y.dims4()?;
     let flat: Vec<f32> = y.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
@@ -261,7 +262,7 @@ fn run_tiles(
 
 /// All tiles through the network in batches that each sample the whole image (every k-th
 /// tile), so batch norm normalises every tile with (nearly) whole-image statistics.
-fn blend_shared(net: &TensorForward, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
+fn blend_shared(net: &TensorForward, src: &ImageF32, g: &Grid) -> Result<ImageF32> {
     let t = g.tile;
     let tiles: Vec<(usize, usize)> =
         (0..g.ys.len()).flat_map(|j| (0..g.xs.len()).map(move |i| (i, j))).collect();
@@ -272,43 +273,43 @@ fn blend_shared(net: &TensorForward, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
         let members: Vec<(usize, usize)> = tiles.iter().copied().skip(b).step_by(batches).collect();
         let origins: Vec<(usize, usize)> =
             members.iter().map(|&(i, j)| (g.xs[i], g.ys[j])).collect();
-        let (outs, c) = run_tiles(net, src, g.width, t, &origins)?;
+        let (outs, c) = run_tiles(net, src, t, &origins)?;
         for (&(i, j), out) in members.iter().zip(&outs) {
             blend.add(out, c, g.xs[i], g.ys[j], &g.wx[i], &g.wy[j]);
         }
     }
-    let mut dst = Vec::with_capacity(g.width * g.height * 3);
+    let mut dst = Vec::with_capacity(g.width * g.height * blend.channels);
     blend.flush(g.height, &mut dst);
-    Ok(dst)
+    Ok(ImageF32 { width: g.width, height: g.height, channels: blend.channels, data: dst })
 }
 
 /// Tile rows one at a time through a one-tile-high band: memory bounded by the tile size.
-fn blend_streamed(net: &TensorForward, src: &[u8], g: &Grid) -> Result<Vec<u8>> {
+fn blend_streamed(net: &TensorForward, src: &ImageF32, g: &Grid) -> Result<ImageF32> {
     let t = g.tile;
     let per_batch = (CHUNK_PIXELS / (t * t)).max(1);
     let mut blend = Blend::new(g.width, t);
-    let mut dst = Vec::with_capacity(g.width * g.height * 3);
+    let mut dst = Vec::new();
     for (j, &y0) in g.ys.iter().enumerate() {
         // Rows above this tile row are final; the band then covers exactly this row of tiles.
         blend.flush(y0, &mut dst);
         let cols: Vec<usize> = (0..g.xs.len()).collect();
         for chunk in cols.chunks(per_batch) {
             let origins: Vec<(usize, usize)> = chunk.iter().map(|&i| (g.xs[i], y0)).collect();
-            let (outs, c) = run_tiles(net, src, g.width, t, &origins)?;
+            let (outs, c) = run_tiles(net, src, t, &origins)?;
             for (&i, out) in chunk.iter().zip(&outs) {
                 blend.add(out, c, g.xs[i], y0, &g.wx[i], &g.wy[j]);
             }
         }
     }
     blend.flush(g.height, &mut dst);
-    Ok(dst)
+    Ok(ImageF32 { width: g.width, height: g.height, channels: blend.channels, data: dst })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::checkpoint::Checkpoint;
-    use crate::filter::image_tensor::{rgb_to_tensor, tensor_to_rgb};
+    use crate::filter::image_tensor::{image_to_tensor, tensor_to_image};
     use crate::filter::size_policy::padded;
     use crate::nets::arch::infer_generator;
     use crate::nets::forward::{Forward, Layer, NormStats};
@@ -457,11 +458,19 @@ mod tests {
                 Ok(generator.forward(x, &Forward::infer(NormStats::Batch))?)
             };
             let rgb = gradient(w, h);
-            let net_rgb = |rgb: &[u8], w: usize, h: usize| -> Result<Vec<u8>> {
-                let (out, _, _) = tensor_to_rgb(&net(&rgb_to_tensor(rgb, w, h)?)?)?;
-                Ok(out)
+            let img = ImageF32 {
+                width: w,
+                height: h,
+                channels: 3,
+                data: rgb.iter().map(|&v| v as f32 / 255.0).collect(),
             };
-            let pad = padded(&net_rgb, config.stride(), &rgb, w, h).unwrap();
+            // The filter's 8-bit output quantisation.
+            let q = |i: ImageF32| -> Vec<u8> {
+                i.data.iter().map(|&v| (v * 255.0).round() as u8).collect()
+            };
+            let net_img =
+                |i: &ImageF32| -> Result<ImageF32> { tensor_to_image(&net(&image_to_tensor(i)?)?) };
+            let pad = q(padded(&net_img, config.stride(), &img).unwrap());
             let t = config.native_size();
             let align = alignment(t, config.stride());
             let geometry = |shared_stats| TileGeometry {
@@ -471,8 +480,8 @@ mod tests {
                 shared_stats,
             };
             let g = Grid::new(w, h, t, 32, align);
-            let shared = translate_tiled(&net, &geometry(true), &rgb, w, h).unwrap();
-            let own = translate_tiled(&net, &geometry(false), &rgb, w, h).unwrap();
+            let shared = q(translate_tiled(&net, &geometry(true), &img).unwrap());
+            let own = q(translate_tiled(&net, &geometry(false), &img).unwrap());
             // Hard cuts at the overlap midpoints, each tile on its own statistics.
             let mut cut = Grid::new(w, h, t, 32, align);
             let hard = |pos: &[usize]| -> Vec<Vec<f32>> {
@@ -492,7 +501,7 @@ mod tests {
             };
             cut.wx = hard(&cut.xs);
             cut.wy = hard(&cut.ys);
-            let hard_own = blend_streamed(&net, &rgb, &cut).unwrap();
+            let hard_own = q(blend_streamed(&net, &img, &cut).unwrap());
             let (xl, yl) = (seam_lines(&g.xs, t), seam_lines(&g.ys, t));
             let mids = |p: &[usize]| -> Vec<usize> {
                 p.windows(2).map(|p| (p[0] + t + p[1]) / 2).collect()

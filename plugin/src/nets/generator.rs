@@ -39,6 +39,20 @@ impl GeneratorConfig {
             }),
         }
     }
+    /// This architecture with `input` and `output` image channels (the reference's `input_nc`,
+    /// `output_nc`).
+    pub fn with_channels(self, input: usize, output: usize) -> Self {
+        match self {
+            GeneratorConfig::Unet(c) => {
+                GeneratorConfig::Unet(UnetConfig { in_channels: input, out_channels: output, ..c })
+            }
+            GeneratorConfig::Resnet(c) => GeneratorConfig::Resnet(ResnetConfig {
+                in_channels: input,
+                out_channels: output,
+                ..c
+            }),
+        }
+    }
     /// The reference's `netG` name of this architecture.
     pub fn name(&self) -> GeneratorName {
         match self {

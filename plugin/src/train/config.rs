@@ -85,6 +85,10 @@ section! {
 section! {
     /// `[model]`: the networks and their initialisation.
     ModelConfig, ModelSpans {
+        /// Image channels of the generator's input and output (the reference's `input_nc`,
+        /// `output_nc`): 3 = RGB, 1 = gray (images are read as ITU-R 601-2 luma).
+        input_nc: usize = 3,
+        output_nc: usize = 3,
         #[serde(deserialize_with = "net_g")]
         net_g: GeneratorName = GeneratorName::Unet { side: 256 },
         ngf: usize = 64,
@@ -344,6 +348,12 @@ impl Config {
         positive("model.ngf", model.ngf)?;
         positive("model.ndf", model.ndf)?;
         positive("model.n_layers_d", model.n_layers_d)?;
+        for (key, nc) in [("model.input_nc", model.input_nc), ("model.output_nc", model.output_nc)]
+        {
+            if !matches!(nc, 1 | 3) {
+                return Err(loc.bad(key, format!("{nc} must be 1 (gray) or 3 (RGB)")));
+            }
+        }
         positive("train.batch_size", train.batch_size)?;
         if let Some(n) = data.max_dataset_size {
             positive("data.max_dataset_size", n)?;
@@ -406,14 +416,16 @@ impl Config {
         Ok(())
     }
 
-    /// The generator the `[model]` section describes (RGB → RGB).
+    /// The generator the `[model]` section describes.
     pub fn generator_config(&self) -> GeneratorConfig {
         let m = &self.model;
         let norm = m.norm.kind();
         GeneratorConfig::named(m.net_g, m.ngf, norm, m.dropout)
+            .with_channels(m.input_nc, m.output_nc)
     }
 
-    /// The conditional discriminator: it sees (input, output) stacked, 6 channels.
+    /// The conditional discriminator: it sees (input, output) stacked,
+    /// `input_nc + output_nc` channels.
     pub fn discriminator_config(&self) -> DiscriminatorConfig {
         let m = &self.model;
         let kind = match m.net_d {
@@ -421,7 +433,12 @@ impl Config {
             NetD::NLayers => DiscriminatorKind::NLayer(m.n_layers_d),
             NetD::Pixel => DiscriminatorKind::Pixel,
         };
-        DiscriminatorConfig { kind, in_channels: 6, ndf: m.ndf, norm: m.norm.kind() }
+        DiscriminatorConfig {
+            kind,
+            in_channels: m.input_nc + m.output_nc,
+            ndf: m.ndf,
+            norm: m.norm.kind(),
+        }
     }
 }
 

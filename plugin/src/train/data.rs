@@ -28,9 +28,9 @@ use super::preprocess::Preprocessor;
 use super::rng::{derive, Stream};
 use super::Direction;
 use crate::error::{Error, Result};
-use crate::filter::image_tensor::rgb_to_tensor;
+use crate::filter::image_tensor::u8_to_tensor_channels;
 
-const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
+const EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "pgm"];
 
 /// Where one pair's pixels come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +64,8 @@ pub struct Dataset {
     /// does not print).
     pub warnings: Vec<String>,
     pub direction: Direction,
+    /// Image channels of the model's input and output (1 = gray, 3 = RGB).
+    pub channels: (usize, usize),
 }
 
 pub fn is_image(path: &Path) -> bool {
@@ -207,7 +209,12 @@ impl Dataset {
                 ),
             ));
         }
-        Ok(Self { sources: usable, skipped, warnings, direction })
+        Ok(Self { sources: usable, skipped, warnings, direction, channels: (3, 3) })
+    }
+
+    /// This dataset read for a model with `input` and `output` channels.
+    pub fn with_channels(self, input: usize, output: usize) -> Self {
+        Self { channels: (input, output), ..self }
     }
 
     pub fn len(&self) -> usize {
@@ -326,6 +333,8 @@ pub fn make_batch(
     let mut size = None;
     for (j, &idx) in plan.batch(step, order).iter().enumerate() {
         let (a, b) = ds.load(idx)?;
+        // Gray before the geometric preprocessing, as the reference's transform chain does.
+        let (a, b) = (gray_if(a, ds.channels.0), gray_if(b, ds.channels.1));
         let mut rng = derive(plan.seed, Stream::Augment, step * plan.batch_size as u64 + j as u64);
         let (a, b) = pre.apply_pair(&a, &b, &mut rng);
         if a.dimensions() != b.dimensions() || size.is_some_and(|s| s != a.dimensions()) {
@@ -335,8 +344,9 @@ pub fn make_batch(
             ));
         }
         size = Some(a.dimensions());
-        xs.push(rgb_to_tensor(a.as_raw(), a.width() as usize, a.height() as usize)?);
-        ys.push(rgb_to_tensor(b.as_raw(), b.width() as usize, b.height() as usize)?);
+        let (w, h) = (a.width() as usize, a.height() as usize);
+        xs.push(u8_to_tensor_channels(a.as_raw(), 3, w, h, ds.channels.0)?);
+        ys.push(u8_to_tensor_channels(b.as_raw(), 3, w, h, ds.channels.1)?);
     }
     if xs.is_empty() {
         return Err(Error::invalid("dataset", "empty batch"));
@@ -351,6 +361,22 @@ pub fn make_batch(
 
 /// The loader thread: batches of steps `start..end`, at most `depth` ahead of the consumer.
 /// Dropping it stops the thread.
+/// For a 1-channel side, the image's ITU-R 601-2 luma (PIL's `convert('L')`, which the reference
+/// applies when `input_nc` / `output_nc` is 1), replicated to RGB so the preprocessing stays
+/// one; other channel counts keep the image.
+pub fn gray_if(img: RgbImage, channels: usize) -> RgbImage {
+    if channels != 1 {
+        return img;
+    }
+    let mut img = img;
+    for p in img.pixels_mut() {
+        let [r, g, b] = p.0.map(u32::from);
+        let l = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8;
+        p.0 = [l; 3];
+    }
+    img
+}
+
 pub struct Loader {
     rx: Option<Receiver<Result<Batch>>>,
     handle: Option<JoinHandle<()>>,

@@ -9,14 +9,14 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use super::data::Dataset;
+use super::data::{gray_if, Dataset};
 use super::metrics::{mae, psnr, ssim};
 use super::preprocess::resize;
 use super::samples::write_png;
 use super::{Direction, Metrics};
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
-use crate::filter::image_tensor::{rgb_to_tensor, tensor_to_rgb};
+use crate::filter::image_tensor::{tensor_to_rgb, u8_to_tensor_channels};
 use crate::filter::model::Model;
 
 struct Row {
@@ -58,6 +58,7 @@ pub fn evaluate(
         ));
     }
     let ds = Dataset::aligned(data, direction)?;
+    let (in_nc, out_nc) = model.config().channels();
     if let Some(dir) = html_dir {
         std::fs::create_dir_all(dir.join("images")).map_err(|e| Error::io(dir, e))?;
     }
@@ -65,8 +66,10 @@ pub fn evaluate(
     let mut rows = Vec::with_capacity(ds.len());
     for (i, source) in ds.sources.iter().enumerate() {
         let (input, target) = ds.load(i)?;
+        // A 1-channel side is read as gray (replicated to RGB for the metrics and the page).
+        let (input, target) = (gray_if(input, in_nc), gray_if(target, out_nc));
         let (input, target) = (resize(&input, s, s), resize(&target, s, s));
-        let x = rgb_to_tensor(input.as_raw(), size, size)?;
+        let x = u8_to_tensor_channels(input.as_raw(), 3, size, size, in_nc)?;
         let (out, _, _) = tensor_to_rgb(&model.forward(&x)?)?;
         let row = Row {
             name: source.path().strip_prefix(data).unwrap_or(source.path()).display().to_string(),

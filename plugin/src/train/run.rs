@@ -120,7 +120,8 @@ fn resumed(
 
 pub fn train(config_text: &str, resume: bool, report: &mut dyn Reporter) -> Result<TrainSummary> {
     let cfg = Config::parse(config_text)?;
-    let ds = Arc::new(Dataset::open(&cfg.data)?);
+    let ds =
+        Arc::new(Dataset::open(&cfg.data)?.with_channels(cfg.model.input_nc, cfg.model.output_nc));
     for w in &ds.warnings {
         report.message(w);
     }

@@ -8,7 +8,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::faces::api::error::{ApiError, ApiResult, ErrorKind};
 use crate::faces::default_model;
-use crate::filter::image_tensor::{ImageU8, ImageView};
+use crate::filter::image_tensor::{Image, ImageU8, ImageView, SampleFormat};
 use crate::filter::model::{Model, Options};
 use crate::filter::size_policy::SizePolicy;
 use crate::nets::forward::NormStats;
@@ -123,8 +123,14 @@ impl LoadedModel {
     pub fn model(&self) -> &Model {
         &self.model
     }
-    /// Translates an image of any size: same size out, 3 channels, or 4 with the input's alpha.
+    /// Translates an 8-bit image of any size: same size out, the model's output channels, plus
+    /// the input's alpha if it has one.
     pub fn translate(&self, image: &ImageView) -> ApiResult<ImageU8> {
         Ok(self.model.translate(image)?)
+    }
+    /// Translates an image of any size and sample format into `format` samples (channels as
+    /// [`LoadedModel::translate`]).
+    pub fn translate_as(&self, image: &ImageView, format: SampleFormat) -> ApiResult<Image> {
+        Ok(self.model.translate_as(image, format)?)
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use pix2pix_ffi::c::functions as contract;
 use pix2pix_ffi::c::*;
 
-use pix2pix_ffi::{Direction, NormStats, SizePolicy};
+use pix2pix_ffi::{Direction, NormStats, SampleFormat, SizePolicy};
 
 use crate::faces::api::{self, ApiError, ApiResult, ErrorKind, LoadedModel};
 use crate::filter::image_tensor::ImageView;
@@ -41,6 +41,8 @@ const _: () = {
     let _ = [contract::p2p_model_get_info, p2p_model_get_info];
     let _ = [contract::p2p_translate, p2p_translate];
     let _ = [contract::p2p_image_free, p2p_image_free];
+    let _ = [contract::p2p_translate_ex, p2p_translate_ex];
+    let _ = [contract::p2p_image_ex_free, p2p_image_ex_free];
     let _ = [contract::p2p_train, p2p_train];
     let _ = [contract::p2p_train_ex, p2p_train_ex];
     let _ = [contract::p2p_train_with_messages, p2p_train_with_messages];
@@ -378,6 +380,81 @@ pub unsafe extern "C" fn p2p_model_get_info(
     })
 }
 
+/// An image as either C struct describes it (`p2p_image`: 8-bit, `p2p_image_ex`: any format).
+#[derive(Clone, Copy)]
+struct ImageDesc {
+    width: usize,
+    height: usize,
+    stride: usize,
+    channels: usize,
+    format: SampleFormat,
+    data: *mut u8,
+}
+
+/// The one translation path of both C functions: translates `src` into `dst`'s buffer, or into
+/// a fresh `malloc`ed one when `dst.data` is NULL, and returns the output's description (stride:
+/// `dst.stride` for the caller's buffer, packed for a fresh one). `dst.width` and `dst.channels`
+/// are ignored; `dst.format` is the output format.
+///
+/// # Safety
+/// `src.data` holds the bytes its description needs (the documented contract, checked against
+/// sizes here before it is read), and a non-NULL `dst.data` is writable for `dst.height` rows
+/// `dst.stride` bytes apart.
+unsafe fn translate_into(c: &CModel, src: ImageDesc, dst: ImageDesc) -> ApiResult<ImageDesc> {
+    if src.data.is_null() {
+        return Err(null("in->data"));
+    }
+    let (w, h) = (src.width, src.height);
+    let len = buffers::image_extent(w, h, src.stride, src.channels, src.format.bytes())?;
+    let out_ch = buffers::output_channels(src.channels, c.model.info().out_channels);
+    let out_len = match dst.data.is_null() {
+        true => None,
+        false => {
+            Some(buffers::output_extent(w, h, out_ch, dst.format.bytes(), dst.stride, dst.height)?)
+        }
+    };
+    let image = {
+        // SAFETY: `in->data` holds `len` readable bytes (the documented contract; `len` is
+        // computed by the documented rule and at most `MAX_EXTENT`, so it fits in `isize`).
+        // The slice ends with this block, before the output (which may alias it) is written.
+        let data = unsafe { std::slice::from_raw_parts(src.data, len) };
+        let view = ImageView::with_format(w, h, src.stride, src.channels, src.format, data)?;
+        c.model.translate_as(&view, dst.format)?
+    };
+    let desc = |stride, data| ImageDesc {
+        width: image.width,
+        height: image.height,
+        stride,
+        channels: image.channels,
+        format: image.format,
+        data,
+    };
+    match out_len {
+        Some(n) => {
+            // SAFETY: the caller's buffer is `out->height` rows `out->stride` bytes apart, and
+            // `n` (checked by `output_extent`) lies within its first `in->height` rows; no
+            // other reference to it is alive.
+            let buf = unsafe { std::slice::from_raw_parts_mut(dst.data, n) };
+            buffers::copy_to_strided(&image, buf, dst.stride)?;
+            Ok(desc(dst.stride, dst.data))
+        }
+        None => {
+            let n = image.data.len();
+            // SAFETY: `malloc` of a positive size; NULL is handled below.
+            let p = unsafe { malloc(n) }.cast::<u8>();
+            if p.is_null() {
+                return Err(ApiError::new(
+                    ErrorKind::OutOfMemory,
+                    format!("cannot allocate {n} bytes for the output image"),
+                ));
+            }
+            // SAFETY: `p` is a fresh allocation of `n` bytes, disjoint from `image.data`.
+            unsafe { std::ptr::copy_nonoverlapping(image.data.as_ptr(), p, n) };
+            Ok(desc(image.width * image.channels * image.format.bytes(), p))
+        }
+    }
+}
+
 /// `p2p_translate` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
 ///
 /// # Safety
@@ -400,74 +477,137 @@ pub unsafe extern "C" fn p2p_translate(
         // SAFETY: both non-NULL and pointing to `p2p_image`s (caller contract); copied out so
         // that `in == out` is harmless.
         let (src, dst) = unsafe { (r#in.read(), out.read()) };
-        if src.data.is_null() {
-            return Err(null("in->data"));
-        }
-        let (w, h, stride, ch) =
-            (src.width as usize, src.height as usize, src.stride as usize, src.channels as usize);
-        let len = buffers::image_extent(w, h, stride, ch)?;
-        let out_ch = buffers::output_channels(ch);
-        let out_len = match dst.data.is_null() {
-            true => None,
-            false => Some(buffers::output_extent(
-                w,
-                h,
-                out_ch,
-                dst.stride as usize,
-                dst.height as usize,
-            )?),
+        let u8_desc = |i: &p2p_image| ImageDesc {
+            width: i.width as usize,
+            height: i.height as usize,
+            stride: i.stride as usize,
+            channels: i.channels as usize,
+            format: SampleFormat::U8,
+            data: i.data,
         };
-        let image = {
-            // SAFETY: `in->data` holds `len` readable bytes (the documented contract; `len` is
-            // computed by the documented rule and at most `MAX_EXTENT`, so it fits in `isize`).
-            // The slice ends with this block, before the output (which may alias it) is written.
-            let data = unsafe { std::slice::from_raw_parts(src.data, len) };
-            let view = ImageView::new(w, h, stride, ch, data)?;
-            c.model.translate(&view)?
+        // SAFETY: the caller's contract on the buffers is the one `translate_into` needs.
+        let o = unsafe { translate_into(c, u8_desc(&src), u8_desc(&dst)) }?;
+        let desc = p2p_image {
+            width: o.width as u32,
+            height: o.height as u32,
+            // The caller's own stride, or a packed row of at most 4 · 2^28 bytes.
+            stride: u32::try_from(o.stride).unwrap_or(dst.stride),
+            channels: o.channels as u32,
+            data: o.data,
         };
-        match out_len {
-            Some(n) => {
-                // SAFETY: the caller's buffer is `out->height` rows `out->stride` bytes apart,
-                // and `n` (checked by `output_extent`) lies within its first `in->height` rows;
-                // no other reference to it is alive.
-                let buf = unsafe { std::slice::from_raw_parts_mut(dst.data, n) };
-                buffers::copy_to_strided(&image, buf, dst.stride as usize)?;
-                let desc = p2p_image {
-                    width: image.width as u32,
-                    height: image.height as u32,
-                    stride: dst.stride,
-                    channels: image.channels as u32,
-                    data: dst.data,
-                };
-                // SAFETY: `out` is non-NULL and writable (caller contract).
-                unsafe { out.write(desc) };
-            }
-            None => {
-                let n = image.data.len();
-                // SAFETY: `malloc` of a positive size; NULL is handled below.
-                let p = unsafe { malloc(n) }.cast::<u8>();
-                if p.is_null() {
-                    return Err(ApiError::new(
-                        ErrorKind::OutOfMemory,
-                        format!("cannot allocate {n} bytes for the output image"),
-                    ));
-                }
-                // SAFETY: `p` is a fresh allocation of `n` bytes, disjoint from `image.data`.
-                unsafe { std::ptr::copy_nonoverlapping(image.data.as_ptr(), p, n) };
-                let row = image.width * image.channels;
-                let desc = p2p_image {
-                    width: image.width as u32,
-                    height: image.height as u32,
-                    stride: row as u32,
-                    channels: image.channels as u32,
-                    data: p,
-                };
-                // SAFETY: `out` is non-NULL and writable (caller contract).
-                unsafe { out.write(desc) };
-            }
-        }
+        // SAFETY: `out` is non-NULL and writable (caller contract).
+        unsafe { out.write(desc) };
         Ok(())
     })
+}
+
+/// The size of a `p2p_image_ex` a caller's `struct_size` must cover (up to `data`).
+const IMAGE_EX_SIZE: usize = size_of::<p2p_image_ex>();
+
+/// Reads a caller's `p2p_image_ex`, checking its `struct_size`.
+///
+/// # Safety
+/// `p` is non-NULL and points to a `p2p_image_ex` of at least `p->struct_size` readable bytes.
+unsafe fn read_image_ex(p: *const p2p_image_ex, what: &str) -> ApiResult<p2p_image_ex> {
+    // SAFETY: non-NULL; the struct starts with `struct_size`, which every caller must set.
+    let size = unsafe { p.cast::<usize>().read_unaligned() };
+    if size < IMAGE_EX_SIZE {
+        return Err(ApiError::invalid(format!(
+            "invalid {what}: struct_size {size} (set it to sizeof(p2p_image_ex), at least {IMAGE_EX_SIZE})"
+        )));
+    }
+    // SAFETY: the caller's struct is `size` ≥ `size_of::<p2p_image_ex>()` readable bytes.
+    Ok(unsafe { p.read_unaligned() })
+}
+
+/// `p2p_translate_ex` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_translate_ex(
+    m: *const p2p_model,
+    r#in: *const p2p_image_ex,
+    out: *mut p2p_image_ex,
+) -> p2p_status {
+    run(|| {
+        // SAFETY: caller contract on `m`.
+        let c = unsafe { model_ref(m) }?;
+        if r#in.is_null() {
+            return Err(null("in"));
+        }
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: both non-NULL, valid for their `struct_size` (caller contract); copied out so
+        // that `in == out` is harmless.
+        let (src, dst) = unsafe { (read_image_ex(r#in, "in")?, read_image_ex(out, "out")?) };
+        let in_format = SampleFormat::from_code(src.format).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "invalid in->format: {} (P2P_FORMAT_U8, _U16 or _F32)",
+                src.format
+            ))
+        })?;
+        let out_format = match dst.format {
+            P2P_FORMAT_SAME => in_format,
+            f => SampleFormat::from_code(f).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "invalid out->format: {f} (P2P_FORMAT_SAME, _U8, _U16 or _F32)"
+                ))
+            })?,
+        };
+        let desc = |i: &p2p_image_ex, format| ImageDesc {
+            width: i.width as usize,
+            height: i.height as usize,
+            stride: i.stride,
+            channels: i.channels as usize,
+            format,
+            data: i.data.cast(),
+        };
+        // SAFETY: the caller's contract on the buffers is the one `translate_into` needs.
+        let o = unsafe { translate_into(c, desc(&src, in_format), desc(&dst, out_format)) }?;
+        let written = p2p_image_ex {
+            struct_size: dst.struct_size,
+            format: o.format.code(),
+            width: o.width as u32,
+            height: o.height as u32,
+            channels: o.channels as u32,
+            stride: o.stride,
+            data: o.data.cast(),
+        };
+        // SAFETY: `out` is non-NULL and writable for its `struct_size` ≥ `size_of` bytes.
+        unsafe { out.write_unaligned(written) };
+        Ok(())
+    })
+}
+
+/// `p2p_image_ex_free` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_image_ex_free(img: *mut p2p_image_ex) {
+    if img.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: `img` is non-NULL and points to a `p2p_image_ex` of `struct_size` bytes
+        // (caller contract), which starts with that field.
+        let size = unsafe { img.cast::<usize>().read_unaligned() };
+        if size < IMAGE_EX_SIZE {
+            return;
+        }
+        // SAFETY: as above; the struct covers all of `p2p_image_ex`.
+        let mut i = unsafe { img.read_unaligned() };
+        if !i.data.is_null() {
+            // SAFETY: a non-NULL `data` here came from `malloc` in `p2p_translate_ex` (caller
+            // contract) and is freed once, since it is set to NULL right after.
+            unsafe { free(i.data) };
+        }
+        (i.data, i.width, i.height, i.channels, i.stride) = (std::ptr::null_mut(), 0, 0, 0, 0);
+        // SAFETY: as above.
+        unsafe { img.write_unaligned(i) };
+    });
 }
 
 /// `p2p_image_free` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
