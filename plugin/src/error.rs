@@ -54,3 +54,19 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candle_errors_reach_the_user_without_their_backtrace() {
+        use candle_core::Error as E;
+        let bt = E::WithBacktrace {
+            inner: Box::new(E::Msg("conv2d: input has 3 channels, kernel expects 1".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        let e = Error::from(bt.context("step 1"));
+        assert_eq!(e.to_string(), "step 1: conv2d: input has 3 channels, kernel expects 1");
+    }
+}

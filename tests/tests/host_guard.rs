@@ -463,8 +463,9 @@ fn special_files_get_the_precise_reason() {
 fn errors_from_inside_the_network_are_one_line_even_with_rust_backtrace() {
     let t = TempDir::new("guard-one-line");
     inputs(&t.join("in"), 1);
-    // The fixture with its first convolution cut to one input channel: it loads (the
-    // architecture is read off the file) and fails on an RGB image inside the network.
+    // The fixture with its first convolution cut to two input channels (no image layout has
+    // two colour channels): it loads (the architecture is read off the file) and fails on an
+    // RGB image inside the network.
     let st = std::fs::read(fixture(UNET128)).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&st).unwrap();
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -472,8 +473,9 @@ fn errors_from_inside_the_network_are_one_line_even_with_rust_backtrace() {
         let (mut shape, mut data) = (view.shape().to_vec(), view.data().to_vec());
         if name == "model.model.0.weight" {
             let (o, c, k) = (shape[0], shape[1], shape[2] * shape[3] * 4);
-            data = (0..o).flat_map(|i| view.data()[i * c * k..i * c * k + k].to_vec()).collect();
-            shape[1] = 1;
+            data =
+                (0..o).flat_map(|i| view.data()[i * c * k..i * c * k + 2 * k].to_vec()).collect();
+            shape[1] = 2;
         }
         owned.push((name, shape, data));
     }
@@ -504,7 +506,8 @@ fn errors_from_inside_the_network_are_one_line_even_with_rust_backtrace() {
     assert_eq!(
         failed,
         [format!(
-            "failed: {}: step 1 (translate): conv2d: input has 3 channels, kernel expects 1",
+            "failed: {}: step 1 (translate): invalid model input channels: 2 (images give 1 \
+             (gray) or 3 (RGB); the model cannot take them)",
             t.join("in/00.png").display()
         )],
         "{s}"
