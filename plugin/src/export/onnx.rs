@@ -133,6 +133,13 @@ pub fn generator_to_onnx(
     Ok(model.encode_to_vec())
 }
 
+/// Which convolution node [`Graph::conv_node`] writes.
+#[derive(Clone, Copy)]
+enum Conv {
+    Forward,
+    Transposed { out_pad: usize },
+}
+
 /// The graph under construction: nodes, initializers (named by their checkpoint keys) and the
 /// checkpoint keys consumed so far.
 struct Graph<'a> {
@@ -250,24 +257,10 @@ impl<'a> Graph<'a> {
         pad: usize,
         bias: bool,
     ) -> Result<String> {
-        let w = self.weight(&format!("{prefix}.weight"), &[cout, cin, k, k], &[cout, cin, k, k])?;
-        let mut inputs = vec![x.to_string(), w];
-        if bias {
-            inputs.push(self.weight(&format!("{prefix}.bias"), &[cout], &[cout])?);
-        }
-        let (k, s, p) = (k as i64, stride as i64, pad as i64);
-        let attrs = vec![
-            ints("kernel_shape", &[k, k]),
-            ints("strides", &[s, s]),
-            ints("pads", &[p, p, p, p]),
-            ints("dilations", &[1, 1]),
-            int("group", 1),
-        ];
-        Ok(self.node("Conv", &inputs.iter().map(String::as_str).collect::<Vec<_>>(), attrs))
+        self.conv_node(Conv::Forward, x, prefix, [cin, cout], [k, stride, pad], bias)
     }
 
-    /// `nn.ConvTranspose2d(cin, cout, k, stride, padding, output_padding, bias)` at `prefix`
-    /// (the weight layout, cin × cout × k × k, is ONNX's too).
+    /// `nn.ConvTranspose2d(cin, cout, k, stride, padding, output_padding, bias)` at `prefix`.
     #[allow(clippy::too_many_arguments)]
     fn conv_transpose(
         &mut self,
@@ -281,25 +274,47 @@ impl<'a> Graph<'a> {
         out_pad: usize,
         bias: bool,
     ) -> Result<String> {
-        let w = self.weight(&format!("{prefix}.weight"), &[cin, cout, k, k], &[cin, cout, k, k])?;
+        let op = Conv::Transposed { out_pad };
+        self.conv_node(op, x, prefix, [cin, cout], [k, stride, pad], bias)
+    }
+
+    /// One `Conv` or `ConvTranspose` node over the checkpoint's `prefix.weight` (and bias):
+    /// square kernel `k`, stride and padding alike on both axes.
+    fn conv_node(
+        &mut self,
+        op: Conv,
+        x: &str,
+        prefix: &str,
+        [cin, cout]: [usize; 2],
+        [k, stride, pad]: [usize; 3],
+        bias: bool,
+    ) -> Result<String> {
+        // PyTorch's layouts are ONNX's: cout × cin × k × k, and cin × cout × k × k transposed.
+        let shape = match op {
+            Conv::Forward => [cout, cin, k, k],
+            Conv::Transposed { .. } => [cin, cout, k, k],
+        };
+        let w = self.weight(&format!("{prefix}.weight"), &shape, &shape)?;
         let mut inputs = vec![x.to_string(), w];
         if bias {
             inputs.push(self.weight(&format!("{prefix}.bias"), &[cout], &[cout])?);
         }
-        let (k, s, p, op) = (k as i64, stride as i64, pad as i64, out_pad as i64);
-        let attrs = vec![
+        let (k, s, p) = (k as i64, stride as i64, pad as i64);
+        let mut attrs = vec![
             ints("kernel_shape", &[k, k]),
             ints("strides", &[s, s]),
             ints("pads", &[p, p, p, p]),
-            ints("output_padding", &[op, op]),
             ints("dilations", &[1, 1]),
             int("group", 1),
         ];
-        Ok(self.node(
-            "ConvTranspose",
-            &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
-            attrs,
-        ))
+        let name = match op {
+            Conv::Forward => "Conv",
+            Conv::Transposed { out_pad } => {
+                attrs.push(ints("output_padding", &[out_pad as i64, out_pad as i64]));
+                "ConvTranspose"
+            }
+        };
+        Ok(self.node(name, &inputs.iter().map(String::as_str).collect::<Vec<_>>(), attrs))
     }
 
     /// The norm layer of `kind` for `c` channels at `prefix`.
