@@ -38,6 +38,7 @@ impl Segmenter {
     }
 
     /// A model that reads RGB at [`SIDE`] into 3 label channels.
+    #[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than the MSRV (1.85)
     pub fn new(model: Model) -> Result<Self> {
         let config = model.config();
         let bad = |msg: String| Error::invalid("segmenter", format!("{}: {msg}", model.source()));
