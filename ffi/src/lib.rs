@@ -191,6 +191,28 @@ pub struct EvalMetrics {
     pub count: u64,
 }
 
+/// An evaluation that can also score label consistency ([`Pix2PixMod::evaluate_ex`]).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct EvalRequestEx {
+    pub base: EvalRequest,
+    /// A photo → label-map generator checkpoint (a pix2pix unet_128, 3 → 3 channels, read with
+    /// batch statistics): each generated photo, quantised to 8 bits and resized to 128×128
+    /// (bicubic), is read back to labels and compared with the input label map (128×128,
+    /// nearest): mean absolute error on 0–255, lower is better. None = no label score.
+    pub segmenter: ROption<RString>,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct EvalMetricsEx {
+    pub base: EvalMetrics,
+    /// The generated photos' label score (with a segmenter).
+    pub label_score: ROption<f64>,
+    /// The same score of the real photos (the target halves), for scale.
+    pub real_label_score: ROption<f64>,
+}
+
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
 pub struct BenchRequest {
@@ -261,6 +283,11 @@ pub struct Pix2PixMod {
         image: ImageRefEx<'_>,
         out_format: SampleFormat,
     ) -> RResult<ImageBufEx, RString>,
+    /// [`Pix2PixMod::evaluate`] plus, with a segmenter, the label-consistency score of the
+    /// generated and of the real photos. Added after the prefix: `None` from a plugin that
+    /// predates it.
+    #[sabi(missing_field(option))]
+    pub evaluate_ex: extern "C" fn(request: EvalRequestEx) -> RResult<EvalMetricsEx, RString>,
 }
 
 impl RootModule for Pix2PixModRef {

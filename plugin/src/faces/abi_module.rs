@@ -34,6 +34,7 @@ pub fn get_library() -> ffi::Pix2PixModRef {
         default_train_config,
         export_onnx,
         translate_ex,
+        evaluate_ex,
     }
     .leak_into_prefix()
 }
@@ -188,19 +189,40 @@ impl train::Reporter for SinkReporter<'_, '_, '_> {
     }
 }
 
+fn evaluate_request(
+    request: &ffi::EvalRequest,
+    segmenter: Option<&Path>,
+) -> ApiResult<train::Metrics> {
+    let direction = api::parse_direction(request.direction.as_str())?;
+    let model = request.model.as_ref().map(|m| Path::new(m.as_str())).into_option();
+    let html = request.html_dir.as_ref().map(|h| Path::new(h.as_str())).into_option();
+    api::evaluate_path(
+        model,
+        Path::new(request.data.as_str()),
+        direction,
+        request.size as usize,
+        html,
+        segmenter,
+    )
+}
+
+fn eval_metrics(m: &train::Metrics) -> ffi::EvalMetrics {
+    ffi::EvalMetrics { mae: m.mae, psnr: m.psnr, ssim: m.ssim, count: m.count as u64 }
+}
+
 extern "C" fn evaluate(request: ffi::EvalRequest) -> RResult<ffi::EvalMetrics, RString> {
+    call(|| Ok(eval_metrics(&evaluate_request(&request, None)?)))
+}
+
+extern "C" fn evaluate_ex(request: ffi::EvalRequestEx) -> RResult<ffi::EvalMetricsEx, RString> {
     call(|| {
-        let direction = api::parse_direction(request.direction.as_str())?;
-        let model = request.model.as_ref().map(|m| Path::new(m.as_str())).into_option();
-        let html = request.html_dir.as_ref().map(|h| Path::new(h.as_str())).into_option();
-        let m = api::evaluate_path(
-            model,
-            Path::new(request.data.as_str()),
-            direction,
-            request.size as usize,
-            html,
-        )?;
-        Ok(ffi::EvalMetrics { mae: m.mae, psnr: m.psnr, ssim: m.ssim, count: m.count as u64 })
+        let segmenter = request.segmenter.as_ref().map(|s| Path::new(s.as_str())).into_option();
+        let m = evaluate_request(&request.base, segmenter)?;
+        Ok(ffi::EvalMetricsEx {
+            base: eval_metrics(&m),
+            label_score: m.label_score.into(),
+            real_label_score: m.real_label_score.into(),
+        })
     })
 }
 

@@ -2,7 +2,8 @@
 //! to `size` × `size` (bicubic), the generator run as the model is opened (the protocol wants
 //! batch statistics and dropout off: `Options { norm_stats: Batch, dropout_seed: None }`, the
 //! default), and MAE, PSNR and SSIM on uint8 RGB averaged over the pairs. Optionally an HTML
-//! page of input | output | target rows with each pair's figures.
+//! page of input | output | target rows with each pair's figures, and with a segmenter the
+//! label-consistency score ([`super::label_score`]) of the outputs and of the real targets.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::path::Path;
 use image::RgbImage;
 
 use super::data::{gray_if, Dataset};
+use super::label_score::Segmenter;
 use super::metrics::{mae, psnr, ssim};
 use super::preprocess::resize;
 use super::samples::write_png;
@@ -24,6 +26,8 @@ struct Row {
     mae: f64,
     psnr: f64,
     ssim: f64,
+    /// Label MAE of the output and of the real target, with a segmenter.
+    label: Option<(f64, f64)>,
 }
 
 fn html_escape(s: &str) -> String {
@@ -46,6 +50,7 @@ pub fn evaluate(
     direction: Direction,
     size: usize,
     html_dir: Option<&Path>,
+    segmenter: Option<&Segmenter>,
 ) -> Result<Metrics> {
     let stride = model.config().stride();
     if size == 0 || size % stride != 0 {
@@ -65,22 +70,35 @@ pub fn evaluate(
     let s = size as u32;
     let mut rows = Vec::with_capacity(ds.len());
     for (i, source) in ds.sources.iter().enumerate() {
-        let (input, target) = ds.load(i)?;
+        let (input_half, target_half) = ds.load(i)?;
         // A 1-channel side is read as gray (replicated to RGB for the metrics and the page).
-        let (input, target) = (gray_if(input, in_nc), gray_if(target, out_nc));
+        let (input, target) =
+            (gray_if(input_half.clone(), in_nc), gray_if(target_half.clone(), out_nc));
         let (input, target) = (resize(&input, s, s), resize(&target, s, s));
         let x = u8_to_tensor_channels(input.as_raw(), 3, size, size, in_nc)?;
+        // 8-bit, as a saved output would be: the label score reads it as such.
         let (out, _, _) = tensor_to_rgb(&model.forward(&x)?)?;
+        let output =
+            RgbImage::from_raw(s, s, out).ok_or_else(|| Error::invalid("image", "output size"))?;
+        let out = output.as_raw();
+        // The input is the label map, the target the real photo; the label score compares with
+        // the halves as read (label_score.py's `halves`), not resized to `size`.
+        let label = match segmenter {
+            Some(seg) => Some((
+                seg.label_mae(&output, &input_half)?,
+                seg.label_mae(&target_half, &input_half)?,
+            )),
+            None => None,
+        };
         let row = Row {
             name: source.path().strip_prefix(data).unwrap_or(source.path()).display().to_string(),
-            mae: mae(&out, target.as_raw()),
-            psnr: psnr(target.as_raw(), &out),
-            ssim: ssim(target.as_raw(), &out, size, size)?,
+            mae: mae(out, target.as_raw()),
+            psnr: psnr(target.as_raw(), out),
+            ssim: ssim(target.as_raw(), out, size, size)?,
+            label,
         };
         if let Some(dir) = html_dir {
             let stem = format!("{i:04}_{}", slug(data, source.path()));
-            let output = RgbImage::from_raw(s, s, out)
-                .ok_or_else(|| Error::invalid("image", "output size"))?;
             for (kind, img) in [("input", &input), ("output", &output), ("target", &target)] {
                 write_png(&dir.join("images").join(format!("{stem}_{kind}.png")), img)?;
             }
@@ -93,6 +111,10 @@ pub fn evaluate(
         psnr: rows.iter().map(|r| r.psnr).sum::<f64>() / n,
         ssim: rows.iter().map(|r| r.ssim).sum::<f64>() / n,
         count: rows.len(),
+        label_score: segmenter
+            .map(|_| rows.iter().filter_map(|r| r.label).map(|l| l.0).sum::<f64>() / n),
+        real_label_score: segmenter
+            .map(|_| rows.iter().filter_map(|r| r.label).map(|l| l.1).sum::<f64>() / n),
     };
     if let Some(dir) = html_dir {
         write_html(dir, data, model, direction, size, &rows, &metrics, &ds)?;
@@ -117,7 +139,7 @@ fn write_html(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>pix2pix evaluation</title>\n\
          <style>body{{font-family:sans-serif}} td{{padding:4px;vertical-align:middle}} img{{width:{size}px;height:{size}px}}</style></head><body>\n\
          <h1>pix2pix evaluation</h1>\n<p>model: {}<br>data: {} ({}, {size}×{size}, {} pairs{})<br>\
-         MAE {:.3} · PSNR {:.3} dB · SSIM {:.4}</p>\n<table>\n<tr><th>pair</th><th>input</th><th>output</th><th>target</th><th>MAE</th><th>PSNR</th><th>SSIM</th></tr>\n",
+         MAE {:.3} · PSNR {:.3} dB · SSIM {:.4}{}</p>\n<table>\n<tr><th>pair</th><th>input</th><th>output</th><th>target</th><th>MAE</th><th>PSNR</th><th>SSIM</th>{}</tr>\n",
         html_escape(model.source()),
         html_escape(&data.display().to_string()),
         direction.name(),
@@ -126,17 +148,23 @@ fn write_html(
         m.mae,
         m.psnr,
         m.ssim,
+        match (m.label_score, m.real_label_score) {
+            (Some(g), Some(r)) => format!(" · label score {g:.3} (real photos {r:.3}; lower is better)"),
+            _ => String::new(),
+        },
+        if m.label_score.is_some() { "<th>label</th><th>real label</th>" } else { "" },
     );
     for (i, (r, source)) in rows.iter().zip(&ds.sources).enumerate() {
         let stem = format!("{i:04}_{}", slug(data, source.path()));
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td><img src=\"images/{stem}_input.png\"></td><td><img src=\"images/{stem}_output.png\"></td>\
-             <td><img src=\"images/{stem}_target.png\"></td><td>{:.2}</td><td>{:.2}</td><td>{:.4}</td></tr>",
+             <td><img src=\"images/{stem}_target.png\"></td><td>{:.2}</td><td>{:.2}</td><td>{:.4}</td>{}</tr>",
             html_escape(&r.name),
             r.mae,
             r.psnr,
-            r.ssim
+            r.ssim,
+            r.label.map_or(String::new(), |(g, real)| format!("<td>{g:.2}</td><td>{real:.2}</td>")),
         );
     }
     h.push_str("</table>\n</body></html>\n");

@@ -20,6 +20,7 @@ pub mod data;
 mod divergence;
 pub mod evaluate;
 pub mod init;
+pub mod label_score;
 pub mod log;
 pub mod loss;
 pub mod loss_curve;
@@ -106,6 +107,10 @@ pub struct Metrics {
     pub psnr: f64,
     pub ssim: f64,
     pub count: usize,
+    /// With a segmenter: the outputs' label-consistency score ([`label_score`]) and the real
+    /// targets' for scale.
+    pub label_score: Option<f64>,
+    pub real_label_score: Option<f64>,
 }
 
 /// Evaluates `model` over the aligned pairs in `data` (a folder of A|B images), resized to
@@ -119,5 +124,17 @@ pub fn evaluate(
     size: usize,
     html_dir: Option<&Path>,
 ) -> Result<Metrics> {
-    evaluate::evaluate(model, data, direction, size, html_dir)
+    evaluate::evaluate(model, data, direction, size, html_dir, None)
+}
+
+/// [`evaluate`], also scoring label consistency with `segmenter` (see [`label_score`]).
+pub fn evaluate_with_segmenter(
+    model: &Model,
+    data: &Path,
+    direction: Direction,
+    size: usize,
+    html_dir: Option<&Path>,
+    segmenter: &label_score::Segmenter,
+) -> Result<Metrics> {
+    evaluate::evaluate(model, data, direction, size, html_dir, Some(segmenter))
 }

@@ -17,4 +17,4 @@ pub use bench::{bench, generator_config, random_generator, BenchSpec, BenchTimes
 pub use error::{guard, panic_error, ApiError, ApiResult, ErrorKind};
 pub use export::export_onnx;
 pub use model::{open_model, plugin_info, LoadedModel, ModelInfo, PluginInfo, MAX_THREADS};
-pub use run::{evaluate, evaluate_path, parse_direction, train};
+pub use run::{evaluate, evaluate_ex, evaluate_path, parse_direction, train};

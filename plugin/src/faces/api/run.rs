@@ -40,23 +40,44 @@ pub fn evaluate(
     size: usize,
     html_dir: Option<&Path>,
 ) -> ApiResult<train::Metrics> {
+    evaluate_ex(model, data, direction, size, html_dir, None)
+}
+
+/// [`evaluate`], and with a `segmenter` checkpoint (a photo → labels unet_128) the label
+/// score of the outputs and of the real targets (`train::label_score`).
+pub fn evaluate_ex(
+    model: &LoadedModel,
+    data: &Path,
+    direction: train::Direction,
+    size: usize,
+    html_dir: Option<&Path>,
+    segmenter: Option<&Path>,
+) -> ApiResult<train::Metrics> {
     let size = if size == 0 { model.info().native_size } else { size };
     if size.checked_mul(size).is_none_or(|p| p > MAX_PIXELS) {
         return Err(ApiError::invalid(format!(
             "invalid evaluation size: {size} (at most {MAX_PIXELS} pixels)"
         )));
     }
-    Ok(train::evaluate(model.model(), data, direction, size, html_dir)?)
+    Ok(match segmenter {
+        Some(path) => {
+            let seg = train::label_score::Segmenter::open(path)?;
+            train::evaluate_with_segmenter(model.model(), data, direction, size, html_dir, &seg)?
+        }
+        None => train::evaluate(model.model(), data, direction, size, html_dir)?,
+    })
 }
 
-/// Evaluation by checkpoint path (`None` = the shipped default model), default options.
+/// Evaluation by checkpoint path (`None` = the shipped default model), default options, with
+/// an optional segmenter as [`evaluate_ex`].
 pub fn evaluate_path(
     model: Option<&Path>,
     data: &Path,
     direction: train::Direction,
     size: usize,
     html_dir: Option<&Path>,
+    segmenter: Option<&Path>,
 ) -> ApiResult<train::Metrics> {
     let model = open_model(model, Options::default())?;
-    evaluate(&model, data, direction, size, html_dir)
+    evaluate_ex(&model, data, direction, size, html_dir, segmenter)
 }
