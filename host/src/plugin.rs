@@ -148,7 +148,11 @@ impl Model {
     /// by its own statistics, so the results are those of one call per image to within float
     /// rounding). Results come back in order, one per image: when a batch fails, its images
     /// are translated one by one, so that a failure is only the failing image's.
-    pub fn translate_many(&self, imgs: &[&DynamicImage], batch: usize) -> Vec<Result<DynamicImage>> {
+    pub fn translate_many(
+        &self,
+        imgs: &[&DynamicImage],
+        batch: usize,
+    ) -> Vec<Result<DynamicImage>> {
         let mut out: Vec<Option<Result<DynamicImage>>> = imgs.iter().map(|_| None).collect();
         let pixels: Vec<Pixels> = imgs.iter().map(|img| Pixels::from_image(img)).collect();
         // Groups in order of first appearance, each cut into batches of up to `batch`.

@@ -15,9 +15,17 @@ use common::*;
 
 const N: usize = 4;
 
-/// Four different RGB images of `w`×`h`, one after another.
+/// Four RGB images of `w`×`h` with different statistics (inverted, darkened), one after
+/// another.
 fn inputs(w: usize, h: usize) -> Vec<u8> {
-    (0..N as u32).flat_map(|k| test_image(w, h, 3, 11 + 7 * k)).collect()
+    (0..N as u32)
+        .flat_map(|k| {
+            test_image(w, h, 3, 11 + 7 * k).into_iter().map(move |v| {
+                let v = if k % 2 == 1 { 255 - v } else { v } as u32;
+                (v * (2 + k) / 5).min(255) as u8
+            })
+        })
+        .collect()
 }
 
 /// Runs the C program; returns (single translations, batch translation, its stdout).

@@ -27,7 +27,11 @@ pub(crate) fn resized(
 
 /// [`SizePolicy::Pad`]: reflect-pad each image (of one size) to multiples of `stride`
 /// (centred), translate them together, crop.
-pub(crate) fn padded(net: &ImageForward, stride: usize, imgs: &[ImageF32]) -> Result<Vec<ImageF32>> {
+pub(crate) fn padded(
+    net: &ImageForward,
+    stride: usize,
+    imgs: &[ImageF32],
+) -> Result<Vec<ImageF32>> {
     let Some(first) = imgs.first() else { return Ok(Vec::new()) };
     let (w, h) = (first.width, first.height);
     let (pw, ph) = (w.div_ceil(stride) * stride, h.div_ceil(stride) * stride);

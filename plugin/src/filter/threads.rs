@@ -117,7 +117,6 @@ impl PoolSet {
             state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
     }
-
 }
 
 /// A pool borrowed from a [`PoolSet`], returned to it on drop.

@@ -471,9 +471,8 @@ mod tests {
             let net_img = |i: &[ImageF32]| -> Result<Vec<ImageF32>> {
                 Ok(vec![tensor_to_image(&net(&image_to_tensor(&i[0])?)?)?])
             };
-            let pad = q(padded(&net_img, config.stride(), std::slice::from_ref(&img))
-                .unwrap()
-                .remove(0));
+            let pad =
+                q(padded(&net_img, config.stride(), std::slice::from_ref(&img)).unwrap().remove(0));
             let t = config.native_size();
             let align = alignment(t, config.stride());
             let geometry = |shared_stats| TileGeometry {

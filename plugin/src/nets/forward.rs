@@ -77,9 +77,11 @@ impl Forward {
         };
         let mut mask = Vec::with_capacity(like.elem_count());
         match dropout {
-            Dropout::Batch(rng) => {
-                draw(&mut rng.lock().unwrap_or_else(|e| e.into_inner()), like.elem_count(), &mut mask)
-            }
+            Dropout::Batch(rng) => draw(
+                &mut rng.lock().unwrap_or_else(|e| e.into_inner()),
+                like.elem_count(),
+                &mut mask,
+            ),
             Dropout::PerImage(rngs) => {
                 let mut rngs = rngs.lock().unwrap_or_else(|e| e.into_inner());
                 let n = like.dim(0)?;

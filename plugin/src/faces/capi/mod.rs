@@ -693,14 +693,18 @@ pub unsafe extern "C" fn p2p_translate_batch(
         }
         // SAFETY: both arrays start with a `p2p_image_ex` (caller contract), which starts with
         // `struct_size`; their elements are that many bytes apart.
-        let (in_size, out_size) =
-            unsafe { (r#in.cast::<usize>().read_unaligned(), out.cast::<usize>().read_unaligned()) };
+        let (in_size, out_size) = unsafe {
+            (r#in.cast::<usize>().read_unaligned(), out.cast::<usize>().read_unaligned())
+        };
         let mut pairs = Vec::with_capacity(n);
         for i in 0..n {
             // SAFETY: `n` elements each (caller contract); copied out, so `in == out` is
             // harmless.
             let (src, dst) = unsafe {
-                (read_image_ex_at(r#in, i, in_size, "in")?, read_image_ex_at(out, i, out_size, "out")?)
+                (
+                    read_image_ex_at(r#in, i, in_size, "in")?,
+                    read_image_ex_at(out, i, out_size, "out")?,
+                )
             };
             let (sd, dd) = ex_descs(&src, &dst, &format!("[{i}]"))?;
             let len = input_extent(&sd).map_err(|e| at_index(e, "in", i))?;
