@@ -24,7 +24,7 @@ pub struct Forward {
 /// The dropout generator: one for the whole batch (training), or one per image, each seeded
 /// alike (inference of a batch: every image gets the masks it would get alone).
 enum Dropout {
-    Batch(Mutex<StdRng>),
+    Batch(Box<Mutex<StdRng>>),
     PerImage(Mutex<Vec<StdRng>>),
 }
 
@@ -46,12 +46,12 @@ impl Forward {
             stats: NormStats::Batch,
             update_running: true,
             per_image_stats: false,
-            dropout: dropout_rng.map(|r| Dropout::Batch(Mutex::new(r))),
+            dropout: dropout_rng.map(|r| Dropout::Batch(Box::new(Mutex::new(r)))),
         }
     }
     /// Inference with seeded dropout (pix2pix's noise source), on request.
     pub fn with_dropout(mut self, seed: u64) -> Self {
-        self.dropout = Some(Dropout::Batch(Mutex::new(StdRng::seed_from_u64(seed))));
+        self.dropout = Some(Dropout::Batch(Box::new(Mutex::new(StdRng::seed_from_u64(seed)))));
         self
     }
     /// Inference of a batch of `images` with seeded dropout, each image drawing its masks from
