@@ -69,6 +69,15 @@
 // `p2p_options.flags`: apply dropout at inference, seeded with `p2p_options.dropout_seed`.
 #define P2P_OPT_DROPOUT 1
 
+// `p2p_options.flags`: `p2p_translate_batch` normalises with the statistics of the whole batch
+// (PyTorch's train-mode batch norm on the stacked images) instead of each image's own.
+#define P2P_OPT_SHARED_BATCH_STATS 2
+
+// `p2p_options.flags`: run this model's translations on a pool of `p2p_options.threads`
+// threads of its own (0: one per hardware thread), started at `p2p_model_open` and stopped at
+// `p2p_model_free`, instead of the pools the library shares.
+#define P2P_OPT_PRIVATE_POOL 4
+
 // `p2p_train_ex` flags: continue from `<output.dir>/latest`.
 #define P2P_TRAIN_RESUME 1
 
@@ -119,7 +128,15 @@ typedef struct p2p_options {
     uint32_t size_policy;
     // Overlap between tiles in pixels for `P2P_SIZE_POLICY_TILE`; 0 = default (32).
     uint32_t tile_overlap;
-    // Worker threads for one translation; 0 = all cores. At most 1024.
+    // Threads one translation uses at most; 0 = one per hardware thread the process may use
+    // (the CPU affinity mask and cgroup quota count). At most 1024. Threads are shared by the
+    // whole library, not started per model: with 0 (or a value at or above the hardware count)
+    // every model translates on one library-wide pool of one thread per hardware thread;
+    // with N below it, a translation runs on a pool of N threads borrowed from a library-wide
+    // set of at most hardware / N such pools (at least one), so concurrent translations with
+    // the same N run side by side until the set is busy, then wait for a pool. The calling
+    // thread waits while the pool works. With `P2P_OPT_PRIVATE_POOL` the model starts a pool of
+    // its own instead.
     uint32_t threads;
     // `P2P_OPT_*` bits.
     uint32_t flags;
@@ -388,9 +405,38 @@ extern p2p_status p2p_translate(const struct p2p_model *m, const struct p2p_imag
 // buffers as described.
 extern p2p_status p2p_translate_ex(const struct p2p_model *m, const struct p2p_image_ex *in, struct p2p_image_ex *out);
 
-// Releases the samples of an image `p2p_translate_ex` allocated (`out->data == NULL`) and
-// sets its `data` to NULL and `width`, `height`, `channels`, `stride` to 0 (within
-// `struct_size`). NULL, and an image whose `data` is NULL, are ignored. Never pass an image
+// Translates `n` images of one size in one forward pass: `out[i]` receives the translation
+// of `in[i]` exactly as `p2p_translate_ex(m, &in[i], &out[i])` describes (formats, channels,
+// the two output modes, per element). Faster per image than one call each on many cores.
+//
+// Normalisation: with batch statistics (the default) each image is normalised by its own
+// statistics, so its output equals its single translation to within float rounding (at
+// most one level of an 8-bit sample); with `P2P_OPT_SHARED_BATCH_STATS` in the model's
+// options batch norm takes the statistics of the whole batch instead. Seeded dropout gives
+// each image the masks it would get alone. Under `P2P_SIZE_POLICY_TILE` the images are
+// translated one after another.
+//
+// - `in`, `out`: arrays of `n` elements (plain C arrays: elements `in[0].struct_size` and
+//   `out[0].struct_size` bytes apart; every element's `struct_size` must equal its array's
+//   first). `out` may be `in` (in place) where the rows fit. NULL is accepted when `n` is 0.
+// - All inputs must have the same width and height, and all outputs the same `format`
+//   (`P2P_FORMAT_SAME` counting as its input's); otherwise `P2P_ERR_INVALID_ARGUMENT` with
+//   a message naming the index, e.g. `in[2]`.
+// - `n`: 0 (nothing is done, `P2P_OK`) to 1024.
+//
+// Everything is checked, and every library buffer allocated, before any output is written:
+// on failure no `out[i]` and no caller buffer is changed. Errors: those of
+// `p2p_translate_ex`, their messages naming the element (`in[i]`, `out[i]`).
+// Thread-safe as `p2p_translate`.
+//
+// # Safety
+// `m` is NULL or a live model; `in`/`out` are NULL or arrays of `n` elements valid for their
+// `struct_size`, and their buffers as `p2p_translate_ex` describes.
+extern p2p_status p2p_translate_batch(const struct p2p_model *m, size_t n, const struct p2p_image_ex *in, struct p2p_image_ex *out);
+
+// Releases the samples of an image `p2p_translate_ex` or `p2p_translate_batch` allocated
+// (`out->data == NULL`) and sets its `data` to NULL and `width`, `height`, `channels`,
+// `stride` to 0 (within `struct_size`). NULL, and an image whose `data` is NULL, are ignored. Never pass an image
 // whose buffer the caller allocated.
 //
 // # Safety

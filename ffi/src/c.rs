@@ -64,6 +64,13 @@ pub const P2P_SIZE_POLICY_TILE: u32 = 3;
 
 /// `p2p_options.flags`: apply dropout at inference, seeded with `p2p_options.dropout_seed`.
 pub const P2P_OPT_DROPOUT: u32 = 1;
+/// `p2p_options.flags`: `p2p_translate_batch` normalises with the statistics of the whole batch
+/// (PyTorch's train-mode batch norm on the stacked images) instead of each image's own.
+pub const P2P_OPT_SHARED_BATCH_STATS: u32 = 2;
+/// `p2p_options.flags`: run this model's translations on a pool of `p2p_options.threads`
+/// threads of its own (0: one per hardware thread), started at `p2p_model_open` and stopped at
+/// `p2p_model_free`, instead of the pools the library shares.
+pub const P2P_OPT_PRIVATE_POOL: u32 = 4;
 
 /// `p2p_train_ex` flags: continue from `<output.dir>/latest`.
 pub const P2P_TRAIN_RESUME: u32 = 1;
@@ -110,7 +117,15 @@ pub struct p2p_options {
     pub size_policy: u32,
     /// Overlap between tiles in pixels for `P2P_SIZE_POLICY_TILE`; 0 = default (32).
     pub tile_overlap: u32,
-    /// Worker threads for one translation; 0 = all cores. At most 1024.
+    /// Threads one translation uses at most; 0 = one per hardware thread the process may use
+    /// (the CPU affinity mask and cgroup quota count). At most 1024. Threads are shared by the
+    /// whole library, not started per model: with 0 (or a value at or above the hardware count)
+    /// every model translates on one library-wide pool of one thread per hardware thread;
+    /// with N below it, a translation runs on a pool of N threads borrowed from a library-wide
+    /// set of at most hardware / N such pools (at least one), so concurrent translations with
+    /// the same N run side by side until the set is busy, then wait for a pool. The calling
+    /// thread waits while the pool works. With `P2P_OPT_PRIVATE_POOL` the model starts a pool of
+    /// its own instead.
     pub threads: u32,
     /// `P2P_OPT_*` bits.
     pub flags: u32,

@@ -50,7 +50,8 @@ pub struct OpenOptions {
     pub size_policy: SizePolicy,
     /// Tile overlap in pixels (tile policy).
     pub tile_overlap: u32,
-    /// Worker threads; 0 = all cores.
+    /// Threads one translation uses at most, on pools the whole library shares; 0 = one per
+    /// hardware thread (see `p2p_options.threads` in the C header for the full rule).
     pub threads: u32,
     /// Dropout at inference with this seed; none = off.
     pub dropout_seed: ROption<u64>,
@@ -288,6 +289,18 @@ pub struct Pix2PixMod {
     /// predates it.
     #[sabi(missing_field(option))]
     pub evaluate_ex: extern "C" fn(request: EvalRequestEx) -> RResult<EvalMetricsEx, RString>,
+    /// Translates images of one size with a model this plugin opened, in one forward pass: each
+    /// output as `translate_ex` gives it, in order. Each image is normalised by its own
+    /// statistics (its output equals its single translation to within float rounding) unless
+    /// `shared_stats`: then batch norm takes the whole batch's. Images of different sizes are an
+    /// error naming the index. `None` from a plugin that predates it.
+    #[sabi(missing_field(option))]
+    pub translate_batch: extern "C" fn(
+        model: &TranslatorBox,
+        images: RSlice<'_, ImageRefEx<'_>>,
+        out_format: SampleFormat,
+        shared_stats: bool,
+    ) -> RResult<RVec<ImageBufEx>, RString>,
 }
 
 impl RootModule for Pix2PixModRef {

@@ -37,6 +37,8 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     size: u32,
     /// Images per forward pass (and per training step); the README's last row is --batch 4.
+    /// Inference normalises each image by its own statistics, as the plugin's batch
+    /// translation does; images_per_s is batch / the median infer_ms.
     #[arg(long, default_value_t = 1)]
     batch: u32,
     /// Timed iterations (the median is reported).
@@ -104,6 +106,9 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Ok(())
     };
     line("infer_ms", &infer)?;
+    if let Some(m) = median(&infer).filter(|m| *m > 0.0) {
+        println!("images_per_s {:.3}", args.batch as f64 * 1e3 / m);
+    }
     if args.train {
         line("train_step_ms", &r.train_step_ms.to_vec())?;
     }

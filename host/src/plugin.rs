@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use abi_stable::library::{LibraryError, RootModule};
-use abi_stable::std_types::{ROption, RStr, RString};
+use abi_stable::std_types::{ROption, RSlice, RStr, RString};
 use anyhow::{anyhow, bail, Context, Result};
 use image::DynamicImage;
 use pix2pix_ffi::{OpenOptions, Pix2PixModRef, PluginInfo, SampleFormat, TranslatorBox};
@@ -139,6 +139,62 @@ impl Model {
                 from_buf(into_result(self.translator.translate(px.as_ref()))?)
             }
         }
+    }
+}
+
+impl Model {
+    /// Translates several images as [`Model::translate`] does each, sending images of one size
+    /// and sample depth to the plugin together, up to `batch` per forward pass (each normalised
+    /// by its own statistics, so the results are those of one call per image to within float
+    /// rounding). Results come back in order, one per image: when a batch fails, its images
+    /// are translated one by one, so that a failure is only the failing image's.
+    pub fn translate_many(
+        &self,
+        imgs: &[&DynamicImage],
+        batch: usize,
+    ) -> Vec<Result<DynamicImage>> {
+        let mut out: Vec<Option<Result<DynamicImage>>> = imgs.iter().map(|_| None).collect();
+        let pixels: Vec<Pixels> = imgs.iter().map(|img| Pixels::from_image(img)).collect();
+        // Groups in order of first appearance, each cut into batches of up to `batch`.
+        let mut groups: Vec<((u32, u32, SampleFormat), Vec<usize>)> = Vec::new();
+        for (i, px) in pixels.iter().enumerate() {
+            let key = (px.width, px.height, px.format);
+            match groups.iter_mut().find(|(k, g)| *k == key && g.len() < batch.max(1)) {
+                Some((_, g)) => g.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+        for ((_, _, format), group) in groups {
+            let together = match (group.len(), self.module.translate_batch()) {
+                (2.., Some(translate_batch)) => {
+                    let refs: Vec<_> = group.iter().map(|&i| pixels[i].as_ref_ex()).collect();
+                    into_result(translate_batch(
+                        &self.translator,
+                        RSlice::from_slice(&refs),
+                        format,
+                        false,
+                    ))
+                    .ok()
+                    .filter(|bufs| bufs.len() == group.len())
+                }
+                _ => None,
+            };
+            match together {
+                Some(bufs) => {
+                    for (&i, buf) in group.iter().zip(bufs) {
+                        out[i] = Some(from_buf_ex(buf));
+                    }
+                }
+                None => {
+                    for &i in &group {
+                        out[i] = Some(self.translate(imgs[i]));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(anyhow!("internal: image left untranslated"))))
+            .collect()
     }
 }
 

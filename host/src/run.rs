@@ -39,12 +39,17 @@ pub struct Args {
     /// (the checkpoint's, eval mode).
     #[arg(long, value_parser = parser::<NormStats>(), default_value_t = NormStats::default())]
     norm_stats: NormStats,
-    /// Threads inside one translation (0 = all cores).
+    /// Threads one translation uses at most (0 = all cores). The plugin shares its threads:
+    /// with --threads 1 --workers 4 on four cores, four translations run side by side.
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: u32,
     /// Images translated at once (they share the model).
     #[arg(long, value_name = "N", default_value_t = 1)]
     workers: usize,
+    /// Images a worker takes at once; same-size ones are translated together, in one forward
+    /// pass (each normalised by its own statistics: the same result as one by one).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    batch: u32,
     /// Skip inputs whose output already exists (resume an interrupted run).
     #[arg(long)]
     skip_existing: bool,
@@ -139,6 +144,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         output,
         overwrite: !args.skip_existing,
         workers: args.workers.max(1),
+        batch: args.batch as usize,
         stop_on_error: false,
         steps: vec![Step::Translate(Arc::new(model))],
         model_label: String::new(),

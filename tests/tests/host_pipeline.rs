@@ -218,3 +218,44 @@ fn help_documents_the_format_and_path_rule() {
     assert!(s.contains("resolve against the file's own folder"), "{s}");
     assert!(s.contains("PIX2PIX_SHARD_COUNT") && s.contains("SLURM_ARRAY_TASK_ID"), "{s}");
 }
+
+/// `batch = 3`: seven images of two sizes (and a broken one) give the outputs of `batch = 1`
+/// to within one 8-bit level (each image normalised by its own statistics); the broken image
+/// fails alone.
+#[test]
+fn batches_give_the_results_of_single_images() {
+    let t = TempDir::new("pipe-batch");
+    std::fs::copy(fixture("unet256_ngf8_batch"), t.join("model.safetensors")).unwrap();
+    let mut names = Vec::new();
+    for k in 0..7u32 {
+        let (w, h) = if k % 2 == 0 { (200, 150) } else { (130, 90) };
+        let name = format!("i{k}.png");
+        save(&rgb(w, h, 10 + k), &t.join(&format!("in/{name}")));
+        names.push(name);
+    }
+    std::fs::write(t.join("in/i3b_broken.png"), b"\x89PNG\r\n\x1a\ntruncated").unwrap();
+    let config = |batch: usize| {
+        format!(
+            "workers = 2\nbatch = {batch}\n[input]\npaths = [\"in\"]\n[output]\ndir = \"out{batch}\"\n\
+             name = \"{{stem}}.png\"\n[[model]]\nname = \"m\"\npath = \"model.safetensors\"\n\
+             [[step]]\nop = \"translate\"\nmodel = \"m\"\n"
+        )
+    };
+    for batch in [1, 3] {
+        let toml = t.join(&format!("b{batch}.toml"));
+        std::fs::write(&toml, config(batch)).unwrap();
+        let out = run(&mut pipeline(&toml));
+        let s = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{s}");
+        assert!(s.contains("processed 7, skipped 0, failed 1"), "batch {batch}: {s}");
+        assert!(s.contains("i3b_broken.png"), "{s}");
+        assert_eq!(files(&t.join(&format!("out{batch}"))), names, "batch {batch}");
+    }
+    for name in &names {
+        let one = image::open(t.join("out1").join(name)).unwrap().to_rgb8();
+        let three = image::open(t.join("out3").join(name)).unwrap().to_rgb8();
+        assert_eq!(one.dimensions(), three.dimensions(), "{name}");
+        let d = one.as_raw().iter().zip(three.as_raw()).map(|(a, b)| a.abs_diff(*b)).max();
+        assert!(d.unwrap_or(0) <= 1, "{name}: batch 3 differs from batch 1 by {d:?} levels");
+    }
+}

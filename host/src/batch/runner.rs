@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 use super::naming::NameTemplate;
-use super::steps::{apply_all, Step};
+use super::steps::{apply_all, apply_all_batch, Step};
 use crate::exit::{EXIT_FAILED_ITEMS, EXIT_INTERRUPTED};
 use crate::{atomic, cancel, imageio};
 
@@ -49,6 +49,9 @@ pub struct Plan {
     pub output: Output,
     pub overwrite: bool,
     pub workers: usize,
+    /// Images a worker takes at once; their same-size images go through each translate step
+    /// together (one forward pass).
+    pub batch: usize,
     pub stop_on_error: bool,
     pub steps: Vec<Step>,
     /// `{model}` in output names.
@@ -96,13 +99,45 @@ fn process(plan: &Plan, job: &Job) -> Result<Done> {
     }
     let img = imageio::read(&job.path)?;
     let img = apply_all(&plan.steps, &img)?;
-    let bytes = imageio::encode(&img, &out)?;
+    write(plan, &out, &img)
+}
+
+/// [`process`] for several jobs at once, their images through the steps together
+/// ([`apply_all_batch`]); one result per job, in order.
+fn process_batch(plan: &Plan, jobs: &[Job]) -> Vec<Result<Done>> {
+    if let [job] = jobs {
+        return vec![process(plan, job)];
+    }
+    let mut results: Vec<Option<Result<Done>>> = jobs.iter().map(|_| None).collect();
+    let mut todo = Vec::new();
+    for (k, job) in jobs.iter().enumerate() {
+        let out = plan.output.path_for(&job.path, job.index, &plan.model_label);
+        if !plan.overwrite && out.exists() {
+            results[k] = Some(Ok(Done::Skipped));
+            continue;
+        }
+        match imageio::read(&job.path) {
+            Ok(img) => todo.push((k, out, img)),
+            Err(e) => results[k] = Some(Err(e)),
+        }
+    }
+    let imgs: Vec<_> = todo.iter().map(|(_, _, img)| img.clone()).collect();
+    let outs = apply_all_batch(&plan.steps, &imgs, plan.batch);
+    for ((k, out, _), img) in todo.iter().zip(outs) {
+        results[*k] = Some(img.and_then(|img| write(plan, out, &img)));
+    }
+    results.into_iter().map(|r| r.unwrap_or_else(|| bail!("internal: job not run"))).collect()
+}
+
+/// Encodes `img` and writes it to `out` atomically.
+fn write(plan: &Plan, out: &Path, img: &image::DynamicImage) -> Result<Done> {
+    let bytes = imageio::encode(img, out)?;
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     if plan.overwrite {
-        atomic::write(&out, &bytes)?;
-    } else if !atomic::write_new(&out, &bytes)? {
+        atomic::write(out, &bytes)?;
+    } else if !atomic::write_new(out, &bytes)? {
         // Another run wrote it meanwhile (the check above and this write are apart).
         return Ok(Done::Skipped);
     }
@@ -124,38 +159,48 @@ pub fn execute(plan: &Plan) -> Summary {
     let stop = AtomicBool::new(false);
     let summary = Mutex::new(Summary::default());
     std::thread::scope(|scope| {
-        for _ in 0..plan.workers.clamp(1, plan.jobs.len().max(1)) {
+        let chunks = plan.jobs.len().div_ceil(plan.batch.max(1)).max(1);
+        for _ in 0..plan.workers.clamp(1, chunks) {
             scope.spawn(|| loop {
                 if stop.load(Ordering::SeqCst) || cancel::cancelled() {
                     break;
                 }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(job) = plan.jobs.get(i) else { break };
+                let per = plan.batch.max(1);
+                let i = next.fetch_add(per, Ordering::SeqCst);
+                if i >= plan.jobs.len() {
+                    break;
+                }
+                let jobs = &plan.jobs[i..(i + per).min(plan.jobs.len())];
                 bar.set_message(
-                    job.path
+                    jobs[0]
+                        .path
                         .file_name()
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_default(),
                 );
-                let result = process(plan, job);
-                let mut s = summary.lock().unwrap_or_else(|e| e.into_inner());
-                match result {
-                    Ok(Done::Written) => s.processed += 1,
-                    Ok(Done::Skipped) => s.skipped += 1,
-                    Err(e) => {
-                        let reason = format!("{e:#}");
-                        // Live, above the bar; without a terminal the summary lists it.
-                        if !bar.is_hidden() {
-                            bar.suspend(|| eprintln!("failed: {}: {reason}", job.path.display()));
-                        }
-                        s.failed.push((job.path.clone(), reason));
-                        if plan.stop_on_error {
-                            stop.store(true, Ordering::SeqCst);
+                let results = process_batch(plan, jobs);
+                for (job, result) in jobs.iter().zip(results) {
+                    let mut s = summary.lock().unwrap_or_else(|e| e.into_inner());
+                    match result {
+                        Ok(Done::Written) => s.processed += 1,
+                        Ok(Done::Skipped) => s.skipped += 1,
+                        Err(e) => {
+                            let reason = format!("{e:#}");
+                            // Live, above the bar; without a terminal the summary lists it.
+                            if !bar.is_hidden() {
+                                bar.suspend(|| {
+                                    eprintln!("failed: {}: {reason}", job.path.display())
+                                });
+                            }
+                            s.failed.push((job.path.clone(), reason));
+                            if plan.stop_on_error {
+                                stop.store(true, Ordering::SeqCst);
+                            }
                         }
                     }
+                    drop(s);
+                    bar.inc(1);
                 }
-                drop(s);
-                bar.inc(1);
             });
         }
     });

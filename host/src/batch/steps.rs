@@ -91,6 +91,54 @@ pub fn apply_all(steps: &[Step], original: &DynamicImage) -> Result<DynamicImage
     Ok(current)
 }
 
+/// Runs `steps` over several images at once, each as [`apply_all`] would: translate steps send
+/// same-size images to their model together, up to `batch` per forward pass; the other steps
+/// run image by image. A failure is only the failing image's; results come in input order.
+pub fn apply_all_batch(
+    steps: &[Step],
+    originals: &[DynamicImage],
+    batch: usize,
+) -> Vec<Result<DynamicImage>> {
+    // Per image: (what the current step's predecessor received, the current image).
+    let mut state: Vec<Result<(DynamicImage, DynamicImage)>> =
+        originals.iter().map(|o| Ok((o.clone(), o.clone()))).collect();
+    for (i, step) in steps.iter().enumerate() {
+        let context = |e: anyhow::Error| e.context(format!("step {} ({})", i + 1, step.name()));
+        match step {
+            Step::Translate(model) if batch > 1 => {
+                let live: Vec<(usize, &DynamicImage)> = state
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, s)| s.as_ref().ok().map(|(_, cur)| (k, cur)))
+                    .collect();
+                let imgs: Vec<&DynamicImage> = live.iter().map(|(_, img)| *img).collect();
+                let results = model.translate_many(&imgs, batch);
+                let ks: Vec<usize> = live.iter().map(|(k, _)| *k).collect();
+                for (k, result) in ks.into_iter().zip(results) {
+                    match result {
+                        Ok(next) => {
+                            if let Ok((previous_input, current)) = &mut state[k] {
+                                *previous_input = std::mem::replace(current, next);
+                            }
+                        }
+                        Err(e) => state[k] = Err(context(e)),
+                    }
+                }
+            }
+            _ => {
+                for (s, original) in state.iter_mut().zip(originals) {
+                    let Ok((previous_input, current)) = s else { continue };
+                    match step.apply(current, original, previous_input) {
+                        Ok(next) => *previous_input = std::mem::replace(current, next),
+                        Err(e) => *s = Err(context(e)),
+                    }
+                }
+            }
+        }
+    }
+    state.into_iter().map(|s| s.map(|(_, current)| current)).collect()
+}
+
 impl Step {
     pub fn name(&self) -> &'static str {
         match self {

@@ -27,6 +27,7 @@ use pix2pix_ffi::{NormStats, SizePolicy, DEFAULT_TILE_OVERLAP};
 #[serde(deny_unknown_fields)]
 struct File {
     workers: Option<Spanned<usize>>,
+    batch: Option<Spanned<usize>>,
     #[serde(default)]
     on_error: OnError,
     input: InputSection,
@@ -113,6 +114,8 @@ pub struct Pipeline {
     /// The folder relative paths resolve against (the TOML file's).
     pub base: PathBuf,
     pub workers: usize,
+    /// Images a worker takes at once; same-size ones share each translate step's forward pass.
+    pub batch: usize,
     pub on_error: OnError,
     pub inputs: Vec<String>,
     pub recursive: bool,
@@ -153,6 +156,9 @@ pub enum StepSpec {
 
 pub const DEFAULT_NAME: &str = "{stem}.png";
 
+/// The most images one `batch` may hold (the plugin's limit per call).
+pub const MAX_BATCH: usize = 1024;
+
 pub fn load(path: &Path) -> Result<Pipeline> {
     let src = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read pipeline {}", path.display()))?;
@@ -171,6 +177,13 @@ pub fn parse(src: &str, file: &str, base: &Path) -> Result<Pipeline> {
     let workers = match &f.workers {
         Some(w) if *w.get_ref() == 0 => return Err(at(w.span(), "must be at least 1".into())),
         Some(w) => *w.get_ref(),
+        None => 1,
+    };
+    let batch = match &f.batch {
+        Some(b) if !(1..=MAX_BATCH).contains(b.get_ref()) => {
+            return Err(at(b.span(), format!("must be 1 to {MAX_BATCH}")))
+        }
+        Some(b) => *b.get_ref(),
         None => 1,
     };
     if f.input.paths.get_ref().is_empty() {
@@ -213,6 +226,7 @@ pub fn parse(src: &str, file: &str, base: &Path) -> Result<Pipeline> {
     Ok(Pipeline {
         base: base.to_path_buf(),
         workers,
+        batch,
         on_error: f.on_error,
         inputs: f.input.paths.into_inner(),
         recursive: f.input.recursive,

@@ -22,6 +22,9 @@ pub const ABOUT: &str = "\
 The pipeline TOML:
 
   workers = 2                 # images in flight at once; models are shared, not copied
+  batch = 1                   # images a worker takes at once: same-size ones go through each
+                              # translate step together (one forward pass, each image
+                              # normalised by its own statistics: the same result, faster)
   on_error = \"continue\"       # or \"stop\"
 
   [input]
@@ -37,7 +40,8 @@ The pipeline TOML:
   name = \"facades\"
   path = \"models/facades.safetensors\"   # omit for the shipped default model
   norm_stats = \"batch\"        # or \"running\"
-  threads = 0                 # threads inside one translation; 0 = all cores
+  threads = 0                 # threads one translation uses at most; 0 = all cores (the plugin
+                              # shares its threads between models and workers)
 
   [[step]]
   op = \"split\"                # half = \"left\" | \"right\" of an aligned A|B image
@@ -117,9 +121,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
         String::new()
     };
     eprintln!(
-        "{} inputs{shard_note}{ignored}; {} workers; output {}",
+        "{} inputs{shard_note}{ignored}; {} workers, batch {}; output {}",
         found.files.len(),
         p.workers,
+        p.batch,
         p.out_dir.display()
     );
 
@@ -129,6 +134,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         output,
         overwrite: p.overwrite,
         workers: p.workers,
+        batch: p.batch,
         stop_on_error: p.on_error == OnError::Stop,
         steps,
         model_label,

@@ -12,7 +12,7 @@ use abi_stable::{
     prefix_type::PrefixTypeTrait,
     sabi_trait::TD_CanDowncast,
     sabi_types::RMut,
-    std_types::{ROption, RResult, RStr, RString, RVec},
+    std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
 };
 use pix2pix_ffi as ffi;
 use pix2pix_ffi::{ProgressSink_TO, Translator, Translator_TO};
@@ -35,6 +35,7 @@ pub fn get_library() -> ffi::Pix2PixModRef {
         export_onnx,
         translate_ex,
         evaluate_ex,
+        translate_batch,
     }
     .leak_into_prefix()
 }
@@ -159,6 +160,45 @@ extern "C" fn translate_ex(
             format: out.format,
             data: RVec::from(out.data),
         })
+    })
+}
+
+extern "C" fn translate_batch(
+    model: &ffi::TranslatorBox,
+    images: RSlice<'_, ffi::ImageRefEx<'_>>,
+    out_format: ffi::SampleFormat,
+    shared_stats: bool,
+) -> RResult<RVec<ffi::ImageBufEx>, RString> {
+    call(|| {
+        let model = model.obj.downcast_as::<AbiModel>().map_err(|_| {
+            api::ApiError::invalid("invalid model: not opened by this plugin's open_model")
+        })?;
+        let views = images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| {
+                ImageView::with_format(
+                    image.width as usize,
+                    image.height as usize,
+                    image.stride as usize,
+                    image.channels as usize,
+                    image.format,
+                    image.data.as_slice(),
+                )
+                .map_err(|e| api::ApiError::invalid(format!("image {i}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = model.0.translate_batch(&views, out_format, shared_stats)?;
+        Ok(out
+            .into_iter()
+            .map(|out| ffi::ImageBufEx {
+                width: out.width as u32,
+                height: out.height as u32,
+                channels: out.channels as u32,
+                format: out.format,
+                data: RVec::from(out.data),
+            })
+            .collect())
     })
 }
 

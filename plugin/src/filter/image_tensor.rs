@@ -296,29 +296,58 @@ impl Image {
 
 /// (H, W, C) interleaved samples in [0, 1] → (1, C, H, W) f32 in [-1, 1].
 pub fn image_to_tensor(img: &ImageF32) -> Result<Tensor> {
-    let (w, h, c) = (img.width, img.height, img.channels);
+    images_to_tensor(std::slice::from_ref(img))
+}
+
+/// N images of one size and channel count → (N, C, H, W) f32 in [-1, 1].
+pub fn images_to_tensor(imgs: &[ImageF32]) -> Result<Tensor> {
+    let Some(first) = imgs.first() else {
+        return Err(Error::invalid("batch", "no images"));
+    };
+    let (w, h, c) = (first.width, first.height, first.channels);
     let plane = w * h;
-    let mut v = vec![0f32; c * plane];
-    for (i, px) in img.data.chunks_exact(c).enumerate() {
-        for ch in 0..c {
-            v[ch * plane + i] = px[ch] * 2.0 - 1.0;
+    let mut v = vec![0f32; imgs.len() * c * plane];
+    for (k, img) in imgs.iter().enumerate() {
+        if (img.width, img.height, img.channels) != (w, h, c) || img.data.len() < plane * c {
+            return Err(Error::invalid(
+                format!("batch image {k}"),
+                format!(
+                    "{}x{}x{} differs from image 0's {w}x{h}x{c} (a batch holds images of one size)",
+                    img.width, img.height, img.channels
+                ),
+            ));
+        }
+        let v = &mut v[k * c * plane..(k + 1) * c * plane];
+        for (i, px) in img.data.chunks_exact(c).enumerate() {
+            for ch in 0..c {
+                v[ch * plane + i] = px[ch] * 2.0 - 1.0;
+            }
         }
     }
-    Ok(Tensor::from_vec(v, (1, c, h, w), &Device::Cpu)?)
+    Ok(Tensor::from_vec(v, (imgs.len(), c, h, w), &Device::Cpu)?)
 }
 
 /// (1, C, H, W) in [-1, 1] → interleaved samples in [0, 1] (clamped).
 pub fn tensor_to_image(t: &Tensor) -> Result<ImageF32> {
-    let (_, c, h, w) = t.dims4()?;
+    tensor_to_images(t)?.into_iter().next().ok_or_else(|| Error::invalid("tensor", "no images"))
+}
+
+/// (N, C, H, W) in [-1, 1] → N images of interleaved samples in [0, 1] (clamped).
+pub fn tensor_to_images(t: &Tensor) -> Result<Vec<ImageF32>> {
+    let (n, c, h, w) = t.dims4()?;
     let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let plane = w * h;
-    let mut data = Vec::with_capacity(plane * c);
-    for i in 0..plane {
-        for ch in 0..c {
-            data.push(unit(v[ch * plane + i]));
+    let images = (0..n).map(|k| {
+        let v = &v[k * c * plane..(k + 1) * c * plane];
+        let mut data = Vec::with_capacity(plane * c);
+        for i in 0..plane {
+            for ch in 0..c {
+                data.push(unit(v[ch * plane + i]));
+            }
         }
-    }
-    Ok(ImageF32 { width: w, height: h, channels: c, data })
+        ImageF32 { width: w, height: h, channels: c, data }
+    });
+    Ok(images.collect())
 }
 
 /// A network output in [-1, 1] as a sample in [0, 1]: `(clamp(x) + 1) / 2`, so that 8-bit

@@ -7,9 +7,10 @@ use candle_core::Tensor;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::filter::image_tensor::{
-    image_to_tensor, tensor_to_image, Image, ImageF32, ImageU8, ImageView, SampleFormat,
+    images_to_tensor, tensor_to_images, Image, ImageF32, ImageU8, ImageView, SampleFormat,
 };
 use crate::filter::size_policy::{self, SizePolicy};
+use crate::filter::threads::Threads;
 use crate::filter::tiling::{self, TileGeometry};
 use crate::nets::arch::infer_generator;
 use crate::nets::forward::{Forward, Layer, NormStats};
@@ -23,8 +24,14 @@ pub struct Options {
     pub size_policy: SizePolicy,
     /// Overlap between tiles, in pixels, for [`SizePolicy::Tile`].
     pub tile_overlap: usize,
-    /// Worker threads for one translation; 0 = all cores.
+    /// Threads one translation uses at most, on pools the whole library shares
+    /// ([`crate::filter::threads`]); 0 = all of the machine's.
     pub threads: usize,
+    /// Run on the model's own pool of `threads` threads instead of the shared ones.
+    pub private_pool: bool,
+    /// Batches ([`Model::translate_batch`]) normalise with the statistics of the whole batch
+    /// instead of each image's own.
+    pub shared_batch_stats: bool,
     /// Dropout at inference, seeded (pix2pix's noise), or off.
     pub dropout_seed: Option<u64>,
 }
@@ -44,6 +51,8 @@ impl From<&pix2pix_ffi::OpenOptions> for Options {
             size_policy: o.size_policy,
             tile_overlap: o.tile_overlap as usize,
             threads: o.threads as usize,
+            private_pool: false,
+            shared_batch_stats: false,
             dropout_seed: o.dropout_seed.into_option(),
         }
     }
@@ -54,7 +63,7 @@ pub struct Model {
     generator: Generator,
     options: Options,
     source: String,
-    pool: Option<rayon::ThreadPool>,
+    threads: Threads,
 }
 
 impl Model {
@@ -76,16 +85,11 @@ impl Model {
         options: Options,
     ) -> Result<Self> {
         let generator = ckpt.build(|vb| Generator::new(config, vb))?;
-        let pool = match options.threads {
-            0 => None,
-            n => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build()
-                    .map_err(|e| Error::invalid("threads", e.to_string()))?,
-            ),
+        let threads = match options.private_pool {
+            true => Threads::private(options.threads)?,
+            false => Threads::shared(options.threads),
         };
-        Ok(Self { generator, options, source: ckpt.path.display().to_string(), pool })
+        Ok(Self { generator, options, source: ckpt.path.display().to_string(), threads })
     }
 
     pub fn config(&self) -> GeneratorConfig {
@@ -99,7 +103,8 @@ impl Model {
         &self.source
     }
 
-    /// The generator on a (N, C, H, W) tensor whose sides are multiples of the network stride.
+    /// The generator on a (N, C, H, W) tensor whose sides are multiples of the network stride,
+    /// the batch normalised as one (tiles of one image share their statistics).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let f = Forward::infer(self.options.norm_stats);
         let f = match self.options.dropout_seed {
@@ -109,29 +114,53 @@ impl Model {
         Ok(self.generator.forward(x, &f)?)
     }
 
-    /// Translates an image whose sides suit the network as they are.
-    fn translate_direct(&self, img: &ImageF32) -> Result<ImageF32> {
-        tensor_to_image(&self.forward(&image_to_tensor(img)?)?)
+    /// The generator on a batch of independent images: each normalised by its own statistics
+    /// and given its own dropout masks (exactly as alone), unless `shared_stats`.
+    fn forward_images(&self, x: &Tensor, shared_stats: bool) -> Result<Tensor> {
+        // One image: the plain pass (identical results, per-image or not).
+        if shared_stats || x.dim(0)? == 1 {
+            return self.forward(x);
+        }
+        let f = Forward::infer(self.options.norm_stats).per_image();
+        let f = match self.options.dropout_seed {
+            Some(seed) => f.with_dropout_per_image(seed, x.dim(0)?),
+            None => f,
+        };
+        Ok(self.generator.forward(x, &f)?)
     }
 
-    /// Translates an image of any size (the model's input channels) into one of the same size
-    /// (its output channels), by the size policy of the options.
+    /// Translates images of one size that suit the network as they are, in one forward pass.
+    fn translate_direct(&self, imgs: &[ImageF32], shared_stats: bool) -> Result<Vec<ImageF32>> {
+        tensor_to_images(&self.forward_images(&images_to_tensor(imgs)?, shared_stats)?)
+    }
+
+    /// Translates images of one size (any size; the model's input channels) into images of the
+    /// same size (its output channels), by the size policy of the options: one forward pass for
+    /// all of them, except under the tile policy, which translates them one by one.
     #[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than the MSRV (1.85)
-    pub(crate) fn translate_any(&self, img: &ImageF32) -> Result<ImageF32> {
+    pub(crate) fn translate_any(
+        &self,
+        imgs: &[ImageF32],
+        shared_stats: bool,
+    ) -> Result<Vec<ImageF32>> {
+        let Some(first) = imgs.first() else { return Ok(Vec::new()) };
         let config = self.config();
         let policy = self.options.size_policy;
-        let (w, h) = (img.width, img.height);
-        let net = |img: &ImageF32| self.translate_direct(img);
+        let (w, h) = (first.width, first.height);
+        let net = |imgs: &[ImageF32]| self.translate_direct(imgs, shared_stats);
         // Tile keeps its bounded memory even for stride-multiple sizes.
         if policy != SizePolicy::Tile && w % config.stride() == 0 && h % config.stride() == 0 {
-            return net(img);
+            return net(imgs);
         }
         match policy {
-            SizePolicy::Resize => size_policy::resized(&net, config.native_size(), img),
-            SizePolicy::Pad => size_policy::padded(&net, config.stride(), img),
-            SizePolicy::Tile => {
-                tiling::translate_tiled(&|x| self.forward(x), &self.tile_geometry(), img)
-            }
+            SizePolicy::Resize => size_policy::resized(&net, config.native_size(), imgs),
+            SizePolicy::Pad => size_policy::padded(&net, config.stride(), imgs),
+            SizePolicy::Tile => imgs
+                .iter()
+                .map(|img| {
+                    tiling::translate_tiled(&|x| self.forward(x), &self.tile_geometry(), img)
+                })
+                .collect(),
         }
     }
 
@@ -158,14 +187,45 @@ impl Model {
     /// The input is converted to the model's input channels first (gray → RGB by replication,
     /// RGB → gray by ITU-R 601-2 luma).
     pub fn translate_as(&self, img: &ImageView, format: SampleFormat) -> Result<Image> {
-        let run = || -> Result<Image> {
-            let (in_channels, _) = self.config().channels();
-            let out = self.translate_any(&img.to_channels(in_channels)?)?;
-            Image::with_alpha_of(&out, img, format)
-        };
-        match &self.pool {
-            Some(pool) => pool.install(run),
-            None => run(),
+        let mut out = self.translate_batch(std::slice::from_ref(img), format, false)?;
+        out.pop().ok_or_else(|| Error::invalid("image", "no output"))
+    }
+
+    /// Translates images of one size (any sample formats and channel counts) together, in one
+    /// forward pass: each output as [`Model::translate_as`] gives it. Each image is normalised
+    /// by its own statistics (as alone, to within float rounding), unless `shared_stats`: then
+    /// batch norm takes the statistics of the whole batch. An image of another size than the
+    /// first is an error naming its index.
+    pub fn translate_batch(
+        &self,
+        imgs: &[ImageView],
+        format: SampleFormat,
+        shared_stats: bool,
+    ) -> Result<Vec<Image>> {
+        let Some(first) = imgs.first() else { return Ok(Vec::new()) };
+        for (i, img) in imgs.iter().enumerate() {
+            if (img.width, img.height) != (first.width, first.height) {
+                return Err(Error::invalid(
+                    format!("batch image {i}"),
+                    format!(
+                        "{}x{} differs from image 0's {}x{} (a batch holds images of one size)",
+                        img.width, img.height, first.width, first.height
+                    ),
+                ));
+            }
         }
+        self.threads.install(|| {
+            let (in_channels, _) = self.config().channels();
+            let srcs = imgs
+                .iter()
+                .enumerate()
+                .map(|(i, img)| {
+                    img.to_channels(in_channels)
+                        .map_err(|e| Error::invalid(format!("batch image {i}"), e.to_string()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let outs = self.translate_any(&srcs, shared_stats)?;
+            outs.iter().zip(imgs).map(|(out, img)| Image::with_alpha_of(out, img, format)).collect()
+        })
     }
 }

@@ -468,9 +468,11 @@ mod tests {
             let q = |i: ImageF32| -> Vec<u8> {
                 i.data.iter().map(|&v| (v * 255.0).round() as u8).collect()
             };
-            let net_img =
-                |i: &ImageF32| -> Result<ImageF32> { tensor_to_image(&net(&image_to_tensor(i)?)?) };
-            let pad = q(padded(&net_img, config.stride(), &img).unwrap());
+            let net_img = |i: &[ImageF32]| -> Result<Vec<ImageF32>> {
+                Ok(vec![tensor_to_image(&net(&image_to_tensor(&i[0])?)?)?])
+            };
+            let pad =
+                q(padded(&net_img, config.stride(), std::slice::from_ref(&img)).unwrap().remove(0));
             let t = config.native_size();
             let align = alignment(t, config.stride());
             let geometry = |shared_stats| TileGeometry {

@@ -14,34 +14,86 @@ pub use pix2pix_ffi::NormStats;
 pub struct Forward {
     pub stats: NormStats,
     pub update_running: bool,
-    dropout: Option<Mutex<StdRng>>,
+    /// With batch statistics, batch norm normalises each image of the batch by its own
+    /// statistics (over H, W per image and channel, with the layer's affine map), so that an
+    /// image comes out as it would in a batch of one; otherwise by the whole batch's.
+    pub per_image_stats: bool,
+    dropout: Option<Dropout>,
+}
+
+/// The dropout generator: one for the whole batch (training), or one per image, each seeded
+/// alike (inference of a batch: every image gets the masks it would get alone).
+enum Dropout {
+    Batch(Box<Mutex<StdRng>>),
+    PerImage(Mutex<Vec<StdRng>>),
 }
 
 impl Forward {
     /// Inference: no dropout, running statistics untouched.
     pub fn infer(stats: NormStats) -> Self {
-        Self { stats, update_running: false, dropout: None }
+        Self { stats, update_running: false, per_image_stats: false, dropout: None }
+    }
+    /// Inference of a batch whose images are independent: each normalised by its own
+    /// statistics, and with seeded dropout each given its own generator (see
+    /// [`Forward::with_dropout_per_image`]).
+    pub fn per_image(mut self) -> Self {
+        self.per_image_stats = true;
+        self
     }
     /// Training: batch statistics, running statistics updated with PyTorch's momentum 0.1.
     pub fn train(dropout_rng: Option<StdRng>) -> Self {
-        Self { stats: NormStats::Batch, update_running: true, dropout: dropout_rng.map(Mutex::new) }
+        Self {
+            stats: NormStats::Batch,
+            update_running: true,
+            per_image_stats: false,
+            dropout: dropout_rng.map(|r| Dropout::Batch(Box::new(Mutex::new(r)))),
+        }
     }
     /// Inference with seeded dropout (pix2pix's noise source), on request.
     pub fn with_dropout(mut self, seed: u64) -> Self {
-        self.dropout = Some(Mutex::new(StdRng::seed_from_u64(seed)));
+        self.dropout = Some(Dropout::Batch(Box::new(Mutex::new(StdRng::seed_from_u64(seed)))));
+        self
+    }
+    /// Inference of a batch of `images` with seeded dropout, each image drawing its masks from
+    /// its own generator seeded with `seed`: the masks it would get translated alone.
+    pub fn with_dropout_per_image(mut self, seed: u64, images: usize) -> Self {
+        let rngs = (0..images).map(|_| StdRng::seed_from_u64(seed)).collect();
+        self.dropout = Some(Dropout::PerImage(Mutex::new(rngs)));
         self
     }
     /// Hands back the dropout generator (to checkpoint its state).
     pub fn into_dropout_rng(self) -> Option<StdRng> {
-        self.dropout.map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        match self.dropout? {
+            Dropout::Batch(m) => Some(m.into_inner().unwrap_or_else(|e| e.into_inner())),
+            Dropout::PerImage(_) => None,
+        }
     }
 
     pub(crate) fn dropout_mask(&self, like: &Tensor, p: f32) -> Result<Option<Tensor>> {
-        let Some(rng) = &self.dropout else { return Ok(None) };
-        let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(dropout) = &self.dropout else { return Ok(None) };
         let keep = 1.0 / (1.0 - p);
-        let mask: Vec<f32> =
-            (0..like.elem_count()).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }).collect();
+        let draw = |rng: &mut StdRng, n: usize, mask: &mut Vec<f32>| {
+            mask.extend((0..n).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }))
+        };
+        let mut mask = Vec::with_capacity(like.elem_count());
+        match dropout {
+            Dropout::Batch(rng) => draw(
+                &mut rng.lock().unwrap_or_else(|e| e.into_inner()),
+                like.elem_count(),
+                &mut mask,
+            ),
+            Dropout::PerImage(rngs) => {
+                let mut rngs = rngs.lock().unwrap_or_else(|e| e.into_inner());
+                let n = like.dim(0)?;
+                if n != rngs.len() {
+                    candle_core::bail!("dropout: a batch of {n} images, {} generators", rngs.len())
+                }
+                let per = like.elem_count() / n.max(1);
+                for rng in rngs.iter_mut() {
+                    draw(rng, per, &mut mask);
+                }
+            }
+        }
         Tensor::from_vec(mask, like.shape(), like.device()).map(Some)
     }
 }

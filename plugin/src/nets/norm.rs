@@ -171,13 +171,17 @@ impl BatchNorm2d {
     }
 
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
+        // Per-image statistics are instance-norm groups under batch norm's affine map (never
+        // while training: the running statistics follow the whole batch).
+        let per_image = f.per_image_stats && !f.update_running && f.stats == NormStats::Batch;
         if kernels::fast_for(x, &self.weight) {
+            let groups = if per_image { Groups::ImageChannel } else { Groups::Channel };
             let (mean, var) = match f.stats {
                 NormStats::Running => {
                     (self.running_mean.as_tensor().clone(), self.running_var.as_tensor().clone())
                 }
                 NormStats::Batch => {
-                    let (mean, var) = fast_moments(x, Groups::Channel)?;
+                    let (mean, var) = fast_moments(x, groups)?;
                     if f.update_running {
                         self.update_running(x, &mean, &var)?;
                     }
@@ -188,7 +192,7 @@ impl BatchNorm2d {
                 x,
                 &self.weight,
                 &self.bias,
-                Groups::Channel,
+                groups,
                 &mean,
                 &var,
                 f.stats == NormStats::Batch,
@@ -200,6 +204,7 @@ impl BatchNorm2d {
                 self.running_mean.as_tensor().reshape((1, c, 1, 1))?,
                 self.running_var.as_tensor().reshape((1, c, 1, 1))?,
             ),
+            NormStats::Batch if per_image => moments(x, (2, 3))?,
             NormStats::Batch => {
                 let (mean, var) = moments(x, (0, 2, 3))?;
                 if f.update_running {

@@ -147,10 +147,8 @@ pub fn compile(source: &str, dir: &Path) -> PathBuf {
         .arg("-L")
         .arg(&lib_dir)
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
-        .arg("-lpix2pix");
-    if cxx {
-        cmd.arg("-pthread");
-    }
+        .arg("-lpix2pix")
+        .arg("-pthread");
     run(&mut cmd);
     exe
 }

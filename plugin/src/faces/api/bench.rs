@@ -122,7 +122,8 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
         .and_then(|t| t.tanh())
         .map_err(Error::from)?;
     let generator = random_generator(config)?;
-    let f = Forward::infer(spec.norm_stats);
+    // As the batch translation runs: each image normalised by its own statistics.
+    let f = Forward::infer(spec.norm_stats).per_image();
     let infer_ms = time_iterations(spec, |_| {
         generator.forward(&x, &f).map_err(Error::from)?;
         Ok(())

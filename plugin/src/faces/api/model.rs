@@ -133,4 +133,15 @@ impl LoadedModel {
     pub fn translate_as(&self, image: &ImageView, format: SampleFormat) -> ApiResult<Image> {
         Ok(self.model.translate_as(image, format)?)
     }
+    /// Translates images of one size in one forward pass into `format` samples (channels as
+    /// [`LoadedModel::translate`]); each image normalised by its own statistics unless
+    /// `shared_stats`.
+    pub fn translate_batch(
+        &self,
+        images: &[ImageView],
+        format: SampleFormat,
+        shared_stats: bool,
+    ) -> ApiResult<Vec<Image>> {
+        Ok(self.model.translate_batch(images, format, shared_stats)?)
+    }
 }

@@ -15,7 +15,7 @@ use pix2pix_ffi::c::*;
 use pix2pix_ffi::{Direction, NormStats, SampleFormat, SizePolicy};
 
 use crate::faces::api::{self, ApiError, ApiResult, ErrorKind, LoadedModel};
-use crate::filter::image_tensor::ImageView;
+use crate::filter::image_tensor::{Image, ImageView};
 use crate::filter::model::Options;
 use crate::train;
 
@@ -43,6 +43,7 @@ const _: () = {
     let _ = [contract::p2p_image_free, p2p_image_free];
     let _ = [contract::p2p_translate_ex, p2p_translate_ex];
     let _ = [contract::p2p_image_ex_free, p2p_image_ex_free];
+    let _ = [contract::p2p_translate_batch, p2p_translate_batch];
     let _ = [contract::p2p_train, p2p_train];
     let _ = [contract::p2p_train_ex, p2p_train_ex];
     let _ = [contract::p2p_train_with_messages, p2p_train_with_messages];
@@ -225,9 +226,12 @@ unsafe fn read_options(p: *const p2p_options) -> ApiResult<Options> {
         o.threads = v as usize;
     }
     let flags = read_field!(p, size, p2p_options, flags).unwrap_or(0);
-    if flags & !P2P_OPT_DROPOUT != 0 {
+    const KNOWN: u32 = P2P_OPT_DROPOUT | P2P_OPT_SHARED_BATCH_STATS | P2P_OPT_PRIVATE_POOL;
+    if flags & !KNOWN != 0 {
         return Err(ApiError::invalid(format!("invalid options.flags: {flags:#x} (unknown bits)")));
     }
+    o.shared_batch_stats = flags & P2P_OPT_SHARED_BATCH_STATS != 0;
+    o.private_pool = flags & P2P_OPT_PRIVATE_POOL != 0;
     if flags & P2P_OPT_DROPOUT != 0 {
         o.dropout_seed = Some(read_field!(p, size, p2p_options, dropout_seed).unwrap_or(0));
     }
@@ -391,6 +395,88 @@ struct ImageDesc {
     data: *mut u8,
 }
 
+/// A checked input: its byte extent in `data`.
+fn input_extent(src: &ImageDesc) -> ApiResult<usize> {
+    if src.data.is_null() {
+        return Err(null("in->data"));
+    }
+    buffers::image_extent(src.width, src.height, src.stride, src.channels, src.format.bytes())
+}
+
+/// A checked output for the translation of `src`: the bytes the library will write into the
+/// caller's buffer, or `None` when it allocates (`dst.data` NULL).
+fn output_len(c: &CModel, src: &ImageDesc, dst: &ImageDesc) -> ApiResult<Option<usize>> {
+    if dst.data.is_null() {
+        return Ok(None);
+    }
+    let out_ch = buffers::output_channels(src.channels, c.model.info().out_channels);
+    let (w, h) = (src.width, src.height);
+    buffers::output_extent(w, h, out_ch, dst.format.bytes(), dst.stride, dst.height).map(Some)
+}
+
+/// A view of a checked input.
+///
+/// # Safety
+/// `src.data` holds `len` readable bytes for as long as the view is used.
+unsafe fn input_view<'a>(src: &ImageDesc, len: usize) -> ApiResult<ImageView<'a>> {
+    // SAFETY: the caller's guarantee; `len` is at most `MAX_EXTENT`, so it fits in `isize`.
+    let data = unsafe { std::slice::from_raw_parts(src.data, len) };
+    Ok(ImageView::with_format(src.width, src.height, src.stride, src.channels, src.format, data)?)
+}
+
+/// Where a translated image goes: the caller's checked buffer, or a fresh `malloc`ed one.
+enum Destination {
+    Caller { data: *mut u8, stride: usize, len: usize },
+    Allocated(*mut u8),
+}
+
+/// Allocates what `image` needs when `out_len` is `None`.
+fn destination(image: &Image, dst: &ImageDesc, out_len: Option<usize>) -> ApiResult<Destination> {
+    if let Some(len) = out_len {
+        return Ok(Destination::Caller { data: dst.data, stride: dst.stride, len });
+    }
+    let n = image.data.len();
+    // SAFETY: `malloc` of a positive size; NULL is handled below.
+    let p = unsafe { malloc(n) }.cast::<u8>();
+    if p.is_null() {
+        return Err(ApiError::new(
+            ErrorKind::OutOfMemory,
+            format!("cannot allocate {n} bytes for the output image"),
+        ));
+    }
+    Ok(Destination::Allocated(p))
+}
+
+/// Writes `image` to its destination and returns the output's description (stride: the
+/// caller's for its buffer, packed for a fresh one).
+///
+/// # Safety
+/// A caller destination is writable for `len` bytes (checked by `output_extent`) and no other
+/// reference to it is alive; an allocated one holds `image.data.len()` bytes.
+unsafe fn deliver(image: &Image, to: Destination) -> ApiResult<ImageDesc> {
+    let desc = |stride, data| ImageDesc {
+        width: image.width,
+        height: image.height,
+        stride,
+        channels: image.channels,
+        format: image.format,
+        data,
+    };
+    match to {
+        Destination::Caller { data, stride, len } => {
+            // SAFETY: the function's contract.
+            let buf = unsafe { std::slice::from_raw_parts_mut(data, len) };
+            buffers::copy_to_strided(image, buf, stride)?;
+            Ok(desc(stride, data))
+        }
+        Destination::Allocated(p) => {
+            // SAFETY: `p` is a fresh allocation of `image.data.len()` bytes, disjoint from it.
+            unsafe { std::ptr::copy_nonoverlapping(image.data.as_ptr(), p, image.data.len()) };
+            Ok(desc(image.width * image.channels * image.format.bytes(), p))
+        }
+    }
+}
+
 /// The one translation path of both C functions: translates `src` into `dst`'s buffer, or into
 /// a fresh `malloc`ed one when `dst.data` is NULL, and returns the output's description (stride:
 /// `dst.stride` for the caller's buffer, packed for a fresh one). `dst.width` and `dst.channels`
@@ -401,58 +487,19 @@ struct ImageDesc {
 /// sizes here before it is read), and a non-NULL `dst.data` is writable for `dst.height` rows
 /// `dst.stride` bytes apart.
 unsafe fn translate_into(c: &CModel, src: ImageDesc, dst: ImageDesc) -> ApiResult<ImageDesc> {
-    if src.data.is_null() {
-        return Err(null("in->data"));
-    }
-    let (w, h) = (src.width, src.height);
-    let len = buffers::image_extent(w, h, src.stride, src.channels, src.format.bytes())?;
-    let out_ch = buffers::output_channels(src.channels, c.model.info().out_channels);
-    let out_len = match dst.data.is_null() {
-        true => None,
-        false => {
-            Some(buffers::output_extent(w, h, out_ch, dst.format.bytes(), dst.stride, dst.height)?)
-        }
-    };
+    let len = input_extent(&src)?;
+    let out_len = output_len(c, &src, &dst)?;
     let image = {
-        // SAFETY: `in->data` holds `len` readable bytes (the documented contract; `len` is
-        // computed by the documented rule and at most `MAX_EXTENT`, so it fits in `isize`).
-        // The slice ends with this block, before the output (which may alias it) is written.
-        let data = unsafe { std::slice::from_raw_parts(src.data, len) };
-        let view = ImageView::with_format(w, h, src.stride, src.channels, src.format, data)?;
+        // SAFETY: `in->data` holds `len` readable bytes (the documented contract, `len` by its
+        // rule). The view ends with this block, before the output (which may alias it) is
+        // written.
+        let view = unsafe { input_view(&src, len) }?;
         c.model.translate_as(&view, dst.format)?
     };
-    let desc = |stride, data| ImageDesc {
-        width: image.width,
-        height: image.height,
-        stride,
-        channels: image.channels,
-        format: image.format,
-        data,
-    };
-    match out_len {
-        Some(n) => {
-            // SAFETY: the caller's buffer is `out->height` rows `out->stride` bytes apart, and
-            // `n` (checked by `output_extent`) lies within its first `in->height` rows; no
-            // other reference to it is alive.
-            let buf = unsafe { std::slice::from_raw_parts_mut(dst.data, n) };
-            buffers::copy_to_strided(&image, buf, dst.stride)?;
-            Ok(desc(dst.stride, dst.data))
-        }
-        None => {
-            let n = image.data.len();
-            // SAFETY: `malloc` of a positive size; NULL is handled below.
-            let p = unsafe { malloc(n) }.cast::<u8>();
-            if p.is_null() {
-                return Err(ApiError::new(
-                    ErrorKind::OutOfMemory,
-                    format!("cannot allocate {n} bytes for the output image"),
-                ));
-            }
-            // SAFETY: `p` is a fresh allocation of `n` bytes, disjoint from `image.data`.
-            unsafe { std::ptr::copy_nonoverlapping(image.data.as_ptr(), p, n) };
-            Ok(desc(image.width * image.channels * image.format.bytes(), p))
-        }
-    }
+    let to = destination(&image, &dst, out_len)?;
+    // SAFETY: the destination was checked (or allocated) for this image; the input is no
+    // longer borrowed.
+    unsafe { deliver(&image, to) }
 }
 
 /// `p2p_translate` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
@@ -542,43 +589,195 @@ pub unsafe extern "C" fn p2p_translate_ex(
         // SAFETY: both non-NULL, valid for their `struct_size` (caller contract); copied out so
         // that `in == out` is harmless.
         let (src, dst) = unsafe { (read_image_ex(r#in, "in")?, read_image_ex(out, "out")?) };
-        let in_format = SampleFormat::from_code(src.format).ok_or_else(|| {
-            ApiError::invalid(format!(
-                "invalid in->format: {} (P2P_FORMAT_U8, _U16 or _F32)",
-                src.format
-            ))
-        })?;
-        let out_format = match dst.format {
-            P2P_FORMAT_SAME => in_format,
-            f => SampleFormat::from_code(f).ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "invalid out->format: {f} (P2P_FORMAT_SAME, _U8, _U16 or _F32)"
-                ))
-            })?,
-        };
-        let desc = |i: &p2p_image_ex, format| ImageDesc {
-            width: i.width as usize,
-            height: i.height as usize,
-            stride: i.stride,
-            channels: i.channels as usize,
-            format,
-            data: i.data.cast(),
-        };
+        let (src_desc, dst_desc) = ex_descs(&src, &dst, "")?;
         // SAFETY: the caller's contract on the buffers is the one `translate_into` needs.
-        let o = unsafe { translate_into(c, desc(&src, in_format), desc(&dst, out_format)) }?;
-        let written = p2p_image_ex {
-            struct_size: dst.struct_size,
-            format: o.format.code(),
-            width: o.width as u32,
-            height: o.height as u32,
-            channels: o.channels as u32,
-            stride: o.stride,
-            data: o.data.cast(),
-        };
+        let o = unsafe { translate_into(c, src_desc, dst_desc) }?;
         // SAFETY: `out` is non-NULL and writable for its `struct_size` ≥ `size_of` bytes.
-        unsafe { out.write_unaligned(written) };
+        unsafe { out.write_unaligned(written_ex(&dst, &o)) };
         Ok(())
     })
+}
+
+/// The descriptions of a `p2p_image_ex` input and output (`P2P_FORMAT_SAME` resolved);
+/// `at` names the array element in messages (`"[2]"`), or is empty.
+fn ex_descs(src: &p2p_image_ex, dst: &p2p_image_ex, at: &str) -> ApiResult<(ImageDesc, ImageDesc)> {
+    let in_format = SampleFormat::from_code(src.format).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "invalid in{at}->format: {} (P2P_FORMAT_U8, _U16 or _F32)",
+            src.format
+        ))
+    })?;
+    let out_format = match dst.format {
+        P2P_FORMAT_SAME => in_format,
+        f => SampleFormat::from_code(f).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "invalid out{at}->format: {f} (P2P_FORMAT_SAME, _U8, _U16 or _F32)"
+            ))
+        })?,
+    };
+    let desc = |i: &p2p_image_ex, format| ImageDesc {
+        width: i.width as usize,
+        height: i.height as usize,
+        stride: i.stride,
+        channels: i.channels as usize,
+        format,
+        data: i.data.cast(),
+    };
+    Ok((desc(src, in_format), desc(dst, out_format)))
+}
+
+/// The `p2p_image_ex` a caller's `dst` becomes once `o` is written.
+fn written_ex(dst: &p2p_image_ex, o: &ImageDesc) -> p2p_image_ex {
+    p2p_image_ex {
+        struct_size: dst.struct_size,
+        format: o.format.code(),
+        width: o.width as u32,
+        height: o.height as u32,
+        channels: o.channels as u32,
+        stride: o.stride,
+        data: o.data.cast(),
+    }
+}
+
+/// Images one `p2p_translate_batch` call takes at most.
+const MAX_BATCH: usize = 1024;
+
+/// Reads element `i` of a caller's array of `p2p_image_ex` whose elements are `size` bytes
+/// apart (the `struct_size` of its first element), checking the element's own `struct_size`.
+///
+/// # Safety
+/// `p` points to at least `i + 1` elements of `size` readable bytes each.
+unsafe fn read_image_ex_at(
+    p: *const p2p_image_ex,
+    i: usize,
+    size: usize,
+    what: &str,
+) -> ApiResult<p2p_image_ex> {
+    let at = p.cast::<u8>().wrapping_add(i * size).cast::<p2p_image_ex>();
+    // SAFETY: element `i` lies within the caller's array (the function's contract).
+    let img = unsafe { read_image_ex(at, &format!("{what}[{i}]")) }?;
+    if img.struct_size != size {
+        return Err(ApiError::invalid(format!(
+            "invalid {what}[{i}]: struct_size {} differs from {what}[0]'s {size}",
+            img.struct_size
+        )));
+    }
+    Ok(img)
+}
+
+/// `p2p_translate_batch` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
+///
+/// # Safety
+/// As the contract documents.
+#[no_mangle]
+pub unsafe extern "C" fn p2p_translate_batch(
+    m: *const p2p_model,
+    n: usize,
+    r#in: *const p2p_image_ex,
+    out: *mut p2p_image_ex,
+) -> p2p_status {
+    run(|| {
+        // SAFETY: caller contract on `m`.
+        let c = unsafe { model_ref(m) }?;
+        if n == 0 {
+            return Ok(());
+        }
+        if n > MAX_BATCH {
+            return Err(ApiError::invalid(format!("invalid n: {n} (1 to {MAX_BATCH} images)")));
+        }
+        if r#in.is_null() {
+            return Err(null("in"));
+        }
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: both arrays start with a `p2p_image_ex` (caller contract), which starts with
+        // `struct_size`; their elements are that many bytes apart.
+        let (in_size, out_size) = unsafe {
+            (r#in.cast::<usize>().read_unaligned(), out.cast::<usize>().read_unaligned())
+        };
+        let mut pairs = Vec::with_capacity(n);
+        for i in 0..n {
+            // SAFETY: `n` elements each (caller contract); copied out, so `in == out` is
+            // harmless.
+            let (src, dst) = unsafe {
+                (
+                    read_image_ex_at(r#in, i, in_size, "in")?,
+                    read_image_ex_at(out, i, out_size, "out")?,
+                )
+            };
+            let (sd, dd) = ex_descs(&src, &dst, &format!("[{i}]"))?;
+            let len = input_extent(&sd).map_err(|e| at_index(e, "in", i))?;
+            let out_len = output_len(c, &sd, &dd).map_err(|e| at_index(e, "out", i))?;
+            if let Some(first) = pairs.first() {
+                let first: &BatchItem = first;
+                if (sd.width, sd.height) != (first.src.width, first.src.height) {
+                    return Err(ApiError::invalid(format!(
+                        "invalid in[{i}]: {}x{} differs from in[0]'s {}x{} (a batch holds images of one size)",
+                        sd.width, sd.height, first.src.width, first.src.height
+                    )));
+                }
+            }
+            pairs.push(BatchItem { src: sd, dst: dd, out: dst, len, out_len });
+        }
+        let images = {
+            // SAFETY: each `in[i].data` holds its `len` readable bytes (the documented
+            // contract); the views end with this block, before any output is written.
+            let views = pairs
+                .iter()
+                .map(|p| unsafe { input_view(&p.src, p.len) })
+                .collect::<ApiResult<Vec<_>>>()?;
+            let format = pairs[0].dst.format;
+            if let Some(i) = pairs.iter().position(|p| p.dst.format != format) {
+                return Err(ApiError::invalid(format!(
+                    "invalid out[{i}]->format: {} differs from out[0]'s {format} (one output format per batch)",
+                    pairs[i].dst.format
+                )));
+            }
+            c.model.translate_batch(&views, format, c.model.model().options().shared_batch_stats)?
+        };
+        // Every allocation before any write: a failure leaves the caller's memory untouched.
+        let mut dests = Vec::with_capacity(n);
+        for (image, p) in images.iter().zip(&pairs) {
+            match destination(image, &p.dst, p.out_len) {
+                Ok(d) => dests.push(d),
+                Err(e) => {
+                    for d in dests {
+                        if let Destination::Allocated(p) = d {
+                            // SAFETY: allocated by `destination` above, not handed out.
+                            unsafe { free(p.cast()) };
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for (i, ((image, to), p)) in images.iter().zip(dests).zip(&pairs).enumerate() {
+            // SAFETY: each destination was checked or allocated for its image; no input is
+            // borrowed any more.
+            let o = unsafe { deliver(image, to) }?;
+            let at = out.cast::<u8>().wrapping_add(i * out_size).cast::<p2p_image_ex>();
+            // SAFETY: element `i` of the caller's array, writable for its `struct_size` ≥
+            // `size_of` bytes.
+            unsafe { at.write_unaligned(written_ex(&p.out, &o)) };
+        }
+        Ok(())
+    })
+}
+
+/// One image of a batch: its input and output descriptions, the caller's output struct, the
+/// input's byte extent and the output's (`None`: the library allocates).
+struct BatchItem {
+    src: ImageDesc,
+    dst: ImageDesc,
+    out: p2p_image_ex,
+    len: usize,
+    out_len: Option<usize>,
+}
+
+/// An error about element `i` of the array `what`, said so.
+fn at_index(e: ApiError, what: &str, i: usize) -> ApiError {
+    ApiError::new(e.kind, format!("{what}[{i}]: {}", e.message))
 }
 
 /// `p2p_image_ex_free` of the contract (`pix2pix_ffi::c::functions`, documented there and in the header).
