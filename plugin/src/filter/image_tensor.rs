@@ -12,6 +12,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::filter::memory::{try_vec, try_with_capacity};
 
 pub use pix2pix_ffi::SampleFormat;
 
@@ -171,7 +172,7 @@ impl<'a> ImageView<'a> {
             ));
         }
         let (w, h) = (self.width, self.height);
-        let mut out = Vec::with_capacity(w * h * channels);
+        let mut out = try_with_capacity(w * h * channels, "the input image in f32")?;
         let mut row = Vec::with_capacity(w * self.channels);
         for y in 0..h {
             row.clear();
@@ -248,7 +249,7 @@ impl Image {
         let alpha = has_alpha(alpha_of.channels);
         let channels = c + alpha as usize;
         let bytes = format.bytes();
-        let mut data = Vec::with_capacity(w * h * channels * bytes);
+        let mut data = try_with_capacity(w * h * channels * bytes, "the output image")?;
         let push = |data: &mut Vec<u8>, v: f32| match format {
             SampleFormat::U8 => data.push((v.clamp(0.0, 1.0) * 255.0).round() as u8),
             SampleFormat::U16 => data
@@ -298,7 +299,7 @@ impl Image {
 pub fn image_to_tensor(img: &ImageF32) -> Result<Tensor> {
     let (w, h, c) = (img.width, img.height, img.channels);
     let plane = w * h;
-    let mut v = vec![0f32; c * plane];
+    let mut v = try_vec(c * plane, 0f32, "the input tensor")?;
     for (i, px) in img.data.chunks_exact(c).enumerate() {
         for ch in 0..c {
             v[ch * plane + i] = px[ch] * 2.0 - 1.0;
@@ -312,7 +313,7 @@ pub fn tensor_to_image(t: &Tensor) -> Result<ImageF32> {
     let (_, c, h, w) = t.dims4()?;
     let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let plane = w * h;
-    let mut data = Vec::with_capacity(plane * c);
+    let mut data = try_with_capacity(plane * c, "the output image in f32")?;
     for i in 0..plane {
         for ch in 0..c {
             data.push(unit(v[ch * plane + i]));

@@ -5,6 +5,7 @@
 //! converts between 8-bit pixels and the network's tensors.
 
 pub mod image_tensor;
+pub mod memory;
 pub mod model;
 mod pixels;
 pub mod size_policy;

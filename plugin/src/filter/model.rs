@@ -12,9 +12,9 @@ use crate::filter::image_tensor::{
 use crate::filter::size_policy::{self, SizePolicy};
 use crate::filter::tiling::{self, TileGeometry};
 use crate::nets::arch::infer_generator;
+use crate::filter::memory;
 use crate::nets::forward::{Forward, Layer, NormStats};
 use crate::nets::generator::{Generator, GeneratorConfig};
-use crate::nets::norm::NormKind;
 
 /// Options fixed when a model is opened.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +27,9 @@ pub struct Options {
     pub threads: usize,
     /// Dropout at inference, seeded (pix2pix's noise), or off.
     pub dropout_seed: Option<u64>,
+    /// Memory one translation may take, in MiB (its estimate is checked before it starts);
+    /// 0 = the default, half of the memory the process may use ([`memory::budget`]).
+    pub memory_budget_mb: u64,
 }
 
 impl Default for Options {
@@ -45,6 +48,7 @@ impl From<&pix2pix_ffi::OpenOptions> for Options {
             tile_overlap: o.tile_overlap as usize,
             threads: o.threads as usize,
             dropout_seed: o.dropout_seed.into_option(),
+            memory_budget_mb: o.memory_budget_mb,
         }
     }
 }
@@ -121,6 +125,7 @@ impl Model {
         let config = self.config();
         let policy = self.options.size_policy;
         let (w, h) = (img.width, img.height);
+        self.check_memory(w, h)?;
         let net = |img: &ImageF32| self.translate_direct(img);
         // Tile keeps its bounded memory even for stride-multiple sizes.
         if policy != SizePolicy::Tile && w % config.stride() == 0 && h % config.stride() == 0 {
@@ -135,17 +140,34 @@ impl Model {
         }
     }
 
+    /// Refuses a `w`×`h` translation whose estimate exceeds the memory budget, before anything
+    /// of its size is allocated.
+    pub fn check_memory(&self, w: usize, h: usize) -> Result<()> {
+        let policy = self.options.size_policy;
+        let estimate = memory::translate_bytes(&self.config(), &self.options, w, h);
+        let hint = match policy {
+            SizePolicy::Tile => String::new(),
+            _ => format!(
+                "the tile policy needs about {} for this image",
+                memory::human(memory::translate_bytes(
+                    &self.config(),
+                    &Options { size_policy: SizePolicy::Tile, ..self.options.clone() },
+                    w,
+                    h
+                ))
+            ),
+        };
+        memory::check(
+            &format!("translating a {w}x{h} image with the {} policy", policy.name()),
+            estimate,
+            self.options.memory_budget_mb,
+            &hint,
+        )
+    }
+
     /// The tile policy's geometry for this network and these options.
     pub(crate) fn tile_geometry(&self) -> TileGeometry {
-        let config = self.config();
-        TileGeometry {
-            tile: config.native_size(),
-            stride: config.stride(),
-            overlap: self.options.tile_overlap,
-            // All tiles in one batch share batch-norm statistics; any other norm is per tile.
-            shared_stats: config.norm() == NormKind::Batch
-                && self.options.norm_stats == NormStats::Batch,
-        }
+        tiling::geometry(&self.config(), &self.options)
     }
 
     /// Translates an 8-bit image of any size: [`Model::translate_as`] with 8-bit output.
@@ -159,6 +181,9 @@ impl Model {
     /// RGB → gray by ITU-R 601-2 luma).
     pub fn translate_as(&self, img: &ImageView, format: SampleFormat) -> Result<Image> {
         let run = || -> Result<Image> {
+            // Checked before the input is even converted (translate_any checks again for
+            // callers that come in with a converted image).
+            self.check_memory(img.width, img.height)?;
             let (in_channels, _) = self.config().channels();
             let out = self.translate_any(&img.to_channels(in_channels)?)?;
             Image::with_alpha_of(&out, img, format)

@@ -231,6 +231,9 @@ unsafe fn read_options(p: *const p2p_options) -> ApiResult<Options> {
     if flags & P2P_OPT_DROPOUT != 0 {
         o.dropout_seed = Some(read_field!(p, size, p2p_options, dropout_seed).unwrap_or(0));
     }
+    if let Some(v) = read_field!(p, size, p2p_options, memory_budget_mb) {
+        o.memory_budget_mb = v;
+    }
     Ok(o)
 }
 
