@@ -125,6 +125,14 @@ typedef struct p2p_options {
     uint32_t flags;
     // Seed of the inference dropout when `flags` has `P2P_OPT_DROPOUT`.
     uint64_t dropout_seed;
+    // Memory one translation may take, in MiB; 0 = default: half of the memory the process may
+    // use (the least of physical memory, the cgroup's limit and the address space left under
+    // `RLIMIT_AS`). Each translation's peak is estimated from the network and the image size
+    // before anything of that size is allocated; over the budget it fails with
+    // `P2P_ERR_OUT_OF_MEMORY` and a message giving the estimate and the budget (the tile size
+    // policy translates images of any size in bounded memory). Added after `dropout_seed`:
+    // callers whose `struct_size` ends before it get the default.
+    uint64_t memory_budget_mb;
 } p2p_options;
 
 // What a model is, as read off its checkpoint, and the options it was opened with.
@@ -260,7 +268,9 @@ typedef struct p2p_metrics {
 // The request needs something this build does not have (a shipped default model, a feature).
 #define P2P_ERR_UNSUPPORTED 10
 
-// Memory for the result could not be allocated.
+// The request's estimated memory exceeds the memory budget (`p2p_options.memory_budget_mb`;
+// for training `train.memory_budget_mb` of the config), or the system refused memory for it.
+// Nothing of the request's size was kept; the library stays usable.
 #define P2P_ERR_OUT_OF_MEMORY 11
 
 // A bug in the library (a caught panic). The library stays usable, but please report it.

@@ -152,7 +152,8 @@ fn tile_bytes(
     let g = tiling::geometry(config, options);
     let t = g.tile;
     let align = tiling::alignment(t, g.stride) as u128;
-    let (pw, ph) = (w.max(t as u128).next_multiple_of(align), h.max(t as u128).next_multiple_of(align));
+    let (pw, ph) =
+        (w.max(t as u128).next_multiple_of(align), h.max(t as u128).next_multiple_of(align));
     let grid = Grid::new(pw as usize, ph as usize, t, g.overlap.min(t / 2), align as usize);
     let (per_batch, band) = match g.shared_stats {
         true => (tiling::SHARED_STATS_PIXELS / (t * t), ph),

@@ -9,10 +9,10 @@ use crate::error::{Error, Result};
 use crate::filter::image_tensor::{
     image_to_tensor, tensor_to_image, Image, ImageF32, ImageU8, ImageView, SampleFormat,
 };
+use crate::filter::memory;
 use crate::filter::size_policy::{self, SizePolicy};
 use crate::filter::tiling::{self, TileGeometry};
 use crate::nets::arch::infer_generator;
-use crate::filter::memory;
 use crate::nets::forward::{Forward, Layer, NormStats};
 use crate::nets::generator::{Generator, GeneratorConfig};
 

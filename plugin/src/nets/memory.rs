@@ -278,3 +278,95 @@ fn walk_discriminator(t: &mut Tally, config: &DiscriminatorConfig, n: usize, h: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faces::api::random_generator;
+    use crate::nets::forward::{Forward, Layer, NormStats};
+    use candle_core::{Device, Tensor};
+    use pix2pix_ffi::GeneratorName;
+
+    const CHILD: &str = "PIX2PIX_MEMORY_PEAK_CHILD";
+
+    fn networks() -> Vec<(&'static str, GeneratorConfig, usize)> {
+        let unet = GeneratorName::Unet { side: 128 };
+        let resnet = GeneratorName::Resnet { blocks: 6 };
+        vec![
+            ("unet_128 batch", GeneratorConfig::named(unet, 8, NormKind::Batch, true), 1024),
+            ("unet_128 instance", GeneratorConfig::named(unet, 8, NormKind::Instance, true), 768),
+            ("resnet_6blocks", GeneratorConfig::named(resnet, 8, NormKind::Instance, false), 512),
+        ]
+    }
+
+    fn status_kib(key: &str) -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let line = s.lines().find(|l| l.starts_with(key)).expect(key);
+        line[key.len()..].split_whitespace().next().and_then(|v| v.parse().ok()).expect(key)
+    }
+
+    /// In the child: one forward pass of network `i` on a `side`² image, its peak resident
+    /// memory above what was resident before it (VmHWM − VmRSS), printed for the parent.
+    fn child(i: usize) {
+        let (_, config, side) = networks()[i];
+        let g = random_generator(config).expect("generator");
+        let f = Forward::infer(NormStats::Batch);
+        // A small pass first: thread pools and lazily built kernels are not the estimate's.
+        let small = Tensor::zeros((1, 3, 128, 128), candle_core::DType::F32, &Device::Cpu);
+        g.forward(&small.expect("small"), &f).expect("small forward");
+        crate::kernels::release_scratch();
+        let x = Tensor::rand(-1f32, 1f32, (1, 3, side, side), &Device::Cpu).expect("input");
+        let before = status_kib("VmRSS:");
+        let y = g.forward(&x, &f).expect("forward");
+        let peak = status_kib("VmHWM:");
+        drop(y);
+        println!("PEAK_BYTES {}", (peak.saturating_sub(before)) * 1024);
+    }
+
+    /// The estimate bounds the real peak, measured in a fresh process by the kernel's own
+    /// count of resident memory (independent of the estimate's bookkeeping), and is not
+    /// uselessly loose (within 4× of it).
+    #[test]
+    fn estimate_bounds_real_peak() {
+        if let Ok(i) = std::env::var(CHILD) {
+            return child(i.parse().expect("child index"));
+        }
+        let exe = std::env::current_exe().expect("test executable");
+        for (i, (name, config, side)) in networks().into_iter().enumerate() {
+            let out = std::process::Command::new(&exe)
+                .args(["nets::memory::tests::estimate_bounds_real_peak", "--exact", "--nocapture"])
+                .args(["--test-threads", "1"])
+                .env(CHILD, i.to_string())
+                .output()
+                .expect("child");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{name}: child failed: {text}");
+            let measured: u64 = text
+                .lines()
+                .find_map(|l| l.split("PEAK_BYTES ").nth(1))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{name}: no peak in {text}"));
+            let estimate = forward_peak(&config, 1, side, side, false);
+            assert!(
+                measured <= estimate && estimate <= 4 * measured,
+                "{name} at {side}²: measured peak {measured} bytes, estimate {estimate}"
+            );
+        }
+    }
+
+    #[test]
+    fn estimates_grow_with_the_request_and_saturate() {
+        let unet =
+            GeneratorConfig::named(GeneratorName::Unet { side: 256 }, 64, NormKind::Batch, true);
+        let small = forward_peak(&unet, 1, 256, 256, false);
+        assert!(small < forward_peak(&unet, 1, 512, 512, false));
+        assert!(small < forward_peak(&unet, 2, 256, 256, false));
+        let huge = GeneratorConfig::named(
+            GeneratorName::Unet { side: 256 },
+            1 << 40,
+            NormKind::Batch,
+            true,
+        );
+        assert_eq!(forward_peak(&huge, 1 << 20, 1 << 30, 1 << 30, false), u64::MAX);
+    }
+}

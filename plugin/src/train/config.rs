@@ -446,7 +446,8 @@ impl Config {
     pub fn check_memory(&self) -> Result<()> {
         let (g, d) = (self.generator_config(), self.discriminator_config());
         let (gp, dp) = (g.parameters()?, d.parameters()?);
-        let side = if self.data.preprocess.crops() { self.data.crop_size } else { self.data.load_size };
+        let side =
+            if self.data.preprocess.crops() { self.data.crop_size } else { self.data.load_size };
         let n = self.train.batch_size;
         let estimate = crate::nets::memory::train_step_bytes(&g, gp, &d, dp, n, side, side);
         crate::filter::memory::check(
@@ -538,5 +539,40 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("model.net_g"), "{e}");
         let e = Config::parse("[modle]\nngf = 3\n").unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn sizes_have_upper_bounds_naming_the_key() {
+        for (text, key, msg) in [
+            ("[model]\nngf = 100000\n", "model.ngf", "100000 exceeds 1024"),
+            ("[model]\nndf = 2000\n", "model.ndf", "2000 exceeds 1024"),
+            ("[data]\nload_size = 100000\n", "data.load_size", "100000 exceeds 8192"),
+            ("[data]\nload_size = 8192\ncrop_size = 9000\n", "data.crop_size", "9000 exceeds 8192"),
+            ("[train]\nbatch_size = 5000\n", "train.batch_size", "5000 exceeds 4096"),
+            ("[model]\nn_layers_d = 11\n", "model.n_layers_d", "11 exceeds 10"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            // Each case sets its key on its last line.
+            let line = format!("config line {}: `{key}`: {msg}", text.lines().count());
+            assert!(e.contains(&line), "{text}: {e}");
+        }
+        // The bounds themselves are accepted.
+        let edge = "[data]\nload_size = 8192\ncrop_size = 8192\n[model]\nngf = 1024\nndf = 1024\n";
+        assert!(Config::parse(edge).is_ok());
+    }
+
+    #[test]
+    fn memory_is_checked_against_the_budget_before_building() {
+        // In range, but a step at ngf 1024 on 8192² crops needs far more than 1 GiB.
+        let big = "[data]\nload_size = 8192\ncrop_size = 8192\n[model]\nngf = 1024\n[train]\nmemory_budget_mb = 1024\n";
+        let e = Config::parse(big).unwrap().check_memory().unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory(_)), "{e:?}");
+        let e = e.to_string();
+        assert!(e.contains("training unet_256 (model.ngf = 1024"), "{e}");
+        assert!(e.contains("over the memory budget of 1.0 GiB (set by the caller"), "{e}");
+        assert!(e.contains("train.memory_budget_mb"), "{e}");
+        // The reference's defaults fit in 4 GiB (weights, gradients and Adam state alone are 0.9 GiB).
+        let small = "[train]\nmemory_budget_mb = 4096\n";
+        Config::parse(small).unwrap().check_memory().unwrap();
     }
 }

@@ -12,8 +12,8 @@ use crate::error::Error;
 use crate::faces::api::error::{ApiError, ApiResult};
 use crate::filter::image_tensor::MAX_PIXELS;
 use crate::nets::forward::{Forward, Layer, NormStats};
-use crate::nets::memory;
 use crate::nets::generator::{Generator, GeneratorConfig};
+use crate::nets::memory;
 use crate::nets::norm::NormKind;
 use crate::nets::patchgan::{DiscriminatorConfig, DiscriminatorKind};
 use crate::train;
@@ -187,7 +187,12 @@ fn check_memory(spec: &BenchSpec, config: &GeneratorConfig, parameters: u64) -> 
 
 /// The reference's defaults: basic PatchGAN with ndf = ngf, batch norm, on RGB pairs.
 fn reference_discriminator(ngf: usize) -> DiscriminatorConfig {
-    DiscriminatorConfig { kind: DiscriminatorKind::NLayer(3), in_channels: 6, ndf: ngf, norm: NormKind::Batch }
+    DiscriminatorConfig {
+        kind: DiscriminatorKind::NLayer(3),
+        in_channels: 6,
+        ndf: ngf,
+        norm: NormKind::Batch,
+    }
 }
 
 /// Runs `f` `warmup + iters` times and returns the milliseconds of the last `iters` runs.

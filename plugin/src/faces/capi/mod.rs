@@ -827,6 +827,7 @@ mod tests {
             threads: 2,
             flags: P2P_OPT_DROPOUT,
             dropout_seed: 5,
+            memory_budget_mb: 300,
         };
         // SAFETY: pointers to live `p2p_options`.
         let o = unsafe { read_options(&full) }.unwrap();
@@ -834,6 +835,11 @@ mod tests {
             (o.norm_stats, o.size_policy, o.tile_overlap, o.threads, o.dropout_seed),
             (NormStats::Running, SizePolicy::Resize, 8, 2, Some(5))
         );
+        assert_eq!(o.memory_budget_mb, 300);
+        // A caller compiled before `memory_budget_mb` gets the default budget.
+        let before = p2p_options { struct_size: offset_of!(p2p_options, memory_budget_mb), ..full };
+        // SAFETY: as above (a shorter struct_size reads less).
+        assert_eq!(unsafe { read_options(&before) }.unwrap().memory_budget_mb, 0);
         let old = p2p_options {
             struct_size: offset_of!(p2p_options, tile_overlap),
             flags: 0xFFFF,
