@@ -77,6 +77,7 @@ fn address_space_left() -> Option<u64> {
     }
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let mapped = kib_line(&status, "VmSize:").unwrap_or(0) * 1024;
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
     Some((r.rlim_cur as u64).saturating_sub(mapped))
 }
 
