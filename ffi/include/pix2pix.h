@@ -142,6 +142,14 @@ typedef struct p2p_options {
     uint32_t flags;
     // Seed of the inference dropout when `flags` has `P2P_OPT_DROPOUT`.
     uint64_t dropout_seed;
+    // Memory one translation may take, in MiB; 0 = default: half of the memory the process may
+    // use (the least of physical memory, the cgroup's limit and the address space left under
+    // `RLIMIT_AS`). Each translation's peak is estimated from the network and the image size
+    // before anything of that size is allocated; over the budget it fails with
+    // `P2P_ERR_OUT_OF_MEMORY` and a message giving the estimate and the budget (the tile size
+    // policy translates images of any size in bounded memory). Added after `dropout_seed`:
+    // callers whose `struct_size` ends before it get the default.
+    uint64_t memory_budget_mb;
 } p2p_options;
 
 // What a model is, as read off its checkpoint, and the options it was opened with.
@@ -277,7 +285,9 @@ typedef struct p2p_metrics {
 // The request needs something this build does not have (a shipped default model, a feature).
 #define P2P_ERR_UNSUPPORTED 10
 
-// Memory for the result could not be allocated.
+// The request's estimated memory exceeds the memory budget (`p2p_options.memory_budget_mb`;
+// for training `train.memory_budget_mb` of the config), or the system refused memory for it.
+// Nothing of the request's size was kept; the library stays usable.
 #define P2P_ERR_OUT_OF_MEMORY 11
 
 // A bug in the library (a caught panic). The library stays usable, but please report it.
@@ -316,7 +326,8 @@ extern const char *p2p_status_name(p2p_status status);
 //
 // Errors: `P2P_ERR_NULL`, `P2P_ERR_IO` (missing/unreadable file), `P2P_ERR_CHECKPOINT` (not a
 // checkpoint, truncated, or not a pix2pix generator), `P2P_ERR_INVALID_ARGUMENT` (options),
-// `P2P_ERR_UNSUPPORTED`. Thread-safe.
+// `P2P_ERR_UNSUPPORTED`. Thread-safe. (`opts->memory_budget_mb` is checked by each
+// translation, not here.)
 //
 // # Safety
 // Pointers are NULL or valid as described; `path` is NUL-terminated.
@@ -365,8 +376,16 @@ extern p2p_status p2p_model_get_info(const struct p2p_model *m, struct p2p_model
 //   `out->height` and `out->channels` describe the image; `out->stride` is kept.
 //   `out->data` may be `in->data` (in place) if the rows fit.
 //
+// Memory: the translation's peak is estimated from the network and the image size (after
+// the size policy) before anything of that size is allocated; over the model's budget
+// (`p2p_options.memory_budget_mb`, default half of the memory the process may use) the
+// call fails with `P2P_ERR_OUT_OF_MEMORY` and a message giving the estimate, the budget
+// and, for the pad and resize policies, what the tile policy would need (tiles take bounded
+// memory at any image size). Memory the system refuses gives the same status.
+//
 // On failure `*out` is unchanged. Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`,
-// `P2P_ERR_BUFFER_TOO_SMALL`, `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY`.
+// `P2P_ERR_BUFFER_TOO_SMALL`, `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY` (over the memory
+// budget, see above).
 //
 // Thread-safe: several threads may translate with one model at once (each with its own
 // images); results do not depend on concurrency.
@@ -398,7 +417,8 @@ extern p2p_status p2p_translate(const struct p2p_model *m, const struct p2p_imag
 //
 // On failure `*out` is unchanged. Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`
 // (including an unknown format or a too-small `struct_size`), `P2P_ERR_BUFFER_TOO_SMALL`,
-// `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY`. Thread-safe as `p2p_translate`.
+// `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY` (over the memory budget, as `p2p_translate`).
+// Thread-safe as `p2p_translate`.
 //
 // # Safety
 // `m` is NULL or a live model; `in`/`out` are NULL or valid for `struct_size` bytes, and their
@@ -467,8 +487,10 @@ extern p2p_status p2p_train(const char *config_toml, p2p_progress_fn cb, void *u
 //
 // Blocks until the run ends. Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT` (not UTF-8,
 // unknown flags), `P2P_ERR_CONFIG` (the message names the key and line), `P2P_ERR_IO`,
-// `P2P_ERR_IMAGE`, `P2P_ERR_CHECKPOINT`, `P2P_ERR_CANCELLED`, `P2P_ERR_COMPUTE`.
-// Several runs may proceed at once on different threads if their output folders differ.
+// `P2P_ERR_IMAGE`, `P2P_ERR_CHECKPOINT`, `P2P_ERR_CANCELLED`, `P2P_ERR_COMPUTE`,
+// `P2P_ERR_OUT_OF_MEMORY` (a training step's estimate, from the networks, batch size and
+// crop, exceeds `train.memory_budget_mb` of the config, default half of the memory the
+// process may use; checked before the networks are built). Several runs may proceed at once on different threads if their output folders differ.
 //
 // # Safety
 // `config_toml` is NULL or NUL-terminated; `cb` does not unwind into the library.
@@ -489,7 +511,8 @@ extern p2p_status p2p_train_with_messages(const char *config_toml, uint32_t flag
 // - `html_dir`: NULL, or a folder to write an HTML page of input | output | target rows into.
 //
 // Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`, `P2P_ERR_IO`, `P2P_ERR_IMAGE`,
-// `P2P_ERR_COMPUTE`. Thread-safe (several evaluations may share one model).
+// `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY` (a pair over the model's memory budget, as
+// `p2p_translate`). Thread-safe (several evaluations may share one model).
 //
 // # Safety
 // `m` is NULL or a live model; strings are NULL or NUL-terminated; `out` is NULL or writable.

@@ -41,7 +41,9 @@ pub const P2P_ERR_IMAGE: p2p_status = 8;
 pub const P2P_ERR_COMPUTE: p2p_status = 9;
 /// The request needs something this build does not have (a shipped default model, a feature).
 pub const P2P_ERR_UNSUPPORTED: p2p_status = 10;
-/// Memory for the result could not be allocated.
+/// The request's estimated memory exceeds the memory budget (`p2p_options.memory_budget_mb`;
+/// for training `train.memory_budget_mb` of the config), or the system refused memory for it.
+/// Nothing of the request's size was kept; the library stays usable.
 pub const P2P_ERR_OUT_OF_MEMORY: p2p_status = 11;
 /// A bug in the library (a caught panic). The library stays usable, but please report it.
 pub const P2P_ERR_INTERNAL: p2p_status = 99;
@@ -131,6 +133,14 @@ pub struct p2p_options {
     pub flags: u32,
     /// Seed of the inference dropout when `flags` has `P2P_OPT_DROPOUT`.
     pub dropout_seed: u64,
+    /// Memory one translation may take, in MiB; 0 = default: half of the memory the process may
+    /// use (the least of physical memory, the cgroup's limit and the address space left under
+    /// `RLIMIT_AS`). Each translation's peak is estimated from the network and the image size
+    /// before anything of that size is allocated; over the budget it fails with
+    /// `P2P_ERR_OUT_OF_MEMORY` and a message giving the estimate and the budget (the tile size
+    /// policy translates images of any size in bounded memory). Added after `dropout_seed`:
+    /// callers whose `struct_size` ends before it get the default.
+    pub memory_budget_mb: u64,
 }
 
 /// An 8-bit image: `height` rows of `width` pixels of `channels` interleaved samples

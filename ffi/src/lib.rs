@@ -55,6 +55,9 @@ pub struct OpenOptions {
     pub threads: u32,
     /// Dropout at inference with this seed; none = off.
     pub dropout_seed: ROption<u64>,
+    /// Memory one translation may take, in MiB; 0 = half of the memory the process may use.
+    /// Over it a translation fails (its estimate is checked before it allocates).
+    pub memory_budget_mb: u64,
 }
 
 impl Default for OpenOptions {
@@ -65,6 +68,7 @@ impl Default for OpenOptions {
             tile_overlap: DEFAULT_TILE_OVERLAP,
             threads: 0,
             dropout_seed: ROption::RNone,
+            memory_budget_mb: 0,
         }
     }
 }
@@ -228,6 +232,8 @@ pub struct BenchRequest {
     pub train: bool,
     /// Statistics the timed inference normalises with (training steps always use the batch's).
     pub norm_stats: NormStats,
+    /// Memory the benchmark may take, in MiB; 0 = half of the memory the process may use.
+    pub memory_budget_mb: u64,
 }
 
 /// Per-iteration times in milliseconds.

@@ -58,6 +58,10 @@ pub struct Args {
     /// column. Training steps always use the batch's.
     #[arg(long, value_parser = parser::<NormStats>(), default_value_t = NormStats::default())]
     norm_stats: NormStats,
+    /// Memory the benchmark may take, in MiB (0 = half of the machine's memory, or of the
+    /// cgroup's or RLIMIT_AS limit if lower).
+    #[arg(long, value_name = "MiB", default_value_t = 0)]
+    memory_budget: u64,
 }
 
 pub fn median(v: &[f64]) -> Option<f64> {
@@ -84,6 +88,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         warmup: args.warmup,
         train: args.train,
         norm_stats: args.norm_stats,
+        memory_budget_mb: args.memory_budget,
     };
     let r = into_result((plugin.module.bench())(request))?;
     eprintln!(

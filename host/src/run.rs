@@ -39,6 +39,11 @@ pub struct Args {
     /// (the checkpoint's, eval mode).
     #[arg(long, value_parser = parser::<NormStats>(), default_value_t = NormStats::default())]
     norm_stats: NormStats,
+    /// Memory one translation may take, in MiB (0 = half of the machine's memory, or of the
+    /// cgroup's or RLIMIT_AS limit if lower). A larger image fails with the estimate it needs;
+    /// the tile policy needs little memory at any size.
+    #[arg(long, value_name = "MiB", default_value_t = 0)]
+    memory_budget: u64,
     /// Threads one translation uses at most (0 = all cores). The plugin shares its threads:
     /// with --threads 1 --workers 4 on four cores, four translations run side by side.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -112,6 +117,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         size_policy: args.size_policy,
         tile_overlap: args.tile_overlap,
         threads: args.threads,
+        memory_budget_mb: args.memory_budget,
         ..OpenOptions::default()
     };
     let model = plugin.open(args.model.path.as_deref(), options)?;

@@ -22,6 +22,11 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// Over the memory budget, or memory the system refused: the message gives the estimate,
+    /// the budget and how to change it.
+    #[error("{0}")]
+    OutOfMemory(String),
+
     #[error("cancelled")]
     Cancelled,
 

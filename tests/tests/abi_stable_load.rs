@@ -177,6 +177,7 @@ fn bench_times_inference_and_training_steps() {
         warmup: 1,
         train,
         norm_stats: NormStats::Batch,
+        memory_budget_mb: 0,
     };
     match module().bench()(request(false)) {
         RResult::ROk(r) => {

@@ -38,7 +38,8 @@ extern "C" {
     ///
     /// Errors: `P2P_ERR_NULL`, `P2P_ERR_IO` (missing/unreadable file), `P2P_ERR_CHECKPOINT` (not a
     /// checkpoint, truncated, or not a pix2pix generator), `P2P_ERR_INVALID_ARGUMENT` (options),
-    /// `P2P_ERR_UNSUPPORTED`. Thread-safe.
+    /// `P2P_ERR_UNSUPPORTED`. Thread-safe. (`opts->memory_budget_mb` is checked by each
+    /// translation, not here.)
     ///
     /// # Safety
     /// Pointers are NULL or valid as described; `path` is NUL-terminated.
@@ -91,8 +92,16 @@ extern "C" {
     ///   `out->height` and `out->channels` describe the image; `out->stride` is kept.
     ///   `out->data` may be `in->data` (in place) if the rows fit.
     ///
+    /// Memory: the translation's peak is estimated from the network and the image size (after
+    /// the size policy) before anything of that size is allocated; over the model's budget
+    /// (`p2p_options.memory_budget_mb`, default half of the memory the process may use) the
+    /// call fails with `P2P_ERR_OUT_OF_MEMORY` and a message giving the estimate, the budget
+    /// and, for the pad and resize policies, what the tile policy would need (tiles take bounded
+    /// memory at any image size). Memory the system refuses gives the same status.
+    ///
     /// On failure `*out` is unchanged. Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`,
-    /// `P2P_ERR_BUFFER_TOO_SMALL`, `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY`.
+    /// `P2P_ERR_BUFFER_TOO_SMALL`, `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY` (over the memory
+    /// budget, see above).
     ///
     /// Thread-safe: several threads may translate with one model at once (each with its own
     /// images); results do not depend on concurrency.
@@ -128,7 +137,8 @@ extern "C" {
     ///
     /// On failure `*out` is unchanged. Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`
     /// (including an unknown format or a too-small `struct_size`), `P2P_ERR_BUFFER_TOO_SMALL`,
-    /// `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY`. Thread-safe as `p2p_translate`.
+    /// `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY` (over the memory budget, as `p2p_translate`).
+    /// Thread-safe as `p2p_translate`.
     ///
     /// # Safety
     /// `m` is NULL or a live model; `in`/`out` are NULL or valid for `struct_size` bytes, and their
@@ -210,8 +220,10 @@ extern "C" {
     ///
     /// Blocks until the run ends. Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT` (not UTF-8,
     /// unknown flags), `P2P_ERR_CONFIG` (the message names the key and line), `P2P_ERR_IO`,
-    /// `P2P_ERR_IMAGE`, `P2P_ERR_CHECKPOINT`, `P2P_ERR_CANCELLED`, `P2P_ERR_COMPUTE`.
-    /// Several runs may proceed at once on different threads if their output folders differ.
+    /// `P2P_ERR_IMAGE`, `P2P_ERR_CHECKPOINT`, `P2P_ERR_CANCELLED`, `P2P_ERR_COMPUTE`,
+    /// `P2P_ERR_OUT_OF_MEMORY` (a training step's estimate, from the networks, batch size and
+    /// crop, exceeds `train.memory_budget_mb` of the config, default half of the memory the
+    /// process may use; checked before the networks are built). Several runs may proceed at once on different threads if their output folders differ.
     ///
     /// # Safety
     /// `config_toml` is NULL or NUL-terminated; `cb` does not unwind into the library.
@@ -243,7 +255,8 @@ extern "C" {
     /// - `html_dir`: NULL, or a folder to write an HTML page of input | output | target rows into.
     ///
     /// Errors: `P2P_ERR_NULL`, `P2P_ERR_INVALID_ARGUMENT`, `P2P_ERR_IO`, `P2P_ERR_IMAGE`,
-    /// `P2P_ERR_COMPUTE`. Thread-safe (several evaluations may share one model).
+    /// `P2P_ERR_COMPUTE`, `P2P_ERR_OUT_OF_MEMORY` (a pair over the model's memory budget, as
+    /// `p2p_translate`). Thread-safe (several evaluations may share one model).
     ///
     /// # Safety
     /// `m` is NULL or a live model; strings are NULL or NUL-terminated; `out` is NULL or writable.

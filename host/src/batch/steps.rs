@@ -186,6 +186,14 @@ impl Step {
                     (None, Some(b)) => (scale(w, b, h), b),
                     (None, None) => (w, h),
                 };
+                // One side given, the other follows the aspect ratio: checked here, where the
+                // input's size is known (the config checks what it states).
+                if u64::from(nw) * u64::from(nh) > crate::pipeline::config::MAX_RESIZE_PIXELS {
+                    bail!(
+                        "resizing {w}x{h} to {nw}x{nh} exceeds {} pixels (the limit of a resize step)",
+                        crate::pipeline::config::MAX_RESIZE_PIXELS
+                    );
+                }
                 img.resize_exact(nw, nh, filter_type(filter))
             }
             Step::Flip(FlipDirection::Horizontal) => img.fliph(),

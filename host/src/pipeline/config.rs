@@ -75,6 +75,9 @@ struct ModelSection {
     /// Threads inside one translation; 0 = all cores.
     #[serde(default)]
     threads: u32,
+    /// Memory one translation may take, in MiB; 0 = the plugin's default.
+    #[serde(default)]
+    memory_budget_mb: u64,
 }
 
 /// One `[[step]]`: every op's keys, so positions stay exact; [`OPS`] says which op takes which.
@@ -96,6 +99,12 @@ struct StepSection {
     with: Option<Spanned<ConcatWith>>,
     side: Option<Spanned<Side>>,
 }
+
+/// The largest side a `resize` step makes: 65535 (what the image formats written hold).
+pub const MAX_RESIZE_SIDE: u32 = 65_535;
+/// The most pixels a `resize` step makes: 2^28 (1 GiB as 8-bit RGBA), the plugin's limit for a
+/// translated image too.
+pub const MAX_RESIZE_PIXELS: u64 = 1 << 28;
 
 /// The ops and the keys each takes (besides `op`).
 pub const OPS: &[(&str, &[&str])] = &[
@@ -133,6 +142,8 @@ pub struct ModelDecl {
     pub path: Option<PathBuf>,
     pub norm_stats: NormStats,
     pub threads: u32,
+    /// Memory one translation may take, in MiB; 0 = the plugin's default.
+    pub memory_budget_mb: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -215,6 +226,7 @@ pub fn parse(src: &str, file: &str, base: &Path) -> Result<Pipeline> {
             path: m.path.as_ref().map(|p| base.join(p)),
             norm_stats: m.norm_stats.0,
             threads: m.threads,
+            memory_budget_mb: m.memory_budget_mb,
         });
     }
 
@@ -305,6 +317,22 @@ fn step(
         }
         "resize" => {
             let (width, height) = (positive(&s.width, "width")?, positive(&s.height, "height")?);
+            for (v, key) in [(&s.width, "width"), (&s.height, "height")] {
+                if let Some(v) = v.as_ref().filter(|v| *v.get_ref() > MAX_RESIZE_SIDE) {
+                    return Err(at(
+                        v.span(),
+                        format!("{key} {} exceeds {MAX_RESIZE_SIDE} (the largest side a resize step makes)", v.get_ref()),
+                    ));
+                }
+            }
+            if let (Some(w), Some(h)) = (width, height) {
+                if u64::from(w) * u64::from(h) > MAX_RESIZE_PIXELS {
+                    return Err(at(
+                        s.width.as_ref().map(Spanned::span).unwrap_or(0..0),
+                        format!("width × height = {w}x{h} exceeds {MAX_RESIZE_PIXELS} pixels (the limit of a resize step)"),
+                    ));
+                }
+            }
             if width.is_none() && height.is_none() {
                 return Err(at(
                     s.op.span(),
@@ -338,6 +366,7 @@ fn step(
                             path: None,
                             norm_stats: NormStats::default(),
                             threads: 0,
+                            memory_budget_mb: 0,
                         });
                         0
                     }

@@ -81,6 +81,10 @@ pub struct Args {
     /// SLURM_ARRAY_TASK_COUNT).
     #[arg(long, value_name = "K/N|auto")]
     shard: Option<ShardSpec>,
+    /// Memory one translation may take, in MiB (default: half of the machine's memory, or of
+    /// the cgroup's or RLIMIT_AS limit if lower); overrides `[[model]] memory_budget_mb`.
+    #[arg(long, value_name = "MiB")]
+    memory_budget: Option<u64>,
     #[command(flatten)]
     plugin: PluginArg,
 }
@@ -111,7 +115,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         .map(|(index, f)| Job { index, path: f.path.clone() })
         .collect();
 
-    let steps = open_steps(&p, &args.plugin)?;
+    let steps = open_steps(&p, &args.plugin, args.memory_budget)?;
     let shard_note = shard
         .map(|s| format!(" (shard {}/{}: {})", s.index, s.count, jobs.len()))
         .unwrap_or_default();
@@ -162,7 +166,11 @@ fn model_label(p: &config::Pipeline) -> String {
 
 /// Opens one model instance per distinct translate configuration and builds the steps. The
 /// plugin is loaded only when a step translates.
-fn open_steps(p: &config::Pipeline, plugin_arg: &PluginArg) -> Result<Vec<Step>> {
+fn open_steps(
+    p: &config::Pipeline,
+    plugin_arg: &PluginArg,
+    memory_budget: Option<u64>,
+) -> Result<Vec<Step>> {
     let needs_plugin = p.steps.iter().any(|s| matches!(s, StepSpec::Translate(_)));
     let plugin: Option<Plugin> = if needs_plugin { Some(plugin_arg.load()?) } else { None };
     let mut open: HashMap<TranslateSpec, Arc<Model>> = HashMap::new();
@@ -184,6 +192,7 @@ fn open_steps(p: &config::Pipeline, plugin_arg: &PluginArg) -> Result<Vec<Step>>
                             size_policy: t.size_policy,
                             tile_overlap: t.tile_overlap,
                             threads: decl.threads,
+                            memory_budget_mb: memory_budget.unwrap_or(decl.memory_budget_mb),
                             ..OpenOptions::default()
                         };
                         let plugin = plugin.as_ref().context("internal: plugin not loaded")?;

@@ -277,6 +277,7 @@ extern "C" fn bench(request: ffi::BenchRequest) -> RResult<ffi::BenchReport, RSt
             warmup: request.warmup as usize,
             train: request.train,
             norm_stats: request.norm_stats,
+            memory_budget_mb: request.memory_budget_mb,
         };
         let t = api::bench(&spec)?;
         Ok(ffi::BenchReport { infer_ms: t.infer_ms.into(), train_step_ms: t.train_step_ms.into() })

@@ -12,6 +12,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::filter::memory::{try_vec, try_with_capacity};
 
 pub use pix2pix_ffi::SampleFormat;
 
@@ -171,7 +172,7 @@ impl<'a> ImageView<'a> {
             ));
         }
         let (w, h) = (self.width, self.height);
-        let mut out = Vec::with_capacity(w * h * channels);
+        let mut out = try_with_capacity(w * h * channels, "the input image in f32")?;
         let mut row = Vec::with_capacity(w * self.channels);
         for y in 0..h {
             row.clear();
@@ -248,7 +249,7 @@ impl Image {
         let alpha = has_alpha(alpha_of.channels);
         let channels = c + alpha as usize;
         let bytes = format.bytes();
-        let mut data = Vec::with_capacity(w * h * channels * bytes);
+        let mut data = try_with_capacity(w * h * channels * bytes, "the output image")?;
         let push = |data: &mut Vec<u8>, v: f32| match format {
             SampleFormat::U8 => data.push((v.clamp(0.0, 1.0) * 255.0).round() as u8),
             SampleFormat::U16 => data
@@ -306,7 +307,7 @@ pub fn images_to_tensor(imgs: &[ImageF32]) -> Result<Tensor> {
     };
     let (w, h, c) = (first.width, first.height, first.channels);
     let plane = w * h;
-    let mut v = vec![0f32; imgs.len() * c * plane];
+    let mut v = try_vec(imgs.len() * c * plane, 0f32, "the input tensor")?;
     for (k, img) in imgs.iter().enumerate() {
         if (img.width, img.height, img.channels) != (w, h, c) || img.data.len() < plane * c {
             return Err(Error::invalid(
@@ -339,15 +340,15 @@ pub fn tensor_to_images(t: &Tensor) -> Result<Vec<ImageF32>> {
     let plane = w * h;
     let images = (0..n).map(|k| {
         let v = &v[k * c * plane..(k + 1) * c * plane];
-        let mut data = Vec::with_capacity(plane * c);
+        let mut data = try_with_capacity(plane * c, "the output image in f32")?;
         for i in 0..plane {
             for ch in 0..c {
                 data.push(unit(v[ch * plane + i]));
             }
         }
-        ImageF32 { width: w, height: h, channels: c, data }
+        Ok(ImageF32 { width: w, height: h, channels: c, data })
     });
-    Ok(images.collect())
+    images.collect()
 }
 
 /// A network output in [-1, 1] as a sample in [0, 1]: `(clamp(x) + 1) / 2`, so that 8-bit

@@ -7,6 +7,7 @@
 //! ([`model::Model::translate_batch`]), shared by every face.
 
 pub mod image_tensor;
+pub mod memory;
 pub mod model;
 mod pixels;
 pub mod size_policy;

@@ -9,13 +9,13 @@ use crate::error::{Error, Result};
 use crate::filter::image_tensor::{
     images_to_tensor, tensor_to_images, Image, ImageF32, ImageU8, ImageView, SampleFormat,
 };
+use crate::filter::memory;
 use crate::filter::size_policy::{self, SizePolicy};
 use crate::filter::threads::Threads;
 use crate::filter::tiling::{self, TileGeometry};
 use crate::nets::arch::infer_generator;
 use crate::nets::forward::{Forward, Layer, NormStats};
 use crate::nets::generator::{Generator, GeneratorConfig};
-use crate::nets::norm::NormKind;
 
 /// Options fixed when a model is opened.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +34,9 @@ pub struct Options {
     pub shared_batch_stats: bool,
     /// Dropout at inference, seeded (pix2pix's noise), or off.
     pub dropout_seed: Option<u64>,
+    /// Memory one translation may take, in MiB (its estimate is checked before it starts);
+    /// 0 = the default, half of the memory the process may use ([`memory::budget`]).
+    pub memory_budget_mb: u64,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl From<&pix2pix_ffi::OpenOptions> for Options {
             private_pool: false,
             shared_batch_stats: false,
             dropout_seed: o.dropout_seed.into_option(),
+            memory_budget_mb: o.memory_budget_mb,
         }
     }
 }
@@ -147,6 +151,7 @@ impl Model {
         let config = self.config();
         let policy = self.options.size_policy;
         let (w, h) = (first.width, first.height);
+        self.check_memory(w, h, imgs.len())?;
         let net = |imgs: &[ImageF32]| self.translate_direct(imgs, shared_stats);
         // Tile keeps its bounded memory even for stride-multiple sizes.
         if policy != SizePolicy::Tile && w % config.stride() == 0 && h % config.stride() == 0 {
@@ -164,17 +169,38 @@ impl Model {
         }
     }
 
+    /// Refuses translating `n` images of `w`×`h` whose estimate exceeds the memory budget,
+    /// before anything of their size is allocated.
+    pub fn check_memory(&self, w: usize, h: usize, n: usize) -> Result<()> {
+        let policy = self.options.size_policy;
+        // A batch keeps every image's buffers and activations alive at once: n times one
+        // image's estimate bounds it (tile runs them one by one, still n times the ends).
+        let n64 = n.max(1) as u64;
+        let estimate = memory::translate_bytes(&self.config(), &self.options, w, h);
+        let hint = match policy {
+            SizePolicy::Tile => String::new(),
+            _ => format!(
+                "the tile policy needs about {} for this image",
+                memory::human(memory::translate_bytes(
+                    &self.config(),
+                    &Options { size_policy: SizePolicy::Tile, ..self.options.clone() },
+                    w,
+                    h
+                ))
+            ),
+        };
+        let what = match n {
+            0 | 1 => format!("translating a {w}x{h} image with the {} policy", policy.name()),
+            n => {
+                format!("translating {n} {w}x{h} images at once with the {} policy", policy.name())
+            }
+        };
+        memory::check(&what, estimate.saturating_mul(n64), self.options.memory_budget_mb, &hint)
+    }
+
     /// The tile policy's geometry for this network and these options.
     pub(crate) fn tile_geometry(&self) -> TileGeometry {
-        let config = self.config();
-        TileGeometry {
-            tile: config.native_size(),
-            stride: config.stride(),
-            overlap: self.options.tile_overlap,
-            // All tiles in one batch share batch-norm statistics; any other norm is per tile.
-            shared_stats: config.norm() == NormKind::Batch
-                && self.options.norm_stats == NormStats::Batch,
-        }
+        tiling::geometry(&self.config(), &self.options)
     }
 
     /// Translates an 8-bit image of any size: [`Model::translate_as`] with 8-bit output.
@@ -214,6 +240,9 @@ impl Model {
                 ));
             }
         }
+        // Before the inputs are even converted (translate_any checks again for callers that
+        // come in with converted images).
+        self.check_memory(first.width, first.height, imgs.len())?;
         self.threads.install(|| {
             let (in_channels, _) = self.config().channels();
             let srcs = imgs

@@ -6,6 +6,7 @@ use image::{imageops, ImageBuffer, Luma};
 
 use crate::error::{Error, Result};
 use crate::filter::image_tensor::ImageF32;
+use crate::filter::memory::try_vec;
 
 /// Bicubic (Catmull-Rom) resize to `to_w`×`to_h`, channel by channel, in f32 (the `image`
 /// crate clamps float results to [0, 1], as it clamps 8-bit ones to [0, 255]).
@@ -14,7 +15,7 @@ pub(crate) fn resize(img: &ImageF32, to_w: usize, to_h: usize) -> Result<ImageF3
     if img.data.len() < w * h * c {
         return Err(Error::invalid("image", "buffer smaller than its size"));
     }
-    let mut out = vec![0f32; to_w * to_h * c];
+    let mut out = try_vec(to_w * to_h * c, 0f32, "the resized image")?;
     for ch in 0..c {
         let plane: Vec<f32> = img.data.iter().skip(ch).step_by(c).copied().collect();
         let plane: ImageBuffer<Luma<f32>, Vec<f32>> =

@@ -53,10 +53,14 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::filter::image_tensor::{unit, ImageF32};
+use crate::filter::model::Options;
 use crate::filter::pixels::{crop, reflect_pad};
+use crate::nets::forward::NormStats;
+use crate::nets::generator::GeneratorConfig;
+use crate::nets::norm::NormKind;
 
 /// Tile pixels per forward pass when tiles are independent (8 tiles of 256²).
-const CHUNK_PIXELS: usize = 1 << 19;
+pub(crate) const CHUNK_PIXELS: usize = 1 << 19;
 /// Tile pixels per forward pass when tiles share batch statistics (64 tiles of 256²).
 pub(crate) const SHARED_STATS_PIXELS: usize = 1 << 22;
 
@@ -75,6 +79,17 @@ pub(crate) struct TileGeometry {
     /// Translate all tiles in one batch (shared batch-norm statistics); otherwise tile rows are
     /// streamed through a band buffer.
     pub shared_stats: bool,
+}
+
+/// The tile policy's geometry for a network and the options it was opened with.
+pub(crate) fn geometry(config: &GeneratorConfig, options: &Options) -> TileGeometry {
+    TileGeometry {
+        tile: config.native_size(),
+        stride: config.stride(),
+        overlap: options.tile_overlap,
+        // All tiles in one batch share batch-norm statistics; any other norm is per tile.
+        shared_stats: config.norm() == NormKind::Batch && options.norm_stats == NormStats::Batch,
+    }
 }
 
 /// Translates an image of any size with `net` run on tiles laid out by `geometry`.
@@ -135,7 +150,7 @@ impl Grid {
 
 /// Tile origins sit on multiples of this, so that the texture of the upsampling layers
 /// (period 2, 4, … 2^k) has the same phase in every tile and neighbours blend in step.
-fn alignment(tile: usize, stride: usize) -> usize {
+pub(crate) fn alignment(tile: usize, stride: usize) -> usize {
     stride.min(32).min(tile / 4).max(1)
 }
 

@@ -7,6 +7,7 @@ pub mod arch;
 pub mod forward;
 pub mod generator;
 pub mod layers;
+pub mod memory;
 pub mod norm;
 pub mod parameters;
 pub mod patchgan;

@@ -28,6 +28,13 @@ pub struct DiscriminatorConfig {
     pub norm: NormKind,
 }
 
+impl DiscriminatorConfig {
+    /// Trainable parameters, counted on placeholders (nothing of the network's size allocated).
+    pub fn parameters(&self) -> Result<u64> {
+        crate::nets::parameters::count(|vb| Discriminator::new(*self, vb))
+    }
+}
+
 pub struct Discriminator {
     seq: Sequential,
     pub config: DiscriminatorConfig,

@@ -127,6 +127,9 @@ section! {
         seed: u64 = 0,
         /// Hard stop after this many steps in all (counted across resumes).
         max_steps: Option<u64> = None,
+        /// Memory training may take, in MiB; 0 = half of the memory the process may use. The
+        /// estimate of a step ([`Config::check_memory`]) is checked before networks are built.
+        memory_budget_mb: u64 = 0,
     }
 }
 
@@ -234,6 +237,15 @@ fn net_g<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<GeneratorName, 
         .filter(|_| GeneratorName::REFERENCE.contains(&s.as_str()))
         .ok_or_else(|| serde::de::Error::unknown_variant(&s, GeneratorName::REFERENCE))
 }
+
+/// The largest `data.load_size` and `data.crop_size`.
+pub const MAX_SIDE: usize = 8192;
+/// The largest `model.ngf` and `model.ndf` (the reference uses 64).
+pub const MAX_FILTERS: usize = 1024;
+/// The largest `model.n_layers_d`.
+pub const MAX_LAYERS_D: usize = 10;
+/// The largest `train.batch_size`.
+pub const MAX_BATCH: usize = 4096;
 
 /// Every key at its default, commented with its range or choices: what `host train
 /// --print-config` prints. A test checks that it parses to [`Config::default()`] and names every
@@ -343,18 +355,29 @@ impl Config {
                 Ok(())
             }
         };
-        positive("data.load_size", data.load_size)?;
-        positive("data.crop_size", data.crop_size)?;
-        positive("model.ngf", model.ngf)?;
-        positive("model.ndf", model.ndf)?;
-        positive("model.n_layers_d", model.n_layers_d)?;
+        // Upper bounds keep a typo from asking for terabytes; the memory budget
+        // (`check_memory`) then decides what this machine can take.
+        let range = |key: &str, v: usize, max: usize| {
+            if v == 0 {
+                Err(loc.bad(key, "must be at least 1"))
+            } else if v > max {
+                Err(loc.bad(key, format!("{v} exceeds {max}, the largest this trainer takes")))
+            } else {
+                Ok(())
+            }
+        };
+        range("data.load_size", data.load_size, MAX_SIDE)?;
+        range("data.crop_size", data.crop_size, MAX_SIDE)?;
+        range("model.ngf", model.ngf, MAX_FILTERS)?;
+        range("model.ndf", model.ndf, MAX_FILTERS)?;
+        range("model.n_layers_d", model.n_layers_d, MAX_LAYERS_D)?;
         for (key, nc) in [("model.input_nc", model.input_nc), ("model.output_nc", model.output_nc)]
         {
             if !matches!(nc, 1 | 3) {
                 return Err(loc.bad(key, format!("{nc} must be 1 (gray) or 3 (RGB)")));
             }
         }
-        positive("train.batch_size", train.batch_size)?;
+        range("train.batch_size", train.batch_size, MAX_BATCH)?;
         if let Some(n) = data.max_dataset_size {
             positive("data.max_dataset_size", n)?;
         }
@@ -414,6 +437,30 @@ impl Config {
             return Err(loc.bad("train.lr_decay_iters", "must be at least 1"));
         }
         Ok(())
+    }
+
+    /// Refuses a configuration whose training step is estimated to need more than the memory
+    /// budget (`train.memory_budget_mb`), before any network is built. The side is the crop
+    /// (or `load_size` when not cropping: with `preprocess = "none"` the data decides, and this
+    /// is a guess).
+    pub fn check_memory(&self) -> Result<()> {
+        let (g, d) = (self.generator_config(), self.discriminator_config());
+        let (gp, dp) = (g.parameters()?, d.parameters()?);
+        let side =
+            if self.data.preprocess.crops() { self.data.crop_size } else { self.data.load_size };
+        let n = self.train.batch_size;
+        let estimate = crate::nets::memory::train_step_bytes(&g, gp, &d, dp, n, side, side);
+        crate::filter::memory::check(
+            &format!(
+                "training {} (model.ngf = {}, model.ndf = {}) on batches of {n} (train.batch_size) at {side}x{side} (data.crop_size / data.load_size)",
+                self.model.net_g.name(),
+                self.model.ngf,
+                self.model.ndf
+            ),
+            estimate,
+            self.train.memory_budget_mb,
+            "smaller model.ngf, model.ndf, train.batch_size or data.crop_size need less",
+        )
     }
 
     /// The generator the `[model]` section describes.
@@ -492,5 +539,40 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("model.net_g"), "{e}");
         let e = Config::parse("[modle]\nngf = 3\n").unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn sizes_have_upper_bounds_naming_the_key() {
+        for (text, key, msg) in [
+            ("[model]\nngf = 100000\n", "model.ngf", "100000 exceeds 1024"),
+            ("[model]\nndf = 2000\n", "model.ndf", "2000 exceeds 1024"),
+            ("[data]\nload_size = 100000\n", "data.load_size", "100000 exceeds 8192"),
+            ("[data]\nload_size = 8192\ncrop_size = 9000\n", "data.crop_size", "9000 exceeds 8192"),
+            ("[train]\nbatch_size = 5000\n", "train.batch_size", "5000 exceeds 4096"),
+            ("[model]\nn_layers_d = 11\n", "model.n_layers_d", "11 exceeds 10"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            // Each case sets its key on its last line.
+            let line = format!("config line {}: `{key}`: {msg}", text.lines().count());
+            assert!(e.contains(&line), "{text}: {e}");
+        }
+        // The bounds themselves are accepted.
+        let edge = "[data]\nload_size = 8192\ncrop_size = 8192\n[model]\nngf = 1024\nndf = 1024\n";
+        assert!(Config::parse(edge).is_ok());
+    }
+
+    #[test]
+    fn memory_is_checked_against_the_budget_before_building() {
+        // In range, but a step at ngf 1024 on 8192² crops needs far more than 1 GiB.
+        let big = "[data]\nload_size = 8192\ncrop_size = 8192\n[model]\nngf = 1024\n[train]\nmemory_budget_mb = 1024\n";
+        let e = Config::parse(big).unwrap().check_memory().unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory(_)), "{e:?}");
+        let e = e.to_string();
+        assert!(e.contains("training unet_256 (model.ngf = 1024"), "{e}");
+        assert!(e.contains("over the memory budget of 1.0 GiB (set by the caller"), "{e}");
+        assert!(e.contains("train.memory_budget_mb"), "{e}");
+        // The reference's defaults fit in 4 GiB (weights, gradients and Adam state alone are 0.9 GiB).
+        let small = "[train]\nmemory_budget_mb = 4096\n";
+        Config::parse(small).unwrap().check_memory().unwrap();
     }
 }

@@ -62,6 +62,8 @@ pub fn evaluate(
             ),
         ));
     }
+    // Every pair runs at size × size: one check of the model's memory budget covers them.
+    model.check_memory(size, size, 1)?;
     let ds = Dataset::aligned(data, direction)?;
     let (in_nc, out_nc) = model.config().channels();
     if let Some(dir) = html_dir {

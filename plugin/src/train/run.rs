@@ -120,6 +120,7 @@ fn resumed(
 
 pub fn train(config_text: &str, resume: bool, report: &mut dyn Reporter) -> Result<TrainSummary> {
     let cfg = Config::parse(config_text)?;
+    cfg.check_memory()?;
     let ds =
         Arc::new(Dataset::open(&cfg.data)?.with_channels(cfg.model.input_nc, cfg.model.output_nc));
     for w in &ds.warnings {

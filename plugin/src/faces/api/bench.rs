@@ -13,6 +13,7 @@ use crate::faces::api::error::{ApiError, ApiResult};
 use crate::filter::image_tensor::MAX_PIXELS;
 use crate::nets::forward::{Forward, Layer, NormStats};
 use crate::nets::generator::{Generator, GeneratorConfig};
+use crate::nets::memory;
 use crate::nets::norm::NormKind;
 use crate::nets::patchgan::{DiscriminatorConfig, DiscriminatorKind};
 use crate::train;
@@ -35,6 +36,9 @@ pub struct BenchSpec {
     /// Statistics the timed inference normalises with: the input's own (the paper's protocol),
     /// or the running ones (PyTorch's eval mode, what other runtimes are usually timed in).
     pub norm_stats: NormStats,
+    /// Memory the benchmark may take, in MiB; 0 = the default budget
+    /// ([`crate::filter::memory::budget`]).
+    pub memory_budget_mb: u64,
 }
 
 /// Milliseconds per timed iteration.
@@ -116,6 +120,7 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
             spec.batch, spec.size, spec.size
         )));
     }
+    check_memory(spec, &config, parameters)?;
     let shape = (spec.batch, 3, spec.size, spec.size);
     // Inputs in [-1, 1], as images are.
     let x = Tensor::randn(0f32, 0.5, shape, &Device::Cpu)
@@ -133,12 +138,7 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
     let mut train_step_ms = Vec::new();
     if spec.train {
         // The reference's defaults: basic PatchGAN with ndf = ngf, batch norm, vanilla GAN + 100·L1.
-        let d = DiscriminatorConfig {
-            kind: DiscriminatorKind::NLayer(3),
-            in_channels: 6,
-            ndf: spec.ngf,
-            norm: NormKind::Batch,
-        };
+        let d = reference_discriminator(spec.ngf);
         let mut trainer = Trainer::new(config, d, Settings::default(), 2e-4)?;
         trainer.init_weights(
             InitType::Normal,
@@ -155,6 +155,45 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
         })?;
     }
     Ok(BenchTimes { infer_ms, train_step_ms })
+}
+
+/// Refuses a benchmark whose estimated memory exceeds its budget: the generator's weights
+/// (twice: initialised, then frozen), the inputs and the forward peak; with training, a
+/// training step of G and the reference's D.
+fn check_memory(spec: &BenchSpec, config: &GeneratorConfig, parameters: u64) -> ApiResult<()> {
+    let (n, side) = (spec.batch, spec.size);
+    let inputs = 2 * 4 * (n * 3 * side * side) as u64;
+    let mut estimate = (8 * parameters)
+        .saturating_add(inputs)
+        .saturating_add(memory::forward_peak(config, n, side, side, false));
+    if spec.train {
+        let d = reference_discriminator(spec.ngf);
+        let d_parameters = d.parameters().map_err(Error::from)?;
+        let step = memory::train_step_bytes(config, parameters, &d, d_parameters, n, side, side);
+        estimate = estimate.max(inputs.saturating_add(step));
+    }
+    let what = format!(
+        "benchmarking {} ngf {} at batch {n} of {side}x{side}{}",
+        spec.net_g,
+        spec.ngf,
+        if spec.train { " with training steps" } else { "" }
+    );
+    Ok(crate::filter::memory::check(
+        &what,
+        estimate,
+        spec.memory_budget_mb,
+        "a smaller --size or --batch needs less",
+    )?)
+}
+
+/// The reference's defaults: basic PatchGAN with ndf = ngf, batch norm, on RGB pairs.
+fn reference_discriminator(ngf: usize) -> DiscriminatorConfig {
+    DiscriminatorConfig {
+        kind: DiscriminatorKind::NLayer(3),
+        in_channels: 6,
+        ndf: ngf,
+        norm: NormKind::Batch,
+    }
 }
 
 /// Runs `f` `warmup + iters` times and returns the milliseconds of the last `iters` runs.
@@ -221,6 +260,7 @@ mod tests {
             warmup: 0,
             train: false,
             norm_stats: NormStats::Batch,
+            memory_budget_mb: 0,
         };
         for bad in [
             BenchSpec { ngf: 0, ..ok.clone() },

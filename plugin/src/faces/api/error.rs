@@ -56,6 +56,7 @@ impl From<Error> for ApiError {
             Error::Image { .. } => ErrorKind::Image,
             Error::Config(_) => ErrorKind::Config,
             Error::Cancelled => ErrorKind::Cancelled,
+            Error::OutOfMemory(_) => ErrorKind::OutOfMemory,
             Error::Candle(_) => ErrorKind::Compute,
         };
         Self { kind, message: e.to_string() }

@@ -235,6 +235,9 @@ unsafe fn read_options(p: *const p2p_options) -> ApiResult<Options> {
     if flags & P2P_OPT_DROPOUT != 0 {
         o.dropout_seed = Some(read_field!(p, size, p2p_options, dropout_seed).unwrap_or(0));
     }
+    if let Some(v) = read_field!(p, size, p2p_options, memory_budget_mb) {
+        o.memory_budget_mb = v;
+    }
     Ok(o)
 }
 
@@ -1023,6 +1026,7 @@ mod tests {
             threads: 2,
             flags: P2P_OPT_DROPOUT,
             dropout_seed: 5,
+            memory_budget_mb: 300,
         };
         // SAFETY: pointers to live `p2p_options`.
         let o = unsafe { read_options(&full) }.unwrap();
@@ -1030,6 +1034,11 @@ mod tests {
             (o.norm_stats, o.size_policy, o.tile_overlap, o.threads, o.dropout_seed),
             (NormStats::Running, SizePolicy::Resize, 8, 2, Some(5))
         );
+        assert_eq!(o.memory_budget_mb, 300);
+        // A caller compiled before `memory_budget_mb` gets the default budget.
+        let before = p2p_options { struct_size: offset_of!(p2p_options, memory_budget_mb), ..full };
+        // SAFETY: as above (a shorter struct_size reads less).
+        assert_eq!(unsafe { read_options(&before) }.unwrap().memory_budget_mb, 0);
         let old = p2p_options {
             struct_size: offset_of!(p2p_options, tile_overlap),
             flags: 0xFFFF,
