@@ -1,29 +1,9 @@
 //! `host`: the command-line host of `libpix2pix.so`. It loads the plugin at run time through
 //! its abi_stable root module (`pix2pix_ffi::Pix2PixModRef`) and never links the networks.
 
-mod atomic;
-mod batch;
-mod bench;
-mod cancel;
-mod eval;
-mod exit;
-mod export;
-mod file_check;
-mod imageio;
-mod info;
-mod inputs;
-mod jpeg_check;
-mod no_replace;
-mod outputs;
-mod pipeline;
-mod plugin;
-mod run;
-mod settings;
-mod shard;
-mod train;
-mod train_overwrite;
-
 use std::process::ExitCode;
+
+use host::{bench, eval, exit, export, info, pipeline, plugin, run, train};
 
 use clap::{Parser, Subcommand};
 
