@@ -110,10 +110,11 @@ pub fn main(args: Args) -> Result<ExitCode> {
         println!("{name} {m:.3}");
         Ok(())
     };
-    line("infer_ms", &infer)?;
+    // Throughput first: the medians stay the last lines, which scripts read.
     if let Some(m) = median(&infer).filter(|m| *m > 0.0) {
         println!("images_per_s {:.3}", args.batch as f64 * 1e3 / m);
     }
+    line("infer_ms", &infer)?;
     if args.train {
         line("train_step_ms", &r.train_step_ms.to_vec())?;
     }

@@ -170,7 +170,9 @@ extern "C" {
     ///
     /// Everything is checked, and every library buffer allocated, before any output is written:
     /// on failure no `out[i]` and no caller buffer is changed. Errors: those of
-    /// `p2p_translate_ex`, their messages naming the element (`in[i]`, `out[i]`).
+    /// `p2p_translate_ex`, their messages naming the element (`in[i]`, `out[i]`);
+    /// `P2P_ERR_OUT_OF_MEMORY` when `n` times one image's estimate exceeds the memory budget
+    /// (a batch keeps all its images in memory at once).
     /// Thread-safe as `p2p_translate`.
     ///
     /// # Safety

@@ -249,8 +249,11 @@ impl Model {
                 .iter()
                 .enumerate()
                 .map(|(i, img)| {
-                    img.to_channels(in_channels)
-                        .map_err(|e| Error::invalid(format!("batch image {i}"), e.to_string()))
+                    // A single image's error is the image's own; in a batch it names the index.
+                    img.to_channels(in_channels).map_err(|e| match imgs.len() {
+                        1 => e,
+                        _ => Error::invalid(format!("batch image {i}"), e.to_string()),
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             let outs = self.translate_any(&srcs, shared_stats)?;
