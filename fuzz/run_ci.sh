@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 seconds="${FUZZ_SECONDS:-15}"
-targets=(pth safetensors pickle)
+targets=(pth safetensors pickle train_config pipeline_config translate)
 command -v cargo-fuzz >/dev/null || { echo "run_ci.sh: cargo-fuzz is not installed (cargo install cargo-fuzz)" >&2; exit 2; }
 work="$(mktemp -d)"
 echo "fuzz work folder: $work"
