@@ -10,7 +10,8 @@
 //! `memory.limit_in_bytes`) and, under `RLIMIT_AS`, the address space left below that limit.
 //! Half, because the estimate is of one request and the process has other needs (the model's
 //! weights, the host's decoded images, other requests in flight); a caller that knows better
-//! sets the budget itself (`memory_budget_mb`; `--memory-budget` in `host`).
+//! sets the budget itself (`memory_budget_mb`; `--memory-budget` in `host`), up to all of the
+//! memory the process may use: a larger setting is capped there.
 
 use crate::error::{Error, Result};
 use crate::filter::model::Options;
@@ -27,10 +28,16 @@ pub const HOW_TO_SET: &str =
 
 /// The budget in bytes for a setting in MiB (0: the default), and how it was chosen.
 pub fn budget(memory_budget_mb: u64) -> (u64, String) {
-    if memory_budget_mb != 0 {
-        return (memory_budget_mb.saturating_mul(MIB), "set by the caller".into());
-    }
     let (limit, source) = memory_limit();
+    if memory_budget_mb != 0 {
+        let set = memory_budget_mb.saturating_mul(MIB);
+        // Beyond what the process may use, the allocation would fail inside an infallible
+        // kernel (an abort): a caller's budget is capped there.
+        if set > limit {
+            return (limit, format!("set by the caller to {}, capped at {source}", human(set)));
+        }
+        return (set, "set by the caller".into());
+    }
     (limit / 2, format!("the default: half of {source}"))
 }
 
@@ -189,4 +196,18 @@ pub fn try_with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
         Error::OutOfMemory(format!("cannot allocate {} for {what}", human(bytes)))
     })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_callers_budget_is_capped_at_the_memory_the_process_may_use() {
+        let (limit, _) = memory_limit();
+        let (b, source) = budget(u64::MAX / MIB);
+        assert_eq!(b, limit, "{source}");
+        assert!(source.contains("capped"), "{source}");
+        assert_eq!(budget(64), (64 * MIB, "set by the caller".to_string()));
+    }
 }
