@@ -138,7 +138,8 @@ pub struct p2p_options {
     /// `RLIMIT_AS`). Each translation's peak is estimated from the network and the image size
     /// before anything of that size is allocated; over the budget it fails with
     /// `P2P_ERR_OUT_OF_MEMORY` and a message giving the estimate and the budget (the tile size
-    /// policy translates images of any size in bounded memory). Added after `dropout_seed`:
+    /// policy translates images of any size in bounded memory). A budget above the memory the
+    /// process may use is capped there. Added after `dropout_seed`:
     /// callers whose `struct_size` ends before it get the default.
     pub memory_budget_mb: u64,
 }
