@@ -288,6 +288,8 @@ mod tests {
     use pix2pix_ffi::GeneratorName;
 
     const CHILD: &str = "PIX2PIX_MEMORY_PEAK_CHILD";
+    /// Where the child writes its measurement (a file: the library prints nothing).
+    const CHILD_OUT: &str = "PIX2PIX_MEMORY_PEAK_OUT";
 
     fn networks() -> Vec<(&'static str, GeneratorConfig, usize)> {
         let unet = GeneratorName::Unet { side: 128 };
@@ -306,7 +308,7 @@ mod tests {
     }
 
     /// In the child: one forward pass of network `i` on a `side`² image, its peak resident
-    /// memory above what was resident before it (VmHWM − VmRSS), printed for the parent.
+    /// memory above what was resident before it (VmHWM − VmRSS), written for the parent.
     fn child(i: usize) {
         let (_, config, side) = networks()[i];
         let g = random_generator(config).expect("generator");
@@ -320,7 +322,9 @@ mod tests {
         let y = g.forward(&x, &f).expect("forward");
         let peak = status_kib("VmHWM:");
         drop(y);
-        println!("PEAK_BYTES {}", (peak.saturating_sub(before)) * 1024);
+        let out = std::env::var(CHILD_OUT).expect("output path");
+        std::fs::write(out, ((peak.saturating_sub(before)) * 1024).to_string())
+            .expect("write peak");
     }
 
     /// The estimate bounds the real peak, measured in a fresh process by the kernel's own
@@ -332,26 +336,30 @@ mod tests {
             return child(i.parse().expect("child index"));
         }
         let exe = std::env::current_exe().expect("test executable");
+        let dir = std::env::temp_dir().join(format!("pix2pix-memory-peak-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
         for (i, (name, config, side)) in networks().into_iter().enumerate() {
+            let peak_file = dir.join(format!("peak-{i}"));
             let out = std::process::Command::new(&exe)
                 .args(["nets::memory::tests::estimate_bounds_real_peak", "--exact", "--nocapture"])
                 .args(["--test-threads", "1"])
                 .env(CHILD, i.to_string())
+                .env(CHILD_OUT, &peak_file)
                 .output()
                 .expect("child");
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "{name}: child failed: {text}");
-            let measured: u64 = text
-                .lines()
-                .find_map(|l| l.split("PEAK_BYTES ").nth(1))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                .unwrap_or_else(|| panic!("{name}: no peak in {text}"));
+            let measured: u64 = std::fs::read_to_string(&peak_file)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name}: no peak written ({text})"));
             let estimate = forward_peak(&config, 1, side, side, false);
             assert!(
                 measured <= estimate && estimate <= 4 * measured,
                 "{name} at {side}²: measured peak {measured} bytes, estimate {estimate}"
             );
         }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
