@@ -98,12 +98,18 @@ pub fn human(n: u64) -> String {
 }
 
 /// Refuses `what`, estimated at `estimate` bytes, when it exceeds the budget of `memory_budget_mb`
-/// (0: the default); `hint` (may be empty) says how to need less.
-pub fn check(what: &str, estimate: u64, memory_budget_mb: u64, hint: &str) -> Result<()> {
+/// (0: the default); `hint` (may be empty) says how to need less, made only on refusal.
+pub fn check(
+    what: &str,
+    estimate: u64,
+    memory_budget_mb: u64,
+    hint: impl FnOnce() -> String,
+) -> Result<()> {
     let (budget, source) = budget(memory_budget_mb);
     if estimate <= budget {
         return Ok(());
     }
+    let hint = hint();
     let hint = if hint.is_empty() { String::new() } else { format!("; {hint}") };
     Err(Error::OutOfMemory(format!(
         "{what} needs about {} (estimate), over the memory budget of {} ({source}; {HOW_TO_SET}){hint}",

@@ -151,7 +151,6 @@ impl Model {
         let config = self.config();
         let policy = self.options.size_policy;
         let (w, h) = (first.width, first.height);
-        self.check_memory(w, h, imgs.len())?;
         let net = |imgs: &[ImageF32]| self.translate_direct(imgs, shared_stats);
         // Tile keeps its bounded memory even for stride-multiple sizes.
         if policy != SizePolicy::Tile && w % config.stride() == 0 && h % config.stride() == 0 {
@@ -177,7 +176,8 @@ impl Model {
         // image's estimate bounds it (tile runs them one by one, still n times the ends).
         let n64 = n.max(1) as u64;
         let estimate = memory::translate_bytes(&self.config(), &self.options, w, h);
-        let hint = match policy {
+        // The tile policy's estimate, only for the message of a refusal.
+        let hint = || match policy {
             SizePolicy::Tile => String::new(),
             _ => format!(
                 "the tile policy needs about {} for this image",
@@ -195,7 +195,7 @@ impl Model {
                 format!("translating {n} {w}x{h} images at once with the {} policy", policy.name())
             }
         };
-        memory::check(&what, estimate.saturating_mul(n64), self.options.memory_budget_mb, &hint)
+        memory::check(&what, estimate.saturating_mul(n64), self.options.memory_budget_mb, hint)
     }
 
     /// The tile policy's geometry for this network and these options.
@@ -240,8 +240,8 @@ impl Model {
                 ));
             }
         }
-        // Before the inputs are even converted (translate_any checks again for callers that
-        // come in with converted images).
+        // Before the inputs are even converted: translate_any (this function's alone) does not
+        // check again.
         self.check_memory(first.width, first.height, imgs.len())?;
         self.threads.install(|| {
             let (in_channels, _) = self.config().channels();

@@ -459,7 +459,7 @@ impl Config {
             ),
             estimate,
             self.train.memory_budget_mb,
-            "smaller model.ngf, model.ndf, train.batch_size or data.crop_size need less",
+            || "smaller model.ngf, model.ndf, train.batch_size or data.crop_size need less".into(),
         )
     }
 

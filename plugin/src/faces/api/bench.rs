@@ -178,12 +178,9 @@ fn check_memory(spec: &BenchSpec, config: &GeneratorConfig, parameters: u64) -> 
         spec.ngf,
         if spec.train { " with training steps" } else { "" }
     );
-    Ok(crate::filter::memory::check(
-        &what,
-        estimate,
-        spec.memory_budget_mb,
-        "a smaller --size or --batch needs less",
-    )?)
+    Ok(crate::filter::memory::check(&what, estimate, spec.memory_budget_mb, || {
+        "a smaller --size or --batch needs less".into()
+    })?)
 }
 
 /// The reference's defaults: basic PatchGAN with ndf = ngf, batch norm, on RGB pairs.
