@@ -54,6 +54,17 @@
 // Normalise with the running statistics stored in the checkpoint (PyTorch's eval mode).
 #define P2P_NORM_STATS_RUNNING 2
 
+// `p2p_options.precision`: the library's default (`P2P_PRECISION_F32`).
+#define P2P_PRECISION_DEFAULT 0
+
+// f32 products: matches the PyTorch reference to float precision.
+#define P2P_PRECISION_F32 1
+
+// bf16 products accumulated in f32 on CPUs with AVX512_BF16 (faster; outputs differ from f32
+// by about a level in 255). Where the CPU lacks AVX512_BF16 the model runs in f32 instead;
+// `p2p_model_info.precision` says which a model runs in.
+#define P2P_PRECISION_BF16 2
+
 // `p2p_options.size_policy`: the library's default (`P2P_SIZE_POLICY_PAD`).
 #define P2P_SIZE_POLICY_DEFAULT 0
 
@@ -151,6 +162,9 @@ typedef struct p2p_options {
     // process may use is capped there. Added after `dropout_seed`:
     // callers whose `struct_size` ends before it get the default.
     uint64_t memory_budget_mb;
+    // `P2P_PRECISION_*`; 0 = default (f32). Added after `memory_budget_mb`: callers whose
+    // `struct_size` ends before it get the default.
+    uint32_t precision;
 } p2p_options;
 
 // What a model is, as read off its checkpoint, and the options it was opened with.
@@ -179,6 +193,9 @@ typedef struct p2p_model_info {
     uint32_t norm_stats;
     // Trainable parameters (normalisation running statistics not counted).
     uint64_t parameters;
+    // `P2P_PRECISION_*` the model runs in (never `P2P_PRECISION_DEFAULT`): `P2P_PRECISION_F32`
+    // where bf16 was asked for on a CPU without AVX512_BF16. Added after `parameters`.
+    uint32_t precision;
 } p2p_model_info;
 
 // An 8-bit image: `height` rows of `width` pixels of `channels` interleaved samples

@@ -55,6 +55,15 @@ pub const P2P_NORM_STATS_BATCH: u32 = 1;
 /// Normalise with the running statistics stored in the checkpoint (PyTorch's eval mode).
 pub const P2P_NORM_STATS_RUNNING: u32 = 2;
 
+/// `p2p_options.precision`: the library's default (`P2P_PRECISION_F32`).
+pub const P2P_PRECISION_DEFAULT: u32 = 0;
+/// f32 products: matches the PyTorch reference to float precision.
+pub const P2P_PRECISION_F32: u32 = 1;
+/// bf16 products accumulated in f32 on CPUs with AVX512_BF16 (faster; outputs differ from f32
+/// by about a level in 255). Where the CPU lacks AVX512_BF16 the model runs in f32 instead;
+/// `p2p_model_info.precision` says which a model runs in.
+pub const P2P_PRECISION_BF16: u32 = 2;
+
 /// `p2p_options.size_policy`: the library's default (`P2P_SIZE_POLICY_PAD`).
 pub const P2P_SIZE_POLICY_DEFAULT: u32 = 0;
 /// Resize to the network's native size, translate, resize back.
@@ -142,6 +151,9 @@ pub struct p2p_options {
     /// process may use is capped there. Added after `dropout_seed`:
     /// callers whose `struct_size` ends before it get the default.
     pub memory_budget_mb: u64,
+    /// `P2P_PRECISION_*`; 0 = default (f32). Added after `memory_budget_mb`: callers whose
+    /// `struct_size` ends before it get the default.
+    pub precision: u32,
 }
 
 /// An 8-bit image: `height` rows of `width` pixels of `channels` interleaved samples
@@ -247,6 +259,9 @@ pub struct p2p_model_info {
     pub norm_stats: u32,
     /// Trainable parameters (normalisation running statistics not counted).
     pub parameters: u64,
+    /// `P2P_PRECISION_*` the model runs in (never `P2P_PRECISION_DEFAULT`): `P2P_PRECISION_F32`
+    /// where bf16 was asked for on a CPU without AVX512_BF16. Added after `parameters`.
+    pub precision: u32,
 }
 
 impl Default for p2p_model_info {
@@ -264,6 +279,7 @@ impl Default for p2p_model_info {
             size_policy: 0,
             norm_stats: 0,
             parameters: 0,
+            precision: 0,
         }
     }
 }
@@ -343,11 +359,12 @@ codes!(crate::SizePolicy, P2P_SIZE_POLICY_DEFAULT {
     Pad = P2P_SIZE_POLICY_PAD,
     Tile = P2P_SIZE_POLICY_TILE,
 });
+codes!(crate::Precision, P2P_PRECISION_DEFAULT { F32 = P2P_PRECISION_F32, Bf16 = P2P_PRECISION_BF16 });
 codes!(crate::Direction, P2P_DIRECTION_DEFAULT { AtoB = P2P_DIRECTION_A_TO_B, BtoA = P2P_DIRECTION_B_TO_A });
 
 #[cfg(test)]
 mod tests {
-    use crate::{Direction, NormStats, SizePolicy};
+    use crate::{Direction, NormStats, Precision, SizePolicy};
 
     #[test]
     fn codes_round_trip_and_defaults_agree() {
@@ -357,6 +374,10 @@ mod tests {
         for n in [NormStats::Batch, NormStats::Running] {
             assert_eq!(NormStats::from_code(n.code()), Some(n));
         }
+        for p in [Precision::F32, Precision::Bf16] {
+            assert_eq!(Precision::from_code(p.code()), Some(p));
+        }
+        assert_eq!(Precision::from_code(super::P2P_PRECISION_DEFAULT), Some(Precision::F32));
         for d in [Direction::AtoB, Direction::BtoA] {
             assert_eq!(Direction::from_code(d.code()), Some(d));
         }

@@ -25,7 +25,7 @@ pub mod output_lock;
 mod settings;
 
 pub use settings::{
-    Direction, GeneratorName, NormStats, SampleFormat, SizePolicy, DEFAULT_TILE_OVERLAP,
+    Direction, GeneratorName, NormStats, Precision, SampleFormat, SizePolicy, DEFAULT_TILE_OVERLAP,
 };
 
 /// Bumped when the C API changes incompatibly; `p2p_abi_version()` returns it.
@@ -58,6 +58,8 @@ pub struct OpenOptions {
     /// Memory one translation may take, in MiB; 0 = half of the memory the process may use.
     /// Over it a translation fails (its estimate is checked before it allocates).
     pub memory_budget_mb: u64,
+    /// The arithmetic of the convolutions' products.
+    pub precision: Precision,
 }
 
 impl Default for OpenOptions {
@@ -69,6 +71,7 @@ impl Default for OpenOptions {
             threads: 0,
             dropout_seed: ROption::RNone,
             memory_budget_mb: 0,
+            precision: Precision::F32,
         }
     }
 }
@@ -91,6 +94,9 @@ pub struct ModelInfo {
     pub parameters: u64,
     /// Where the weights came from.
     pub source: RString,
+    /// The arithmetic the model runs in: f32 where bf16 was asked for on a CPU without
+    /// AVX512_BF16.
+    pub precision: Precision,
 }
 
 /// A borrowed 8-bit image, rows `stride` bytes apart, 1 (gray), 2 (gray + alpha), 3 (RGB) or 4
@@ -234,6 +240,8 @@ pub struct BenchRequest {
     pub norm_stats: NormStats,
     /// Memory the benchmark may take, in MiB; 0 = half of the memory the process may use.
     pub memory_budget_mb: u64,
+    /// The arithmetic of the timed inference (training steps are always f32).
+    pub precision: Precision,
 }
 
 /// Per-iteration times in milliseconds.

@@ -18,6 +18,19 @@ pub enum NormStats {
     Running = 1,
 }
 
+/// The arithmetic of inference products.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// f32 throughout: matches the PyTorch reference to float precision.
+    #[default]
+    F32 = 0,
+    /// Weights and activations rounded to bf16 for the convolutions' products, accumulated in
+    /// f32, on CPUs with AVX512_BF16 (elsewhere f32 runs instead; the plugin lists the feature
+    /// `bf16` where it can). Faster; outputs differ from f32 by about a level in 255.
+    Bf16 = 1,
+}
+
 /// How images whose sides are not multiples of the network stride are translated.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -94,6 +107,7 @@ macro_rules! names {
 }
 
 names!(NormStats { Batch = "batch", Running = "running" });
+names!(Precision { F32 = "f32", Bf16 = "bf16" });
 names!(SizePolicy { Resize = "resize", Pad = "pad", Tile = "tile" });
 names!(Direction { AtoB = "AtoB", BtoA = "BtoA" });
 names!(SampleFormat { U8 = "u8", U16 = "u16", F32 = "f32" });

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use pix2pix_ffi::{BenchRequest, NormStats};
+use pix2pix_ffi::{BenchRequest, NormStats, Precision};
 
 use crate::plugin::{into_result, PluginArg};
 use crate::settings::parser;
@@ -58,6 +58,11 @@ pub struct Args {
     /// column. Training steps always use the batch's.
     #[arg(long, value_parser = parser::<NormStats>(), default_value_t = NormStats::default())]
     norm_stats: NormStats,
+    /// Arithmetic of the timed inference's convolutions: f32 (matches the reference) or bf16 (bf16 products
+    /// accumulated in f32 on CPUs with AVX512_BF16: faster, outputs within about a level of
+    /// f32's; elsewhere f32 runs, and this says so).
+    #[arg(long, value_parser = parser::<Precision>(), default_value_t = Precision::default())]
+    precision: Precision,
     /// Memory the benchmark may take, in MiB (0 = half of the machine's memory, or of the
     /// cgroup's or RLIMIT_AS limit if lower).
     #[arg(long, value_name = "MiB", default_value_t = 0)]
@@ -89,10 +94,16 @@ pub fn main(args: Args) -> Result<ExitCode> {
         train: args.train,
         norm_stats: args.norm_stats,
         memory_budget_mb: args.memory_budget,
+        precision: args.precision,
     };
     let r = into_result((plugin.module.bench())(request))?;
+    let bf16_here = plugin.info().features.split(' ').any(|f| f == "bf16");
+    let precision = match args.precision {
+        Precision::Bf16 if !bf16_here => "f32 (bf16 asked for; this CPU lacks AVX512_BF16)",
+        p => p.name(),
+    };
     eprintln!(
-        "{} ngf {} size {} batch {}, {} statistics: {} iterations after {} warm-up",
+        "{} ngf {} size {} batch {}, {} statistics, {precision}: {} iterations after {} warm-up",
         args.net_g,
         args.ngf,
         args.size,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use pix2pix_ffi::{NormStats, OpenOptions, SizePolicy, DEFAULT_TILE_OVERLAP};
+use pix2pix_ffi::{NormStats, OpenOptions, Precision, SizePolicy, DEFAULT_TILE_OVERLAP};
 
 use crate::batch::naming::NameTemplate;
 use crate::batch::runner::{self, Job, Output, Plan};
@@ -39,6 +39,11 @@ pub struct Args {
     /// (the checkpoint's, eval mode).
     #[arg(long, value_parser = parser::<NormStats>(), default_value_t = NormStats::default())]
     norm_stats: NormStats,
+    /// Arithmetic of the convolutions: f32 (matches the reference) or bf16 (bf16 products
+    /// accumulated in f32 on CPUs with AVX512_BF16: faster, outputs within about a level of
+    /// f32's; elsewhere f32 runs, and this says so).
+    #[arg(long, value_parser = parser::<Precision>(), default_value_t = Precision::default())]
+    precision: Precision,
     /// Memory one translation may take, in MiB (0 = half of the machine's memory, or of the
     /// cgroup's or RLIMIT_AS limit if lower). A larger image fails with the estimate it needs;
     /// the tile policy needs little memory at any size.
@@ -118,10 +123,12 @@ pub fn main(args: Args) -> Result<ExitCode> {
         tile_overlap: args.tile_overlap,
         threads: args.threads,
         memory_budget_mb: args.memory_budget,
+        precision: args.precision,
         ..OpenOptions::default()
     };
     let model = plugin.open(args.model.path.as_deref(), options)?;
     let info = model.info();
+    crate::settings::note_precision(args.precision, info.precision);
     let ignored = if found.ignored > 0 {
         format!(" ({} non-image files ignored)", found.ignored)
     } else {

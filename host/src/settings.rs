@@ -2,7 +2,7 @@
 //! and the pipeline TOML read them: by the contract's names, with the contract's defaults.
 
 use clap::builder::TypedValueParser;
-use pix2pix_ffi::{Direction, NormStats, SizePolicy};
+use pix2pix_ffi::{Direction, NormStats, Precision, SizePolicy};
 use serde::{Deserialize, Deserializer};
 
 /// A contract setting with its names and parser.
@@ -22,7 +22,7 @@ macro_rules! named {
     };
 }
 
-named!(SizePolicy, NormStats, Direction);
+named!(SizePolicy, NormStats, Direction, Precision);
 
 /// The clap value parser of a setting: its names as the possible values.
 pub fn parser<T: Named + Clone>() -> impl TypedValueParser<Value = T> {
@@ -40,5 +40,17 @@ impl<'de, T: Named> Deserialize<'de> for ByName<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         T::parse(&s).map(ByName).ok_or_else(|| serde::de::Error::unknown_variant(&s, T::NAMES))
+    }
+}
+
+/// Says on stderr when a model runs in another precision than asked for (bf16 on a CPU without
+/// AVX512_BF16 runs in f32).
+pub fn note_precision(asked: Precision, runs: Precision) {
+    if asked != runs {
+        eprintln!(
+            "note: precision {} asked for, running {} (this CPU lacks AVX512_BF16)",
+            asked.name(),
+            runs.name()
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use pix2pix::kernels::{bench_conv2d, bench_sgemm, bench_sgemm_bf16, isa, GemmPath};
+use pix2pix::kernels::{amx, bench_conv2d, bench_sgemm, isa, Bf16Weights, GemmPath};
 
 /// Median seconds of `n` runs of `f` after a warm-up.
 fn med(n: usize, mut f: impl FnMut()) -> f64 {
@@ -75,11 +75,29 @@ fn main() {
         } else {
             String::new()
         };
-        let bf16 = if isa::bf16_available() {
-            let t3 = med(9, || bench_sgemm_bf16(&mut c, &a, &b, m, n, k).expect("bf16 available"));
-            format!("| bf16 {:7.2} ms {:6.1} GF/s", t3 * 1e3, fl / t3 / 1e9)
-        } else {
-            "| bf16 skipped: avx512bf16 not available".into()
+        // bf16 on weights packed once (as frozen layers hold them): the AVX512_BF16 kernel,
+        // then AMX where the system has it.
+        let bf16 = match Bf16Weights::pack(&a, m, k) {
+            Err(why) => format!("| bf16 skipped: {why}"),
+            Ok(w) => {
+                let mut cols = String::new();
+                for off in [true, false] {
+                    if !off && !amx::available() {
+                        cols.push_str(" | amx skipped: not available here");
+                        continue;
+                    }
+                    amx::disable(off);
+                    let t = med(9, || w.product(&mut c, &b, n));
+                    let name = if off { "bf16" } else { "amx" };
+                    cols.push_str(&format!(
+                        " | {name} {:7.2} ms {:6.1} GF/s",
+                        t * 1e3,
+                        fl / t / 1e9
+                    ));
+                }
+                amx::disable(false);
+                cols
+            }
         };
         println!(
             "{label:<24} m{m:<6} n{n:<6} k{k:<5} gemm {:7.2} ms {:6.1} GF/s {small} {bf16}",

@@ -487,9 +487,31 @@ fn bf16_gemm_against_f32() {
         eprintln!("bf16_gemm_against_f32: skipped: avx512bf16 not available");
         return;
     }
+    // Both bf16 kernels: AMX where the CPU and system have it, and AVX512_BF16.
+    let amx = kernels::amx::available();
+    if !amx {
+        eprintln!("bf16_gemm_against_f32: AMX kernel skipped: AMX not available here");
+    }
+    for off in [false, true] {
+        if !off && !amx {
+            continue;
+        }
+        kernels::amx::disable(off);
+        bf16_gemm_cases();
+    }
+    kernels::amx::disable(false);
+    assert_eq!(kernels::to_bf16(1.0), 0x3f80);
+    assert_eq!(kernels::to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80, "ties to even");
+    assert_eq!(kernels::to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82, "ties to even");
+}
+
+fn bf16_gemm_cases() {
     let mut rng = StdRng::seed_from_u64(9);
-    // Row and column tails of the 6 × 32 tiles, odd reductions, reductions past one pass (512 pairs).
+    // Row and column tails of the 6 × 32 and 32 × 32 blocks, odd reductions, reductions past
+    // one pass (512 pairs) and past whole tiles (16 pairs).
     for (m, n, k) in [
+        (33, 31, 33),
+        (32, 64, 64),
         (1, 1, 1),
         (6, 32, 2),
         (7, 33, 3),
@@ -527,7 +549,4 @@ fn bf16_gemm_against_f32() {
             }
         }
     }
-    assert_eq!(kernels::to_bf16(1.0), 0x3f80);
-    assert_eq!(kernels::to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80, "ties to even");
-    assert_eq!(kernels::to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82, "ties to even");
 }

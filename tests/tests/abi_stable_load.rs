@@ -178,6 +178,7 @@ fn bench_times_inference_and_training_steps() {
         train,
         norm_stats: NormStats::Batch,
         memory_budget_mb: 0,
+        precision: pix2pix_ffi::Precision::F32,
     };
     match module().bench()(request(false)) {
         RResult::ROk(r) => {

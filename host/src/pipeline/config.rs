@@ -19,7 +19,7 @@ use toml::Spanned;
 use crate::batch::naming::NameTemplate;
 pub use crate::batch::steps::{ConcatWith, Filter, FlipDirection, Half, Side};
 use crate::settings::ByName;
-use pix2pix_ffi::{NormStats, SizePolicy, DEFAULT_TILE_OVERLAP};
+use pix2pix_ffi::{NormStats, Precision, SizePolicy, DEFAULT_TILE_OVERLAP};
 
 // ---- The file as written ----------------------------------------------------------------
 
@@ -78,6 +78,8 @@ struct ModelSection {
     /// Memory one translation may take, in MiB; 0 = the plugin's default.
     #[serde(default)]
     memory_budget_mb: u64,
+    #[serde(default)]
+    precision: ByName<Precision>,
 }
 
 /// One `[[step]]`: every op's keys, so positions stay exact; [`OPS`] says which op takes which.
@@ -144,6 +146,8 @@ pub struct ModelDecl {
     pub threads: u32,
     /// Memory one translation may take, in MiB; 0 = the plugin's default.
     pub memory_budget_mb: u64,
+    /// Arithmetic of the convolutions (bf16 where the CPU has AVX512_BF16).
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -227,6 +231,7 @@ pub fn parse(src: &str, file: &str, base: &Path) -> Result<Pipeline> {
             norm_stats: m.norm_stats.0,
             threads: m.threads,
             memory_budget_mb: m.memory_budget_mb,
+            precision: m.precision.0,
         });
     }
 
@@ -367,6 +372,7 @@ fn step(
                             norm_stats: NormStats::default(),
                             threads: 0,
                             memory_budget_mb: 0,
+                            precision: Precision::F32,
                         });
                         0
                     }

@@ -9,12 +9,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use pix2pix_ffi::OpenOptions;
+use pix2pix_ffi::{OpenOptions, Precision};
 
 use crate::batch::runner::{self, Job, Output, Plan};
 use crate::batch::steps::Step;
 use crate::inputs;
 use crate::plugin::{Model, Plugin, PluginArg};
+use crate::settings::parser;
 use crate::shard::ShardSpec;
 use config::{OnError, StepSpec, TranslateSpec};
 
@@ -42,6 +43,8 @@ The pipeline TOML:
   norm_stats = \"batch\"        # or \"running\"
   threads = 0                 # threads one translation uses at most; 0 = all cores (the plugin
                               # shares its threads between models and workers)
+  precision = \"f32\"          # or \"bf16\": faster on CPUs with AVX512_BF16, within about a
+                              # level of f32 (elsewhere f32 runs)
 
   [[step]]
   op = \"split\"                # half = \"left\" | \"right\" of an aligned A|B image
@@ -85,6 +88,10 @@ pub struct Args {
     /// the cgroup's or RLIMIT_AS limit if lower); overrides `[[model]] memory_budget_mb`.
     #[arg(long, value_name = "MiB")]
     memory_budget: Option<u64>,
+    /// Arithmetic of the convolutions, f32 or bf16 (bf16 products accumulated in f32 on CPUs
+    /// with AVX512_BF16; elsewhere f32 runs, and this says so); overrides `[[model]] precision`.
+    #[arg(long, value_parser = parser::<Precision>())]
+    precision: Option<Precision>,
     #[command(flatten)]
     plugin: PluginArg,
 }
@@ -115,7 +122,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         .map(|(index, f)| Job { index, path: f.path.clone() })
         .collect();
 
-    let steps = open_steps(&p, &args.plugin, args.memory_budget)?;
+    let steps = open_steps(&p, &args.plugin, args.memory_budget, args.precision)?;
     let shard_note = shard
         .map(|s| format!(" (shard {}/{}: {})", s.index, s.count, jobs.len()))
         .unwrap_or_default();
@@ -170,6 +177,7 @@ fn open_steps(
     p: &config::Pipeline,
     plugin_arg: &PluginArg,
     memory_budget: Option<u64>,
+    precision: Option<Precision>,
 ) -> Result<Vec<Step>> {
     let needs_plugin = p.steps.iter().any(|s| matches!(s, StepSpec::Translate(_)));
     let plugin: Option<Plugin> = if needs_plugin { Some(plugin_arg.load()?) } else { None };
@@ -193,14 +201,17 @@ fn open_steps(
                             tile_overlap: t.tile_overlap,
                             threads: decl.threads,
                             memory_budget_mb: memory_budget.unwrap_or(decl.memory_budget_mb),
+                            precision: precision.unwrap_or(decl.precision),
                             ..OpenOptions::default()
                         };
+                        let asked = options.precision;
                         let plugin = plugin.as_ref().context("internal: plugin not loaded")?;
                         let m = Arc::new(
                             plugin
                                 .open(decl.path.as_deref(), options)
                                 .with_context(|| format!("[[model]] {:?}", decl.name))?,
                         );
+                        crate::settings::note_precision(asked, m.info().precision);
                         open.insert(t, m.clone());
                         m
                     }

@@ -100,6 +100,7 @@ impl Translator for AbiModel {
                 native_size: i.native_size as u32,
                 parameters: i.parameters,
                 source: i.source.as_str().into(),
+                precision: i.precision,
             }
         };
         catch_unwind(AssertUnwindSafe(make)).unwrap_or_else(|_| ffi::ModelInfo {
@@ -112,6 +113,7 @@ impl Translator for AbiModel {
             native_size: 0,
             parameters: 0,
             source: RString::new(),
+            precision: ffi::Precision::F32,
         })
     }
 
@@ -278,6 +280,7 @@ extern "C" fn bench(request: ffi::BenchRequest) -> RResult<ffi::BenchReport, RSt
             train: request.train,
             norm_stats: request.norm_stats,
             memory_budget_mb: request.memory_budget_mb,
+            precision: request.precision,
         };
         let t = api::bench(&spec)?;
         Ok(ffi::BenchReport { infer_ms: t.infer_ms.into(), train_step_ms: t.train_step_ms.into() })

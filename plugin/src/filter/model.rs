@@ -13,6 +13,7 @@ use crate::filter::memory;
 use crate::filter::size_policy::{self, SizePolicy};
 use crate::filter::threads::Threads;
 use crate::filter::tiling::{self, TileGeometry};
+use crate::kernels::{self, Precision};
 use crate::nets::arch::infer_generator;
 use crate::nets::forward::{Forward, Layer, NormStats};
 use crate::nets::generator::{Generator, GeneratorConfig};
@@ -37,6 +38,8 @@ pub struct Options {
     /// Memory one translation may take, in MiB (its estimate is checked before it starts);
     /// 0 = the default, half of the memory the process may use ([`memory::budget`]).
     pub memory_budget_mb: u64,
+    /// The arithmetic of the convolutions' products (bf16 only where the CPU has AVX512_BF16).
+    pub precision: Precision,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl From<&pix2pix_ffi::OpenOptions> for Options {
             shared_batch_stats: false,
             dropout_seed: o.dropout_seed.into_option(),
             memory_budget_mb: o.memory_budget_mb,
+            precision: o.precision,
         }
     }
 }
@@ -102,6 +106,20 @@ impl Model {
     pub fn options(&self) -> &Options {
         &self.options
     }
+    /// The arithmetic the model runs in: the options' precision where the CPU can.
+    pub fn precision(&self) -> Precision {
+        match self.options.precision {
+            Precision::Bf16 if !kernels::isa::bf16_available() => Precision::F32,
+            p => p,
+        }
+    }
+
+    /// Runs the generator in this model's precision (layers pick their kernels on the calling
+    /// thread, so the choice is this thread's, not the process's).
+    fn run(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
+        Ok(kernels::with_precision(self.options.precision, || self.generator.forward(x, f))?)
+    }
+
     /// Where the weights came from (a path, or the name of the embedded model).
     pub fn source(&self) -> &str {
         &self.source
@@ -115,7 +133,7 @@ impl Model {
             Some(seed) => f.with_dropout(seed),
             None => f,
         };
-        Ok(self.generator.forward(x, &f)?)
+        self.run(x, &f)
     }
 
     /// The generator on a batch of independent images: each normalised by its own statistics
@@ -130,7 +148,7 @@ impl Model {
             Some(seed) => f.with_dropout_per_image(seed, x.dim(0)?),
             None => f,
         };
-        Ok(self.generator.forward(x, &f)?)
+        self.run(x, &f)
     }
 
     /// Translates images of one size that suit the network as they are, in one forward pass.

@@ -2,28 +2,29 @@
 //! rounded to bf16 on the way in, every product accumulated in f32. Opt-in ([`Precision`]) for
 //! inference: bf16 keeps 8 bits of mantissa, so results differ from f32 at the 1e-3 level.
 //!
-//! Layouts, with `kp = ⌈k/2⌉` pairs along the reduction (an odd `k` is padded with a zero):
-//! - weights `A` (`m × k`): [`PackedA`], row-major `m × kp` words, word `(i, p)` holding
-//!   `A[i, 2p]` in its low half and `A[i, 2p+1]` in its high half; packed once per weight;
-//! - activations `B` (`k × n`): per call, panels of [`NR`] columns, each `kp × NR` words.
+//! Layouts, with `kp = ⌈k/2⌉` pairs along the reduction (an odd `k` is padded with a zero) and
+//! rows `ld` words long (`kp` rounded up to whole AMX tiles, zero-padded):
+//! - weights `A` (`m × k`): [`PackedA`], row-major words, word `(i, p)` holding `A[i, 2p]` in
+//!   its low half and `A[i, 2p+1]` in its high half, rows zero-padded to a multiple of 32;
+//!   packed once per weight;
+//! - activations `B` (`k × n`): per call, panels of [`NR`] columns, each `ld × NR` words.
 //!
-//! The micro-kernel keeps an `MR × NR` block of `C` in 12 zmm registers; each step broadcasts
-//! one word of `A` per row against two vectors of `B`.
+//! Two kernels read these layouts. Where the CPU has AMX (Sapphire Rapids and later) the
+//! product runs on its tile unit ([`super::amx`]: 16× the multiply–adds per cycle of AVX-512
+//! FMAs); else the AVX512_BF16 micro-kernel keeps an `MR × NR` block of `C` in 12 zmm registers,
+//! each step broadcasting one word of `A` per row against two vectors of `B` (`vdpbf16ps`: the
+//! same multiply–adds per cycle as f32 FMAs on current CPUs, so it gains only bandwidth).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use rayon::prelude::*;
 
-use super::isa;
 use super::mat::Mat;
+use super::{amx, isa};
 
-/// The precision frozen (inference) products run in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Precision {
-    F32,
-    /// bf16 operands, f32 accumulation; falls back to f32 where the CPU lacks AVX512_BF16.
-    Bf16,
-}
+/// The precision frozen (inference) products run in: the contract's setting (bf16 falls back to
+/// f32 where the CPU lacks AVX512_BF16).
+pub use pix2pix_ffi::Precision;
 
 static PRECISION: AtomicU8 = AtomicU8::new(0);
 
@@ -97,7 +98,10 @@ pub struct PackedA {
     m: usize,
     k: usize,
     kp: usize,
-    words: Vec<u32>,
+    /// Words per row: `kp` rounded up to a multiple of [`amx::PAIRS`].
+    pub(crate) ld: usize,
+    /// `m` rounded up to a multiple of [`amx::ROWS`] rows of `ld` words (the padding is zero).
+    pub(crate) words: Vec<u32>,
 }
 
 impl PackedA {
@@ -106,16 +110,15 @@ impl PackedA {
         assert!(a.in_bounds(), "bf16 pack: view out of bounds");
         let (m, k) = (a.rows, a.cols);
         let kp = k.div_ceil(2);
-        let mut words = vec![0u32; m * kp];
-        if !words.is_empty() {
-            words.par_chunks_mut(kp).enumerate().for_each(|(i, row)| {
-                let at = |kk: usize| if kk < k { a.data[i * a.rs + kk * a.cs] } else { 0.0 };
-                for (p, w) in row.iter_mut().enumerate() {
-                    *w = pair(at(2 * p), at(2 * p + 1));
-                }
-            });
-        }
-        Self { m, k, kp, words }
+        let ld = kp.next_multiple_of(amx::PAIRS).max(amx::PAIRS);
+        let mut words = vec![0u32; m.next_multiple_of(amx::ROWS) * ld];
+        words.par_chunks_mut(ld).take(m).enumerate().for_each(|(i, row)| {
+            let at = |kk: usize| if kk < k { a.data[i * a.rs + kk * a.cs] } else { 0.0 };
+            for (p, w) in row[..kp].iter_mut().enumerate() {
+                *w = pair(at(2 * p), at(2 * p + 1));
+            }
+        });
+        Self { m, k, kp, ld, words }
     }
     pub fn rows(&self) -> usize {
         self.m
@@ -125,16 +128,59 @@ impl PackedA {
     }
 }
 
-/// `b` (`k × n`) as panels of `NR` columns of bf16 pairs (zero past `n` and `k`).
-fn pack_b(b: &Mat, kp: usize) -> Vec<u32> {
+/// [`to_bf16`] left in the high half of a word (the low half zero), without branches so that
+/// loops of it vectorise.
+#[inline(always)]
+fn high_bf16(x: f32) -> u32 {
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1));
+    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+    (if nan { b | 0x0040_0000 } else { rounded }) & 0xffff_0000
+}
+
+/// Words pairing `lo[j]` (low half) with `hi[j]` (high half).
+#[inline(always)]
+fn pair_rows(lo: &[f32], hi: &[f32], out: &mut [u32]) {
+    for ((w, l), h) in out.iter_mut().zip(lo).zip(hi) {
+        *w = (high_bf16(*l) >> 16) | high_bf16(*h);
+    }
+}
+
+/// [`pair_rows`] compiled for AVX-512 (the conversion is most of a bf16 product's overhead).
+///
+/// # Safety
+/// The CPU has AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_rows_avx512(lo: &[f32], hi: &[f32], out: &mut [u32]) {
+    pair_rows(lo, hi, out)
+}
+
+/// `b` (`k × n`) as panels of `NR` columns of bf16 pairs, `ld` pair rows each (zero past `n`
+/// and `k`).
+fn pack_b(b: &Mat, ld: usize) -> Vec<u32> {
     let (k, n) = (b.rows, b.cols);
     let panels = n.div_ceil(NR);
-    let mut out = vec![0u32; panels * kp * NR];
-    out.par_chunks_mut(kp * NR).enumerate().for_each(|(q, panel)| {
+    let mut out = vec![0u32; panels * ld * NR];
+    let zeros = [0f32; NR];
+    out.par_chunks_mut(ld * NR).enumerate().for_each(|(q, panel)| {
         let j0 = q * NR;
         let cols = NR.min(n - j0);
-        for (p, words) in panel.chunks_exact_mut(NR).enumerate() {
+        for (p, words) in panel.chunks_exact_mut(NR).take(k.div_ceil(2)).enumerate() {
             let (k0, k1) = (2 * p, 2 * p + 1);
+            if b.cs == 1 {
+                // Rows are contiguous: convert them a vector at a time.
+                let lo = &b.data[k0 * b.rs + j0..][..cols];
+                let hi = if k1 < k { &b.data[k1 * b.rs + j0..][..cols] } else { &zeros[..cols] };
+                #[cfg(target_arch = "x86_64")]
+                if isa::active() == isa::Isa::Avx512 {
+                    // SAFETY: the CPU has AVX-512 F (isa::active never exceeds what it has).
+                    unsafe { pair_rows_avx512(lo, hi, &mut words[..cols]) };
+                    continue;
+                }
+                pair_rows(lo, hi, &mut words[..cols]);
+                continue;
+            }
             for (jj, w) in words[..cols].iter_mut().enumerate() {
                 let j = j0 + jj;
                 let lo = b.data[k0 * b.rs + j * b.cs];
@@ -158,14 +204,17 @@ pub(crate) fn sgemm_bf16(dst: &mut [f32], dst_rs: usize, a: &PackedA, b: Mat, ac
     if m == 0 || n == 0 {
         return;
     }
-    let bp = pack_b(&b, a.kp);
+    let bp = pack_b(&b, a.ld);
+    let on_amx = amx::ready();
+    // Rows a kernel call takes: AMX blocks are two tiles tall.
+    let granule = if on_amx { amx::ROWS } else { MR };
     // Tasks: groups of column panels × blocks of rows, about four per thread.
     let panels = n.div_ceil(NR);
     let want = 4 * rayon::current_num_threads().max(1);
     let groups = panels.min(want);
     let cols_per_task = panels.div_ceil(groups);
-    let row_blocks = want.div_ceil(groups).min(m.div_ceil(MR));
-    let rows_per = m.div_ceil(row_blocks).next_multiple_of(MR);
+    let row_blocks = want.div_ceil(groups).min(m.div_ceil(granule));
+    let rows_per = m.div_ceil(row_blocks).next_multiple_of(granule);
     let tasks: Vec<(usize, usize)> = (0..m)
         .step_by(rows_per)
         .flat_map(|r0| (0..panels).step_by(cols_per_task).map(move |q0| (r0, q0)))
@@ -174,11 +223,29 @@ pub(crate) fn sgemm_bf16(dst: &mut [f32], dst_rs: usize, a: &PackedA, b: Mat, ac
     tasks.into_par_iter().for_each(|(r0, q0)| {
         let r1 = (r0 + rows_per).min(m);
         let q1 = (q0 + cols_per_task).min(panels);
+        let region = Region { dst: d as *mut f32, dst_rs, n, rows: r0..r1, panels: q0..q1 };
         // SAFETY: task (r0, q0) writes only rows r0..r1 × columns q0·NR..min(q1·NR, n) of dst,
         // disjoint from every other task's and inside the view checked above; dst outlives the
-        // loop, which joins before returning; the CPU has AVX512_BF16 (asserted above).
-        unsafe { block(d as *mut f32, dst_rs, a, &bp, n, r0, r1, q0, q1, accumulate) }
+        // loop, which joins before returning; the CPU has AVX512_BF16 (asserted above) and, on
+        // that path, AMX with the process's permission (amx::ready).
+        unsafe {
+            if on_amx {
+                amx::block(&region, a, &bp, accumulate)
+            } else {
+                block(region.dst, dst_rs, a, &bp, n, r0, r1, q0, q1, accumulate)
+            }
+        }
     });
+}
+
+/// The part of `C` one task computes: rows `rows` and columns `panels·NR` (up to `n`) of
+/// `dst`, whose rows are `dst_rs` floats apart.
+pub(crate) struct Region {
+    pub dst: *mut f32,
+    pub dst_rs: usize,
+    pub n: usize,
+    pub rows: std::ops::Range<usize>,
+    pub panels: std::ops::Range<usize>,
 }
 
 /// Rows `r0..r1`, panels `q0..q1` of `C`.
@@ -200,7 +267,7 @@ unsafe fn block(
     q1: usize,
     accumulate: bool,
 ) {
-    let kp = a.kp;
+    let (kp, ld) = (a.kp, a.ld);
     for p0 in (0..kp).step_by(KC) {
         let pc = KC.min(kp - p0);
         // Pairs before p0 are already in dst: add to them.
@@ -208,21 +275,21 @@ unsafe fn block(
         for q in q0..q1 {
             let j0 = q * NR;
             let cols = NR.min(n - j0);
-            let panel = &bp[q * kp * NR + p0 * NR..][..pc * NR];
+            let panel = &bp[q * ld * NR + p0 * NR..][..pc * NR];
             let mut i = r0;
             while i < r1 {
                 let rows = MR.min(r1 - i);
-                let strip = &a.words[i * kp + p0..];
+                let strip = &a.words[i * ld + p0..];
                 let out = dst.add(i * dst_rs + j0);
                 // SAFETY: rows i..i+rows, columns j0..j0+cols lie in this task's region.
                 unsafe {
                     match rows {
-                        6 => micro::<6>(strip, kp, panel, pc, out, dst_rs, cols, add),
-                        5 => micro::<5>(strip, kp, panel, pc, out, dst_rs, cols, add),
-                        4 => micro::<4>(strip, kp, panel, pc, out, dst_rs, cols, add),
-                        3 => micro::<3>(strip, kp, panel, pc, out, dst_rs, cols, add),
-                        2 => micro::<2>(strip, kp, panel, pc, out, dst_rs, cols, add),
-                        _ => micro::<1>(strip, kp, panel, pc, out, dst_rs, cols, add),
+                        6 => micro::<6>(strip, ld, panel, pc, out, dst_rs, cols, add),
+                        5 => micro::<5>(strip, ld, panel, pc, out, dst_rs, cols, add),
+                        4 => micro::<4>(strip, ld, panel, pc, out, dst_rs, cols, add),
+                        3 => micro::<3>(strip, ld, panel, pc, out, dst_rs, cols, add),
+                        2 => micro::<2>(strip, ld, panel, pc, out, dst_rs, cols, add),
+                        _ => micro::<1>(strip, ld, panel, pc, out, dst_rs, cols, add),
                     }
                 }
                 i += rows;
@@ -326,4 +393,24 @@ pub fn bench_sgemm_bf16(
     let packed = PackedA::new(Mat::rm(a, m, k));
     sgemm_bf16(c, n, &packed, Mat::rm(b, k, n), false);
     Ok(())
+}
+
+/// A row-major `m × k` matrix packed once for [`sgemm_bf16`], as frozen layers keep their
+/// weights: benchmarks time the product alone with it.
+#[doc(hidden)]
+pub struct Bf16Weights(PackedA);
+
+impl Bf16Weights {
+    /// `Err` where the CPU lacks AVX512_BF16.
+    pub fn pack(a: &[f32], m: usize, k: usize) -> Result<Self, String> {
+        if !isa::bf16_available() {
+            return Err("AVX512_BF16 is not available on this CPU".into());
+        }
+        Ok(Self(PackedA::new(Mat::rm(a, m, k))))
+    }
+
+    /// `c (m × n, row-major) = A · b (k × n, row-major)`.
+    pub fn product(&self, c: &mut [f32], b: &[f32], n: usize) {
+        sgemm_bf16(c, n, &self.0, Mat::rm(b, self.0.k, n), false);
+    }
 }

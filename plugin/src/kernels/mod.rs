@@ -14,6 +14,7 @@
 //! always take candle's ops.
 
 mod activation;
+pub mod amx;
 mod bf16;
 mod bf16_ops;
 mod conv2d;
@@ -36,7 +37,7 @@ use candle_core::{CpuStorage, DType, Layout, Module, Result, Tensor};
 
 pub use activation::LeakyReluOp;
 #[doc(hidden)]
-pub use bf16::bench_sgemm_bf16;
+pub use bf16::{bench_sgemm_bf16, Bf16Weights};
 pub use bf16::{from_bf16, precision, set_precision, to_bf16, with_precision, Precision};
 #[doc(hidden)]
 pub use conv2d::bench_conv2d;

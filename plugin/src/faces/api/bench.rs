@@ -39,6 +39,8 @@ pub struct BenchSpec {
     /// Memory the benchmark may take, in MiB; 0 = the default budget
     /// ([`crate::filter::memory::budget`]).
     pub memory_budget_mb: u64,
+    /// The arithmetic of the timed inference (training steps are always f32).
+    pub precision: crate::kernels::Precision,
 }
 
 /// Milliseconds per timed iteration.
@@ -130,7 +132,8 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
     // As the batch translation runs: each image normalised by its own statistics.
     let f = Forward::infer(spec.norm_stats).per_image();
     let infer_ms = time_iterations(spec, |_| {
-        generator.forward(&x, &f).map_err(Error::from)?;
+        crate::kernels::with_precision(spec.precision, || generator.forward(&x, &f))
+            .map_err(Error::from)?;
         Ok(())
     })?;
     drop(generator);
@@ -258,6 +261,7 @@ mod tests {
             train: false,
             norm_stats: NormStats::Batch,
             memory_budget_mb: 0,
+            precision: crate::kernels::Precision::F32,
         };
         for bad in [
             BenchSpec { ngf: 0, ..ok.clone() },

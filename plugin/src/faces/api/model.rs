@@ -11,6 +11,7 @@ use crate::faces::default_model;
 use crate::filter::image_tensor::{Image, ImageU8, ImageView, SampleFormat};
 use crate::filter::model::{Model, Options};
 use crate::filter::size_policy::SizePolicy;
+use crate::kernels::Precision;
 use crate::nets::forward::NormStats;
 
 // The faces hand one model to several threads at once.
@@ -43,6 +44,9 @@ fn features() -> &'static str {
     static FEATURES: OnceLock<String> = OnceLock::new();
     FEATURES.get_or_init(|| {
         let mut f = String::from("translate train evaluate bench");
+        if crate::kernels::isa::bf16_available() {
+            f.push_str(" bf16");
+        }
         if default_model::checkpoint().is_ok() {
             f.push_str(" default-model");
         }
@@ -69,6 +73,8 @@ pub struct ModelInfo {
     pub source: String,
     pub size_policy: SizePolicy,
     pub norm_stats: NormStats,
+    /// The arithmetic the model runs in (f32 where bf16 was asked for but the CPU lacks it).
+    pub precision: Precision,
 }
 
 /// An opened [`Model`] with its description.
@@ -112,6 +118,7 @@ pub fn open_model(path: Option<&Path>, options: Options) -> ApiResult<LoadedMode
         source: model.source().to_string(),
         size_policy: model.options().size_policy,
         norm_stats: model.options().norm_stats,
+        precision: model.precision(),
     };
     Ok(LoadedModel { model, info })
 }

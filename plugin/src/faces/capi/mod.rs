@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use pix2pix_ffi::c::functions as contract;
 use pix2pix_ffi::c::*;
 
-use pix2pix_ffi::{Direction, NormStats, SampleFormat, SizePolicy};
+use pix2pix_ffi::{Direction, NormStats, Precision, SampleFormat, SizePolicy};
 
 use crate::faces::api::{self, ApiError, ApiResult, ErrorKind, LoadedModel};
 use crate::filter::image_tensor::{Image, ImageView};
@@ -238,6 +238,11 @@ unsafe fn read_options(p: *const p2p_options) -> ApiResult<Options> {
     if let Some(v) = read_field!(p, size, p2p_options, memory_budget_mb) {
         o.memory_budget_mb = v;
     }
+    if let Some(v) = read_field!(p, size, p2p_options, precision) {
+        o.precision = Precision::from_code(v).ok_or_else(|| {
+            ApiError::invalid(format!("invalid options.precision: {v} (P2P_PRECISION_*)"))
+        })?;
+    }
     Ok(o)
 }
 
@@ -383,6 +388,7 @@ pub unsafe extern "C" fn p2p_model_get_info(
         write_field!(out, size, p2p_model_info, size_policy, i.size_policy.code());
         write_field!(out, size, p2p_model_info, norm_stats, i.norm_stats.code());
         write_field!(out, size, p2p_model_info, parameters, i.parameters);
+        write_field!(out, size, p2p_model_info, precision, i.precision.code());
         Ok(())
     })
 }
@@ -1027,9 +1033,19 @@ mod tests {
             flags: P2P_OPT_DROPOUT,
             dropout_seed: 5,
             memory_budget_mb: 300,
+            precision: P2P_PRECISION_BF16,
         };
         // SAFETY: pointers to live `p2p_options`.
         let o = unsafe { read_options(&full) }.unwrap();
+        assert_eq!(o.precision, Precision::Bf16);
+        // A caller compiled before `precision` gets f32.
+        let before = p2p_options { struct_size: offset_of!(p2p_options, precision), ..full };
+        // SAFETY: as above (a shorter struct_size reads less).
+        assert_eq!(unsafe { read_options(&before) }.unwrap().precision, Precision::F32);
+        let bad = p2p_options { precision: 7, ..full };
+        // SAFETY: as above.
+        let e = unsafe { read_options(&bad) }.unwrap_err();
+        assert!(e.message.contains("options.precision: 7"), "{}", e.message);
         assert_eq!(
             (o.norm_stats, o.size_policy, o.tile_overlap, o.threads, o.dropout_seed),
             (NormStats::Running, SizePolicy::Resize, 8, 2, Some(5))

@@ -1,0 +1,190 @@
+//! bf16 products on Intel AMX (Advanced Matrix Extensions, Sapphire Rapids and later): the tile
+//! unit multiplies a 16 × 32 bf16 tile by a 32 × 16 one into 16 × 16 f32 sums in one
+//! instruction (`tdpbf16ps`), 16× the multiply–adds per cycle of AVX-512 FMAs.
+//!
+//! The operands are [`bf16`](super::bf16)'s layouts unchanged: a row of `PackedA` is a row of
+//! an A tile (16 words = 32 bf16 along the reduction), and 16 pair-rows of a `B` panel are a B
+//! tile in the "VNNI" layout AMX wants (each word a pair along the reduction). One call keeps a
+//! 32 × 32 block of `C` in four tiles for the whole reduction.
+//!
+//! Linux gives a process AMX state only on request (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), which
+//! [`ready`] makes the first time a bf16 product runs, i.e. only in processes that asked for
+//! bf16. The request enlarges the signal frames of the process's threads by about 8 KiB; the
+//! kernel refuses it when a thread's alternate signal stack is too small for that, and then the
+//! AVX512_BF16 kernel runs instead. `PIX2PIX_AMX=0` never asks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::bf16::{PackedA, Region, NR};
+
+/// Rows of `C` one call computes (two tiles).
+pub(crate) const ROWS: usize = 32;
+/// Pairs of the reduction per tile step (a tile row: 64 bytes).
+pub(crate) const PAIRS: usize = 16;
+
+/// Whether the CPU has AMX-BF16 and the tile registers.
+fn cpu_has_amx() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        // CPUID.(EAX=7, ECX=0):EDX bit 22 = AMX-BF16, bit 24 = AMX-TILE.
+        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        super::isa::bf16_available() && leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    false
+}
+
+/// Asks Linux for AMX state for this process, once; whether it was given.
+fn permitted() -> bool {
+    static GIVEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *GIVEN.get_or_init(|| {
+        if !cpu_has_amx() || std::env::var("PIX2PIX_AMX").is_ok_and(|v| v == "0") {
+            return false;
+        }
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: arch_prctl with these arguments only changes which state the kernel
+            // saves for this process; it reads and writes no memory of ours.
+            let r = unsafe {
+                libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)
+            };
+            r == 0
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        false
+    })
+}
+
+static DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// Keeps bf16 products off AMX (`true`) or lets them use it where it can (`false`, the
+/// default), for the whole process: a switch for tests and benchmarks comparing the kernels.
+pub fn disable(off: bool) {
+    DISABLED.store(off, Ordering::Relaxed);
+}
+
+/// Whether bf16 products run on AMX now: the CPU has it, Linux gave it, and it is not disabled.
+pub fn ready() -> bool {
+    !DISABLED.load(Ordering::Relaxed) && permitted()
+}
+
+/// Whether this CPU and system could run bf16 products on AMX (not counting [`disable`]).
+pub fn available() -> bool {
+    permitted()
+}
+
+/// A palette-1 tile configuration: every tile 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    const fn all_full() -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1; // palette
+        let mut t = 0;
+        while t < 8 {
+            c[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
+            c[48 + t] = 16; // rows
+            t += 1;
+        }
+        Self(c)
+    }
+}
+
+static CONFIG: TileConfig = TileConfig::all_full();
+
+/// The region's rows (a multiple of [`ROWS`] from its start) and panels of `C` (+)= `a · B`,
+/// `bp` being `B` packed in panels of `a.ld × NR` words.
+///
+/// # Safety
+/// The region of `dst` is valid for writes and touched by no one else while this runs; [`ready`]
+/// returned true (the CPU has AMX and the process may use it); `region.rows.start` is a multiple
+/// of [`ROWS`]; `bp` holds the region's panels.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn block(r: &Region, a: &PackedA, bp: &[u32], accumulate: bool) {
+    use std::arch::asm;
+    let ld = a.ld;
+    debug_assert!(r.rows.start.is_multiple_of(ROWS) && ld.is_multiple_of(PAIRS));
+    assert!(a.words.len() >= r.rows.end.next_multiple_of(ROWS) * ld, "amx: A strip too short");
+    assert!(bp.len() >= r.panels.end * ld * NR, "amx: B panels too short");
+    // The four C tiles go through this buffer: row-major 32 × 32.
+    #[repr(C, align(64))]
+    struct Block([f32; ROWS * NR]);
+    let mut c = Block([0.0; ROWS * NR]);
+    // SAFETY: CONFIG is a valid palette-1 configuration (8 tiles of 16 × 64 bytes) in static
+    // memory; loading it only sets this thread's tile state, released below.
+    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+    let a_stride = ld * 4;
+    let b_stride = NR * 4;
+    let c_stride = NR * 4;
+    for i in r.rows.clone().step_by(ROWS) {
+        let rows = ROWS.min(r.rows.end - i);
+        for q in r.panels.clone() {
+            let j0 = q * NR;
+            let cols = NR.min(r.n - j0);
+            let a0 = a.words[i * ld..].as_ptr();
+            let a1 = a.words[(i + 16) * ld..].as_ptr();
+            let b0 = bp[q * ld * NR..].as_ptr();
+            // SAFETY: tmm0–3 are this block's sums, zeroed; every tile load below reads 16 rows
+            // of 64 bytes at the given stride inside the slices asserted above (A: rows i..i+32
+            // of ld words, pairs p..p+16 < ld; B: 16 pair rows of panel q, words 0..32).
+            unsafe {
+                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3");
+                let mut p = 0;
+                while p < ld {
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0.add(p),
+                        a1 = in(reg) a1.add(p),
+                        b0 = in(reg) b0.add(p * NR),
+                        b1 = in(reg) b0.add(p * NR + 16),
+                        sa = in(reg) a_stride,
+                        sb = in(reg) b_stride,
+                        options(nostack, readonly),
+                    );
+                    p += PAIRS;
+                }
+                let cp = c.0.as_mut_ptr();
+                asm!(
+                    "tilestored [{c00} + {sc}*1], tmm0",
+                    "tilestored [{c01} + {sc}*1], tmm1",
+                    "tilestored [{c10} + {sc}*1], tmm2",
+                    "tilestored [{c11} + {sc}*1], tmm3",
+                    c00 = in(reg) cp,
+                    c01 = in(reg) cp.add(16),
+                    c10 = in(reg) cp.add(16 * NR),
+                    c11 = in(reg) cp.add(16 * NR + 16),
+                    sc = in(reg) c_stride,
+                    options(nostack),
+                );
+            }
+            for (rr, src) in c.0.chunks_exact(NR).take(rows).enumerate() {
+                // SAFETY: row i + rr < rows.end, columns j0..j0+cols < n: inside this region.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(r.dst.add((i + rr) * r.dst_rs + j0), cols)
+                };
+                if accumulate {
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                } else {
+                    dst.copy_from_slice(&src[..cols]);
+                }
+            }
+        }
+    }
+    // SAFETY: ends this thread's use of the tiles (their state is not saved across tasks).
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) unsafe fn block(_: &Region, _: &PackedA, _: &[u32], _: bool) {
+    unreachable!("AMX runs only where amx::ready()")
+}
