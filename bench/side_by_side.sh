@@ -12,7 +12,9 @@
 #
 # Inference is timed with running statistics on both sides (PyTorch's eval mode, which ONNX
 # Runtime folds into the convolutions); `ours_batch` is `host bench --norm-stats batch`, host
-# run's default (the input's own statistics). Training: the full pix2pix step (G and D forward
+# run's default (the input's own statistics); `ours_bf16` is `host bench --norm-stats running
+# --precision bf16` (AMX or AVX512_BF16 products; f32, and said so, on CPUs without them).
+# Training: the full pix2pix step (G and D forward
 # and backward, both Adam updates), D with ndf = ngf.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +39,7 @@ HOST=target/release/host
 
 flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
 isa=""
-for f in avx2 fma avx512f avx512_bf16; do
+for f in avx2 fma avx512f avx512_bf16 amx_bf16; do
   case " $flags " in *" $f "*) isa="$isa $f" ;; esac
 done
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//'), $(nproc) threads"
@@ -58,13 +60,14 @@ trap 'echo "side_by_side: failed; the benchmarks'"'"' messages are in $LOG" >&2'
 med() { sed -n "s/^$1 \([0-9.]*\).*/\1/p"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a/b }'; }
 dash() { [ -n "$1" ] && echo "$1" || echo -; }
-printf '%-22s %10s %10s %10s %10s %9s %9s %10s %10s %9s\n' \
-  config ours_infer ours_batch torch_infer ort_infer ours/ort ours/torch ours_train torch_train ours/torch
+printf '%-22s %10s %10s %10s %10s %10s %9s %9s %9s %10s %10s %9s\n' \
+  config ours_infer ours_batch ours_bf16 torch_infer ort_infer ours/ort ours/torch bf16/ort ours_train torch_train ours/torch
 row() { # ngf batch
   local ngf=$1 batch=$2
-  local ours oursb tr
+  local ours oursb oursh tr
   ours=$($HOST bench --net-g unet_256 --ngf "$ngf" --size 256 --batch "$batch" --iters "$N" --norm-stats running --train 2>>"$LOG")
   oursb=$($HOST bench --net-g unet_256 --ngf "$ngf" --size 256 --batch "$batch" --iters "$N" 2>>"$LOG" | med infer_ms)
+  oursh=$($HOST bench --net-g unet_256 --ngf "$ngf" --size 256 --batch "$batch" --iters "$N" --norm-stats running --precision bf16 2>>"$LOG" | med infer_ms)
   if [ "$batch" = 1 ]; then
     tr=$("$PY" $REF/bench_torch.py --ngf "$ngf" --size 256 --n "$N" --what infer,train,onnx 2>>"$LOG")
   else
@@ -74,8 +77,8 @@ row() { # ngf batch
   oi=$(echo "$ours" | med infer_ms); ot=$(echo "$ours" | med train_step_ms)
   ti=$(echo "$tr" | med torch_infer_ms); oxi=$(echo "$tr" | med onnxruntime_infer_ms)
   tt=$(echo "$tr" | med torch_train_step_ms)
-  printf '%-22s %10s %10s %10s %10s %9s %9s %10s %10s %9s\n' "unet_256 ngf$ngf b$batch" \
-    "$(dash "$oi")" "$(dash "$oursb")" "$(dash "$ti")" "$(dash "$oxi")" "$(ratio "$oi" "$oxi")" "$(ratio "$oi" "$ti")" \
+  printf '%-22s %10s %10s %10s %10s %10s %9s %9s %9s %10s %10s %9s\n' "unet_256 ngf$ngf b$batch" \
+    "$(dash "$oi")" "$(dash "$oursb")" "$(dash "$oursh")" "$(dash "$ti")" "$(dash "$oxi")" "$(ratio "$oi" "$oxi")" "$(ratio "$oi" "$ti")" "$(ratio "$oursh" "$oxi")" \
     "$(dash "$ot")" "$(dash "$tt")" "$(ratio "$ot" "$tt")"
 }
 for ngf in $NGFS; do

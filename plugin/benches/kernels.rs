@@ -105,6 +105,12 @@ fn main() {
     let ngfs = env_usizes("PIX2PIX_BENCH_NGF", "64,32");
     let batches = env_usizes("PIX2PIX_BENCH_BATCH", "1,4");
     let size = env_usizes("PIX2PIX_BENCH_SIZE", "256")[0];
+    // Inference's arithmetic: f32 (default) or bf16 (AMX / AVX512_BF16 where the CPU has it).
+    let precision = match std::env::var("PIX2PIX_BENCH_PRECISION").as_deref() {
+        Ok("bf16") => kernels::Precision::Bf16,
+        Ok("f32") | Err(_) => kernels::Precision::F32,
+        Ok(other) => panic!("PIX2PIX_BENCH_PRECISION: unknown precision {other}"),
+    };
     let iters = |m: Mode| {
         std::env::var("PIX2PIX_BENCH_N")
             .ok()
@@ -146,7 +152,9 @@ fn main() {
                 let f = Forward::infer(NormStats::Running);
                 for &mode in &modes {
                     kernels::set_mode(mode);
-                    let s = time(iters(mode), || g.forward(&x, &f).map(|_| ()));
+                    let s = time(iters(mode), || {
+                        kernels::with_precision(precision, || g.forward(&x, &f).map(|_| ()))
+                    });
                     report("infer", mode, ngf, nb, s);
                     print!("{}", kernels::take_profile());
                 }

@@ -204,7 +204,11 @@ pub(crate) fn sgemm_bf16(dst: &mut [f32], dst_rs: usize, a: &PackedA, b: Mat, ac
     if m == 0 || n == 0 {
         return;
     }
-    let bp = pack_b(&b, a.ld);
+    let bp = super::profile::timed(
+        || format!("bf16   pack B   {}x{}", b.rows, b.cols),
+        0.0,
+        || pack_b(&b, a.ld),
+    );
     let on_amx = amx::ready();
     // Rows a kernel call takes: AMX blocks are two tiles tall.
     let granule = if on_amx { amx::ROWS } else { MR };

@@ -14,7 +14,8 @@
 //! ([`Conv2d::forward_folded`]), made once on first use and kept beside the stored weights.
 //!
 //! Under [`Precision::Bf16`](super::Precision) (where the CPU has AVX512_BF16) frozen layers
-//! also keep their weights packed as bf16, made on first use, and run their products on them.
+//! also keep their weights packed as bf16, made on first use, and run their products on them
+//! (those with at least [`BF16_MIN_ROWS`] rows; the outermost layers stay f32).
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -48,9 +49,17 @@ impl Packed {
     }
 }
 
-/// Whether a frozen layer runs this input in bf16: asked for and possible, no gradient wanted.
-fn bf16_for(x: &Tensor, w: &Tensor) -> bool {
-    bf16::active() && !x.track_op() && !w.is_variable() && fast_for(x, w)
+/// Products with fewer rows than this stay in f32 under bf16: converting the activations to
+/// bf16 costs a pass over them whatever the rows, the product's saving grows with the rows, and
+/// on the outermost U-Net layers (32–64 rows: 3-channel input or output, the first layer's
+/// filters) the conversion ate the saving (kernel profile, ngf 32, AMX: the 48-row transposed
+/// conv 19 ms f32 vs 33 ms bf16 over 10 runs, the 64-row conv even).
+const BF16_MIN_ROWS: usize = 128;
+
+/// Whether a frozen layer whose product has `rows` rows runs this input in bf16: asked for and
+/// possible, no gradient wanted, and enough rows to gain.
+fn bf16_for(x: &Tensor, w: &Tensor, rows: usize) -> bool {
+    rows >= BF16_MIN_ROWS && bf16::active() && !x.track_op() && !w.is_variable() && fast_for(x, w)
 }
 
 /// Output-channel scales and shifts of a batch norm on running statistics.
@@ -139,7 +148,7 @@ impl Conv2d {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (w, cfg) = (self.layer.weight(), self.layer.config());
-        if cfg.groups == 1 && bf16_for(x, w) {
+        if cfg.groups == 1 && bf16_for(x, w, w.dim(0)?) {
             let (cout, cin, kh, kw) = w.dims4()?;
             let packed = self.bf16.get(w, cout, cin * kh * kw)?;
             let op = PackedConv2dOp {
@@ -251,8 +260,8 @@ impl ConvTranspose2d {
         // An input that needs its gradient takes the op with a backward (stored layout).
         if !x.track_op() && fast_for(x, x) {
             if let Some(w) = self.row_major()? {
-                if bf16_for(x, &w) {
-                    let (cout, kh, kw, cin) = w.dims4()?;
+                let (cout, kh, kw, cin) = w.dims4()?;
+                if bf16_for(x, &w, cout * kh * kw) {
                     let packed = self.bf16.get(&w, cout * kh * kw, cin)?;
                     let op = PackedConvTranspose2dOp {
                         w: packed,
