@@ -15,6 +15,8 @@ use super::{contiguous_f32, dims4};
 /// Conv2d on the packed `cout × cin·kh·kw` weights.
 pub(crate) struct PackedConv2dOp {
     pub w: Arc<PackedA>,
+    /// Added in the product's output pass (one pass over the output saved).
+    pub bias: Option<Vec<f32>>,
     pub kernel: (usize, usize),
     pub stride: usize,
     pub padding: usize,
@@ -35,7 +37,7 @@ impl CustomOp1 for PackedConv2dOp {
                 self.w.cols() / (self.kernel.0 * self.kernel.1)
             )
         }
-        let y = conv_core(x, nb, &g, Weights::Bf16(&self.w), None);
+        let y = conv_core(x, nb, &g, Weights::Bf16(&self.w), self.bias.as_deref());
         Ok((CpuStorage::F32(y), Shape::from((nb, self.w.rows(), g.oh, g.ow))))
     }
 }
@@ -43,6 +45,8 @@ impl CustomOp1 for PackedConv2dOp {
 /// The transposed convolution on the packed `cout·kh·kw × cin` weights.
 pub(crate) struct PackedConvTranspose2dOp {
     pub w: Arc<PackedA>,
+    /// Added by col2im.
+    pub bias: Option<Vec<f32>>,
     pub cout: usize,
     pub kernel: (usize, usize),
     pub op: ConvTranspose2dOp,
@@ -62,7 +66,7 @@ impl CustomOp1 for PackedConvTranspose2dOp {
             )
         }
         let g = self.op.geom(self.cout, (h, w), self.kernel)?;
-        let y = conv_t_core(x, nb, &g, Weights::Bf16(&self.w), None);
+        let y = conv_t_core(x, nb, &g, Weights::Bf16(&self.w), self.bias.as_deref());
         Ok((CpuStorage::F32(y), Shape::from((nb, self.cout, g.h, g.w))))
     }
 }

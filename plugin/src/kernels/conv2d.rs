@@ -99,6 +99,33 @@ pub fn bench_conv2d(
     }
 }
 
+impl Conv2dOp {
+    /// The forward, `bias` (one per output channel) added in the output pass.
+    pub(crate) fn forward_on(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        bias: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
+        let (k, (cout, kcin, kh, kw)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
+        if kcin != cin {
+            candle_core::bail!("conv2d: input has {cin} channels, kernel expects {kcin}")
+        }
+        if bias.is_some_and(|b| b.len() != cout) {
+            candle_core::bail!(
+                "conv2d: bias of {} for {cout} channels",
+                bias.map_or(0, <[f32]>::len)
+            )
+        }
+        let g = Geom::conv(cin, (h, w), (kh, kw), self.stride, self.padding, self.dilation)?;
+        let y = conv_core(x, nb, &g, Weights::F32(Mat::rm(k, cout, g.rows())), bias);
+        Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.oh, g.ow))))
+    }
+}
+
 impl CustomOp2 for Conv2dOp {
     fn name(&self) -> &'static str {
         "pix2pix-conv2d"
@@ -111,14 +138,7 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
-        let (k, (cout, kcin, kh, kw)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
-        if kcin != cin {
-            candle_core::bail!("conv2d: input has {cin} channels, kernel expects {kcin}")
-        }
-        let g = Geom::conv(cin, (h, w), (kh, kw), self.stride, self.padding, self.dilation)?;
-        let y = conv_core(x, nb, &g, Weights::F32(Mat::rm(k, cout, g.rows())), None);
-        Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.oh, g.ow))))
+        self.forward_on(s1, l1, s2, l2, None)
     }
 
     fn bwd(

@@ -101,6 +101,7 @@ impl ConvTranspose2dOp {
         s2: &CpuStorage,
         l2: &Layout,
         row_major: bool,
+        bias: Option<&[f32]>,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
         let (k, d) = (contiguous_f32(s2, l2)?, dims4(l2)?);
@@ -111,7 +112,13 @@ impl ConvTranspose2dOp {
         let g = self.geom(cout, (h, w), (kh, kw))?;
         // Stored: (cin, cout·kh·kw) row-major, transposed by the view.
         let wt = if row_major { Mat::rm(k, g.rows(), cin) } else { Mat::rm(k, cin, g.rows()).t() };
-        let y = conv_t_core(x, nb, &g, Weights::F32(wt), None);
+        if bias.is_some_and(|b| b.len() != cout) {
+            candle_core::bail!(
+                "conv_transpose2d: bias of {} for {cout} channels",
+                bias.map_or(0, <[f32]>::len)
+            )
+        }
+        let y = conv_t_core(x, nb, &g, Weights::F32(wt), bias);
         Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.h, g.w))))
     }
 }
@@ -128,7 +135,7 @@ impl CustomOp2 for ConvTranspose2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.forward_on(s1, l1, s2, l2, false)
+        self.forward_on(s1, l1, s2, l2, false, None)
     }
 
     fn bwd(

@@ -24,9 +24,10 @@ use rayon::prelude::*;
 
 use super::bf16::{self, PackedA};
 use super::bf16_ops::{PackedConv2dOp, PackedConvTranspose2dOp};
+use super::conv2d::Conv2dOp;
 use super::conv_transpose::ConvTranspose2dOp;
 use super::mat::Mat;
-use super::{add_bias, contiguous_f32, fast_for};
+use super::{contiguous_f32, fast_for};
 
 /// A frozen weight's bf16 packing, made once on first use.
 #[derive(Default)]
@@ -153,13 +154,18 @@ impl Conv2d {
             let packed = self.bf16.get(w, cout, cin * kh * kw)?;
             let op = PackedConv2dOp {
                 w: packed,
+                bias: bias_vec(self.layer.bias(), cout)?,
                 kernel: (kh, kw),
                 stride: cfg.stride,
                 padding: cfg.padding,
                 dilation: cfg.dilation,
             };
-            let y = x.contiguous()?.apply_op1_no_bwd(&op)?;
-            return add_bias(y, self.layer.bias());
+            return x.contiguous()?.apply_op1_no_bwd(&op);
+        }
+        if cfg.groups == 1 && !x.track_op() && !w.is_variable() && fast_for(x, w) {
+            let op = Conv2dOp { stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation };
+            let op = FrozenConv2dOp { op, bias: bias_vec(self.layer.bias(), w.dim(0)?)? };
+            return x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op);
         }
         super::conv2d(x, &self.layer)
     }
@@ -265,15 +271,15 @@ impl ConvTranspose2d {
                     let packed = self.bf16.get(&w, cout * kh * kw, cin)?;
                     let op = PackedConvTranspose2dOp {
                         w: packed,
+                        bias: bias_vec(self.bias.as_ref(), cout)?,
                         cout,
                         kernel: (kh, kw),
                         op: self.op(),
                     };
-                    let y = x.contiguous()?.apply_op1_no_bwd(&op)?;
-                    return add_bias(y, self.bias.as_ref());
+                    return x.contiguous()?.apply_op1_no_bwd(&op);
                 }
-                let y = x.contiguous()?.apply_op2_no_bwd(&w, &RowMajorOp(self.op()))?;
-                return add_bias(y, self.bias.as_ref());
+                let op = RowMajorOp(self.op(), bias_vec(self.bias.as_ref(), cout)?);
+                return x.contiguous()?.apply_op2_no_bwd(&w, &op);
             }
         }
         super::conv_transpose2d(
@@ -303,8 +309,42 @@ fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     dst
 }
 
-/// The transposed convolution on `(cout, kh, kw, cin)` weights (forward only: frozen).
-struct RowMajorOp(ConvTranspose2dOp);
+/// A frozen layer's bias as the kernels take it (added in their output pass, which saves a
+/// separate pass over the output), checked against the layer's `channels`.
+fn bias_vec(b: Option<&Tensor>, channels: usize) -> Result<Option<Vec<f32>>> {
+    let Some(b) = b else { return Ok(None) };
+    let v = b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+    if v.len() != channels {
+        candle_core::bail!("bias of {} for a layer of {channels} output channels", v.len())
+    }
+    Ok(Some(v))
+}
+
+/// A frozen conv2d with its bias (forward only).
+struct FrozenConv2dOp {
+    op: Conv2dOp,
+    bias: Option<Vec<f32>>,
+}
+
+impl CustomOp2 for FrozenConv2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-conv2d-frozen"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.op.forward_on(s1, l1, s2, l2, self.bias.as_deref())
+    }
+}
+
+/// The transposed convolution on `(cout, kh, kw, cin)` weights, plus bias (forward only:
+/// frozen).
+struct RowMajorOp(ConvTranspose2dOp, Option<Vec<f32>>);
 
 impl CustomOp2 for RowMajorOp {
     fn name(&self) -> &'static str {
@@ -318,6 +358,6 @@ impl CustomOp2 for RowMajorOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.0.forward_on(s1, l1, s2, l2, true)
+        self.0.forward_on(s1, l1, s2, l2, true, self.1.as_deref())
     }
 }
