@@ -298,7 +298,8 @@ fn network_shapes() {
     };
     let mut worst = 0f32;
     for nb in [1, 2] {
-        // U-Net down / up (k4 s2 p1), on a 64×64 image: a 32×32 grid either way.
+        // U-Net down / up (k4 s2 p1), on a 64×64 image: a 32×32 grid either way (long enough
+        // for the weight gradient's transposed product; the smaller grids below take the other).
         worst = worst.max(conv2d_case(c(nb, 3, 5, 64, 4, 2, 1, 0), &mut rng));
         worst = worst.max(conv_t_case(c(nb, 5, 3, 32, 4, 2, 1, 0), &mut rng));
         worst = worst.max(conv_t_case(c(nb, 6, 4, 2, 4, 2, 1, 0), &mut rng));

@@ -26,7 +26,7 @@ use super::bf16::{self, PackedA};
 use super::bf16_ops::{PackedConv2dOp, PackedConvTranspose2dOp};
 use super::conv2d::Conv2dOp;
 use super::conv_transpose::ConvTranspose2dOp;
-use super::mat::Mat;
+use super::mat::{transpose, Mat};
 use super::{contiguous_f32, fast_for};
 
 /// A frozen weight's bf16 packing, made once on first use.
@@ -287,26 +287,6 @@ impl ConvTranspose2d {
             &candle_nn::ConvTranspose2d::new(self.weight()?, self.bias.clone(), self.config),
         )
     }
-}
-
-/// `src` (`rows × cols`, row-major) transposed, in parallel over blocks of destination rows.
-fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const B: usize = 32;
-    let mut dst = vec![0f32; src.len()];
-    if src.is_empty() {
-        return dst;
-    }
-    dst.par_chunks_mut(B * rows).enumerate().for_each(|(bi, d)| {
-        let (c0, nc) = (bi * B, d.len() / rows);
-        for r0 in (0..rows).step_by(B) {
-            for c in 0..nc {
-                for r in r0..(r0 + B).min(rows) {
-                    d[c * rows + r] = src[r * cols + c0 + c];
-                }
-            }
-        }
-    });
-    dst
 }
 
 /// A frozen layer's bias as the kernels take it (added in their output pass, which saves a

@@ -1,5 +1,8 @@
 //! Strided read-only matrix views, shared by the product kernels (`gemm`, `small_gemm`) and
-//! their callers, so that transposed and per-batch views cost no copy.
+//! their callers, so that transposed and per-batch views cost no copy; and the one transposing
+//! copy they need.
+
+use rayon::prelude::*;
 
 /// A read-only `rows × cols` view: element `(r, c)` is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -32,4 +35,24 @@ pub(crate) fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     } else {
         (rows - 1) * rs + (cols - 1) * cs + 1
     }
+}
+
+/// `src` (`rows × cols`, row-major) transposed, in parallel over blocks of destination rows.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const B: usize = 32;
+    let mut dst = vec![0f32; src.len()];
+    if src.is_empty() {
+        return dst;
+    }
+    dst.par_chunks_mut(B * rows).enumerate().for_each(|(bi, d)| {
+        let (c0, nc) = (bi * B, d.len() / rows);
+        for r0 in (0..rows).step_by(B) {
+            for c in 0..nc {
+                for r in r0..(r0 + B).min(rows) {
+                    d[c * rows + r] = src[r * cols + c0 + c];
+                }
+            }
+        }
+    });
+    dst
 }
