@@ -20,7 +20,6 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::bf16::{self, PackedA};
 use super::bf16_ops::{PackedConv2dOp, PackedConvTranspose2dOp};
