@@ -62,7 +62,11 @@
 
 // bf16 products accumulated in f32 on CPUs with AVX512_BF16 (faster; outputs differ from f32
 // by about a level in 255). Where the CPU lacks AVX512_BF16 the model runs in f32 instead;
-// `p2p_model_info.precision` says which a model runs in.
+// `p2p_model_info.precision` says which a model runs in. On CPUs with AMX the products run on
+// its tiles: the first bf16 translation asks Linux for AMX state for the process
+// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, which enlarges signal frames by about 8 KiB and is refused
+// when a thread's alternate signal stack is too small; AVX512_BF16 runs then). Set the
+// environment variable `PIX2PIX_AMX=0` to never ask.
 #define P2P_PRECISION_BF16 2
 
 // `p2p_options.size_policy`: the library's default (`P2P_SIZE_POLICY_PAD`).

@@ -250,6 +250,9 @@ pub struct BenchRequest {
 pub struct BenchReport {
     pub infer_ms: RVec<f64>,
     pub train_step_ms: RVec<f64>,
+    /// The arithmetic the inference ran in: f32 where bf16 was asked for on a CPU without
+    /// AVX512_BF16.
+    pub precision: Precision,
 }
 
 /// The root module `libpix2pix.so` exports.

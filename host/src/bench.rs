@@ -97,10 +97,9 @@ pub fn main(args: Args) -> Result<ExitCode> {
         precision: args.precision,
     };
     let r = into_result((plugin.module.bench())(request))?;
-    let bf16_here = plugin.info().features.split(' ').any(|f| f == "bf16");
-    let precision = match args.precision {
-        Precision::Bf16 if !bf16_here => "f32 (bf16 asked for; this CPU lacks AVX512_BF16)",
-        p => p.name(),
+    let precision = match (args.precision, r.precision) {
+        (Precision::Bf16, Precision::F32) => "f32 (bf16 asked for; this CPU lacks AVX512_BF16)",
+        (_, p) => p.name(),
     };
     eprintln!(
         "{} ngf {} size {} batch {}, {} statistics, {precision}: {} iterations after {} warm-up",

@@ -184,6 +184,7 @@ fn bench_times_inference_and_training_steps() {
         RResult::ROk(r) => {
             assert_eq!(r.infer_ms.len(), 2);
             assert!(r.infer_ms.iter().all(|&t| t > 0.0));
+            assert_eq!(r.precision, pix2pix_ffi::Precision::F32);
         }
         RResult::RErr(e) => panic!("bench: {e}"),
     }

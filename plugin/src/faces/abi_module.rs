@@ -283,7 +283,11 @@ extern "C" fn bench(request: ffi::BenchRequest) -> RResult<ffi::BenchReport, RSt
             precision: request.precision,
         };
         let t = api::bench(&spec)?;
-        Ok(ffi::BenchReport { infer_ms: t.infer_ms.into(), train_step_ms: t.train_step_ms.into() })
+        Ok(ffi::BenchReport {
+            infer_ms: t.infer_ms.into(),
+            train_step_ms: t.train_step_ms.into(),
+            precision: t.precision,
+        })
     })
 }
 

@@ -108,10 +108,7 @@ impl Model {
     }
     /// The arithmetic the model runs in: the options' precision where the CPU can.
     pub fn precision(&self) -> Precision {
-        match self.options.precision {
-            Precision::Bf16 if !kernels::isa::bf16_available() => Precision::F32,
-            p => p,
-        }
+        kernels::effective_precision(self.options.precision)
     }
 
     /// Runs the generator in this model's precision (layers pick their kernels on the calling

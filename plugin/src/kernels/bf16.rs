@@ -63,6 +63,15 @@ pub fn precision() -> Precision {
     }
 }
 
+/// The precision products asked to run in `p` actually run in: f32 for bf16 where the CPU lacks
+/// AVX512_BF16.
+pub fn effective(p: Precision) -> Precision {
+    match p {
+        Precision::Bf16 if !isa::bf16_available() => Precision::F32,
+        p => p,
+    }
+}
+
 /// Whether inference products run in bf16 now: asked for, and the CPU can.
 pub(crate) fn active() -> bool {
     precision() == Precision::Bf16 && isa::bf16_available()

@@ -38,7 +38,10 @@ use candle_core::{CpuStorage, DType, Layout, Module, Result, Tensor};
 pub use activation::LeakyReluOp;
 #[doc(hidden)]
 pub use bf16::{bench_sgemm_bf16, Bf16Weights};
-pub use bf16::{from_bf16, precision, set_precision, to_bf16, with_precision, Precision};
+pub use bf16::{
+    effective as effective_precision, from_bf16, precision, set_precision, to_bf16, with_precision,
+    Precision,
+};
 #[doc(hidden)]
 pub use conv2d::bench_conv2d;
 pub use conv2d::Conv2dOp;

@@ -48,6 +48,8 @@ pub struct BenchSpec {
 pub struct BenchTimes {
     pub infer_ms: Vec<f64>,
     pub train_step_ms: Vec<f64>,
+    /// The arithmetic the inference ran in (f32 where bf16 was asked for but the CPU lacks it).
+    pub precision: crate::kernels::Precision,
 }
 
 pub const MAX_BENCH_NGF: usize = 256;
@@ -157,7 +159,8 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
             Ok(())
         })?;
     }
-    Ok(BenchTimes { infer_ms, train_step_ms })
+    let precision = crate::kernels::effective_precision(spec.precision);
+    Ok(BenchTimes { infer_ms, train_step_ms, precision })
 }
 
 /// Refuses a benchmark whose estimated memory exceeds its budget: the generator's weights

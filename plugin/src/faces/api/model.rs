@@ -44,9 +44,6 @@ fn features() -> &'static str {
     static FEATURES: OnceLock<String> = OnceLock::new();
     FEATURES.get_or_init(|| {
         let mut f = String::from("translate train evaluate bench");
-        if crate::kernels::isa::bf16_available() {
-            f.push_str(" bf16");
-        }
         if default_model::checkpoint().is_ok() {
             f.push_str(" default-model");
         }
