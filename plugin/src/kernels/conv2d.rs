@@ -10,6 +10,7 @@ use super::gemm::{sgemm_w, Mat, Weights};
 use super::im2col::{cnhw_to_nchw, im2col, Geom};
 use super::profile::timed;
 use super::scratch::Scratch;
+use super::single_channel;
 use super::weight_grad::WeightGradOp;
 use super::{batch_merge, contiguous_f32, dims4};
 
@@ -32,6 +33,17 @@ pub(crate) fn conv_core(
 ) -> Vec<f32> {
     // The direct kernel (direct.rs) is not dispatched to: measured 7–12× slower than
     // im2col + gemm on the outermost layers (benches/gemm_shapes.rs, interleaved).
+    if let Weights::F32(wm) = w {
+        if wm.rows == 1 {
+            let taps: Vec<f32> = (0..wm.cols).map(|t| wm.data[t * wm.cs]).collect();
+            let shape = || format!("1x{}x{nb} k{} s{} @{}x{}", g.c, g.kh, g.stride, g.oh, g.ow);
+            return timed(
+                || format!("conv   1-chan   {}", shape()),
+                2.0 * (nb * g.grid() * g.rows()) as f64,
+                || single_channel::forward(x, nb, g, &taps, bias.map_or(0.0, |b| b[0])),
+            );
+        }
+    }
     conv_gemm(x, nb, g, w, bias)
 }
 

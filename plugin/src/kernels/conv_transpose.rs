@@ -9,6 +9,7 @@ use super::gemm::{sgemm_w, Mat, Weights};
 use super::im2col::{col2im, nchw_to_cnhw, Geom};
 use super::profile::timed;
 use super::scratch::Scratch;
+use super::single_channel;
 use super::weight_grad::WeightGradOp;
 use super::{batch_merge, contiguous_f32, dims4};
 
@@ -65,6 +66,22 @@ pub(crate) fn conv_t_core(
 ) -> Vec<f32> {
     let (k, s, rows) = (wt.cols(), g.grid(), g.rows());
     let shape = || format!("{k}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
+    if let (Weights::F32(wm), 1) = (wt, k) {
+        // One input channel (a one-channel conv's input gradient): no column matrix.
+        let taps: Vec<f32> = (0..rows).map(|r| wm.data[r * wm.rs]).collect();
+        let mut y = timed(
+            || format!("convT  1-chan   {}", shape()),
+            2.0 * (nb * s * rows) as f64,
+            || single_channel::input_grad(x, nb, g, &taps),
+        );
+        if let Some(b) = bias {
+            let hw = g.h * g.w;
+            y.chunks_mut(hw.max(1)).enumerate().for_each(|(p, plane)| {
+                plane.iter_mut().for_each(|v| *v += b[p % g.c]);
+            });
+        }
+        return y;
+    }
     let flops = 2.0 * (rows * nb * s * k) as f64;
     let mut col = Scratch::take(rows * nb * s);
     if batch_merge(nb, s) {

@@ -28,6 +28,7 @@ mod mat;
 mod norm;
 mod profile;
 mod scratch;
+mod single_channel;
 mod small_gemm;
 mod weight_grad;
 

@@ -11,6 +11,7 @@ use super::gemm::{sgemm, Mat};
 use super::im2col::{im2col, nchw_to_cnhw, Geom};
 use super::mat::transpose;
 use super::profile::timed;
+use super::single_channel;
 use super::{batch_merge, contiguous_f32, dims4};
 
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +35,14 @@ pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geo
     let (s, rows) = (g.grid(), g.rows());
     let shape = || format!("{m}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
     let flops = 2.0 * (m * nb * s * rows) as f64;
+    if m == 1 {
+        // One-channel grid (the PatchGAN's last layer): no column matrix.
+        return timed(
+            || format!("wgrad  1-chan   {}", shape()),
+            flops,
+            || single_channel::weight_grad(act, nb, img, g),
+        );
+    }
     let col = timed(|| format!("wgrad  im2col   {}", shape()), 0.0, || im2col(img, nb, g));
     let transposed = transposed_pays(m, rows, nb * s);
     // dw = act · colᵀ (m × rows), or dwᵀ = col · actᵀ (rows × m) transposed back.
