@@ -60,7 +60,8 @@ pub struct Args {
     norm_stats: NormStats,
     /// Arithmetic of the timed inference's convolutions: f32 (matches the reference) or bf16 (bf16 products
     /// accumulated in f32 on CPUs with AVX512_BF16: faster, outputs within about a level of
-    /// f32's; elsewhere f32 runs, and this says so).
+    /// f32's; elsewhere f32 runs, and this says so). bf16 with `--norm-stats running`: the
+    /// README's "ours, bf16" column.
     #[arg(long, value_parser = parser::<Precision>(), default_value_t = Precision::default())]
     precision: Precision,
     /// Memory the benchmark may take, in MiB (0 = half of the machine's memory, or of the

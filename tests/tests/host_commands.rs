@@ -226,14 +226,16 @@ fn bench_help_maps_the_readme_columns() {
         .expect("the README's performance table");
     let ours: Vec<&str> =
         header.split('|').map(str::trim).filter(|c| c.starts_with("ours")).collect();
-    assert_eq!(ours.len(), 3, "{header}");
+    assert_eq!(ours.len(), 4, "{header}");
     for column in ours {
         assert!(
             help.contains(column),
             "`host bench --help` does not name the README column {column:?}:\n{help}"
         );
     }
-    for option in ["--ngf", "--batch", "--size", "--net-g", "--norm-stats", "--train"] {
+    for option in
+        ["--ngf", "--batch", "--size", "--net-g", "--norm-stats", "--train", "--precision"]
+    {
         let line = help
             .lines()
             .position(|l| l.trim_start().starts_with(option))
