@@ -505,6 +505,7 @@ height = 512
             p.models[0].path.as_deref(),
             Some(Path::new("/base/models/facades.safetensors"))
         );
+        assert_eq!(p.models[0].precision, Precision::F32, "the default");
         assert_eq!(p.steps.len(), 3);
         assert!(matches!(
             p.steps[1],
@@ -534,6 +535,12 @@ height = 512
         assert!(e.contains("p.toml:20:9: [[step]] #1, key `width`: key `width` does not apply to op \"split\"; its keys: half"), "{e}");
         let e = err(&EXAMPLE.replace("size_policy = \"tile\"", "size_policy = \"tiles\""));
         assert!(e.contains("p.toml:25:15: [[step]] #2, key `size_policy`: unknown variant `tiles`, expected one of `resize`, `pad`, `tile`"), "{e}");
+        let bf16 = EXAMPLE
+            .replace("norm_stats = \"batch\"", "norm_stats = \"batch\"\nprecision = \"bf16\"");
+        let p = parse(&bf16, "p.toml", Path::new("/base")).unwrap();
+        assert_eq!(p.models[0].precision, Precision::Bf16);
+        let e = err(&bf16.replace("\"bf16\"", "\"fp16\""));
+        assert!(e.contains("p.toml:17:13: [[model]] #1, key `precision`: unknown variant `fp16`, expected `f32` or `bf16`"), "{e}");
         let e = err(&EXAMPLE.replace("workers = 2", "worker = 2"));
         assert!(e.starts_with("p.toml:1:1: key `worker`: unknown field `worker`"), "{e}");
         let e = err(&EXAMPLE.replace("model = \"facades\"", "model = \"maps\""));
