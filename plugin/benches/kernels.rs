@@ -12,8 +12,9 @@
 //!   G backward (GAN + 100·L1) + Adam.
 //!
 //! Environment: `PIX2PIX_BENCH=infer,grad,step` (what to run), `PIX2PIX_BENCH_MODES=candle,fast`,
-//! `PIX2PIX_BENCH_NGF=64,32`, `PIX2PIX_BENCH_BATCH=1,4` (infer; grad and step run batch 1),
-//! `PIX2PIX_BENCH_N` (timed iterations: default 7 fast, 3 candle), `PIX2PIX_BENCH_SIZE=256`;
+//! `PIX2PIX_BENCH_NGF=64,32`, `PIX2PIX_BENCH_BATCH=1,4` (infer runs each; step the first; grad
+//! batch 1), `PIX2PIX_BENCH_N` (timed iterations: default 7 fast, 3 candle),
+//! `PIX2PIX_BENCH_SIZE=256`, `PIX2PIX_BENCH_PRECISION=f32|bf16` (infer's arithmetic);
 //! `PIX2PIX_KERNELS_PROFILE=1` adds the fast kernels' phase timings (summed over all runs).
 //! On a 2-core machine, also compare `CANDLE_BARRIER_POOL_SPIN_LIMIT=100`: candle's element-wise
 //! ops spin a worker thread after each op, which takes a core from the next convolution.
@@ -182,7 +183,9 @@ fn main() {
         if what.iter().any(|w| w == "step") {
             // The trainer's own step (plugin/src/train): G forward (dropout on), D on fake and
             // real + backward + Adam, G's GAN + 100·L1 loss through the frozen D + Adam.
-            let (x, y) = (rand_image(1, size, 1), rand_image(1, size, 2));
+            // At the first of PIX2PIX_BENCH_BATCH's batch sizes.
+            let nb = batches[0];
+            let (x, y) = (rand_image(nb, size, 1), rand_image(nb, size, 2));
             let dcfg = DiscriminatorConfig {
                 kind: DiscriminatorKind::NLayer(3),
                 in_channels: 6,
@@ -208,7 +211,7 @@ fn main() {
                         .map(|_| ())
                         .map_err(|e| candle_core::Error::Msg(e.to_string()))
                 });
-                report("train_step", mode, ngf, 1, s);
+                report("train_step", mode, ngf, nb, s);
                 print!("{}", kernels::take_profile());
             }
         }
