@@ -421,8 +421,8 @@ fn on_every_isa(what: &str, mut f: impl FnMut()) {
     }
 }
 
-/// The outermost layers' and the small-n products of the innermost ones, on every instruction
-/// set: against the f64 oracle.
+/// The outermost layers', the one-channel layers' and the small-n products of the innermost
+/// ones, on every instruction set: against the f64 oracle.
 #[test]
 fn strategies_on_every_isa() {
     let c = |nb, cin, cout, h, w, k, stride, pad| Case {
@@ -450,6 +450,17 @@ fn strategies_on_every_isa() {
             Case { dil: 2, ..c(1, 3, 4, 20, 40, 3, 1, 2) },
         ] {
             conv2d_case(case, &mut rng);
+        }
+        // One-channel convolutions (the PatchGAN's last layer; the loops compiled per level):
+        // output runs longer and shorter than a vector, strided, and a one-channel-input
+        // transposed conv.
+        for nb in [1, 2] {
+            conv2d_case(c(nb, 8, 1, 37, 37, 4, 1, 1), &mut rng);
+            conv2d_case(c(nb, 5, 1, 9, 14, 3, 2, 1), &mut rng);
+            conv_t_case(c(nb, 1, 3, 19, 19, 4, 1, 1), &mut rng);
+            conv2d_case(Case { dil: 2, ..c(nb, 4, 1, 15, 13, 3, 1, 2) }, &mut rng);
+            conv_t_case(Case { dil: 2, ..c(nb, 1, 2, 9, 11, 3, 1, 1) }, &mut rng);
+            conv2d_case(c(nb, 3, 1, 6, 6, 4, 1, 0), &mut rng);
         }
         // Small-n products: transposed convolutions from 1×1 and 2×2 grids, conv2d onto them.
         for nb in [1, 3] {

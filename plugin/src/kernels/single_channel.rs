@@ -13,6 +13,8 @@
 use rayon::prelude::*;
 
 use super::im2col::Geom;
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
+use super::isa::{self, Isa};
 
 /// Output columns `ox` whose input column `ox·s + j·d − p` lies in `0..w`, for kernel column `j`.
 fn columns(g: &Geom, j: usize) -> (usize, usize) {
@@ -31,115 +33,348 @@ fn row(g: &Geom, oy: usize, i: usize) -> Option<usize> {
     (0..g.h as isize).contains(&iy).then_some(iy as usize)
 }
 
+/// Defines `$name`, which runs `$body` compiled for the best instruction set the kernels may
+/// use ([`isa::active`]): these loops are short runs of multiply–adds that the baseline x86-64
+/// target compiles to 4-wide SSE without FMA.
+macro_rules! on_best_isa {
+    ($name:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match isa::active() {
+                    // SAFETY: isa::active never names a level the CPU lacks.
+                    Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    Isa::Scalar => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+/// `y += a · x` over equal-length runs.
+#[inline(always)]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}
+
+/// `Σ a·b` in 16 interleaved partial sums (so that it vectorises).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..16 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The first input column of output column `lo` for kernel column `j`.
+fn first(g: &Geom, lo: usize, j: usize) -> usize {
+    ((lo * g.stride + j * g.dil) as isize - g.pad as isize) as usize
+}
+
+/// One output row `oy` of image `n` (`out`, `ow` floats) += every tap's shifted input row.
+#[inline(always)]
+fn forward_row_body(out: &mut [f32], x: &[f32], n: usize, oy: usize, g: &Geom, w: &[f32]) {
+    let hw = g.h * g.w;
+    for c in 0..g.c {
+        let plane = &x[(n * g.c + c) * hw..][..hw];
+        for i in 0..g.kh {
+            let Some(iy) = row(g, oy, i) else { continue };
+            let src = &plane[iy * g.w..][..g.w];
+            for j in 0..g.kw {
+                let (lo, hi) = columns(g, j);
+                if lo == hi {
+                    continue;
+                }
+                let (wt, start) = (w[(c * g.kh + i) * g.kw + j], first(g, lo, j));
+                if g.stride == 1 {
+                    axpy(&mut out[lo..hi], wt, &src[start..start + (hi - lo)]);
+                } else {
+                    for (k, o) in out[lo..hi].iter_mut().enumerate() {
+                        *o += wt * src[start + k * g.stride];
+                    }
+                }
+            }
+        }
+    }
+}
+
+on_best_isa!(forward_row => forward_row_body(out: &mut [f32], x: &[f32], n: usize, oy: usize, g: &Geom, w: &[f32]));
+
+/// Stride 1: every plane zero-padded to rows of `pw = w + 2·pad` and the grid laid out on rows
+/// of the same width, so that a tap `(i, j)` is one contiguous shift by `(i·pw + j)·dil` and
+/// each pass over a tap is a single multiply–add run of `oh·pw` floats (the rows' last columns
+/// are scratch). Short per-row runs left these layers at 4–9 GFLOP/s.
+struct Padded {
+    /// Padded plane width and height.
+    pw: usize,
+    ph: usize,
+    /// Floats of the grid on `pw`-wide rows.
+    run: usize,
+}
+
+impl Padded {
+    fn of(g: &Geom) -> Option<Self> {
+        if g.stride != 1 {
+            return None;
+        }
+        let (pw, ph) = (g.w + 2 * g.pad, g.h + 2 * g.pad);
+        // The last tap's shift plus the run stays inside the padded plane.
+        let run = g.oh * pw;
+        let reach = ((g.kh - 1) * pw + (g.kw - 1)) * g.dil + run;
+        (reach <= ph * pw + pw).then_some(Self { pw, ph, run })
+    }
+
+    /// `plane` (`h × w`) into a zeroed padded buffer with one spare row (the last run's reach).
+    fn pad(&self, g: &Geom, plane: &[f32], out: &mut [f32]) {
+        for (y, src) in plane.chunks_exact(g.w).enumerate() {
+            out[(y + g.pad) * self.pw + g.pad..][..g.w].copy_from_slice(src);
+        }
+    }
+
+    fn plane_len(&self) -> usize {
+        (self.ph + 1) * self.pw
+    }
+}
+
+/// Channel `c`'s taps over one padded plane into the `pw`-wide grid `acc`.
+#[inline(always)]
+fn forward_padded_body(acc: &mut [f32], xp: &[f32], wc: &[f32], g: &Geom, pw: usize) {
+    let run = acc.len();
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let at = (i * pw + j) * g.dil;
+            axpy(acc, wc[i * g.kw + j], &xp[at..at + run]);
+        }
+    }
+}
+
+on_best_isa!(forward_padded => forward_padded_body(acc: &mut [f32], xp: &[f32], wc: &[f32], g: &Geom, pw: usize));
+
+/// [`forward`] at stride 1 through [`Padded`].
+fn forward_stride1(x: &[f32], nb: usize, g: &Geom, w: &[f32], bias: f32, p: &Padded) -> Vec<f32> {
+    let (hw, s, taps) = (g.h * g.w, g.grid(), g.kh * g.kw);
+    let mut y = vec![bias; nb * s];
+    for n in 0..nb {
+        // Channels split between tasks, each summing into its own padded grid, then added.
+        let acc = (0..g.c)
+            .into_par_iter()
+            .fold(
+                || (vec![0f32; p.run], vec![0f32; p.plane_len()]),
+                |(mut acc, mut xp), c| {
+                    p.pad(g, &x[(n * g.c + c) * hw..][..hw], &mut xp);
+                    forward_padded(&mut acc, &xp, &w[c * taps..][..taps], g, p.pw);
+                    (acc, xp)
+                },
+            )
+            .map(|(acc, _)| acc)
+            .reduce(
+                || vec![0f32; p.run],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        let out = &mut y[n * s..][..s];
+        for (dst, src) in out.chunks_exact_mut(g.ow).zip(acc.chunks_exact(p.pw)) {
+            dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
+        }
+    }
+    y
+}
+
+/// The grids of `dy` laid out on `pw`-wide rows, zero past `ow` (those columns must add
+/// nothing).
+fn grids_on_padded_rows(dy: &[f32], nb: usize, g: &Geom, p: &Padded) -> Vec<f32> {
+    let mut out = vec![0f32; nb * p.run];
+    for (dst, src) in out.chunks_exact_mut(p.pw).zip(dy.chunks_exact(g.ow)) {
+        dst[..g.ow].copy_from_slice(src);
+    }
+    out
+}
+
+/// One padded input-gradient plane from the `pw`-wide grid gradient and channel `c`'s taps.
+#[inline(always)]
+fn input_grad_padded_body(dxp: &mut [f32], dyp: &[f32], wc: &[f32], g: &Geom, pw: usize) {
+    let run = dyp.len();
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let at = (i * pw + j) * g.dil;
+            axpy(&mut dxp[at..at + run], wc[i * g.kw + j], dyp);
+        }
+    }
+}
+
+on_best_isa!(input_grad_padded => input_grad_padded_body(dxp: &mut [f32], dyp: &[f32], wc: &[f32], g: &Geom, pw: usize));
+
+/// [`input_grad`] at stride 1 through [`Padded`].
+fn input_grad_stride1(dy: &[f32], nb: usize, g: &Geom, w: &[f32], p: &Padded) -> Vec<f32> {
+    let (hw, taps) = (g.h * g.w, g.kh * g.kw);
+    let dyp = grids_on_padded_rows(dy, nb, g, p);
+    let mut dx = vec![0f32; nb * g.c * hw];
+    dx.par_chunks_mut(hw.max(1)).enumerate().for_each(|(q, plane)| {
+        let (n, c) = (q / g.c, q % g.c);
+        let mut dxp = vec![0f32; p.plane_len()];
+        input_grad_padded(&mut dxp, &dyp[n * p.run..][..p.run], &w[c * taps..][..taps], g, p.pw);
+        for (y, dst) in plane.chunks_exact_mut(g.w).enumerate() {
+            dst.copy_from_slice(&dxp[(y + g.pad) * p.pw + g.pad..][..g.w]);
+        }
+    });
+    dx
+}
+
+/// Channel `c`'s taps of the weight gradient from one padded plane and its `pw`-wide grid.
+#[inline(always)]
+fn weight_grad_padded_body(dwc: &mut [f32], dyp: &[f32], xp: &[f32], g: &Geom, pw: usize) {
+    let run = dyp.len();
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let at = (i * pw + j) * g.dil;
+            dwc[i * g.kw + j] += dot(dyp, &xp[at..at + run]);
+        }
+    }
+}
+
+on_best_isa!(weight_grad_padded => weight_grad_padded_body(dwc: &mut [f32], dyp: &[f32], xp: &[f32], g: &Geom, pw: usize));
+
+/// [`weight_grad`] at stride 1 through [`Padded`].
+fn weight_grad_stride1(dy: &[f32], nb: usize, x: &[f32], g: &Geom, p: &Padded) -> Vec<f32> {
+    let (hw, taps) = (g.h * g.w, g.kh * g.kw);
+    let dyp = grids_on_padded_rows(dy, nb, g, p);
+    let mut dw = vec![0f32; g.rows()];
+    dw.par_chunks_mut(taps.max(1)).enumerate().for_each(|(c, dwc)| {
+        let mut xp = vec![0f32; p.plane_len()];
+        for n in 0..nb {
+            p.pad(g, &x[(n * g.c + c) * hw..][..hw], &mut xp);
+            weight_grad_padded(dwc, &dyp[n * p.run..][..p.run], &xp, g, p.pw);
+        }
+    });
+    dw
+}
+
 /// `(nb, 1, oh, ow)` = the convolution of `x` with the taps `w`, plus `bias`.
 pub(crate) fn forward(x: &[f32], nb: usize, g: &Geom, w: &[f32], bias: f32) -> Vec<f32> {
     let (hw, s) = (g.h * g.w, g.grid());
     assert_eq!(w.len(), g.rows(), "one-channel conv: taps");
     assert_eq!(x.len(), nb * g.c * hw, "one-channel conv: input size");
+    if let Some(p) = Padded::of(g) {
+        return forward_stride1(x, nb, g, w, bias, &p);
+    }
     let mut y = vec![bias; nb * s];
-    y.par_chunks_mut(g.ow.max(1)).enumerate().for_each(|(r, out)| {
-        let (n, oy) = (r / g.oh, r % g.oh);
-        for c in 0..g.c {
-            let plane = &x[(n * g.c + c) * hw..][..hw];
-            for i in 0..g.kh {
-                let Some(iy) = row(g, oy, i) else { continue };
-                let src = &plane[iy * g.w..][..g.w];
-                for j in 0..g.kw {
-                    let wt = w[(c * g.kh + i) * g.kw + j];
-                    let (lo, hi) = columns(g, j);
-                    if lo == hi {
-                        continue;
-                    }
-                    let start = (lo * g.stride + j * g.dil) as isize - g.pad as isize;
-                    let start = start as usize;
-                    if g.stride == 1 {
-                        let src = &src[start..start + (hi - lo)];
-                        out[lo..hi].iter_mut().zip(src).for_each(|(o, v)| *o += wt * v);
-                    } else {
-                        for (k, o) in out[lo..hi].iter_mut().enumerate() {
-                            *o += wt * src[start + k * g.stride];
-                        }
+    y.par_chunks_mut(g.ow.max(1))
+        .enumerate()
+        .for_each(|(r, out)| forward_row(out, x, r / g.oh, r % g.oh, g, w));
+    y
+}
+
+/// Plane `c` of image `n`'s input gradient (`plane`, `h·w` floats) from the grid gradient.
+#[inline(always)]
+fn input_grad_plane_body(plane: &mut [f32], grid: &[f32], c: usize, g: &Geom, w: &[f32]) {
+    for oy in 0..g.oh {
+        let src = &grid[oy * g.ow..][..g.ow];
+        for i in 0..g.kh {
+            let Some(iy) = row(g, oy, i) else { continue };
+            let dst = &mut plane[iy * g.w..][..g.w];
+            for j in 0..g.kw {
+                let (lo, hi) = columns(g, j);
+                if lo == hi {
+                    continue;
+                }
+                let (wt, start) = (w[(c * g.kh + i) * g.kw + j], first(g, lo, j));
+                if g.stride == 1 {
+                    axpy(&mut dst[start..start + (hi - lo)], wt, &src[lo..hi]);
+                } else {
+                    for (k, v) in src[lo..hi].iter().enumerate() {
+                        dst[start + k * g.stride] += wt * v;
                     }
                 }
             }
         }
-    });
-    y
+    }
 }
+
+on_best_isa!(input_grad_plane => input_grad_plane_body(plane: &mut [f32], grid: &[f32], c: usize, g: &Geom, w: &[f32]));
 
 /// `(nb, c, h, w)`: the gradient of [`forward`]'s input for output gradient `dy`.
 pub(crate) fn input_grad(dy: &[f32], nb: usize, g: &Geom, w: &[f32]) -> Vec<f32> {
     let (hw, s) = (g.h * g.w, g.grid());
     assert_eq!(w.len(), g.rows(), "one-channel conv: taps");
     assert_eq!(dy.len(), nb * s, "one-channel conv: gradient size");
+    if let Some(p) = Padded::of(g) {
+        return input_grad_stride1(dy, nb, g, w, &p);
+    }
     let mut dx = vec![0f32; nb * g.c * hw];
     dx.par_chunks_mut(hw.max(1)).enumerate().for_each(|(p, plane)| {
         let (n, c) = (p / g.c, p % g.c);
-        let grid = &dy[n * s..][..s];
-        for oy in 0..g.oh {
-            let src = &grid[oy * g.ow..][..g.ow];
-            for i in 0..g.kh {
-                let Some(iy) = row(g, oy, i) else { continue };
-                let dst = &mut plane[iy * g.w..][..g.w];
-                for j in 0..g.kw {
-                    let wt = w[(c * g.kh + i) * g.kw + j];
-                    let (lo, hi) = columns(g, j);
-                    if lo == hi {
-                        continue;
-                    }
-                    let start = ((lo * g.stride + j * g.dil) as isize - g.pad as isize) as usize;
-                    if g.stride == 1 {
-                        let dst = &mut dst[start..start + (hi - lo)];
-                        dst.iter_mut().zip(&src[lo..hi]).for_each(|(d, v)| *d += wt * v);
-                    } else {
-                        for (k, v) in src[lo..hi].iter().enumerate() {
-                            dst[start + k * g.stride] += wt * v;
-                        }
-                    }
-                }
-            }
-        }
+        input_grad_plane(plane, &dy[n * s..][..s], c, g, w)
     });
     dx
 }
 
-/// The `c·kh·kw` taps' gradient: `Σ_n Σ_(oy, ox) dy · x` at each tap's shift.
-pub(crate) fn weight_grad(dy: &[f32], nb: usize, x: &[f32], g: &Geom) -> Vec<f32> {
+/// Channel `c`'s taps of the weight gradient (`dwc`, `kh·kw` floats), summed over the batch.
+#[inline(always)]
+fn weight_grad_channel_body(dwc: &mut [f32], dy: &[f32], nb: usize, x: &[f32], c: usize, g: &Geom) {
     let (hw, s) = (g.h * g.w, g.grid());
-    assert_eq!(dy.len(), nb * s, "one-channel conv: gradient size");
-    assert_eq!(x.len(), nb * g.c * hw, "one-channel conv: input size");
-    let mut dw = vec![0f32; g.rows()];
-    let taps = g.kh * g.kw;
-    dw.par_chunks_mut(taps.max(1)).enumerate().for_each(|(c, dwc)| {
-        for n in 0..nb {
-            let plane = &x[(n * g.c + c) * hw..][..hw];
-            let grid = &dy[n * s..][..s];
-            for oy in 0..g.oh {
-                let d = &grid[oy * g.ow..][..g.ow];
-                for i in 0..g.kh {
-                    let Some(iy) = row(g, oy, i) else { continue };
-                    let src = &plane[iy * g.w..][..g.w];
-                    for j in 0..g.kw {
-                        let (lo, hi) = columns(g, j);
-                        if lo == hi {
-                            continue;
-                        }
-                        let start =
-                            ((lo * g.stride + j * g.dil) as isize - g.pad as isize) as usize;
-                        let sum: f32 = if g.stride == 1 {
-                            d[lo..hi].iter().zip(&src[start..]).map(|(a, b)| a * b).sum()
-                        } else {
-                            d[lo..hi]
-                                .iter()
-                                .enumerate()
-                                .map(|(k, a)| a * src[start + k * g.stride])
-                                .sum()
-                        };
-                        dwc[i * g.kw + j] += sum;
+    for n in 0..nb {
+        let plane = &x[(n * g.c + c) * hw..][..hw];
+        let grid = &dy[n * s..][..s];
+        for oy in 0..g.oh {
+            let d = &grid[oy * g.ow..][..g.ow];
+            for i in 0..g.kh {
+                let Some(iy) = row(g, oy, i) else { continue };
+                let src = &plane[iy * g.w..][..g.w];
+                for j in 0..g.kw {
+                    let (lo, hi) = columns(g, j);
+                    if lo == hi {
+                        continue;
                     }
+                    let start = first(g, lo, j);
+                    dwc[i * g.kw + j] += if g.stride == 1 {
+                        dot(&d[lo..hi], &src[start..])
+                    } else {
+                        d[lo..hi]
+                            .iter()
+                            .enumerate()
+                            .map(|(k, a)| a * src[start + k * g.stride])
+                            .sum()
+                    };
                 }
             }
         }
-    });
+    }
+}
+
+on_best_isa!(weight_grad_channel => weight_grad_channel_body(dwc: &mut [f32], dy: &[f32], nb: usize, x: &[f32], c: usize, g: &Geom));
+
+/// The `c·kh·kw` taps' gradient: `Σ_n Σ_(oy, ox) dy · x` at each tap's shift.
+pub(crate) fn weight_grad(dy: &[f32], nb: usize, x: &[f32], g: &Geom) -> Vec<f32> {
+    assert_eq!(dy.len(), nb * g.grid(), "one-channel conv: gradient size");
+    assert_eq!(x.len(), nb * g.c * g.h * g.w, "one-channel conv: input size");
+    if let Some(p) = Padded::of(g) {
+        return weight_grad_stride1(dy, nb, x, g, &p);
+    }
+    let mut dw = vec![0f32; g.rows()];
+    let taps = g.kh * g.kw;
+    dw.par_chunks_mut(taps.max(1))
+        .enumerate()
+        .for_each(|(c, dwc)| weight_grad_channel(dwc, dy, nb, x, c, g));
     dw
 }
