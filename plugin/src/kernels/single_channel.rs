@@ -155,6 +155,9 @@ impl Padded {
     }
 }
 
+/// Channels one forward task sums (a fixed split, so that the sums do not depend on the threads).
+const CHANNELS_PER_TASK: usize = 16;
+
 /// Channel `c`'s taps over one padded plane into the `pw`-wide grid `acc`.
 #[inline(always)]
 fn forward_padded_body(acc: &mut [f32], xp: &[f32], wc: &[f32], g: &Geom, pw: usize) {
@@ -174,25 +177,23 @@ fn forward_stride1(x: &[f32], nb: usize, g: &Geom, w: &[f32], bias: f32, p: &Pad
     let (hw, s, taps) = (g.h * g.w, g.grid(), g.kh * g.kw);
     let mut y = vec![bias; nb * s];
     for n in 0..nb {
-        // Channels split between tasks, each summing into its own padded grid, then added.
-        let acc = (0..g.c)
+        // Channels in fixed groups, each summed into its own padded grid, the grids then added
+        // in group order: the same sums whatever the threads (training resumes bit for bit).
+        let groups: Vec<Vec<f32>> = (0..g.c.div_ceil(CHANNELS_PER_TASK))
             .into_par_iter()
-            .fold(
-                || (vec![0f32; p.run], vec![0f32; p.plane_len()]),
-                |(mut acc, mut xp), c| {
+            .map(|t| {
+                let (mut acc, mut xp) = (vec![0f32; p.run], vec![0f32; p.plane_len()]);
+                for c in t * CHANNELS_PER_TASK..((t + 1) * CHANNELS_PER_TASK).min(g.c) {
                     p.pad(g, &x[(n * g.c + c) * hw..][..hw], &mut xp);
                     forward_padded(&mut acc, &xp, &w[c * taps..][..taps], g, p.pw);
-                    (acc, xp)
-                },
-            )
-            .map(|(acc, _)| acc)
-            .reduce(
-                || vec![0f32; p.run],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                    a
-                },
-            );
+                }
+                acc
+            })
+            .collect();
+        let mut acc = vec![0f32; p.run];
+        for part in &groups {
+            acc.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        }
         let out = &mut y[n * s..][..s];
         for (dst, src) in out.chunks_exact_mut(g.ow).zip(acc.chunks_exact(p.pw)) {
             dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
