@@ -90,7 +90,7 @@ fn first(g: &Geom, lo: usize, j: usize) -> usize {
     ((lo * g.stride + j * g.dil) as isize - g.pad as isize) as usize
 }
 
-/// One output row `oy` of image `n` (`out`, `ow` floats) += every tap's shifted input row.
+/// Strided: one output row `oy` of image `n` (`out`, `ow` floats) += every tap's input row.
 #[inline(always)]
 fn forward_row_body(out: &mut [f32], x: &[f32], n: usize, oy: usize, g: &Geom, w: &[f32]) {
     let hw = g.h * g.w;
@@ -105,12 +105,8 @@ fn forward_row_body(out: &mut [f32], x: &[f32], n: usize, oy: usize, g: &Geom, w
                     continue;
                 }
                 let (wt, start) = (w[(c * g.kh + i) * g.kw + j], first(g, lo, j));
-                if g.stride == 1 {
-                    axpy(&mut out[lo..hi], wt, &src[start..start + (hi - lo)]);
-                } else {
-                    for (k, o) in out[lo..hi].iter_mut().enumerate() {
-                        *o += wt * src[start + k * g.stride];
-                    }
+                for (k, o) in out[lo..hi].iter_mut().enumerate() {
+                    *o += wt * src[start + k * g.stride];
                 }
             }
         }
@@ -138,9 +134,9 @@ impl Padded {
         }
         let (pw, ph) = (g.w + 2 * g.pad, g.h + 2 * g.pad);
         // The last tap's shift plus the run stays inside the padded plane.
-        let run = g.oh * pw;
-        let reach = ((g.kh - 1) * pw + (g.kw - 1)) * g.dil + run;
-        (reach <= ph * pw + pw).then_some(Self { pw, ph, run })
+        // The last tap's run ends at ((kh−1)·pw + kw−1)·dil + oh·pw ≤ ph·pw + pw: inside the
+        // padded plane plus its spare row, for every stride-1 geometry.
+        Some(Self { pw, ph, run: g.oh * pw })
     }
 
     /// `plane` (`h × w`) into a zeroed padded buffer with one spare row (the last run's reach).
@@ -300,12 +296,8 @@ fn input_grad_plane_body(plane: &mut [f32], grid: &[f32], c: usize, g: &Geom, w:
                     continue;
                 }
                 let (wt, start) = (w[(c * g.kh + i) * g.kw + j], first(g, lo, j));
-                if g.stride == 1 {
-                    axpy(&mut dst[start..start + (hi - lo)], wt, &src[lo..hi]);
-                } else {
-                    for (k, v) in src[lo..hi].iter().enumerate() {
-                        dst[start + k * g.stride] += wt * v;
-                    }
+                for (k, v) in src[lo..hi].iter().enumerate() {
+                    dst[start + k * g.stride] += wt * v;
                 }
             }
         }
@@ -348,15 +340,11 @@ fn weight_grad_channel_body(dwc: &mut [f32], dy: &[f32], nb: usize, x: &[f32], c
                         continue;
                     }
                     let start = first(g, lo, j);
-                    dwc[i * g.kw + j] += if g.stride == 1 {
-                        dot(&d[lo..hi], &src[start..])
-                    } else {
-                        d[lo..hi]
-                            .iter()
-                            .enumerate()
-                            .map(|(k, a)| a * src[start + k * g.stride])
-                            .sum()
-                    };
+                    dwc[i * g.kw + j] += d[lo..hi]
+                        .iter()
+                        .enumerate()
+                        .map(|(k, a)| a * src[start + k * g.stride])
+                        .sum::<f32>();
                 }
             }
         }
