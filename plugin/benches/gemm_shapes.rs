@@ -33,6 +33,8 @@ fn main() {
     for n in [1, 4, 8, 16, 64] {
         shapes.push((format!("conv 512<-512 n={n}"), 512, n, 8192, false, false));
         shapes.push((format!("convT 1024->512 n={n}"), 8192, n, 1024, true, false));
+        // Frozen transposed convolutions hold their weights row-major (frozen.rs).
+        shapes.push((format!("convT(rm) 1024->512 n={n}"), 8192, n, 1024, false, false));
     }
     // Weight gradients: (cout, cin·16) = dy (cout × S) · colᵀ (S × cin·16), k = S small inside.
     for s in [4, 16, 64] {
