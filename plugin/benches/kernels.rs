@@ -15,6 +15,8 @@
 //! `PIX2PIX_BENCH_NGF=64,32`, `PIX2PIX_BENCH_BATCH=1,4` (infer runs each; step the first; grad
 //! batch 1), `PIX2PIX_BENCH_N` (timed iterations: default 7 fast, 3 candle),
 //! `PIX2PIX_BENCH_SIZE=256`, `PIX2PIX_BENCH_PRECISION=f32|bf16` (infer's arithmetic);
+//! `PIX2PIX_BENCH_STATS=batch` (infer normalises with the image's own statistics, as `host run`;
+//! default: running statistics, folded into the convolutions);
 //! `PIX2PIX_KERNELS_PROFILE=1` adds the fast kernels' phase timings (summed over all runs).
 //! On a 2-core machine, also compare `CANDLE_BARRIER_POOL_SPIN_LIMIT=100`: candle's element-wise
 //! ops spin a worker thread after each op, which takes a core from the next convolution.
@@ -150,7 +152,12 @@ fn main() {
             let g = pix2pix::faces::api::random_generator(GeneratorConfig::Unet(cfg)).unwrap();
             for &nb in &batches {
                 let x = rand_image(nb, size, 1);
-                let f = Forward::infer(NormStats::Running);
+                // PIX2PIX_BENCH_STATS=batch: the image's own statistics, as `host run` and
+                // `host bench` normalise (the paper's protocol); the default folds running ones.
+                let f = Forward::infer(match std::env::var("PIX2PIX_BENCH_STATS").as_deref() {
+                    Ok("batch") => NormStats::Batch,
+                    _ => NormStats::Running,
+                });
                 for &mode in &modes {
                     kernels::set_mode(mode);
                     let s = time(iters(mode), || {

@@ -52,6 +52,7 @@ pub use frozen::{Conv2d, ConvTranspose2d};
 pub use gemm::{bench_sgemm, Path as GemmPath};
 pub use isa::Isa;
 pub use norm::{Groups, MomentsOp, NormAffineOp};
+pub(crate) use profile::timed;
 pub use profile::take_report as take_profile;
 pub use scratch::release as release_scratch;
 pub use weight_grad::WeightGradOp;

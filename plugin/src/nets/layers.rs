@@ -23,6 +23,22 @@ pub enum Op {
 
 impl Layer for Op {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
+        // The element-wise entries are timed here, as the kernels time the convolutions'
+        // parts, so that the profile (`PIX2PIX_KERNELS_PROFILE=1`) accounts for a whole pass.
+        let what = match self {
+            Op::Norm(_) => "norm",
+            Op::ReLU | Op::LeakyReLU(_) => "relu",
+            Op::Tanh => "tanh",
+            Op::Dropout(_) => "dropout",
+            Op::ReflectionPad(_) => "pad",
+            Op::Conv(_) | Op::ConvTranspose(_) | Op::Block(_) => return self.apply(x, f),
+        };
+        crate::kernels::timed(|| format!("{what:<6} {:?}", x.dims()), 0.0, || self.apply(x, f))
+    }
+}
+
+impl Op {
+    fn apply(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
         match self {
             Op::Conv(c) => c.forward(x),
             Op::ConvTranspose(c) => c.forward(x),

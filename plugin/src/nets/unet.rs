@@ -100,7 +100,11 @@ impl Layer for UnetBlock {
         if self.outermost {
             Ok(y)
         } else {
-            Tensor::cat(&[x, &y], 1)
+            crate::kernels::timed(
+                || format!("cat    {:?}", x.dims()),
+                0.0,
+                || Tensor::cat(&[x, &y], 1),
+            )
         }
     }
 }
