@@ -1,4 +1,4 @@
-//! The fused element-wise kernels (batch / instance norm, ReLU / LeakyReLU) and the frozen
+//! The fused element-wise kernels (batch / instance norm, ReLU / LeakyReLU, tanh) and the frozen
 //! transposed convolution, against candle's own composition of the same layers in f64 (which
 //! the fast paths never take): outputs, running statistics, and the gradients of the input,
 //! the scale and the shift, over shapes from 1×1 maps to batches of 64×64 planes.
@@ -168,6 +168,45 @@ fn leaky_relu_matches_candle_with_pytorch_gradient() {
     let g =
         kernels::leaky_relu(xv.as_tensor(), 0.2).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(g.get(xv.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![0.2f32; 4]);
+}
+
+/// The fast tanh against candle's in f64: values within an f32 ulp, over the range where it
+/// switches formulas (tiny, moderate, saturated, ±0, infinities), and the gradient of `Σ y·r`.
+#[test]
+fn tanh_matches_candle() {
+    let mut rng = StdRng::seed_from_u64(14);
+    for shape in [&[1usize, 3, 5, 7][..], &[2, 3, 130, 129]] {
+        let x = rand_t(&mut rng, shape, 3.0, 0.0);
+        let r = rand_t(&mut rng, shape, 1.0, 0.0);
+        let ours = kernels::tanh(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let exact = x.to_dtype(DType::F64).unwrap().tanh().unwrap();
+        let exact = exact.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for (i, (o, e)) in ours.iter().zip(&exact).enumerate() {
+            let ulp = (*e as f32).abs().max(f32::MIN_POSITIVE) * f32::EPSILON;
+            assert!((*o as f64 - e).abs() <= ulp as f64, "tanh {shape:?} at {i}: {o} vs {e}");
+        }
+        let grad = |dtype: DType| {
+            let xv = Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
+            let y = kernels::tanh(xv.as_tensor()).unwrap();
+            let g =
+                (y * r.to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+            g.get(xv.as_tensor()).expect("input gradient").clone()
+        };
+        check(&format!("tanh {shape:?} grad"), &grad(DType::F32), &grad(DType::F64), 1e-6);
+    }
+    let edges = [0.0f32, -0.0, 1e-30, -2e-4, 2.5e-4, 1e-3, 0.5, -3.0, 19.9, 20.1, -60.0, 1e30];
+    let x = Tensor::new(&edges[..], &Device::Cpu).unwrap();
+    let ours = kernels::tanh(&x).unwrap().to_vec1::<f32>().unwrap();
+    for (x, o) in edges.iter().zip(&ours) {
+        let e = (*x as f64).tanh();
+        let ulp = (e as f32).abs().max(f32::MIN_POSITIVE) * f32::EPSILON;
+        assert!((*o as f64 - e).abs() <= ulp as f64, "tanh({x}) = {o}, exact {e}");
+        assert_eq!(o.is_sign_negative(), x.is_sign_negative(), "tanh({x}) sign");
+    }
+    let inf = Tensor::new(&[f32::INFINITY, f32::NEG_INFINITY, f32::NAN][..], &Device::Cpu).unwrap();
+    let got = kernels::tanh(&inf).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(&got[..2], &[1.0, -1.0]);
+    assert!(got[2].is_nan(), "tanh(NaN) = {}", got[2]);
 }
 
 /// A transposed convolution with frozen weights (re-laid out on first use) gives what the same

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{CpuStorage, DType, Layout, Module, Result, Tensor};
 
-pub use activation::LeakyReluOp;
+pub use activation::{LeakyReluOp, TanhOp};
 #[doc(hidden)]
 pub use bf16::{bench_sgemm_bf16, Bf16Weights};
 pub use bf16::{
@@ -52,8 +52,8 @@ pub use frozen::{Conv2d, ConvTranspose2d};
 pub use gemm::{bench_sgemm, Path as GemmPath};
 pub use isa::Isa;
 pub use norm::{Groups, MomentsOp, NormAffineOp};
-pub(crate) use profile::timed;
 pub use profile::take_report as take_profile;
+pub(crate) use profile::timed;
 pub use scratch::release as release_scratch;
 pub use weight_grad::WeightGradOp;
 
@@ -170,6 +170,14 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
         return if slope == 0.0 { x.relu() } else { candle_nn::ops::leaky_relu(x, slope) };
     }
     x.contiguous()?.apply_op1(LeakyReluOp { slope: slope as f32 })
+}
+
+/// `tanh` (within an ulp of the exact value) with candle's gradient, on all threads.
+pub fn tanh(x: &Tensor) -> Result<Tensor> {
+    if !fast_for(x, x) {
+        return x.tanh();
+    }
+    x.contiguous()?.apply_op1(TanhOp)
 }
 
 /// Batches go through one gemm (weights read once, at the price of a transposing copy) when

@@ -45,7 +45,7 @@ impl Op {
             Op::Norm(n) => n.forward(x, f),
             Op::ReLU => crate::kernels::leaky_relu(x, 0.0),
             Op::LeakyReLU(slope) => crate::kernels::leaky_relu(x, *slope),
-            Op::Tanh => x.tanh(),
+            Op::Tanh => crate::kernels::tanh(x),
             Op::Dropout(p) => match f.dropout_mask(x, *p)? {
                 Some(mask) => x * mask,
                 None => Ok(x.clone()),
