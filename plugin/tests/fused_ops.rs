@@ -170,6 +170,43 @@ fn leaky_relu_matches_candle_with_pytorch_gradient() {
     assert_eq!(g.get(xv.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![0.2f32; 4]);
 }
 
+/// The norm's f64 moments are the same sums, to the bit, on every instruction set the CPU has
+/// (their lanes are fixed, so training resumes exactly whichever level runs), and agree with
+/// candle's f64 mean and variance.
+#[test]
+fn norm_moments_identical_on_every_isa() {
+    use kernels::isa::{self, Isa};
+    let mut rng = StdRng::seed_from_u64(16);
+    let x = rand_t(&mut rng, &[2, 5, 37, 29], 3.0, 1.5);
+    let moments = || {
+        x.apply_op1_no_bwd(&kernels::MomentsOp { groups: kernels::Groups::Channel })
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    let best = moments();
+    let x64 = x.to_dtype(DType::F64).unwrap();
+    let mean = x64.mean_keepdim(0).unwrap().mean_keepdim(2).unwrap().mean_keepdim(3).unwrap();
+    let var = x64.broadcast_sub(&mean).unwrap().sqr().unwrap();
+    let var = var.mean_keepdim(0).unwrap().mean_keepdim(2).unwrap().mean_keepdim(3).unwrap();
+    let (mean, var) = (mean.flatten_all().unwrap(), var.flatten_all().unwrap());
+    for (c, (m, v)) in
+        mean.to_vec1::<f64>().unwrap().iter().zip(var.to_vec1::<f64>().unwrap()).enumerate()
+    {
+        assert!((best[0][c] as f64 - m).abs() < 1e-5, "channel {c}: mean {} vs {m}", best[0][c]);
+        assert!((best[1][c] as f64 - v).abs() < 1e-5 * v, "channel {c}: var {} vs {v}", best[1][c]);
+    }
+    for level in Isa::ALL {
+        if isa::force(Some(level)).is_err() {
+            eprintln!("norm moments on {}: skipped (not on this CPU)", level.name());
+            continue;
+        }
+        let got = moments();
+        isa::force(None).unwrap();
+        assert_eq!(got, best, "moments on {} differ from the best level's", level.name());
+    }
+}
+
 /// The fast tanh against candle's in f64: values within an f32 ulp, over the range where it
 /// switches formulas (tiny, moderate, saturated, ±0, infinities), and the gradient of `Σ y·r`.
 #[test]
