@@ -76,30 +76,29 @@ impl InplaceOp2 for Update<'_> {
         }
         let Update { step_size, bc2_sqrt, weight: w, beta2, one_minus_beta2, eps, .. } = *self;
         let n = p.len();
-        // `move`: the closure holds the coefficients by value; by reference the loop reloaded
-        // them for every element (they might alias p, m or v) and stayed scalar.
-        let update = move |(((p, m), v), g): (((&mut [f32], &mut [f32]), &mut [f32]), &[f32])| {
-            for i in 0..p.len() {
-                let gi = g[i];
-                m[i] = if w.abs() < 0.5 {
-                    m[i] + w * (gi - m[i])
-                } else {
-                    gi - (gi - m[i]) * (1.0 - w)
-                };
-                v[i] = v[i] * beta2 + one_minus_beta2 * gi * gi;
-                let denom = v[i].sqrt() / bc2_sqrt + eps;
-                p[i] += step_size * (m[i] / denom);
-            }
-        };
         crate::kernels::timed(
             || format!("adam   update {n}"),
             0.0,
             || {
+                // `move`: the closure holds the coefficients by value; by reference the loop
+                // reloaded them for every element (they might alias p, m or v), stayed scalar.
                 p.par_chunks_mut(CHUNK)
                     .zip(m.par_chunks_mut(CHUNK))
                     .zip(v.par_chunks_mut(CHUNK))
                     .zip(g.par_chunks(CHUNK))
-                    .for_each(update)
+                    .for_each(move |(((p, m), v), g)| {
+                        for i in 0..p.len() {
+                            let gi = g[i];
+                            m[i] = if w.abs() < 0.5 {
+                                m[i] + w * (gi - m[i])
+                            } else {
+                                gi - (gi - m[i]) * (1.0 - w)
+                            };
+                            v[i] = v[i] * beta2 + one_minus_beta2 * gi * gi;
+                            let denom = v[i].sqrt() / bc2_sqrt + eps;
+                            p[i] += step_size * (m[i] / denom);
+                        }
+                    })
             },
         );
         Ok(())
