@@ -207,6 +207,43 @@ fn norm_moments_identical_on_every_isa() {
     }
 }
 
+/// `cat_relu` gives, to the bit, what the U-Net computed before it: `leaky_relu(cat, 0)`, both
+/// values and the gradients of each input; and refuses mismatched shapes by name.
+#[test]
+fn cat_relu_equals_relu_of_cat() {
+    let mut rng = StdRng::seed_from_u64(15);
+    for (nb, ca, cb, h, w) in [(1, 3, 5, 7, 6), (2, 64, 32, 65, 64), (3, 1, 2, 1, 1)] {
+        let a = rand_t(&mut rng, &[nb, ca, h, w], 1.0, 0.0);
+        let b = rand_t(&mut rng, &[nb, cb, h, w], 1.0, 0.0);
+        let r = rand_t(&mut rng, &[nb, ca + cb, h, w], 1.0, 0.0);
+        let run = |fused: bool| {
+            let (av, bv) = (Var::from_tensor(&a).unwrap(), Var::from_tensor(&b).unwrap());
+            let y = if fused {
+                kernels::cat_relu(av.as_tensor(), bv.as_tensor()).unwrap()
+            } else {
+                let cat = Tensor::cat(&[av.as_tensor(), bv.as_tensor()], 1).unwrap();
+                kernels::leaky_relu(&cat, 0.0).unwrap()
+            };
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let bits = |t: &Tensor| {
+                t.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            (bits(&y), bits(g.get(av.as_tensor()).unwrap()), bits(g.get(bv.as_tensor()).unwrap()))
+        };
+        assert_eq!(run(true), run(false), "cat_relu {nb}x({ca}+{cb})x{h}x{w}");
+    }
+    let a = rand_t(&mut rng, &[1, 2, 4, 4], 1.0, 0.0);
+    let b = rand_t(&mut rng, &[1, 2, 4, 5], 1.0, 0.0);
+    let err = kernels::cat_relu(&a, &b).unwrap_err().to_string();
+    assert!(err.contains("differ outside the channels"), "{err}");
+}
+
 /// The fast tanh against candle's in f64: values within an f32 ulp, over the range where it
 /// switches formulas (tiny, moderate, saturated, ±0, infinities), and the gradient of `Σ y·r`.
 #[test]

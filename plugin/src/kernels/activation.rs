@@ -146,3 +146,70 @@ impl CustomOp2 for TanhGradOp {
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
+
+/// `relu(cat([a, b], 1))` of two contiguous NCHW tensors: the U-Net's skip concatenation and the
+/// up path's ReLU after it, written once (separately they cost a fresh tensor and a pass each:
+/// at batch 4, ngf 32, 5.5 + 4.6 ms on the outer level). Values as [`LeakyReluOp`] with slope 0
+/// gives them (negatives become `x·0`); the gradient is each input's channels of `dy`, masked.
+#[derive(Clone, Copy, Debug)]
+pub struct CatReluOp;
+
+impl CustomOp2 for CatReluOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-cat-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, (nb, ca, h, w)) = (contiguous_f32(s1, l1)?, l1.shape().dims4()?);
+        let (b, (nb2, cb, h2, w2)) = (contiguous_f32(s2, l2)?, l2.shape().dims4()?);
+        if (nb, h, w) != (nb2, h2, w2) {
+            candle_core::bail!(
+                "cat along channels: {:?} and {:?} differ outside the channels",
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        let (hw, c) = (h * w, ca + cb);
+        let mut out = vec![0f32; nb * c * hw];
+        if hw > 0 {
+            out.par_chunks_mut(hw).with_min_len(CHUNK.div_ceil(hw)).enumerate().for_each(
+                move |(p, dst)| {
+                    let (n, ch) = (p / c, p % c);
+                    let src = if ch < ca {
+                        &a[(n * ca + ch) * hw..][..hw]
+                    } else {
+                        &b[(n * cb + ch - ca) * hw..][..hw]
+                    };
+                    for (d, x) in dst.iter_mut().zip(src) {
+                        *d = if *x > 0.0 { *x } else { *x * 0.0 };
+                    }
+                },
+            );
+        }
+        Ok((CpuStorage::F32(out), Shape::from((nb, c, h, w))))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (ca, cb) = (a.dim(1)?, b.dim(1)?);
+        let masked = |x: &Tensor, from: usize, len: usize| -> Result<Option<Tensor>> {
+            if !x.track_op() {
+                return Ok(None);
+            }
+            let dyx = dy.narrow(1, from, len)?.contiguous()?;
+            Ok(Some(x.contiguous()?.apply_op2_no_bwd(&dyx, &LeakyReluGradOp { slope: 0.0 })?))
+        };
+        Ok((masked(a, 0, ca)?, masked(b, ca, cb)?))
+    }
+}

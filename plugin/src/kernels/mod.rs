@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{CpuStorage, DType, Layout, Module, Result, Tensor};
 
-pub use activation::{LeakyReluOp, TanhOp};
+pub use activation::{CatReluOp, LeakyReluOp, TanhOp};
 #[doc(hidden)]
 pub use bf16::{bench_sgemm_bf16, Bf16Weights};
 pub use bf16::{
@@ -170,6 +170,15 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
         return if slope == 0.0 { x.relu() } else { candle_nn::ops::leaky_relu(x, slope) };
     }
     x.contiguous()?.apply_op1(LeakyReluOp { slope: slope as f32 })
+}
+
+/// `relu(cat([a, b], 1))` of two 4-d tensors, in one pass, with the same values and gradients
+/// as [`leaky_relu`]`(cat, 0)`.
+pub fn cat_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !fast_for(a, b) || a.rank() != 4 || b.rank() != 4 {
+        return leaky_relu(&Tensor::cat(&[a, b], 1)?, 0.0);
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, CatReluOp)
 }
 
 /// `tanh` (within an ulp of the exact value) with candle's gradient, on all threads.

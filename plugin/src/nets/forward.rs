@@ -101,6 +101,12 @@ impl Forward {
 /// A layer that runs under a [`Forward`] context.
 pub trait Layer {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor>;
+
+    /// `relu(self.forward(x))` in fewer passes, where the layer has a way (the U-Net's skip
+    /// blocks write their concatenation already rectified); `None`: run the two.
+    fn forward_relu(&self, _x: &Tensor, _f: &Forward) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// `x.run(&layer, f)`: candle's `apply`, with the forward context.

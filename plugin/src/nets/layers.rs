@@ -82,6 +82,14 @@ impl Layer for Sequential {
                     continue;
                 }
             }
+            // A block followed by ReLU (the U-Net's up path) may write its output rectified.
+            if let (Op::Block(b), Some(Op::ReLU)) = (&self.ops[i], self.ops.get(i + 1)) {
+                if let Some(y) = b.forward_relu(&x, f)? {
+                    x = y;
+                    i += 2;
+                    continue;
+                }
+            }
             x = x.run(&self.ops[i], f)?;
             i += 1;
         }

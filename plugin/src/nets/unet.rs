@@ -107,6 +107,20 @@ impl Layer for UnetBlock {
             )
         }
     }
+
+    /// The parent's `ReLU` after this block's concatenation, in the same pass (one output
+    /// tensor instead of two).
+    fn forward_relu(&self, x: &Tensor, f: &Forward) -> Result<Option<Tensor>> {
+        if self.outermost {
+            return Ok(None);
+        }
+        let y = x.run(&self.model, f)?;
+        crate::kernels::timed(
+            || format!("cat+relu {:?}", x.dims()),
+            0.0,
+            || crate::kernels::cat_relu(x, &y).map(Some),
+        )
+    }
 }
 
 pub struct UnetGenerator {
