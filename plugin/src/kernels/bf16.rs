@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use rayon::prelude::*;
 
 use super::mat::Mat;
+use super::scratch::Scratch;
 use super::{amx, isa};
 
 /// The precision frozen (inference) products run in: the contract's setting (bf16 falls back to
@@ -171,16 +172,27 @@ unsafe fn pair_rows_avx512(lo: &[f32], hi: &[f32], out: &mut [u32]) {
 const GROUP: usize = 8;
 
 /// `b` (`k × n`) as panels of `NR` columns of bf16 pairs, `ld` pair rows each (zero past `n`
-/// and `k`).
-fn pack_b(b: &Mat, ld: usize) -> Vec<u32> {
+/// and `k`), in a reused scratch buffer (read it with `bytemuck::cast_slice::<f32, u32>`): a
+/// fresh one cost its page faults on every product (8 MB for the U-Net's second layer at ngf 64).
+fn pack_b(b: &Mat, ld: usize) -> Scratch {
     let (k, n) = (b.rows, b.cols);
-    let panels = n.div_ceil(NR);
-    let mut out = vec![0u32; panels * ld * NR];
+    let (panels, pairs) = (n.div_ceil(NR), k.div_ceil(2));
+    let mut buf = Scratch::take(panels * ld * NR);
+    let out: &mut [u32] = bytemuck::cast_slice_mut(&mut buf[..]);
     let zeros = [0f32; NR * GROUP];
     out.par_chunks_mut(GROUP * ld * NR).enumerate().for_each(|(g, group)| {
         let j0 = g * GROUP * NR;
         let width = (GROUP * NR).min(n - j0);
-        for p in 0..k.div_ceil(2) {
+        // The scratch holds stale words: zero the padding (pairs past k, columns past n), which
+        // the kernels multiply by A's zeros and must not turn into NaN.
+        for (q, panel) in group.chunks_mut(ld * NR).enumerate() {
+            panel[pairs * NR..].fill(0);
+            let cols = width.saturating_sub(q * NR).min(NR);
+            if cols < NR {
+                panel[..pairs * NR].chunks_mut(NR).for_each(|w| w[cols..].fill(0));
+            }
+        }
+        for p in 0..pairs {
             let (k0, k1) = (2 * p, 2 * p + 1);
             if b.cs == 1 {
                 // Rows are contiguous: convert them a vector at a time.
@@ -206,7 +218,7 @@ fn pack_b(b: &Mat, ld: usize) -> Vec<u32> {
             }
         }
     });
-    out
+    buf
 }
 
 /// `dst (m × n, row stride dst_rs) = a · b` (`+=` when `accumulate`) with bf16 operands and f32
@@ -226,6 +238,7 @@ pub(crate) fn sgemm_bf16(dst: &mut [f32], dst_rs: usize, a: &PackedA, b: Mat, ac
         0.0,
         || pack_b(&b, a.ld),
     );
+    let bp: &[u32] = bytemuck::cast_slice(&bp[..]);
     let on_amx = amx::ready();
     // Rows a kernel call takes: AMX blocks are two tiles tall.
     let granule = if on_amx { amx::ROWS } else { MR };
@@ -251,9 +264,9 @@ pub(crate) fn sgemm_bf16(dst: &mut [f32], dst_rs: usize, a: &PackedA, b: Mat, ac
         // that path, AMX with the process's permission (amx::ready).
         unsafe {
             if on_amx {
-                amx::block(&region, a, &bp, accumulate)
+                amx::block(&region, a, bp, accumulate)
             } else {
-                block(region.dst, dst_rs, a, &bp, n, r0, r1, q0, q1, accumulate)
+                block(region.dst, dst_rs, a, bp, n, r0, r1, q0, q1, accumulate)
             }
         }
     });
