@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use rayon::prelude::*;
 
+use super::im2col;
 use super::mat::Mat;
 use super::scratch::Scratch;
 use super::{amx, isa};
@@ -176,38 +177,21 @@ const GROUP: usize = 8;
 /// fresh one cost its page faults on every product (8 MB for the U-Net's second layer at ngf 64).
 fn pack_b(b: &Mat, ld: usize) -> Scratch {
     let (k, n) = (b.rows, b.cols);
-    let (panels, pairs) = (n.div_ceil(NR), k.div_ceil(2));
-    let mut buf = Scratch::take(panels * ld * NR);
+    let pairs = k.div_ceil(2);
+    let mut buf = Scratch::take(n.div_ceil(NR) * ld * NR);
     let out: &mut [u32] = bytemuck::cast_slice_mut(&mut buf[..]);
     let zeros = [0f32; NR * GROUP];
     out.par_chunks_mut(GROUP * ld * NR).enumerate().for_each(|(g, group)| {
         let j0 = g * GROUP * NR;
         let width = (GROUP * NR).min(n - j0);
-        // The scratch holds stale words: zero the padding (pairs past k, columns past n), which
-        // the kernels multiply by A's zeros and must not turn into NaN.
-        for (q, panel) in group.chunks_mut(ld * NR).enumerate() {
-            panel[pairs * NR..].fill(0);
-            let cols = width.saturating_sub(q * NR).min(NR);
-            if cols < NR {
-                panel[..pairs * NR].chunks_mut(NR).for_each(|w| w[cols..].fill(0));
-            }
-        }
+        zero_padding(group, ld, pairs, width);
         for p in 0..pairs {
             let (k0, k1) = (2 * p, 2 * p + 1);
             if b.cs == 1 {
                 // Rows are contiguous: convert them a vector at a time.
                 let lo = &b.data[k0 * b.rs + j0..][..width];
                 let hi = if k1 < k { &b.data[k1 * b.rs + j0..][..width] } else { &zeros[..width] };
-                for (q, (lo, hi)) in lo.chunks(NR).zip(hi.chunks(NR)).enumerate() {
-                    let words = &mut group[(q * ld + p) * NR..][..lo.len()];
-                    #[cfg(target_arch = "x86_64")]
-                    if isa::active() == isa::Isa::Avx512 {
-                        // SAFETY: the CPU has AVX-512 F (isa::active never exceeds what it has).
-                        unsafe { pair_rows_avx512(lo, hi, words) };
-                        continue;
-                    }
-                    pair_rows(lo, hi, words);
-                }
+                pair_into(group, ld, p, lo, hi);
                 continue;
             }
             for jj in 0..width {
@@ -219,6 +203,84 @@ fn pack_b(b: &Mat, ld: usize) -> Scratch {
         }
     });
     buf
+}
+
+/// [`pack_b`] of the `k × n` matrix whose rows `fill(r, j0, out)` writes, `out.len()` columns
+/// from column `j0` (a convolution's column matrix, made a piece at a time and never whole).
+fn pack_rows(
+    k: usize,
+    n: usize,
+    ld: usize,
+    fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+) -> Scratch {
+    let pairs = k.div_ceil(2);
+    let mut buf = Scratch::take(n.div_ceil(NR) * ld * NR);
+    let out: &mut [u32] = bytemuck::cast_slice_mut(&mut buf[..]);
+    out.par_chunks_mut(GROUP * ld * NR).enumerate().for_each(|(g, group)| {
+        let j0 = g * GROUP * NR;
+        let width = (GROUP * NR).min(n - j0);
+        zero_padding(group, ld, pairs, width);
+        let (mut lo, mut hi) = ([0f32; NR * GROUP], [0f32; NR * GROUP]);
+        for p in 0..pairs {
+            fill(2 * p, j0, &mut lo[..width]);
+            if 2 * p + 1 < k {
+                fill(2 * p + 1, j0, &mut hi[..width]);
+            } else {
+                hi.fill(0.0);
+            }
+            pair_into(group, ld, p, &lo[..width], &hi[..width]);
+        }
+    });
+    buf
+}
+
+/// Zeroes the padding of a group of packed panels (pairs past `pairs`, columns past `width`):
+/// the scratch holds stale words, which the kernels multiply by A's zeros and must not be NaN.
+fn zero_padding(group: &mut [u32], ld: usize, pairs: usize, width: usize) {
+    for (q, panel) in group.chunks_mut(ld * NR).enumerate() {
+        panel[pairs * NR..].fill(0);
+        let cols = width.saturating_sub(q * NR).min(NR);
+        if cols < NR {
+            panel[..pairs * NR].chunks_mut(NR).for_each(|w| w[cols..].fill(0));
+        }
+    }
+}
+
+/// Pair row `p` of a group of panels from the two rows' runs `lo` and `hi` (the group's width).
+fn pair_into(group: &mut [u32], ld: usize, p: usize, lo: &[f32], hi: &[f32]) {
+    for (q, (lo, hi)) in lo.chunks(NR).zip(hi.chunks(NR)).enumerate() {
+        let words = &mut group[(q * ld + p) * NR..][..lo.len()];
+        #[cfg(target_arch = "x86_64")]
+        if isa::active() == isa::Isa::Avx512 {
+            // SAFETY: the CPU has AVX-512 F (isa::active never exceeds what it has).
+            unsafe { pair_rows_avx512(lo, hi, words) };
+            continue;
+        }
+        pair_rows(lo, hi, words);
+    }
+}
+
+/// The convolution product of image `n` (`dst (m × grid) (+)= a · im2col`), its column matrix
+/// packed straight from the image: no f32 column matrix is written and read back (for the
+/// U-Net's second layer at ngf 64, 16 MB). `src` as [`im2col::split_phases`] leaves the input.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_bf16(
+    dst: &mut [f32],
+    a: &PackedA,
+    src: &[f32],
+    ph: &im2col::Phases,
+    g: &im2col::Geom,
+    n: usize,
+    accumulate: bool,
+) {
+    let (k, s) = (g.rows(), g.grid());
+    assert_eq!(k, a.k, "bf16 conv: inner dimensions differ");
+    let bp = super::profile::timed(
+        || format!("bf16   im2col+pack {k}x{s}"),
+        0.0,
+        || pack_rows(k, s, a.ld, |r, j0, out| im2col::fill_columns(src, ph, g, (n, r), j0, out)),
+    );
+    product_packed(dst, s, a, bytemuck::cast_slice(&bp[..]), s, accumulate);
 }
 
 /// `dst (m × n, row stride dst_rs) = a · b` (`+=` when `accumulate`) with bf16 operands and f32
@@ -238,7 +300,27 @@ pub(crate) fn sgemm_bf16(dst: &mut [f32], dst_rs: usize, a: &PackedA, b: Mat, ac
         0.0,
         || pack_b(&b, a.ld),
     );
-    let bp: &[u32] = bytemuck::cast_slice(&bp[..]);
+    product_packed(dst, dst_rs, a, bytemuck::cast_slice(&bp[..]), n, accumulate);
+}
+
+/// `dst (m × n, row stride dst_rs) (+)= a · B`, `B` packed (`bp`) by [`pack_b`] or
+/// [`pack_rows`].
+fn product_packed(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: &PackedA,
+    bp: &[u32],
+    n: usize,
+    accumulate: bool,
+) {
+    let m = a.m;
+    assert!(super::mat::extent(m, n, dst_rs, 1) <= dst.len(), "bf16 gemm: dst view out of bounds");
+    assert!(dst_rs >= n || m <= 1, "bf16 gemm: dst rows overlap");
+    assert!(bp.len() >= n.div_ceil(NR) * a.ld * NR, "bf16 gemm: B panels too short");
+    assert!(isa::bf16_available(), "bf16 gemm: this CPU lacks AVX512_BF16");
+    if m == 0 || n == 0 {
+        return;
+    }
     let on_amx = amx::ready();
     // Rows a kernel call takes: AMX blocks are two tiles tall.
     let granule = if on_amx { amx::ROWS } else { MR };

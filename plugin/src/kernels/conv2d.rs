@@ -4,10 +4,11 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
+use super::bf16::conv_bf16;
 use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::conv_direct;
 use super::gemm::{sgemm_w, Mat, Weights};
-use super::im2col::{cnhw_to_nchw, im2col, Geom};
+use super::im2col::{cnhw_to_nchw, im2col, split_phases, Geom, Phases};
 use super::profile::timed;
 use super::scratch::Scratch;
 use super::single_channel;
@@ -47,8 +48,35 @@ pub(crate) fn conv_core(
     conv_gemm(x, nb, g, w, bias)
 }
 
-/// [`conv_core`] as im2col + gemm.
+/// [`conv_core`] as im2col + gemm; bf16 weights on large grids pack their column matrix
+/// straight from the image instead ([`conv_bf16`]).
 fn conv_gemm(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -> Vec<f32> {
+    let (m, s) = (w.rows(), g.grid());
+    if let (Weights::Bf16(a), false) = (w, batch_merge(nb, s)) {
+        let shape = || format!("{m}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
+        return timed(
+            || format!("conv   bf16     {}", shape()),
+            2.0 * (m * nb * s * g.rows()) as f64,
+            || {
+                let ph = Phases::new(g.h, g.w, g.stride);
+                let split = split_phases(x, g, &ph);
+                let src: &[f32] = split.as_deref().unwrap_or(x);
+                let mut out = vec![0f32; nb * m * s];
+                for (n, dst) in out.chunks_exact_mut((m * s).max(1)).enumerate() {
+                    if let Some(b) = bias {
+                        dst.chunks_mut(s).zip(b).for_each(|(row, b)| row.fill(*b));
+                    }
+                    conv_bf16(dst, a, src, &ph, g, n, bias.is_some());
+                }
+                out
+            },
+        );
+    }
+    conv_whole(x, nb, g, w, bias)
+}
+
+/// [`conv_core`] as im2col of the whole batch + gemm.
+fn conv_whole(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -> Vec<f32> {
     let (m, s) = (w.rows(), g.grid());
     let shape = || format!("{m}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
     let flops = 2.0 * (m * nb * s * g.rows()) as f64;
@@ -107,7 +135,7 @@ pub fn bench_conv2d(
     if direct {
         conv_direct(x, nb, &g, wm, None)
     } else {
-        conv_gemm(x, nb, &g, Weights::F32(wm), None)
+        conv_whole(x, nb, &g, Weights::F32(wm), None)
     }
 }
 
@@ -193,5 +221,49 @@ impl CustomOp2 for Conv2dOp {
             None
         };
         Ok((dx, dw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bf16::PackedA;
+    use super::*;
+
+    /// bf16 convolutions packed straight from the image give, to the bit, what im2col + the
+    /// bf16 product give (the same words packed, the same product): strided, padded, dilated,
+    /// stride 1, grids that leave partial panels and groups, odd reductions, bias, batches.
+    #[test]
+    fn bf16_conv_from_the_image_equals_im2col_then_product() {
+        if !super::super::isa::bf16_available() {
+            eprintln!("bf16 conv from the image: skipped (no AVX512_BF16 on this CPU)");
+            return;
+        }
+        // (nb, c, h, w, m, k, stride, pad, dil)
+        for (nb, c, h, w, m, k, stride, pad, dil) in [
+            (1, 3, 64, 64, 16, 4, 2, 1, 1),
+            (2, 5, 67, 90, 7, 4, 2, 1, 1),
+            (1, 8, 33, 70, 33, 3, 1, 1, 1),
+            (2, 3, 40, 41, 9, 3, 1, 2, 2),
+            (1, 1, 130, 128, 4, 4, 2, 0, 1),
+        ] {
+            let g = Geom::conv(c, (h, w), (k, k), stride, pad, dil).unwrap();
+            let x: Vec<f32> =
+                (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let wt: Vec<f32> =
+                (0..m * g.rows()).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let a = PackedA::new(Mat::rm(&wt, m, g.rows()));
+            assert!(!batch_merge(nb, g.grid()), "case must take the packed-from-image path");
+            for b in [None, Some(&bias[..])] {
+                let fused = conv_gemm(&x, nb, &g, Weights::Bf16(&a), b);
+                let whole = conv_whole(&x, nb, &g, Weights::Bf16(&a), b);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&fused),
+                    bits(&whole),
+                    "{nb}x{c}x{h}x{w} k{k} s{stride} p{pad} d{dil}"
+                );
+            }
+        }
     }
 }

@@ -132,7 +132,7 @@ impl Phases {
 
 /// The column matrix (`rows × nb·grid`) of `nb` NCHW images, in a scratch buffer.
 pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom) -> Scratch {
-    let (s, hw, kk) = (g.grid(), g.h * g.w, g.kh * g.kw);
+    let (s, hw) = (g.grid(), g.h * g.w);
     assert_eq!(x.len(), nb * g.c * hw, "im2col: input size");
     let row_len = nb * s;
     let mut col = Scratch::take(g.rows() * row_len);
@@ -140,41 +140,71 @@ pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom) -> Scratch {
         return col;
     }
     let ph = Phases::new(g.h, g.w, g.stride);
-    // Strided: split every plane into its phases once, so each row below copies contiguous runs.
-    let split = (g.stride > 1).then(|| {
-        let mut buf = Scratch::take(x.len());
-        buf.par_chunks_mut(hw).zip(x.par_chunks(hw)).for_each(|(out, plane)| ph.split(plane, out));
-        buf
-    });
+    let split = split_phases(x, g, &ph);
     let src: &[f32] = split.as_deref().unwrap_or(x);
     col.par_chunks_mut(row_len).with_min_len(MIN_TASK.div_ceil(row_len)).enumerate().for_each(
         |(r, row)| {
-            let (c, i, j) = (r / kk, (r / g.kw) % g.kh, r % g.kw);
-            let pad = g.pad as isize;
-            let ((py, by), (px, bx)) =
-                (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
-            let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
-            let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
-            let pw = ph.pw[px];
             for n in 0..nb {
-                let phase = &src[(n * g.c + c) * hw + ph.off[py * ph.s + px]..];
-                let out = &mut row[n * s..][..s];
-                for (oy, dst) in out.chunks_exact_mut(g.ow).enumerate() {
-                    // The scratch buffer holds stale data: write the padding too.
-                    if oy < y0 || oy >= y1 || x0 == x1 {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let a = (oy as isize + by) as usize;
-                    let b0 = (x0 as isize + bx) as usize;
-                    dst[..x0].fill(0.0);
-                    dst[x1..].fill(0.0);
-                    dst[x0..x1].copy_from_slice(&phase[a * pw + b0..][..x1 - x0]);
-                }
+                fill_columns(src, &ph, g, (n, r), 0, &mut row[n * s..][..s]);
             }
         },
     );
     col
+}
+
+/// Strided convolutions: every plane of `x` split into its phases once (a scratch buffer), so
+/// that each column-matrix row copies contiguous runs; `None` at stride 1 (read `x` itself).
+pub(crate) fn split_phases(x: &[f32], g: &Geom, ph: &Phases) -> Option<Scratch> {
+    let hw = g.h * g.w;
+    (g.stride > 1 && hw > 0).then(|| {
+        let mut buf = Scratch::take(x.len());
+        buf.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw))
+            .with_min_len(MIN_TASK.div_ceil(hw))
+            .for_each(|(out, plane)| ph.split(plane, out));
+        buf
+    })
+}
+
+/// Row `r` (channel, kernel row, kernel column) of image `n`'s column matrix, from grid position
+/// `j0` on, into `out` (any length up to the grid's end; it may start and end mid grid row),
+/// padding written as zeros. `src` is the input as [`split_phases`] leaves it.
+pub(crate) fn fill_columns(
+    src: &[f32],
+    ph: &Phases,
+    g: &Geom,
+    (n, r): (usize, usize),
+    j0: usize,
+    out: &mut [f32],
+) {
+    let (hw, kk) = (g.h * g.w, g.kh * g.kw);
+    let (c, i, j) = (r / kk, (r / g.kw) % g.kh, r % g.kw);
+    let pad = g.pad as isize;
+    let ((py, by), (px, bx)) =
+        (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
+    let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
+    let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
+    let pw = ph.pw[px];
+    let phase = &src[(n * g.c + c) * hw + ph.off[py * ph.s + px]..];
+    let (mut at, end) = (j0, j0 + out.len());
+    while at < end {
+        let (oy, ox) = (at / g.ow, at % g.ow);
+        // This grid row's part of out: grid columns ox .. ox + len.
+        let len = (g.ow - ox).min(end - at);
+        let dst = &mut out[at - j0..][..len];
+        at += len;
+        // The scratch buffers hold stale data: write the padding too.
+        let (lo, hi) = (x0.clamp(ox, ox + len), x1.clamp(ox, ox + len));
+        if oy < y0 || oy >= y1 || lo >= hi {
+            dst.fill(0.0);
+            continue;
+        }
+        let a = (oy as isize + by) as usize;
+        let b0 = (lo as isize + bx) as usize;
+        dst[..lo - ox].fill(0.0);
+        dst[hi - ox..].fill(0.0);
+        dst[lo - ox..hi - ox].copy_from_slice(&phase[a * pw + b0..][..hi - lo]);
+    }
 }
 
 /// The `nb` NCHW images whose column matrix is `col` (`rows × nb·grid`), overlapping taps
