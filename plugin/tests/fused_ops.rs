@@ -458,3 +458,76 @@ fn batch_norm_folds_into_frozen_convolutions() {
         }
     }
 }
+
+/// A frozen strided conv after LeakyReLU (the U-Net's down path) applies the activation as it
+/// reads its input (`Sequential` looks ahead), with and without a folded batch norm: equal to
+/// the bit to the activation run as its own layer first, and within f32 rounding of the f64
+/// layers run separately; stride 1 (no phase split: not fused) is checked as well.
+#[test]
+fn leaky_relu_fuses_into_frozen_strided_convolutions() {
+    use pix2pix::nets::layers::{conv, Layer, Op, SequentialBuilder};
+    let mut rng = StdRng::seed_from_u64(16);
+    for (cin, cout, side, stride, bias) in
+        [(3, 8, 16, 2, false), (16, 32, 8, 2, true), (8, 8, 2, 2, false), (4, 8, 9, 1, true)]
+    {
+        let params = [
+            ("weight", rand_t(&mut rng, &[cout, cin, 4, 4], 0.2, 0.0)),
+            ("bias", rand_t(&mut rng, &[cout], 0.2, 0.0)),
+        ];
+        let norm = [
+            ("weight", rand_t(&mut rng, &[cout], 0.5, 1.0)),
+            ("bias", rand_t(&mut rng, &[cout], 0.5, 0.0)),
+            ("running_mean", rand_t(&mut rng, &[cout], 0.5, 0.0)),
+            ("running_var", rand_t(&mut rng, &[cout], 0.4, 1.0)),
+            ("num_batches_tracked", Tensor::zeros((), DType::F32, &Device::Cpu).unwrap()),
+        ];
+        let x = rand_t(&mut rng, &[2, cin, side, side], 1.0, 0.0);
+        // LeakyReLU at index `first` when it is 1, conv at `first`, norm after it.
+        let build = |dtype: DType, first: usize, with_norm: bool| {
+            let mut map = HashMap::new();
+            for (k, t) in &params {
+                map.insert(format!("{first}.{k}"), t.to_dtype(dtype).unwrap());
+            }
+            for (k, t) in &norm {
+                map.insert(format!("{}.{k}", first + 1), t.to_dtype(dtype).unwrap());
+            }
+            let vb = VarBuilder::from_tensors(map, dtype, &Device::Cpu);
+            let mut seq = SequentialBuilder::new(vb);
+            if first == 1 {
+                seq = seq.push(Op::LeakyReLU(0.2));
+            }
+            let seq = seq.add(conv(cin, cout, 4, stride, 1, bias)).unwrap();
+            if with_norm {
+                seq.add_norm(NormKind::Batch, cout).unwrap().build()
+            } else {
+                seq.build()
+            }
+        };
+        for with_norm in [false, true] {
+            let (fused, separate, reference) = (
+                build(DType::F32, 1, with_norm),
+                build(DType::F32, 0, with_norm),
+                build(DType::F64, 1, with_norm),
+            );
+            for stats in [NormStats::Running, NormStats::Batch] {
+                let f = Forward::infer(stats);
+                let what = format!("{cin}->{cout} @{side} s{stride} norm {with_norm} {stats:?}");
+                let got = fused.forward(&x, &f).unwrap();
+                let activated = kernels::leaky_relu(&x, 0.2).unwrap();
+                let want = separate.forward(&activated, &f).unwrap();
+                let bits = |t: &Tensor| {
+                    t.flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(bits(&got), bits(&want), "{what}: fused vs separate");
+                let f64_want = reference.forward(&x.to_dtype(DType::F64).unwrap(), &f).unwrap();
+                check(&what, &got, &f64_want, 1e-5);
+            }
+        }
+    }
+}

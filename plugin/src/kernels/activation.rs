@@ -16,6 +16,16 @@ use super::contiguous_f32;
 /// Elements per rayon task: large enough to amortise the task, small enough to split a plane.
 const CHUNK: usize = 1 << 14;
 
+/// `nn.LeakyReLU` of one value: `x > 0 ? x : slope·x` (`slope = 0`: `nn.ReLU`).
+#[inline(always)]
+pub(crate) fn leaky(x: f32, slope: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        x * slope
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct LeakyReluOp {
     pub slope: f32,
@@ -43,7 +53,7 @@ impl CustomOp1 for LeakyReluOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l)?;
         let slope = self.slope;
-        let y = zip_map(x, x, move |x, _| if x > 0.0 { x } else { x * slope });
+        let y = zip_map(x, x, move |x, _| leaky(x, slope));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -187,7 +197,7 @@ impl CustomOp2 for CatReluOp {
                         &b[(n * cb + ch - ca) * hw..][..hw]
                     };
                     for (d, x) in dst.iter_mut().zip(src) {
-                        *d = if *x > 0.0 { *x } else { *x * 0.0 };
+                        *d = leaky(*x, 0.0);
                     }
                 },
             );

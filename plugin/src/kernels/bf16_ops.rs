@@ -21,6 +21,8 @@ pub(crate) struct PackedConv2dOp {
     pub stride: usize,
     pub padding: usize,
     pub dilation: usize,
+    /// The LeakyReLU slope applied to the input as it is read (see [`conv_core`]).
+    pub act: Option<f32>,
 }
 
 impl CustomOp1 for PackedConv2dOp {
@@ -37,7 +39,7 @@ impl CustomOp1 for PackedConv2dOp {
                 self.w.cols() / (self.kernel.0 * self.kernel.1)
             )
         }
-        let y = conv_core(x, nb, &g, Weights::Bf16(&self.w), self.bias.as_deref());
+        let y = conv_core(x, nb, &g, Weights::Bf16(&self.w), self.bias.as_deref(), self.act);
         Ok((CpuStorage::F32(y), Shape::from((nb, self.w.rows(), g.oh, g.ow))))
     }
 }

@@ -4,6 +4,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
+use super::activation::leaky;
 use super::bf16::conv_bf16;
 use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::conv_direct;
@@ -24,14 +25,23 @@ pub struct Conv2dOp {
 }
 
 /// `nb` images through a convolution whose weights are the `m × g.rows()` matrix `w`: the
-/// `(nb, m, oh, ow)` result, `bias` added.
+/// `(nb, m, oh, ow)` result, `bias` added. `act`: the convolution of `leaky_relu(x, act)` (the
+/// U-Net's down path), applied as the input is read where the layer splits it into phases.
 pub(crate) fn conv_core(
     x: &[f32],
     nb: usize,
     g: &Geom,
     w: Weights,
     bias: Option<&[f32]>,
+    act: Option<f32>,
 ) -> Vec<f32> {
+    let single = matches!(w, Weights::F32(wm) if wm.rows == 1);
+    if let (Some(slope), true) = (act, g.stride == 1 || single) {
+        // No phase split to apply it in: one pass first.
+        let mut y = Scratch::take(x.len());
+        y.iter_mut().zip(x).for_each(move |(d, v)| *d = leaky(*v, slope));
+        return conv_core(&y, nb, g, w, bias, None);
+    }
     // The direct kernel (direct.rs) is not dispatched to: measured 7–12× slower than
     // im2col + gemm on the outermost layers (benches/gemm_shapes.rs, interleaved).
     if let Weights::F32(wm) = w {
@@ -45,12 +55,19 @@ pub(crate) fn conv_core(
             );
         }
     }
-    conv_gemm(x, nb, g, w, bias)
+    conv_gemm(x, nb, g, w, bias, act)
 }
 
 /// [`conv_core`] as im2col + gemm; bf16 weights on large grids pack their column matrix
 /// straight from the image instead ([`conv_bf16`]).
-fn conv_gemm(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -> Vec<f32> {
+fn conv_gemm(
+    x: &[f32],
+    nb: usize,
+    g: &Geom,
+    w: Weights,
+    bias: Option<&[f32]>,
+    act: Option<f32>,
+) -> Vec<f32> {
     let (m, s) = (w.rows(), g.grid());
     if let (Weights::Bf16(a), false) = (w, batch_merge(nb, s)) {
         let shape = || format!("{m}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
@@ -59,7 +76,7 @@ fn conv_gemm(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -
             2.0 * (m * nb * s * g.rows()) as f64,
             || {
                 let ph = Phases::new(g.h, g.w, g.stride);
-                let split = split_phases(x, g, &ph);
+                let split = split_phases(x, g, &ph, act);
                 let src: &[f32] = split.as_deref().unwrap_or(x);
                 let mut out = vec![0f32; nb * m * s];
                 for (n, dst) in out.chunks_exact_mut((m * s).max(1)).enumerate() {
@@ -72,15 +89,22 @@ fn conv_gemm(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -
             },
         );
     }
-    conv_whole(x, nb, g, w, bias)
+    conv_whole(x, nb, g, w, bias, act)
 }
 
 /// [`conv_core`] as im2col of the whole batch + gemm.
-fn conv_whole(x: &[f32], nb: usize, g: &Geom, w: Weights, bias: Option<&[f32]>) -> Vec<f32> {
+fn conv_whole(
+    x: &[f32],
+    nb: usize,
+    g: &Geom,
+    w: Weights,
+    bias: Option<&[f32]>,
+    act: Option<f32>,
+) -> Vec<f32> {
     let (m, s) = (w.rows(), g.grid());
     let shape = || format!("{m}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
     let flops = 2.0 * (m * nb * s * g.rows()) as f64;
-    let col = timed(|| format!("conv   im2col   {}", shape()), 0.0, || im2col(x, nb, g));
+    let col = timed(|| format!("conv   im2col   {}", shape()), 0.0, || im2col(x, nb, g, act));
     let col = Mat::rm(&col, g.rows(), nb * s);
     if batch_merge(nb, s) {
         // One gemm over all batches (weights read once), then back to NCHW.
@@ -135,12 +159,13 @@ pub fn bench_conv2d(
     if direct {
         conv_direct(x, nb, &g, wm, None)
     } else {
-        conv_whole(x, nb, &g, Weights::F32(wm), None)
+        conv_whole(x, nb, &g, Weights::F32(wm), None, None)
     }
 }
 
 impl Conv2dOp {
-    /// The forward, `bias` (one per output channel) added in the output pass.
+    /// The forward, `bias` (one per output channel) added in the output pass, of
+    /// `leaky_relu(x, act)` when `act` is a slope.
     pub(crate) fn forward_on(
         &self,
         s1: &CpuStorage,
@@ -148,6 +173,7 @@ impl Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
         bias: Option<&[f32]>,
+        act: Option<f32>,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
         let (k, (cout, kcin, kh, kw)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
@@ -161,7 +187,7 @@ impl Conv2dOp {
             )
         }
         let g = Geom::conv(cin, (h, w), (kh, kw), self.stride, self.padding, self.dilation)?;
-        let y = conv_core(x, nb, &g, Weights::F32(Mat::rm(k, cout, g.rows())), bias);
+        let y = conv_core(x, nb, &g, Weights::F32(Mat::rm(k, cout, g.rows())), bias, act);
         Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.oh, g.ow))))
     }
 }
@@ -178,7 +204,7 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.forward_on(s1, l1, s2, l2, None)
+        self.forward_on(s1, l1, s2, l2, None, None)
     }
 
     fn bwd(
@@ -255,8 +281,8 @@ mod tests {
             let a = PackedA::new(Mat::rm(&wt, m, g.rows()));
             assert!(!batch_merge(nb, g.grid()), "case must take the packed-from-image path");
             for b in [None, Some(&bias[..])] {
-                let fused = conv_gemm(&x, nb, &g, Weights::Bf16(&a), b);
-                let whole = conv_whole(&x, nb, &g, Weights::Bf16(&a), b);
+                let fused = conv_gemm(&x, nb, &g, Weights::Bf16(&a), b, None);
+                let whole = conv_whole(&x, nb, &g, Weights::Bf16(&a), b, None);
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
                     bits(&fused),
@@ -264,6 +290,51 @@ mod tests {
                     "{nb}x{c}x{h}x{w} k{k} s{stride} p{pad} d{dil}"
                 );
             }
+        }
+    }
+
+    /// The convolution of `leaky_relu(x)` with the activation applied as the input is read
+    /// equals, to the bit, the convolution of the activated input: strided (applied in the
+    /// phase split, batch-merged and per-image products), stride 1 and one output channel
+    /// (applied in a pass first), f32 and bf16 weights.
+    #[test]
+    fn activation_on_read_equals_activated_input() {
+        // (nb, c, h, w, m, k, stride, pad)
+        for (nb, c, h, w, m, k, stride, pad) in [
+            (1, 3, 64, 64, 16, 4, 2, 1),
+            (2, 5, 18, 22, 7, 4, 2, 1),
+            (3, 16, 4, 4, 32, 4, 2, 1),
+            (1, 8, 33, 70, 33, 3, 1, 1),
+            (2, 6, 32, 32, 1, 4, 2, 1),
+        ] {
+            let g = Geom::conv(c, (h, w), (k, k), stride, pad, 1).unwrap();
+            let x: Vec<f32> =
+                (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let wt: Vec<f32> =
+                (0..m * g.rows()).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            for slope in [0.2f32, 0.0] {
+                let activated: Vec<f32> =
+                    x.iter().map(|v| if *v > 0.0 { *v } else { *v * slope }).collect();
+                let wm = Mat::rm(&wt, m, g.rows());
+                let packed = super::super::isa::bf16_available().then(|| PackedA::new(wm));
+                let mut weights = vec![Weights::F32(wm)];
+                weights.extend(packed.as_ref().map(Weights::Bf16));
+                for wts in weights {
+                    let on_read = conv_core(&x, nb, &g, wts, Some(&bias), Some(slope));
+                    let before = conv_core(&activated, nb, &g, wts, Some(&bias), None);
+                    assert_eq!(
+                        bits(&on_read),
+                        bits(&before),
+                        "{nb}x{c}x{h}x{w} m{m} k{k} s{stride} slope {slope} bf16 {}",
+                        matches!(wts, Weights::Bf16(_))
+                    );
+                }
+            }
+        }
+        if !super::super::isa::bf16_available() {
+            eprintln!("activation on read, bf16 weights: skipped (no AVX512_BF16 on this CPU)");
         }
     }
 }

@@ -54,7 +54,9 @@ pub(crate) fn conv_direct(
     let src: &[f32] = if g.stride > 1 {
         split = {
             let mut buf = vec![0f32; x.len()];
-            buf.par_chunks_mut(hw).zip(x.par_chunks(hw)).for_each(|(o, plane)| ph.split(plane, o));
+            buf.par_chunks_mut(hw)
+                .zip(x.par_chunks(hw))
+                .for_each(|(o, plane)| ph.split(plane, o, None));
             buf
         };
         &split

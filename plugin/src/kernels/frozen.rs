@@ -135,12 +135,20 @@ impl Conv2d {
         Self { layer, bf16: Packed::default(), folded: Folded::default() }
     }
 
+    /// Whether [`Conv2d::forward_with`] applies an input activation itself for `x`: frozen
+    /// weights, no gradient wanted, and a strided layer (its phase split applies it).
+    pub fn takes_activation(&self, x: &Tensor) -> bool {
+        let (w, cfg) = (self.layer.weight(), self.layer.config());
+        cfg.groups == 1 && cfg.stride > 1 && !x.track_op() && !w.is_variable() && fast_for(x, w)
+    }
+
     /// This layer then the per-channel map `affine()` returns, as one folded layer, when the
     /// weights are frozen, no gradient is wanted and `affine()` gives a map (batch norm on
-    /// running statistics); `None`: run the two separately.
+    /// running statistics); `None`: run the two separately. `act` as in [`Conv2d::forward_with`].
     pub fn forward_folded(
         &self,
         x: &Tensor,
+        act: Option<f32>,
         affine: impl FnOnce() -> Result<Option<Affine>>,
     ) -> Result<Option<Tensor>> {
         let w = self.layer.weight();
@@ -152,7 +160,7 @@ impl Conv2d {
             let (w2, b2) = fold(w, self.layer.bias(), 0, &affine)?;
             Ok(Conv2d::new(candle_nn::Conv2d::new(w2, Some(b2), *self.layer.config())))
         })?;
-        folded.forward(x).map(Some)
+        folded.forward_with(x, act).map(Some)
     }
 
     pub fn layer(&self) -> &candle_nn::Conv2d {
@@ -160,7 +168,17 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, None)
+    }
+
+    /// The layer on `leaky_relu(x, act)` when `act` is a slope: frozen strided layers apply it
+    /// as they read the input ([`Conv2d::takes_activation`]), saving the down path's separate
+    /// pass; the others take it as a layer first.
+    pub fn forward_with(&self, x: &Tensor, act: Option<f32>) -> Result<Tensor> {
         let (w, cfg) = (self.layer.weight(), self.layer.config());
+        if let (Some(slope), false) = (act, self.takes_activation(x)) {
+            return self.forward(&super::leaky_relu(x, slope as f64)?);
+        }
         // The product's columns: the grid of output positions of the whole batch.
         let cols = |(kh, kw)| {
             let (nb, c, h, wd) = x.dims4().ok()?;
@@ -179,12 +197,13 @@ impl Conv2d {
                 stride: cfg.stride,
                 padding: cfg.padding,
                 dilation: cfg.dilation,
+                act,
             };
             return x.contiguous()?.apply_op1_no_bwd(&op);
         }
         if cfg.groups == 1 && !x.track_op() && !w.is_variable() && fast_for(x, w) {
             let op = Conv2dOp { stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation };
-            let op = FrozenConv2dOp { op, bias: bias_vec(self.layer.bias(), w.dim(0)?)? };
+            let op = FrozenConv2dOp { op, bias: bias_vec(self.layer.bias(), w.dim(0)?)?, act };
             return x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op);
         }
         super::conv2d(x, &self.layer)
@@ -325,6 +344,8 @@ fn bias_vec(b: Option<&Tensor>, channels: usize) -> Result<Option<Vec<f32>>> {
 struct FrozenConv2dOp {
     op: Conv2dOp,
     bias: Option<Vec<f32>>,
+    /// The LeakyReLU slope applied to the input as it is read.
+    act: Option<f32>,
 }
 
 impl CustomOp2 for FrozenConv2dOp {
@@ -339,7 +360,7 @@ impl CustomOp2 for FrozenConv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.op.forward_on(s1, l1, s2, l2, self.bias.as_deref())
+        self.op.forward_on(s1, l1, s2, l2, self.bias.as_deref(), self.act)
     }
 }
 

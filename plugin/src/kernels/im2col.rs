@@ -111,13 +111,23 @@ impl Phases {
             }
         }
     }
-    pub fn split(&self, plane: &[f32], out: &mut [f32]) {
-        self.rows(|p, q, n| {
-            out[q..q + n]
-                .iter_mut()
-                .zip(plane[p..].iter().step_by(self.s))
-                .for_each(|(d, v)| *d = *v)
-        });
+    /// The phases of `plane` into `out`, through `leaky_relu(·, slope)` when `act` is a slope.
+    pub fn split(&self, plane: &[f32], out: &mut [f32], act: Option<f32>) {
+        let s = self.s;
+        match act {
+            None => self.rows(|p, q, n| {
+                out[q..q + n]
+                    .iter_mut()
+                    .zip(plane[p..].iter().step_by(s))
+                    .for_each(|(d, v)| *d = *v)
+            }),
+            Some(slope) => self.rows(|p, q, n| {
+                out[q..q + n]
+                    .iter_mut()
+                    .zip(plane[p..].iter().step_by(s))
+                    .for_each(move |(d, v)| *d = super::activation::leaky(*v, slope))
+            }),
+        }
     }
     fn merge(&self, phases: &[f32], plane: &mut [f32], bias: f32) {
         self.rows(|p, q, n| {
@@ -130,8 +140,9 @@ impl Phases {
     }
 }
 
-/// The column matrix (`rows × nb·grid`) of `nb` NCHW images, in a scratch buffer.
-pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom) -> Scratch {
+/// The column matrix (`rows × nb·grid`) of `nb` NCHW images, in a scratch buffer; `act`: of
+/// `leaky_relu(x, act)` (strided geometries only, where the phase split applies it for free).
+pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom, act: Option<f32>) -> Scratch {
     let (s, hw) = (g.grid(), g.h * g.w);
     assert_eq!(x.len(), nb * g.c * hw, "im2col: input size");
     let row_len = nb * s;
@@ -140,7 +151,7 @@ pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom) -> Scratch {
         return col;
     }
     let ph = Phases::new(g.h, g.w, g.stride);
-    let split = split_phases(x, g, &ph);
+    let split = split_phases(x, g, &ph, act);
     let src: &[f32] = split.as_deref().unwrap_or(x);
     col.par_chunks_mut(row_len).with_min_len(MIN_TASK.div_ceil(row_len)).enumerate().for_each(
         |(r, row)| {
@@ -154,14 +165,17 @@ pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom) -> Scratch {
 
 /// Strided convolutions: every plane of `x` split into its phases once (a scratch buffer), so
 /// that each column-matrix row copies contiguous runs; `None` at stride 1 (read `x` itself).
-pub(crate) fn split_phases(x: &[f32], g: &Geom, ph: &Phases) -> Option<Scratch> {
+/// `act`: the split applies `leaky_relu(·, act)` as it copies (the down path's activation, at
+/// no cost of its own); stride 1 has no split to apply it in.
+pub(crate) fn split_phases(x: &[f32], g: &Geom, ph: &Phases, act: Option<f32>) -> Option<Scratch> {
     let hw = g.h * g.w;
+    assert!(act.is_none() || g.stride > 1, "split_phases: an activation needs a strided split");
     (g.stride > 1 && hw > 0).then(|| {
         let mut buf = Scratch::take(x.len());
         buf.par_chunks_mut(hw)
             .zip(x.par_chunks(hw))
             .with_min_len(MIN_TASK.div_ceil(hw))
-            .for_each(|(out, plane)| ph.split(plane, out));
+            .for_each(|(out, plane)| ph.split(plane, out, act));
         buf
     })
 }

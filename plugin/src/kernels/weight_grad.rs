@@ -43,7 +43,7 @@ pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geo
             || single_channel::weight_grad(act, nb, img, g),
         );
     }
-    let col = timed(|| format!("wgrad  im2col   {}", shape()), 0.0, || im2col(img, nb, g));
+    let col = timed(|| format!("wgrad  im2col   {}", shape()), 0.0, || im2col(img, nb, g, None));
     let transposed = transposed_pays(m, rows, nb * s);
     // dw = act · colᵀ (m × rows), or dwᵀ = col · actᵀ (rows × m) transposed back.
     let product = |dst: &mut [f32], act: Mat, col: Mat, accumulate: bool| {

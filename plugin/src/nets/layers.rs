@@ -66,13 +66,29 @@ impl Layer for Sequential {
         let mut x = x.clone();
         let mut i = 0;
         while i < self.ops.len() {
+            // A frozen strided convolution after LeakyReLU (the U-Net's down path) applies it
+            // as it reads its input, and folds the batch norm after it as below.
+            if let (Op::LeakyReLU(slope), Some(Op::Conv(c))) = (&self.ops[i], self.ops.get(i + 1)) {
+                if c.takes_activation(&x) {
+                    let act = Some(*slope as f32);
+                    let folded = match self.ops.get(i + 2) {
+                        Some(Op::Norm(n)) => c.forward_folded(&x, act, || n.running_affine(f))?,
+                        _ => None,
+                    };
+                    (x, i) = match folded {
+                        Some(y) => (y, i + 3),
+                        None => (c.forward_with(&x, act)?, i + 2),
+                    };
+                    continue;
+                }
+            }
             // A frozen convolution followed by batch norm on running statistics runs as one
             // convolution with the norm folded into its weights (kernels::frozen).
             if let (Op::Conv(_) | Op::ConvTranspose(_), Some(Op::Norm(n))) =
                 (&self.ops[i], self.ops.get(i + 1))
             {
                 let folded = match &self.ops[i] {
-                    Op::Conv(c) => c.forward_folded(&x, || n.running_affine(f))?,
+                    Op::Conv(c) => c.forward_folded(&x, None, || n.running_affine(f))?,
                     Op::ConvTranspose(c) => c.forward_folded(&x, || n.running_affine(f))?,
                     _ => None,
                 };
