@@ -60,18 +60,25 @@ impl CustomOp1 for LeakyReluOp {
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(
             x.contiguous()?
-                .apply_op2_no_bwd(&dy.contiguous()?, &LeakyReluGradOp { slope: self.slope })?,
+                .apply_op2_no_bwd(&dy.contiguous()?, &GradOp::LeakyRelu { slope: self.slope })?,
         ))
     }
 }
 
-struct LeakyReluGradOp {
-    slope: f32,
+/// The backward of an element-wise op: one pass over the tensor it saved (the input of
+/// LeakyReLU, the output of tanh) and the output gradient.
+#[derive(Clone, Copy)]
+enum GradOp {
+    LeakyRelu { slope: f32 },
+    Tanh,
 }
 
-impl CustomOp2 for LeakyReluGradOp {
+impl CustomOp2 for GradOp {
     fn name(&self) -> &'static str {
-        "pix2pix-leaky-relu-grad"
+        match self {
+            GradOp::LeakyRelu { .. } => "pix2pix-leaky-relu-grad",
+            GradOp::Tanh => "pix2pix-tanh-grad",
+        }
     }
 
     fn cpu_fwd(
@@ -81,16 +88,21 @@ impl CustomOp2 for LeakyReluGradOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, dy) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
-        if x.len() != dy.len() {
+        let (saved, dy) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+        if saved.len() != dy.len() {
             candle_core::bail!(
-                "leaky_relu backward: gradient has {} elements, input {}",
+                "{} backward: gradient has {} elements, the forward {}",
+                self.name(),
                 dy.len(),
-                x.len()
+                saved.len()
             )
         }
-        let slope = self.slope;
-        let dx = zip_map(x, dy, move |x, dy| if x > 0.0 { dy } else { dy * slope });
+        let dx = match *self {
+            GradOp::LeakyRelu { slope } => {
+                zip_map(saved, dy, move |x, dy| if x > 0.0 { dy } else { dy * slope })
+            }
+            GradOp::Tanh => zip_map(saved, dy, |y, dy| dy * (1.0 - y * y)),
+        };
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -126,34 +138,7 @@ impl CustomOp1 for TanhOp {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(y.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &TanhGradOp)?))
-    }
-}
-
-struct TanhGradOp;
-
-impl CustomOp2 for TanhGradOp {
-    fn name(&self) -> &'static str {
-        "pix2pix-tanh-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (y, dy) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
-        if y.len() != dy.len() {
-            candle_core::bail!(
-                "tanh backward: gradient has {} elements, output {}",
-                dy.len(),
-                y.len()
-            )
-        }
-        let dx = zip_map(y, dy, |y, dy| dy * (1.0 - y * y));
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        Ok(Some(y.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &GradOp::Tanh)?))
     }
 }
 
@@ -218,7 +203,7 @@ impl CustomOp2 for CatReluOp {
                 return Ok(None);
             }
             let dyx = dy.narrow(1, from, len)?.contiguous()?;
-            Ok(Some(x.contiguous()?.apply_op2_no_bwd(&dyx, &LeakyReluGradOp { slope: 0.0 })?))
+            Ok(Some(x.contiguous()?.apply_op2_no_bwd(&dyx, &GradOp::LeakyRelu { slope: 0.0 })?))
         };
         Ok((masked(a, 0, ca)?, masked(b, ca, cb)?))
     }

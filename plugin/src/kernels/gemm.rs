@@ -234,26 +234,7 @@ mod tests {
             let rs = n + 3;
             let mut dst = vec![1f32; m * rs];
             sgemm_on(&mut dst, rs, av, bv, true, Path::Gemm);
-            for i in 0..m {
-                for j in 0..n {
-                    let want = 1.0
-                        + (0..k)
-                            .map(|kk| {
-                                av.data[i * av.rs + kk * av.cs] as f64
-                                    * bv.data[kk * bv.rs + j * bv.cs] as f64
-                            })
-                            .sum::<f64>();
-                    let got = dst[i * rs + j] as f64;
-                    assert!(
-                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "{m}x{n}x{k} at ({i}, {j}): {got} vs {want}"
-                    );
-                }
-                assert!(
-                    dst[i * rs + n..(i + 1) * rs].iter().all(|&v| v == 1.0),
-                    "{m}x{n}x{k}: padding of row {i} written"
-                );
-            }
+            super::super::mat::assert_product(&dst, rs, av, bv, "gemm");
         }
     }
 }

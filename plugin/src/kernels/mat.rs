@@ -59,6 +59,33 @@ pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     dst
 }
 
+/// Test oracle of the product kernels: asserts that `dst` (rows `rs` apart, filled with 1
+/// before an accumulating product) holds `1 + a·b` summed in f64, to f32 rounding, and that the
+/// padding after each row's `b.cols` results was not written.
+#[cfg(test)]
+pub(crate) fn assert_product(dst: &[f32], rs: usize, a: Mat, b: Mat, what: &str) {
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    for i in 0..m {
+        for j in 0..n {
+            let want = 1.0
+                + (0..k)
+                    .map(|kk| {
+                        a.data[i * a.rs + kk * a.cs] as f64 * b.data[kk * b.rs + j * b.cs] as f64
+                    })
+                    .sum::<f64>();
+            let got = dst[i * rs + j] as f64;
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{what} {m}x{n}x{k} at ({i}, {j}): {got} vs {want}"
+            );
+        }
+        assert!(
+            dst[i * rs + n..(i + 1) * rs].iter().all(|&v| v == 1.0),
+            "{what} {m}x{n}x{k}: padding of row {i} written"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -344,28 +344,8 @@ mod tests {
                     let rs = n + 2;
                     let mut dst = vec![1f32; m * rs];
                     sgemm_on(&mut dst, rs, av, bv, true, Path::SmallN);
-                    for i in 0..m {
-                        for j in 0..n {
-                            let want = 1.0
-                                + (0..k)
-                                    .map(|kk| {
-                                        av.data[i * av.rs + kk * av.cs] as f64
-                                            * bv.data[kk * bv.rs + j] as f64
-                                    })
-                                    .sum::<f64>();
-                            let got = dst[i * rs + j] as f64;
-                            assert!(
-                                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                                "{} n={n} col-major={a_col_major} at ({i}, {j}): {got} vs {want}",
-                                level.name()
-                            );
-                        }
-                        assert!(
-                            dst[i * rs + n..(i + 1) * rs].iter().all(|&v| v == 1.0),
-                            "{} n={n}: padding of row {i} written",
-                            level.name()
-                        );
-                    }
+                    let what = format!("{} col-major={a_col_major}", level.name());
+                    super::super::mat::assert_product(&dst, rs, av, bv, &what);
                 }
             }
             eprintln!("small-n products on {}: passed", level.name());
