@@ -222,7 +222,8 @@ pub(crate) fn fill_columns(
 }
 
 /// The `nb` NCHW images whose column matrix is `col` (`rows × nb·grid`), overlapping taps
-/// summed; `bias` (one per channel) starts each plane.
+/// summed in `(i, j)` tap order, onto 0 with `bias` (one per channel) added last when strided
+/// (as the phases merge), onto the bias at stride 1.
 pub(crate) fn col2im(col: &[f32], nb: usize, g: &Geom, bias: Option<&[f32]>) -> Vec<f32> {
     let (s, hw) = (g.grid(), g.h * g.w);
     let row_len = nb * s;
@@ -311,4 +312,78 @@ pub(crate) fn cnhw_to_nchw(
         }
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// col2im against its definition, a scatter of every tap onto the image: the same bits as
+    /// the scatter summed in the order its doc gives, and within rounding of the f64 sum; strided,
+    /// padded, dilated, stride 1, odd sizes, batches, with and without bias.
+    #[test]
+    fn col2im_equals_the_scatter_of_its_taps() {
+        // (nb, c, h, w, k, stride, pad, dil)
+        for (nb, c, h, w, k, stride, pad, dil) in [
+            (1, 3, 8, 8, 4, 2, 1, 1),
+            (2, 2, 9, 13, 4, 2, 1, 1),
+            (1, 2, 7, 6, 3, 1, 1, 1),
+            (2, 1, 11, 10, 3, 2, 2, 2),
+            (1, 2, 12, 14, 5, 3, 2, 1),
+            (1, 1, 2, 2, 4, 2, 1, 1),
+        ] {
+            let g = Geom::conv(c, (h, w), (k, k), stride, pad, dil).unwrap();
+            let (s, hw) = (g.grid(), h * w);
+            let col: Vec<f32> =
+                (0..g.rows() * nb * s).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let bias: Vec<f32> = (0..c).map(|i| 0.3 - i as f32 * 0.7).collect();
+            for b in [None, Some(&bias[..])] {
+                let got = col2im(&col, nb, &g, b);
+                let start = |ch: usize| if stride > 1 { 0.0 } else { b.map_or(0.0, |b| b[ch]) };
+                let mut want = vec![0f32; nb * c * hw];
+                let mut exact = vec![0f64; nb * c * hw];
+                for n in 0..nb {
+                    for ch in 0..c {
+                        let plane = (n * c + ch) * hw;
+                        want[plane..plane + hw].fill(start(ch));
+                        for i in 0..k {
+                            for j in 0..k {
+                                let r = (ch * k + i) * k + j;
+                                for oy in 0..g.oh {
+                                    for ox in 0..g.ow {
+                                        let y = (oy * stride + i * dil) as isize - pad as isize;
+                                        let x = (ox * stride + j * dil) as isize - pad as isize;
+                                        if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
+                                            continue;
+                                        }
+                                        let at = plane + y as usize * w + x as usize;
+                                        let v = col[r * nb * s + n * s + oy * g.ow + ox];
+                                        want[at] += v;
+                                        exact[at] += v as f64;
+                                    }
+                                }
+                            }
+                        }
+                        let bc = b.map_or(0.0, |b| b[ch]);
+                        for at in plane..plane + hw {
+                            if stride > 1 {
+                                want[at] += bc;
+                            }
+                            exact[at] += bc as f64;
+                        }
+                    }
+                }
+                let what =
+                    format!("{nb}x{c}x{h}x{w} k{k} s{stride} p{pad} d{dil} bias {}", b.is_some());
+                for (at, (got, exact)) in got.iter().zip(&exact).enumerate() {
+                    assert!(
+                        (*got as f64 - exact).abs() <= 1e-5 * exact.abs().max(1.0),
+                        "{what} at {at}"
+                    );
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{what}: summation order");
+            }
+        }
+    }
 }
