@@ -30,6 +30,11 @@ fn max_abs(t: &Tensor) -> f64 {
         .unwrap()
 }
 
+/// The bit patterns of an f32 tensor, for comparisons that must be exact.
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+}
+
 /// Asserts `got` (f32) ≈ `want` (f64) to `tol` relative to `want`'s largest magnitude (≥ 1).
 fn check(what: &str, got: &Tensor, want: &Tensor, tol: f64) -> f64 {
     assert_eq!(got.dims(), want.dims(), "{what}: shape");
@@ -225,15 +230,6 @@ fn cat_relu_equals_relu_of_cat() {
                 kernels::leaky_relu(&cat, 0.0).unwrap()
             };
             let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let bits = |t: &Tensor| {
-                t.flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect::<Vec<_>>()
-            };
             (bits(&y), bits(g.get(av.as_tensor()).unwrap()), bits(g.get(bv.as_tensor()).unwrap()))
         };
         assert_eq!(run(true), run(false), "cat_relu {nb}x({ca}+{cb})x{h}x{w}");
@@ -515,15 +511,6 @@ fn leaky_relu_fuses_into_frozen_strided_convolutions() {
                 let got = fused.forward(&x, &f).unwrap();
                 let activated = kernels::leaky_relu(&x, 0.2).unwrap();
                 let want = separate.forward(&activated, &f).unwrap();
-                let bits = |t: &Tensor| {
-                    t.flatten_all()
-                        .unwrap()
-                        .to_vec1::<f32>()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect::<Vec<_>>()
-                };
                 assert_eq!(bits(&got), bits(&want), "{what}: fused vs separate");
                 let f64_want = reference.forward(&x.to_dtype(DType::F64).unwrap(), &f).unwrap();
                 check(&what, &got, &f64_want, 1e-5);
