@@ -26,6 +26,11 @@ pub(crate) fn leaky(x: f32, slope: f32) -> f32 {
     }
 }
 
+/// `leaky(x, slope)` of every element, as one parallel pass.
+pub(crate) fn leaky_relu_slice(x: &[f32], slope: f32) -> Vec<f32> {
+    zip_map(x, x, move |x, _| leaky(x, slope))
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct LeakyReluOp {
     pub slope: f32,
@@ -52,9 +57,7 @@ impl CustomOp1 for LeakyReluOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l)?;
-        let slope = self.slope;
-        let y = zip_map(x, x, move |x, _| leaky(x, slope));
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        Ok((CpuStorage::F32(leaky_relu_slice(x, self.slope)), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {

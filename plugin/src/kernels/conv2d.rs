@@ -4,7 +4,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::activation::leaky;
+use super::activation::leaky_relu_slice;
 use super::bf16::conv_bf16;
 use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::conv_direct;
@@ -37,10 +37,8 @@ pub(crate) fn conv_core(
 ) -> Vec<f32> {
     let single = matches!(w, Weights::F32(wm) if wm.rows == 1);
     if let (Some(slope), true) = (act, g.stride == 1 || single) {
-        // No phase split to apply it in: one pass first.
-        let mut y = Scratch::take(x.len());
-        y.iter_mut().zip(x).for_each(move |(d, v)| *d = leaky(*v, slope));
-        return conv_core(&y, nb, g, w, bias, None);
+        // No phase split to apply it in: the activation's own pass first.
+        return conv_core(&leaky_relu_slice(x, slope), nb, g, w, bias, None);
     }
     // The direct kernel (direct.rs) is not dispatched to: measured 7–12× slower than
     // im2col + gemm on the outermost layers (benches/gemm_shapes.rs, interleaved).
