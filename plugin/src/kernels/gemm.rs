@@ -140,6 +140,46 @@ pub(crate) fn sgemm_on(
     }
 }
 
+/// `dst[.., j0 .. j0 + n] (+)= a · b` single-threaded, `dst` (`m` rows of stride `dst_rs`) at
+/// `dst`: one task's columns of a product split among tasks.
+///
+/// # Safety
+/// `dst`'s `m` rows of stride `dst_rs` must be live memory, columns `j0 .. j0 + n` of them
+/// accessed by nothing else during the call; `dst_rs ≥ j0 + n`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product_into(
+    dst: *mut f32,
+    j0: usize,
+    dst_rs: usize,
+    m: usize,
+    n: usize,
+    a: &Mat,
+    b: Mat,
+    accumulate: bool,
+) {
+    assert!(a.in_bounds() && b.in_bounds(), "gemm: operand view out of bounds");
+    assert!(a.rows == m && b.cols == n && a.cols == b.rows, "gemm: shapes differ");
+    assert!(dst_rs >= j0 + n || m <= 1, "gemm: dst rows overlap");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the caller's contract for dst; a and b are checked views of live slices.
+    unsafe {
+        product(
+            m,
+            n,
+            a.cols,
+            dst.add(j0),
+            dst_rs,
+            accumulate,
+            a,
+            b.data.as_ptr(),
+            &b,
+            Parallelism::None,
+        )
+    }
+}
+
 /// Products of at most this many rows with many columns are split by columns across the
 /// threads, each running single-threaded: gemm's own threading barely speeds them up (64 rows
 /// are 4 of its tiles), while the split runs ~2× faster on the outer U-Net layers (measured:
