@@ -131,7 +131,14 @@ pub fn translate_bytes(config: &GeneratorConfig, options: &Options, w: usize, h:
     // alpha included).
     let ends = w * h * ci + w * h * co + w * h * (co + 1);
     let net = |n: u128, side_h: u128, side_w: u128| -> u128 {
-        forward_peak(config, n as usize, side_h as usize, side_w as usize, dropout) as u128
+        forward_peak(
+            config,
+            n as usize,
+            side_h as usize,
+            side_w as usize,
+            dropout,
+            options.precision,
+        ) as u128
     };
     let whole = |pw: u128, ph: u128| -> u128 {
         // The (padded) input, its tensor, the output tensor's copy and its image.

@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::contiguous_f32;
+use super::isa::on_best_isa;
 
 /// Elements per rayon task: large enough to amortise the task, small enough to split a plane.
 const CHUNK: usize = 1 << 14;
@@ -158,31 +159,14 @@ fn tanh(x: f32) -> f32 {
     }
 }
 
-/// [`tanh`] of `x` into `y`, compiled for the best instruction set the CPU has.
-fn tanh_slice(x: &[f32], y: &mut [f32]) {
-    #[inline(always)]
-    fn each(x: &[f32], y: &mut [f32]) {
-        y.iter_mut().zip(x).for_each(|(y, x)| *y = tanh(*x));
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(x: &[f32], y: &mut [f32]) {
-            each(x, y)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(x: &[f32], y: &mut [f32]) {
-            each(x, y)
-        }
-        match super::isa::active() {
-            // SAFETY: isa::active never names a level the CPU lacks.
-            super::Isa::Avx512 => return unsafe { avx512(x, y) },
-            // SAFETY: as above.
-            super::Isa::Avx2 => return unsafe { avx2(x, y) },
-            super::Isa::Scalar => {}
-        }
-    }
-    each(x, y)
+on_best_isa!(
+    /// [`tanh`] of `x` into `y`, compiled for the best instruction set the CPU has.
+    fn tanh_slice => tanh_each(x: &[f32], y: &mut [f32])
+);
+
+#[inline(always)]
+fn tanh_each(x: &[f32], y: &mut [f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y = tanh(*x));
 }
 
 /// `tanh`, element-wise, with the gradient `dy·(1 − y²)` (from the output, as candle's).

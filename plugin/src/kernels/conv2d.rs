@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::activation::leaky_relu_slice;
-use super::bf16::conv_bf16;
+use super::bf16::{conv_bf16, effective, Precision};
 use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::conv_direct;
 use super::gemm::{self, sgemm_w, Mat, Weights};
@@ -80,12 +80,12 @@ fn conv_gemm(
                 })
             },
         ),
-        (Weights::F32(a), false) if blocks_apply(g) => timed(
+        (Weights::F32(a), false) if blocks_apply(g.rows(), s) => timed(
             || format!("conv   blocks   {}", shape()),
             flops,
             || {
                 per_image(x, nb, g, m, bias, act, |dst, src, ph, n, acc| {
-                    conv_blocks(dst, a, src, ph, g, n, acc, block_cols(g))
+                    conv_blocks(dst, a, src, ph, g, n, acc, block_cols(g.rows()))
                 })
             },
         ),
@@ -123,18 +123,32 @@ fn per_image(
 /// being written and being read by the product.
 const BLOCK_FLOATS: usize = 128 * 1024;
 
-/// Grid columns per block of [`conv_blocks`] (a multiple of 16, gemm's widest tile).
-fn block_cols(g: &Geom) -> usize {
-    (BLOCK_FLOATS / g.rows().max(1)).max(16) / 16 * 16
+/// Grid columns per block of [`conv_blocks`] for a column matrix of `rows` rows (a multiple of
+/// 16, gemm's widest tile).
+fn block_cols(rows: usize) -> usize {
+    (BLOCK_FLOATS / rows.max(1)).max(16) / 16 * 16
 }
 
-/// Whether [`conv_blocks`] suits a layer: the outer layers, whose column matrices are large and
-/// weights small (every block's product re-reads them), with at least two blocks per thread.
-/// Measured on the U-Net's second layer at ngf 32 (64 × 512 × 4096): im2col + one product
-/// 24–26 ms for 8 calls, in blocks 14–20.
-fn blocks_apply(g: &Geom) -> bool {
+/// Whether [`conv_blocks`] suits a layer (`rows × grid` columns per image): the outer layers,
+/// whose column matrices are large and weights small (every block's product re-reads them),
+/// with at least two blocks per thread. Measured on the U-Net's second layer at ngf 32
+/// (64 × 512 × 4096): im2col + one product 24–26 ms for 8 calls, in blocks 14–20.
+fn blocks_apply(rows: usize, grid: usize) -> bool {
     let threads = rayon::current_num_threads().max(1);
-    g.grid() >= 2 * threads * block_cols(g) && g.rows() <= 1024
+    grid >= 2 * threads * block_cols(rows) && rows <= 1024
+}
+
+/// Floats a convolution's column matrix (`rows × nb·grid`) occupies while it runs, for the
+/// memory estimates: one block per thread where f32 layers run in blocks, else the whole
+/// matrix (bf16 packs an image's half-size matrix at a time: within that).
+pub fn column_floats(rows: usize, grid: usize, nb: usize, precision: Precision) -> usize {
+    let blocked = effective(precision) == Precision::F32
+        && !batch_merge(nb, grid)
+        && blocks_apply(rows, grid);
+    match blocked {
+        true => rayon::current_num_threads().max(1) * rows * block_cols(rows),
+        false => rows * nb * grid,
+    }
 }
 
 thread_local! {

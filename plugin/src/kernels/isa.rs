@@ -7,6 +7,38 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// Defines `fn $name(args) -> ret`, which runs `$body(args)` compiled for the level [`active`]
+/// names: element-wise loops and short multiply–add runs that the baseline x86-64 target
+/// compiles to 4-wide SSE without FMA. `$body` should be `#[inline(always)]` so that each copy
+/// is compiled for its level.
+macro_rules! on_best_isa {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident => $body:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                match $crate::kernels::isa::active() {
+                    // SAFETY: isa::active never names a level the CPU lacks.
+                    $crate::kernels::isa::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::kernels::isa::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::kernels::isa::Isa::Scalar => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use on_best_isa;
+
 /// An instruction-set level of the kernels, in increasing order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {

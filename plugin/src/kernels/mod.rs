@@ -45,7 +45,7 @@ pub use bf16::{
 };
 #[doc(hidden)]
 pub use conv2d::bench_conv2d;
-pub use conv2d::Conv2dOp;
+pub use conv2d::{column_floats, Conv2dOp};
 pub use conv_transpose::ConvTranspose2dOp;
 pub use frozen::{Conv2d, ConvTranspose2d};
 #[doc(hidden)]

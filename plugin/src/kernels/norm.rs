@@ -10,6 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::isa::on_best_isa;
 use super::{contiguous_f32, dims4};
 
 /// Which elements of an NCHW tensor share statistics.
@@ -45,43 +46,26 @@ impl Groups {
     }
 }
 
-/// Σ f(a[i], b[i]) over a plane (`a` and `b` equally long) in eight f64 lanes: exact enough
-/// for the variance of a 256×256 plane, and the same sum whichever instruction set runs it
-/// (lane `l` adds the elements `i ≡ l mod 8` in order, the tail last). Compiled for the best
-/// level the CPU has: at the baseline (SSE2) the f64 lanes ran one at a time.
-fn sum_f64(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64 + Copy) -> f64 {
-    #[inline(always)]
-    fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
-        let mut lanes = [0f64; 8];
-        let (a8, b8) = (a.chunks_exact(8), b[..a.len()].chunks_exact(8));
-        let (at, bt) = (a8.remainder(), b8.remainder());
-        for (a8, b8) in a8.zip(b8) {
-            for l in 0..8 {
-                lanes[l] += f(a8[l], b8[l]);
-            }
-        }
-        let tail: f64 = at.iter().zip(bt).map(|(a, b)| f(*a, *b)).sum();
-        lanes.iter().sum::<f64>() + tail
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
-            lanes(a, b, f)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
-            lanes(a, b, f)
-        }
-        match super::isa::active() {
-            // SAFETY: isa::active never names a level the CPU lacks.
-            super::Isa::Avx512 => return unsafe { avx512(a, b, f) },
-            // SAFETY: as above.
-            super::Isa::Avx2 => return unsafe { avx2(a, b, f) },
-            super::Isa::Scalar => {}
+on_best_isa!(
+    /// Σ f(a[i], b[i]) over a plane (`a` and `b` equally long) in eight f64 lanes: exact enough
+    /// for the variance of a 256×256 plane, and the same sum whichever instruction set runs it
+    /// (lane `l` adds the elements `i ≡ l mod 8` in order, the tail last). Compiled for the best
+    /// level the CPU has: at the baseline (SSE2) the f64 lanes ran one at a time.
+    fn sum_f64 => lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64 + Copy) -> f64
+);
+
+#[inline(always)]
+fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let (a8, b8) = (a.chunks_exact(8), b[..a.len()].chunks_exact(8));
+    let (at, bt) = (a8.remainder(), b8.remainder());
+    for (a8, b8) in a8.zip(b8) {
+        for l in 0..8 {
+            lanes[l] += f(a8[l], b8[l]);
         }
     }
-    lanes(a, b, f)
+    let tail: f64 = at.iter().zip(bt).map(|(a, b)| f(*a, *b)).sum();
+    lanes.iter().sum::<f64>() + tail
 }
 
 /// Per group: mean and biased variance, as a `(2, groups)` tensor.

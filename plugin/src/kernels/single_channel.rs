@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::im2col::Geom;
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
-use super::isa::{self, Isa};
+use super::isa::on_best_isa;
 
 /// Output columns `ox` whose input column `ox·s + j·d − p` lies in `0..w`, for kernel column `j`.
 fn columns(g: &Geom, j: usize) -> (usize, usize) {
@@ -31,35 +31,6 @@ fn columns(g: &Geom, j: usize) -> (usize, usize) {
 fn row(g: &Geom, oy: usize, i: usize) -> Option<usize> {
     let iy = (oy * g.stride + i * g.dil) as isize - g.pad as isize;
     (0..g.h as isize).contains(&iy).then_some(iy as usize)
-}
-
-/// Defines `$name`, which runs `$body` compiled for the best instruction set the kernels may
-/// use ([`isa::active`]): these loops are short runs of multiply–adds that the baseline x86-64
-/// target compiles to 4-wide SSE without FMA.
-macro_rules! on_best_isa {
-    ($name:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                match isa::active() {
-                    // SAFETY: isa::active never names a level the CPU lacks.
-                    Isa::Avx512 => return unsafe { avx512($($arg),*) },
-                    // SAFETY: as above.
-                    Isa::Avx2 => return unsafe { avx2($($arg),*) },
-                    Isa::Scalar => {}
-                }
-            }
-            $body($($arg),*)
-        }
-    };
 }
 
 /// `y += a · x` over equal-length runs.
@@ -113,7 +84,7 @@ fn forward_row_body(out: &mut [f32], x: &[f32], n: usize, oy: usize, g: &Geom, w
     }
 }
 
-on_best_isa!(forward_row => forward_row_body(out: &mut [f32], x: &[f32], n: usize, oy: usize, g: &Geom, w: &[f32]));
+on_best_isa!(fn forward_row => forward_row_body(out: &mut [f32], x: &[f32], n: usize, oy: usize, g: &Geom, w: &[f32]));
 
 /// Stride 1: every plane zero-padded to rows of `pw = w + 2·pad` and the grid laid out on rows
 /// of the same width, so that a tap `(i, j)` is one contiguous shift by `(i·pw + j)·dil` and
@@ -166,7 +137,7 @@ fn forward_padded_body(acc: &mut [f32], xp: &[f32], wc: &[f32], g: &Geom, pw: us
     }
 }
 
-on_best_isa!(forward_padded => forward_padded_body(acc: &mut [f32], xp: &[f32], wc: &[f32], g: &Geom, pw: usize));
+on_best_isa!(fn forward_padded => forward_padded_body(acc: &mut [f32], xp: &[f32], wc: &[f32], g: &Geom, pw: usize));
 
 /// [`forward`] at stride 1 through [`Padded`].
 fn forward_stride1(x: &[f32], nb: usize, g: &Geom, w: &[f32], bias: f32, p: &Padded) -> Vec<f32> {
@@ -220,7 +191,7 @@ fn input_grad_padded_body(dxp: &mut [f32], dyp: &[f32], wc: &[f32], g: &Geom, pw
     }
 }
 
-on_best_isa!(input_grad_padded => input_grad_padded_body(dxp: &mut [f32], dyp: &[f32], wc: &[f32], g: &Geom, pw: usize));
+on_best_isa!(fn input_grad_padded => input_grad_padded_body(dxp: &mut [f32], dyp: &[f32], wc: &[f32], g: &Geom, pw: usize));
 
 /// [`input_grad`] at stride 1 through [`Padded`].
 fn input_grad_stride1(dy: &[f32], nb: usize, g: &Geom, w: &[f32], p: &Padded) -> Vec<f32> {
@@ -250,7 +221,7 @@ fn weight_grad_padded_body(dwc: &mut [f32], dyp: &[f32], xp: &[f32], g: &Geom, p
     }
 }
 
-on_best_isa!(weight_grad_padded => weight_grad_padded_body(dwc: &mut [f32], dyp: &[f32], xp: &[f32], g: &Geom, pw: usize));
+on_best_isa!(fn weight_grad_padded => weight_grad_padded_body(dwc: &mut [f32], dyp: &[f32], xp: &[f32], g: &Geom, pw: usize));
 
 /// [`weight_grad`] at stride 1 through [`Padded`].
 fn weight_grad_stride1(dy: &[f32], nb: usize, x: &[f32], g: &Geom, p: &Padded) -> Vec<f32> {
@@ -304,7 +275,7 @@ fn input_grad_plane_body(plane: &mut [f32], grid: &[f32], c: usize, g: &Geom, w:
     }
 }
 
-on_best_isa!(input_grad_plane => input_grad_plane_body(plane: &mut [f32], grid: &[f32], c: usize, g: &Geom, w: &[f32]));
+on_best_isa!(fn input_grad_plane => input_grad_plane_body(plane: &mut [f32], grid: &[f32], c: usize, g: &Geom, w: &[f32]));
 
 /// `(nb, c, h, w)`: the gradient of [`forward`]'s input for output gradient `dy`.
 pub(crate) fn input_grad(dy: &[f32], nb: usize, g: &Geom, w: &[f32]) -> Vec<f32> {
@@ -351,7 +322,7 @@ fn weight_grad_channel_body(dwc: &mut [f32], dy: &[f32], nb: usize, x: &[f32], c
     }
 }
 
-on_best_isa!(weight_grad_channel => weight_grad_channel_body(dwc: &mut [f32], dy: &[f32], nb: usize, x: &[f32], c: usize, g: &Geom));
+on_best_isa!(fn weight_grad_channel => weight_grad_channel_body(dwc: &mut [f32], dy: &[f32], nb: usize, x: &[f32], c: usize, g: &Geom));
 
 /// The `c·kh·kw` taps' gradient: `Σ_n Σ_(oy, ox) dy · x` at each tap's shift.
 pub(crate) fn weight_grad(dy: &[f32], nb: usize, x: &[f32], g: &Geom) -> Vec<f32> {

@@ -12,6 +12,7 @@
 //! temporary of its input's size (candle's unfused path). A test (`estimate_bounds_real_peak`)
 //! measures a real forward pass against [`forward_peak`].
 
+use crate::kernels::{self, Precision};
 use crate::nets::generator::GeneratorConfig;
 use crate::nets::norm::NormKind;
 use crate::nets::patchgan::{DiscriminatorConfig, DiscriminatorKind};
@@ -48,6 +49,11 @@ struct Tally {
     scratch: u128,
     /// Every tensor allocated (a training step's graph keeps them all for the backward).
     total: u128,
+    /// The products' precision (f32 convolutions of the outer layers make their column
+    /// matrices a block at a time).
+    precision: Precision,
+    /// A training step: the weight gradients make whole column matrices.
+    training: bool,
 }
 
 impl Tally {
@@ -75,13 +81,21 @@ impl Tally {
             false => x,
         }
     }
-    /// `nn.Conv2d(x.c, cout, k, stride, pad)`: im2col columns and the gemm result are scratch.
+    /// `nn.Conv2d(x.c, cout, k, stride, pad)`: im2col columns (whole or in blocks,
+    /// [`kernels::column_floats`]), the input split into phases (strided) and the gemm result
+    /// are scratch.
     fn conv(&mut self, x: Maps, cout: usize, k: u128, stride: u128, pad: u128, keep: bool) -> Maps {
         let side = |n: u128| (n + 2 * pad).saturating_sub(k) / stride + 1;
         let y = Maps { c: cout as u128, h: side(x.h), w: side(x.w), ..x };
-        let cols = x.c * k * k * y.n * y.h * y.w;
-        self.scratch = self.scratch.max(cols).max(y.len());
-        self.layer(x, y, cols + y.len(), keep)
+        let size = |v: u128| usize::try_from(v).unwrap_or(usize::MAX);
+        let (rows, grid, nb) = (size(x.c * k * k), size(y.h * y.w), size(y.n));
+        let cols = match self.training {
+            true => x.c * k * k * y.n * y.h * y.w,
+            false => kernels::column_floats(rows, grid, nb, self.precision) as u128,
+        };
+        let split = if stride > 1 { x.len() } else { 0 };
+        self.scratch = self.scratch.max(cols).max(split).max(y.len());
+        self.layer(x, y, cols + split + y.len(), keep)
     }
     /// `nn.ConvTranspose2d(x.c, cout, k, 2, pad, out_pad)`: the column matrix and the permuted
     /// input are scratch.
@@ -112,9 +126,17 @@ impl Tally {
 /// Peak bytes of a generator's forward pass on a batch of `n` images of `h`×`w` (sides the
 /// network takes as they are), besides its weights and the input tensor: the live tensors at
 /// the worst point, the kernels' temporaries and their kept scratch. `dropout`: inference
-/// dropout is on (its masks cost memory). Saturates instead of overflowing.
-pub fn forward_peak(config: &GeneratorConfig, n: usize, h: usize, w: usize, dropout: bool) -> u64 {
-    let mut t = Tally::default();
+/// dropout is on (its masks cost memory); `precision`: the products'. Saturates instead of
+/// overflowing.
+pub fn forward_peak(
+    config: &GeneratorConfig,
+    n: usize,
+    h: usize,
+    w: usize,
+    dropout: bool,
+    precision: Precision,
+) -> u64 {
+    let mut t = Tally { precision, ..Tally::default() };
     walk_generator(&mut t, config, n, h, w, dropout);
     saturate(t.peak_bytes())
 }
@@ -132,9 +154,9 @@ pub fn train_step_bytes(
     h: usize,
     w: usize,
 ) -> u64 {
-    let mut tg = Tally::default();
+    let mut tg = Tally { training: true, ..Tally::default() };
     walk_generator(&mut tg, g, n, h, w, g.dropout());
-    let mut td = Tally::default();
+    let mut td = Tally { training: true, ..Tally::default() };
     walk_discriminator(&mut td, d, n, h, w);
     let (gin, gout) = g.channels();
     let images = (n * (gin + gout) * h * w) as u128;
@@ -353,7 +375,7 @@ mod tests {
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or_else(|| panic!("{name}: no peak written ({text})"));
-            let estimate = forward_peak(&config, 1, side, side, false);
+            let estimate = forward_peak(&config, 1, side, side, false, Precision::F32);
             assert!(
                 measured <= estimate && estimate <= 4 * measured,
                 "{name} at {side}²: measured peak {measured} bytes, estimate {estimate}"
@@ -366,15 +388,15 @@ mod tests {
     fn estimates_grow_with_the_request_and_saturate() {
         let unet =
             GeneratorConfig::named(GeneratorName::Unet { side: 256 }, 64, NormKind::Batch, true);
-        let small = forward_peak(&unet, 1, 256, 256, false);
-        assert!(small < forward_peak(&unet, 1, 512, 512, false));
-        assert!(small < forward_peak(&unet, 2, 256, 256, false));
+        let small = forward_peak(&unet, 1, 256, 256, false, Precision::F32);
+        assert!(small < forward_peak(&unet, 1, 512, 512, false, Precision::F32));
+        assert!(small < forward_peak(&unet, 2, 256, 256, false, Precision::F32));
         let huge = GeneratorConfig::named(
             GeneratorName::Unet { side: 256 },
             1 << 40,
             NormKind::Batch,
             true,
         );
-        assert_eq!(forward_peak(&huge, 1 << 20, 1 << 30, 1 << 30, false), u64::MAX);
+        assert_eq!(forward_peak(&huge, 1 << 20, 1 << 30, 1 << 30, false, Precision::F32), u64::MAX);
     }
 }

@@ -171,7 +171,7 @@ fn check_memory(spec: &BenchSpec, config: &GeneratorConfig, parameters: u64) -> 
     let inputs = 2 * 4 * (n * 3 * side * side) as u64;
     let mut estimate = (8 * parameters)
         .saturating_add(inputs)
-        .saturating_add(memory::forward_peak(config, n, side, side, false));
+        .saturating_add(memory::forward_peak(config, n, side, side, false, spec.precision));
     if spec.train {
         let d = reference_discriminator(spec.ngf);
         let d_parameters = d.parameters().map_err(Error::from)?;
