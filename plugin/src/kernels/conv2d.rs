@@ -9,7 +9,9 @@ use super::bf16::{conv_bf16, effective, Precision};
 use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::conv_direct;
 use super::gemm::{self, sgemm_w, Mat, Weights};
-use super::im2col::{self, cnhw_to_nchw, im2col, split_phases, Geom, Phases};
+use super::im2col::{
+    block_cols, blocks_apply, cnhw_to_nchw, im2col, split_phases, with_column_block, Geom, Phases,
+};
 use super::profile::timed;
 use super::scratch::Scratch;
 use super::single_channel;
@@ -119,25 +121,6 @@ fn per_image(
     out
 }
 
-/// Floats of a block's column matrix in [`conv_blocks`]: 512 KB, which stays in L2 between
-/// being written and being read by the product.
-const BLOCK_FLOATS: usize = 128 * 1024;
-
-/// Grid columns per block of [`conv_blocks`] for a column matrix of `rows` rows (a multiple of
-/// 16, gemm's widest tile).
-fn block_cols(rows: usize) -> usize {
-    (BLOCK_FLOATS / rows.max(1)).max(16) / 16 * 16
-}
-
-/// Whether [`conv_blocks`] suits a layer (`rows × grid` columns per image): the outer layers,
-/// whose column matrices are large and weights small (every block's product re-reads them),
-/// with at least two blocks per thread. Measured on the U-Net's second layer at ngf 32
-/// (64 × 512 × 4096): im2col + one product 24–26 ms for 8 calls, in blocks 14–20.
-fn blocks_apply(rows: usize, grid: usize) -> bool {
-    let threads = rayon::current_num_threads().max(1);
-    grid >= 2 * threads * block_cols(rows) && rows <= 1024
-}
-
 /// Floats a convolution's column matrix (`rows × nb·grid`) occupies while it runs, for the
 /// memory estimates: one block per thread where f32 layers run in blocks, else the whole
 /// matrix (bf16 packs an image's half-size matrix at a time: within that).
@@ -149,12 +132,6 @@ pub fn column_floats(rows: usize, grid: usize, nb: usize, precision: Precision) 
         true => rayon::current_num_threads().max(1) * rows * block_cols(rows),
         false => rows * nb * grid,
     }
-}
-
-thread_local! {
-    /// One block's column matrix, per thread (at most [`BLOCK_FLOATS`] floats past the first
-    /// use, kept between calls: no page faults per block).
-    static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Image `n`'s product `dst (m × grid) (+)= a · im2col` in blocks of `bc` columns, each task
@@ -178,14 +155,7 @@ fn conv_blocks(
     let d = dst.as_mut_ptr() as usize;
     (0..s.div_ceil(bc)).into_par_iter().for_each(|b| {
         let (j0, cols) = (b * bc, bc.min(s - b * bc));
-        BLOCK.with_borrow_mut(|col| {
-            if col.len() < k * cols {
-                col.resize(k * cols, 0.0);
-            }
-            for (r, row) in col.chunks_exact_mut(cols).take(k).enumerate() {
-                im2col::fill_columns(src, ph, g, (n, r), j0, row);
-            }
-            let block = Mat::rm(&col[..k * cols], k, cols);
+        with_column_block(src, ph, g, n, (j0, cols), |block| {
             // SAFETY: block b writes only columns j0 .. j0 + cols of dst's m rows (row stride
             // s, inside dst: asserted above), disjoint between blocks; dst outlives this loop,
             // which joins before returning; `a` and `block` are checked views of live slices.

@@ -61,6 +61,34 @@ pub(crate) fn sgemm(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: 
     sgemm_on(dst, dst_rs, a, b, accumulate, Path::Auto)
 }
 
+/// [`sgemm`] on the calling thread (for products that are one task of a split the caller
+/// makes; the small-n kernels keep their own split).
+pub(crate) fn sgemm_serial(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
+    let (m, n) = (a.rows, b.cols);
+    assert_eq!(b.rows, a.cols, "gemm: inner dimensions differ");
+    assert!(a.in_bounds() && b.in_bounds(), "gemm: operand view out of bounds");
+    assert!(extent(m, n, dst_rs, 1) <= dst.len(), "gemm: dst view out of bounds");
+    assert!(dst_rs >= n || m <= 1, "gemm: dst rows overlap");
+    if m == 0 || n == 0 || a.cols == 0 || small_gemm::applies(&a, n) {
+        return sgemm(dst, dst_rs, a, b, accumulate);
+    }
+    // SAFETY: as in sgemm_on: the views are checked above and dst is borrowed mutably.
+    unsafe {
+        product(
+            m,
+            n,
+            a.cols,
+            dst.as_mut_ptr(),
+            dst_rs,
+            accumulate,
+            &a,
+            b.data.as_ptr(),
+            &b,
+            Parallelism::None,
+        )
+    }
+}
+
 pub(crate) fn sgemm_on(
     dst: &mut [f32],
     dst_rs: usize,

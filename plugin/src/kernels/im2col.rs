@@ -10,6 +10,7 @@
 
 use rayon::prelude::*;
 
+use super::mat::Mat;
 use super::scratch::Scratch;
 
 /// Rows of work below this many elements are not worth a rayon task of their own.
@@ -219,6 +220,54 @@ pub(crate) fn fill_columns(
         dst[hi - ox..].fill(0.0);
         dst[lo - ox..hi - ox].copy_from_slice(&phase[a * pw + b0..][..hi - lo]);
     }
+}
+
+/// Floats of one block of a column matrix ([`with_column_block`]): 512 KB, which stays in L2
+/// between being written and being read by the product.
+const BLOCK_FLOATS: usize = 128 * 1024;
+
+/// Grid columns per block of a column matrix of `rows` rows (a multiple of 16, gemm's widest
+/// tile).
+pub(crate) fn block_cols(rows: usize) -> usize {
+    (BLOCK_FLOATS / rows.max(1)).max(16) / 16 * 16
+}
+
+/// Whether a layer's products suit column blocks (`rows × grid` per image): the outer layers,
+/// whose column matrices are large and weights small (every block's product re-reads them),
+/// with at least two blocks per thread. Measured on the U-Net's second layer at ngf 32
+/// (64 × 512 × 4096): im2col + one product 24–26 ms for 8 calls, in blocks 14–20.
+pub(crate) fn blocks_apply(rows: usize, grid: usize) -> bool {
+    let threads = rayon::current_num_threads().max(1);
+    grid >= 2 * threads * block_cols(rows) && rows <= 1024
+}
+
+thread_local! {
+    /// One block's column matrix, per thread (at most [`BLOCK_FLOATS`] floats past the first
+    /// use, kept between calls: no page faults per block).
+    static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Columns `j0 .. j0 + cols` of image `n`'s column matrix (`rows × cols`, row-major), made in
+/// this thread's block buffer and handed to `f`: small enough to stay in L2 between being made
+/// and being multiplied. `src` as [`split_phases`] leaves the input.
+pub(crate) fn with_column_block<R>(
+    src: &[f32],
+    ph: &Phases,
+    g: &Geom,
+    n: usize,
+    (j0, cols): (usize, usize),
+    f: impl FnOnce(Mat) -> R,
+) -> R {
+    let k = g.rows();
+    BLOCK.with_borrow_mut(|col| {
+        if col.len() < k * cols {
+            col.resize(k * cols, 0.0);
+        }
+        for (r, row) in col.chunks_exact_mut(cols.max(1)).take(k).enumerate() {
+            fill_columns(src, ph, g, (n, r), j0, &mut row[..cols]);
+        }
+        f(Mat::rm(&col[..k * cols], k, cols))
+    })
 }
 
 /// The `nb` NCHW images whose column matrix is `col` (`rows × nb·grid`), overlapping taps

@@ -7,8 +7,12 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 
-use super::gemm::{sgemm, Mat};
-use super::im2col::{im2col, nchw_to_cnhw, Geom};
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, sgemm_serial, Mat};
+use super::im2col::{
+    block_cols, blocks_apply, im2col, nchw_to_cnhw, split_phases, with_column_block, Geom, Phases,
+};
 use super::mat::transpose;
 use super::profile::timed;
 use super::single_channel;
@@ -43,8 +47,15 @@ pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geo
             || single_channel::weight_grad(act, nb, img, g),
         );
     }
-    let col = timed(|| format!("wgrad  im2col   {}", shape()), 0.0, || im2col(img, nb, g, None));
     let transposed = transposed_pays(m, rows, nb * s);
+    if !batch_merge(nb, s) && blocks_apply(rows, s) {
+        return timed(
+            || format!("wgrad  blocks   {}", shape()),
+            flops,
+            || weight_grad_blocks(act, nb, m, img, g, transposed),
+        );
+    }
+    let col = timed(|| format!("wgrad  im2col   {}", shape()), 0.0, || im2col(img, nb, g, None));
     // dw = act · colᵀ (m × rows), or dwᵀ = col · actᵀ (rows × m) transposed back.
     let product = |dst: &mut [f32], act: Mat, col: Mat, accumulate: bool| {
         if transposed {
@@ -82,6 +93,60 @@ pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geo
     timed(|| format!("wgrad  transpose {}", shape()), 0.0, || transpose(&dw, rows, m))
 }
 
+/// Partial sums of a weight gradient in blocks: a fixed number, so that the result does not
+/// depend on how many threads compute it.
+const PARTS: usize = 4;
+
+/// [`weight_grad`] with the column matrix made a block at a time ([`with_column_block`]): the
+/// blocks (image, columns) are cut into [`PARTS`] runs, each reduced into its own partial
+/// gradient by single-threaded products, and the partials added in order. The reduction over
+/// the grid never writes the column matrix whole, and its order is fixed.
+fn weight_grad_blocks(
+    act: &[f32],
+    nb: usize,
+    m: usize,
+    img: &[f32],
+    g: &Geom,
+    transposed: bool,
+) -> Vec<f32> {
+    let (s, rows) = (g.grid(), g.rows());
+    assert_eq!(act.len(), nb * m * s, "weight gradient: grid gradient size");
+    let bc = block_cols(rows);
+    let per_image = s.div_ceil(bc);
+    let blocks = nb * per_image;
+    let ph = Phases::new(g.h, g.w, g.stride);
+    let split = split_phases(img, g, &ph, None);
+    let src: &[f32] = split.as_deref().unwrap_or(img);
+    let mut parts: Vec<Vec<f32>> = (0..PARTS)
+        .into_par_iter()
+        .map(|p| {
+            let mut dw = vec![0f32; rows * m];
+            for (i, b) in (p * blocks / PARTS..(p + 1) * blocks / PARTS).enumerate() {
+                let (n, j0) = (b / per_image, (b % per_image) * bc);
+                let cols = bc.min(s - j0);
+                let a = Mat { data: &act[n * m * s + j0..], rows: m, cols, rs: s, cs: 1 };
+                with_column_block(src, &ph, g, n, (j0, cols), |col| {
+                    // dw = act · colᵀ (m × rows), or dwᵀ = col · actᵀ (rows × m).
+                    match transposed {
+                        true => sgemm_serial(&mut dw, m, col, a.t(), i > 0),
+                        false => sgemm_serial(&mut dw, rows, a, col.t(), i > 0),
+                    }
+                });
+            }
+            dw
+        })
+        .collect();
+    let (first, rest) = parts.split_at_mut(1);
+    for part in rest.iter() {
+        first[0].iter_mut().zip(part).for_each(|(d, p)| *d += p);
+    }
+    let dw = std::mem::take(&mut first[0]);
+    match transposed {
+        true => transpose(&dw, rows, m),
+        false => dw,
+    }
+}
+
 impl CustomOp2 for WeightGradOp {
     fn name(&self) -> &'static str {
         "pix2pix-conv-weight-grad"
@@ -109,5 +174,54 @@ impl CustomOp2 for WeightGradOp {
         (g.oh, g.ow) = (oh, ow);
         let dw = weight_grad(act, nb, m, img, &g);
         Ok((CpuStorage::F32(dw), Shape::from((m, c, self.kh, self.kw))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The weight gradient in blocks against `Σ_n act[n] · im2col(img[n])ᵀ` summed in f64 over
+    /// the whole column matrix: several blocks per image with a short last one, fewer blocks
+    /// than partial sums, blocks of two images in one partial, both product orientations.
+    #[test]
+    fn blocks_equal_the_reduction_over_the_whole_column_matrix() {
+        // (nb, c, h, w, m, k, stride, pad)
+        for (nb, c, h, w, m, k, stride, pad) in [
+            (1, 64, 66, 80, 16, 4, 2, 1),
+            (2, 3, 130, 98, 32, 4, 2, 1),
+            (2, 64, 20, 20, 8, 4, 2, 1),
+            (3, 8, 41, 37, 12, 3, 1, 1),
+        ] {
+            let g = Geom::conv(c, (h, w), (k, k), stride, pad, 1).unwrap();
+            let (s, rows) = (g.grid(), g.rows());
+            let img: Vec<f32> =
+                (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let act: Vec<f32> =
+                (0..nb * m * s).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let col = im2col(&img, nb, &g, None);
+            let case = format!(
+                "{nb}x{c}x{h}x{w} k{k} s{stride} -> {m}: {} blocks",
+                s.div_ceil(block_cols(rows))
+            );
+            for transposed in [false, true] {
+                let dw = weight_grad_blocks(&act, nb, m, &img, &g, transposed);
+                for o in 0..m {
+                    for r in 0..rows {
+                        let terms =
+                            (0..nb).flat_map(|n| (0..s).map(move |j| (n, j))).map(|(n, j)| {
+                                act[(n * m + o) * s + j] as f64 * col[r * nb * s + n * s + j] as f64
+                            });
+                        let (want, scale) =
+                            terms.fold((0.0, 0.0), |(sum, abs), t: f64| (sum + t, abs + t.abs()));
+                        let got = dw[o * rows + r] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-5 * scale.max(1.0),
+                            "{case}, transposed {transposed}, ({o}, {r}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
