@@ -64,29 +64,7 @@ pub(crate) fn sgemm(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: 
 /// [`sgemm`] on the calling thread (for products that are one task of a split the caller
 /// makes; the small-n kernels keep their own split).
 pub(crate) fn sgemm_serial(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
-    let (m, n) = (a.rows, b.cols);
-    assert_eq!(b.rows, a.cols, "gemm: inner dimensions differ");
-    assert!(a.in_bounds() && b.in_bounds(), "gemm: operand view out of bounds");
-    assert!(extent(m, n, dst_rs, 1) <= dst.len(), "gemm: dst view out of bounds");
-    assert!(dst_rs >= n || m <= 1, "gemm: dst rows overlap");
-    if m == 0 || n == 0 || a.cols == 0 || small_gemm::applies(&a, n) {
-        return sgemm(dst, dst_rs, a, b, accumulate);
-    }
-    // SAFETY: as in sgemm_on: the views are checked above and dst is borrowed mutably.
-    unsafe {
-        product(
-            m,
-            n,
-            a.cols,
-            dst.as_mut_ptr(),
-            dst_rs,
-            accumulate,
-            &a,
-            b.data.as_ptr(),
-            &b,
-            Parallelism::None,
-        )
-    }
+    product_checked(dst, dst_rs, a, b, accumulate, Path::Auto, true)
 }
 
 pub(crate) fn sgemm_on(
@@ -96,6 +74,20 @@ pub(crate) fn sgemm_on(
     b: Mat,
     accumulate: bool,
     path: Path,
+) {
+    product_checked(dst, dst_rs, a, b, accumulate, path, false)
+}
+
+/// The products' common front: checks the views, then the small-n kernels, the column split
+/// or gemm (threaded unless `serial`).
+fn product_checked(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: Mat,
+    b: Mat,
+    accumulate: bool,
+    path: Path,
+    serial: bool,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions differ");
@@ -122,7 +114,7 @@ pub(crate) fn sgemm_on(
         return small_gemm::sgemm_small_n(dst, dst_rs, a, b, accumulate);
     }
     let threads = rayon::current_num_threads();
-    if m <= SPLIT_MAX_ROWS && threads > 1 && n >= threads * SPLIT_MIN_COLUMNS {
+    if !serial && m <= SPLIT_MAX_ROWS && threads > 1 && n >= threads * SPLIT_MIN_COLUMNS {
         let per = n.div_ceil(threads);
         let (d, bp) = (dst.as_mut_ptr() as usize, b.data.as_ptr() as usize);
         (0..threads).into_par_iter().for_each(|t| {
@@ -163,7 +155,7 @@ pub(crate) fn sgemm_on(
             &a,
             b.data.as_ptr(),
             &b,
-            parallelism(),
+            if serial { Parallelism::None } else { parallelism() },
         )
     }
 }
