@@ -326,6 +326,7 @@ impl CustomOp2 for Conv2dOp {
 mod tests {
     use super::super::bf16::PackedA;
     use super::*;
+    use crate::kernels::mat::test_values;
 
     /// bf16 convolutions packed straight from the image give, to the bit, what im2col + the
     /// bf16 product give (the same words packed, the same product): strided, padded, dilated,
@@ -345,8 +346,7 @@ mod tests {
             (1, 1, 130, 128, 4, 4, 2, 0, 1),
         ] {
             let g = Geom::conv(c, (h, w), (k, k), stride, pad, dil).unwrap();
-            let x: Vec<f32> =
-                (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let x: Vec<f32> = test_values(nb * c * h * w, 25.0);
             let wt: Vec<f32> =
                 (0..m * g.rows()).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
@@ -378,8 +378,7 @@ mod tests {
             (2, 3, 40, 41, 9, 3, 1, 2, 2, 1000),
         ] {
             let g = Geom::conv(c, (h, w), (k, k), stride, pad, dil).unwrap();
-            let x: Vec<f32> =
-                (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let x: Vec<f32> = test_values(nb * c * h * w, 25.0);
             let wt: Vec<f32> =
                 (0..m * g.rows()).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let (a, s) = (Mat::rm(&wt, m, g.rows()), g.grid());
@@ -417,8 +416,7 @@ mod tests {
             (2, 6, 32, 32, 1, 4, 2, 1),
         ] {
             let g = Geom::conv(c, (h, w), (k, k), stride, pad, 1).unwrap();
-            let x: Vec<f32> =
-                (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let x: Vec<f32> = test_values(nb * c * h * w, 25.0);
             let wt: Vec<f32> =
                 (0..m * g.rows()).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();

@@ -276,6 +276,7 @@ pub fn bench_sgemm(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::mat::test_values;
 
     /// The column-split products (few rows, many columns) against a direct f64 sum, with row-
     /// and column-major operands, a padded dst row stride and accumulation.
@@ -287,7 +288,7 @@ mod tests {
             (7, 2051, 19, false, true),
             (64, 1024, 5, true, true),
         ] {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let a: Vec<f32> = test_values(m * k, 50.0);
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let av = if a_col_major { Mat::rm(&a, k, m).t() } else { Mat::rm(&a, m, k) };
             let bv = if b_col_major { Mat::rm(&b, n, k).t() } else { Mat::rm(&b, k, n) };

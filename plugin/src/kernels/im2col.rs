@@ -366,6 +366,7 @@ pub(crate) fn cnhw_to_nchw(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::mat::test_values;
 
     /// col2im against its definition, a scatter of every tap onto the image: the same bits as
     /// the scatter summed in the order its doc gives, and within rounding of the f64 sum; strided,
@@ -383,8 +384,7 @@ mod tests {
         ] {
             let g = Geom::conv(c, (h, w), (k, k), stride, pad, dil).unwrap();
             let (s, hw) = (g.grid(), h * w);
-            let col: Vec<f32> =
-                (0..g.rows() * nb * s).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let col: Vec<f32> = test_values(g.rows() * nb * s, 7.0);
             let bias: Vec<f32> = (0..c).map(|i| 0.3 - i as f32 * 0.7).collect();
             for b in [None, Some(&bias[..])] {
                 let got = col2im(&col, nb, &g, b);

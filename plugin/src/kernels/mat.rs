@@ -59,6 +59,13 @@ pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     dst
 }
 
+/// `len` test values spread over `±50 / scale` in a scrambled order (no two neighbours alike,
+/// so a misplaced element shows), shared by the kernels' tests.
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, scale: f32) -> Vec<f32> {
+    (0..len).map(|i| ((i * 37 % 101) as f32 - 50.0) / scale).collect()
+}
+
 /// Test oracle of the product kernels: asserts that `dst` (rows `rs` apart, filled with 1
 /// before an accumulating product) holds `1 + a·b` summed in f64, to f32 rounding, and that the
 /// padding after each row's `b.cols` results was not written.

@@ -321,6 +321,7 @@ fn axpy_block<const FMA: bool>(
 mod tests {
     use super::super::gemm::{sgemm_on, Path};
     use super::*;
+    use crate::kernels::mat::test_values;
 
     /// Both forms on every instruction set the CPU has, against an f64 sum: column counts that
     /// fill and that leave a partial tile, a row count that leaves a partial row group, a
@@ -329,7 +330,7 @@ mod tests {
     #[test]
     fn small_n_products_match_a_direct_sum() {
         let (m, k) = (150, 1003);
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let a: Vec<f32> = test_values(m * k, 50.0);
         for level in Isa::ALL {
             if isa::force(Some(level)).is_err() {
                 eprintln!("small-n products on {}: skipped (not on this CPU)", level.name());

@@ -180,6 +180,7 @@ impl CustomOp2 for WeightGradOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::mat::test_values;
 
     /// The weight gradient in blocks against `Σ_n act[n] · im2col(img[n])ᵀ` summed in f64 over
     /// the whole column matrix: several blocks per image with a short last one, fewer blocks
@@ -195,8 +196,7 @@ mod tests {
         ] {
             let g = Geom::conv(c, (h, w), (k, k), stride, pad, 1).unwrap();
             let (s, rows) = (g.grid(), g.rows());
-            let img: Vec<f32> =
-                (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let img: Vec<f32> = test_values(nb * c * h * w, 25.0);
             let act: Vec<f32> =
                 (0..nb * m * s).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let col = im2col(&img, nb, &g, None);
