@@ -19,6 +19,7 @@ use candle_nn::VarBuilder;
 use crate::error::{Error, Result};
 use source::Source;
 
+mod average;
 mod decode;
 mod limits;
 pub mod pickle;
@@ -26,6 +27,7 @@ mod pth;
 mod safetensors_reader;
 mod source;
 
+pub use average::average;
 pub use limits::{physical_memory, PickleLimits, ReadLimits};
 
 /// A state dict: names → f32 tensors, remembering the file it came from.
