@@ -13,9 +13,6 @@ fn main() -> anyhow::Result<()> {
     let [output, inputs @ ..] = args.as_slice() else {
         anyhow::bail!("usage: average_checkpoints OUT IN1 IN2 [IN…]");
     };
-    if inputs.len() < 2 {
-        anyhow::bail!("usage: average_checkpoints OUT IN1 IN2 [IN…] (at least two inputs)");
-    }
     let checkpoints = inputs.iter().map(Checkpoint::load).collect::<Result<Vec<_>, _>>()?;
     let mean = average(&checkpoints, output)?;
     let model = Model::from_checkpoint(&mean, Options::default())?;

@@ -11,15 +11,13 @@ use super::Checkpoint;
 use crate::error::{Error, Result};
 
 /// The mean of `checkpoints` (at least two, the same names and shapes), summed in f64 so the
-/// order of the inputs does not change the result beyond the final f32 rounding. Batch-norm
+/// order of the inputs hardly matters before the final f32 rounding. Batch-norm
 /// running statistics are averaged like weights; `num_batches_tracked` is the last input's.
 pub fn average(checkpoints: &[Checkpoint], name: impl Into<PathBuf>) -> Result<Checkpoint> {
     let name = name.into();
-    let [first, rest @ ..] = checkpoints else {
-        return Err(Error::checkpoint(&name, "averaging needs at least two checkpoints, got none"));
-    };
+    let [first, rest @ ..] = checkpoints else { return Err(too_few(&name, 0)) };
     if rest.is_empty() {
-        return Err(Error::checkpoint(&name, "averaging needs at least two checkpoints, got one"));
+        return Err(too_few(&name, 1));
     }
     let mut sums = Vec::with_capacity(first.tensors.len());
     for (key, t) in &first.tensors {
@@ -69,6 +67,10 @@ pub fn average(checkpoints: &[Checkpoint], name: impl Into<PathBuf>) -> Result<C
     });
     let mean = mean.collect::<candle_core::Result<Vec<(String, Tensor)>>>()?;
     Checkpoint::from_tensors(name, mean)
+}
+
+fn too_few(name: &std::path::Path, got: usize) -> Error {
+    Error::checkpoint(name, format!("averaging needs at least two checkpoints, got {got}"))
 }
 
 #[cfg(test)]
