@@ -1,6 +1,7 @@
 //! Raw matrix-product throughput on the shapes the U-Net's layers produce: the `gemm` crate
 //! against the small-n kernels of `pix2pix::kernels`, to place the switch between them.
-//! `cargo bench -p pix2pix --bench gemm_shapes`.
+//! `cargo bench -p pix2pix --bench gemm_shapes` (`PIX2PIX_GEMM_SHAPES=n=16`: only the shapes
+//! whose label contains that text).
 
 use std::time::Instant;
 
@@ -36,6 +37,10 @@ fn main() {
         // Frozen transposed convolutions hold their weights row-major (frozen.rs).
         shapes.push((format!("convT(rm) 1024->512 n={n}"), 8192, n, 1024, false, false));
     }
+    // Weights that stay in L2 (1 MB): the small-n kernels' compute bound, without DRAM.
+    for n in [8, 16] {
+        shapes.push((format!("hot(rm) 256x1024 n={n}"), 256, n, 1024, false, false));
+    }
     // Weight gradients: (cout, cin·16) = dy (cout × S) · colᵀ (S × cin·16), k = S small inside.
     for s in [4, 16, 64] {
         // b = colᵀ, read in place from the column matrix: column-major.
@@ -63,7 +68,9 @@ fn main() {
         println!("conv {c}->{m} @{side} b{nb}: direct {:6.2} ms ({:5.1} GF/s, spread {:.2}-{:.2}) | im2col+gemm {:6.2} ms ({:5.1} GF/s, spread {:.2}-{:.2})",
             td[3] * 1e3, fl / td[3] / 1e9, td[0] * 1e3, td[6] * 1e3, tg[3] * 1e3, fl / tg[3] / 1e9, tg[0] * 1e3, tg[6] * 1e3);
     }
-    for (label, m, n, k, lt, bt) in shapes {
+    // PIX2PIX_GEMM_SHAPES=text: only the shapes whose label contains it.
+    let only = std::env::var("PIX2PIX_GEMM_SHAPES").unwrap_or_default();
+    for (label, m, n, k, lt, bt) in shapes.into_iter().filter(|s| s.0.contains(&only)) {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
         let mut c = vec![0f32; m * n];

@@ -8,7 +8,10 @@
 //! - weights row-major (`a.cs == 1`, conv2d's `W` and frozen transposed convolutions' `Wᵀ`):
 //!   dot form, groups of weight rows against all `n` columns of `b` (copied to rows first) in
 //!   register tiles, so that each weight is read once and every multiply-add has its operands
-//!   in registers or L1.
+//!   in registers or L1;
+//! - weights row-major with 9–16 columns on AVX-512: broadcast form, each row of `b` one
+//!   vector and each weight a broadcast operand of a multiply-add into its row's accumulator
+//!   (no horizontal sums, `b` read once per group of [`BCAST_ROWS`] weight rows).
 
 use rayon::prelude::*;
 
@@ -34,21 +37,55 @@ fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// faster up to 8 columns (512 × 8192 row-major: 0.41 / 0.55 / 0.73 ms at n = 1 / 4 / 8
 /// against gemm's 0.86 / 2.12 / 1.51), slower at 16 (1.84 against 1.29); the axpy form faster
 /// from 2 to 8 columns (gemm has a fast matrix-vector path for 1, and wins at 16).
+///
+/// The broadcast form (AVX-512, row-major weights, 9–16 columns, long rows) measured on a
+/// 2-thread Xeon with AMX (`cargo bench -p pix2pix --bench gemm_shapes`, `PIX2PIX_GEMM_SHAPES=
+/// n=16`): 512 × 8192 at 0.93 ms against gemm's 0.91–1.71 and the dot form's 1.22; 8192 × 1024
+/// at 1.41 against gemm's 1.51–1.64. In the ngf-32 U-Net the 4×4-grid convolution (256 × 4096)
+/// went from 0.60 to 0.38–0.40 ms a call; with 512-float rows (the frozen transposed
+/// convolution at 4×4) it was no faster than gemm, so those stay on gemm. Still short of
+/// bandwidth (~10–18 GB/s of the ~27 the n = 1 kernel reads at): each row of a tile is its own
+/// 4-byte-at-a-time stream.
 pub(crate) fn applies(a: &Mat, n: usize) -> bool {
     let columns = if a.rs == 1 { 2..=8 } else { 1..=8 };
-    columns.contains(&n) && (a.rs == 1 || a.cs == 1) && a.rows * a.cols >= 1 << 16
+    let fits = columns.contains(&n) || bcast_applies(a, n);
+    fits && (a.rs == 1 || a.cs == 1) && a.rows * a.cols >= 1 << 16
 }
+
+/// Whether the broadcast form computes this product (see [`applies`]).
+fn bcast_applies(a: &Mat, n: usize) -> bool {
+    a.cs == 1 && a.cols >= 1024 && (9..=MAX_N).contains(&n) && isa::active() == Isa::Avx512
+}
+
+/// Weight rows per tile of the broadcast form: as many accumulators (enough independent sums
+/// to hide the multiply-add latency on two ports) and as many weight streams at once.
+const BCAST_ROWS: usize = 8;
+/// Rows of `b` per chunk of the broadcast form's reduction: 16 KiB, a third of L1.
+const BCAST_K: usize = 256;
 
 /// `dst (m × n, row stride dst_rs) (+)= a · b`; the caller has checked the views' bounds.
 pub(crate) fn sgemm_small_n(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    // b as n contiguous rows of k (it is small: k × n ≤ k × MAX_N).
-    let mut bt = vec![0f32; n * k];
-    for (j, row) in bt.chunks_exact_mut(k.max(1)).enumerate() {
-        for (kk, v) in row.iter_mut().enumerate() {
-            *v = b.data[kk * b.rs + j * b.cs];
+    let bcast = bcast_applies(&a, n);
+    // b as n contiguous rows of k (dot and axpy forms), or (broadcast form) as k rows of
+    // MAX_N, zero-padded: one vector each. Small either way: k × MAX_N floats at most.
+    let bt = if bcast {
+        let mut rows = vec![0f32; k * MAX_N];
+        for (kk, row) in rows.chunks_exact_mut(MAX_N).enumerate() {
+            for (j, v) in row.iter_mut().take(n).enumerate() {
+                *v = b.data[kk * b.rs + j * b.cs];
+            }
         }
-    }
+        rows
+    } else {
+        let mut cols = vec![0f32; n * k];
+        for (j, row) in cols.chunks_exact_mut(k.max(1)).enumerate() {
+            for (kk, v) in row.iter_mut().enumerate() {
+                *v = b.data[kk * b.rs + j * b.cs];
+            }
+        }
+        cols
+    };
     let bt = &bt;
     // dst split into disjoint row blocks, one per task (the last may be shorter in memory).
     let rows_per =
@@ -71,6 +108,10 @@ pub(crate) fn sgemm_small_n(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accu
     blocks.into_par_iter().for_each(|(r0, rows, out)| {
         let job = Block { out, dst_rs, a: &a, bt, r0, rows, n, accumulate };
         match isa {
+            // SAFETY: bcast_applies checked that AVX-512 is the active level (so the CPU has
+            // it), and bt holds k rows of MAX_N floats.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if bcast => unsafe { bcast_rows_avx512(job) },
             // SAFETY: isa::active() only returns a level this CPU has (isa::force checks), and
             // each block_* is built for exactly that level's features.
             #[cfg(target_arch = "x86_64")]
@@ -286,6 +327,88 @@ dot_rows!(dot_rows_avx512, dot_tile_avx512, 8, "avx512f,avx2,fma");
 dot_rows!(dot_rows_avx2, dot_tile_avx2, 4, "avx2,fma");
 dot_rows!(dot_rows_scalar, dot_tile_scalar, 8,);
 
+/// The broadcast form: rows `r0 .. r0+rows` of `dst` for a row-major `a`, `bt` holding `b`'s
+/// k rows zero-padded to [`MAX_N`] floats. The reduction runs in chunks of [`BCAST_K`] rows of
+/// `b` (16 KiB, kept in L1 while every tile of the task passes over it), the sums carried
+/// between chunks in `dst`.
+///
+/// # Safety
+/// The CPU has AVX-512 F; `bt.len() == a.cols * MAX_N`; `job.n <= MAX_N`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn bcast_rows_avx512(job: Block) {
+    use std::arch::x86_64::*;
+    let Block { out, dst_rs, a, bt, r0, rows, n, accumulate } = job;
+    let k = a.cols;
+    assert!(bt.len() == k * MAX_N && n <= MAX_N, "small-n: broadcast operands malformed");
+    let mask: __mmask16 = ((1u32 << n) - 1) as __mmask16;
+    for k0 in (0..k).step_by(BCAST_K) {
+        let kc = BCAST_K.min(k - k0);
+        let carry = accumulate || k0 > 0;
+        let arow = |i: usize| a.data[(r0 + i) * a.rs + k0..][..kc].as_ptr();
+        let b = bt[k0 * MAX_N..][..kc * MAX_N].as_ptr();
+        let mut tile = |r: usize, acc: &mut [__m512]| {
+            let mut d = |i: usize| out[(r + i) * dst_rs..][..n].as_mut_ptr();
+            for (i, v) in acc.iter_mut().enumerate() {
+                // SAFETY: d(i) starts n floats of dst; the mask touches only those.
+                *v = if carry { unsafe { _mm512_maskz_loadu_ps(mask, d(i)) } } else { *v };
+            }
+            // SAFETY: every row pointer starts kc floats of a, b kc vectors; AVX-512 (contract).
+            unsafe {
+                match acc.len() {
+                    BCAST_ROWS => bcast_tile::<BCAST_ROWS>(
+                        std::array::from_fn(|i| arow(r + i)),
+                        b,
+                        kc,
+                        acc.try_into().expect("a tile of BCAST_ROWS"),
+                    ),
+                    _ => bcast_tile::<1>([arow(r)], b, kc, acc.try_into().expect("one row")),
+                }
+            }
+            for (i, v) in acc.iter().enumerate() {
+                // SAFETY: as the loads above.
+                unsafe { _mm512_mask_storeu_ps(d(i), mask, *v) };
+            }
+        };
+        let mut r = 0;
+        while r + BCAST_ROWS <= rows {
+            tile(r, &mut [_mm512_setzero_ps(); BCAST_ROWS]);
+            r += BCAST_ROWS;
+        }
+        while r < rows {
+            tile(r, &mut [_mm512_setzero_ps()]);
+            r += 1;
+        }
+    }
+}
+
+/// `acc` += `R` rows of `a` (k floats each) times the k × 16 matrix at `b`, one vector per row.
+///
+/// # Safety
+/// Each `a[r]` starts k readable floats, `b` 16·k; the CPU has AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn bcast_tile<const R: usize>(
+    a: [*const f32; R],
+    b: *const f32,
+    k: usize,
+    acc: &mut [std::arch::x86_64::__m512; R],
+) {
+    use std::arch::x86_64::*;
+    let mut sums = *acc;
+    for kk in 0..k {
+        // SAFETY: kk < k: inside b's k vectors and every row of a.
+        unsafe {
+            let bv = _mm512_loadu_ps(b.add(kk * MAX_N));
+            for r in 0..R {
+                sums[r] = _mm512_fmadd_ps(_mm512_set1_ps(*a[r].add(kk)), bv, sums[r]);
+            }
+        }
+    }
+    *acc = sums;
+}
+
 /// Rows `r0 .. r0+rows` of `dst` for a column-major `a` (`a[i + kk·cs]`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -323,13 +446,14 @@ mod tests {
     use super::*;
     use crate::kernels::mat::test_values;
 
-    /// Both forms on every instruction set the CPU has, against an f64 sum: column counts that
+    /// All three forms on every instruction set the CPU has (the broadcast form on AVX-512 at
+    /// 11 and 16 columns, a reduction in four chunks, the last short), against an f64 sum: column counts that
     /// fill and that leave a partial tile, a row count that leaves a partial row group, a
     /// reduction that is not a multiple of the vector, accumulation into a padded dst (150
     /// rows: 19 per task on two threads, so whole row groups and single rows both run).
     #[test]
     fn small_n_products_match_a_direct_sum() {
-        let (m, k) = (150, 1003);
+        let (m, k) = (150, 1100);
         let a: Vec<f32> = test_values(m * k, 50.0);
         for level in Isa::ALL {
             if isa::force(Some(level)).is_err() {
