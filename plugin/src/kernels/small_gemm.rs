@@ -43,9 +43,9 @@ fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// n=16`): 512 × 8192 at 0.93 ms against gemm's 0.91–1.71 and the dot form's 1.22; 8192 × 1024
 /// at 1.41 against gemm's 1.51–1.64. In the ngf-32 U-Net the 4×4-grid convolution (256 × 4096)
 /// went from 0.60 to 0.38–0.40 ms a call; with 512-float rows (the frozen transposed
-/// convolution at 4×4) it was no faster than gemm, so those stay on gemm. Still short of
-/// bandwidth (~10–18 GB/s of the ~27 the n = 1 kernel reads at): each row of a tile is its own
-/// 4-byte-at-a-time stream.
+/// convolution at 4×4) it was no faster than gemm, so those stay on gemm. Those two shapes read
+/// their 17 and 34 MB of weights at 18 and 24 GB/s, near the DRAM bound (a trial with the tile's
+/// rows interleaved into one stream gained under 15 %: not worth a second copy of the weights).
 pub(crate) fn applies(a: &Mat, n: usize) -> bool {
     let columns = if a.rs == 1 { 2..=8 } else { 1..=8 };
     let fits = columns.contains(&n) || bcast_applies(a, n);
