@@ -37,7 +37,7 @@ fn main() {
         // Frozen transposed convolutions hold their weights row-major (frozen.rs).
         shapes.push((format!("convT(rm) 1024->512 n={n}"), 8192, n, 1024, false, false));
     }
-    // Weights that stay in L2 (1 MB): the small-n kernels' compute bound, without DRAM.
+    // Weights that stay in L2 (1 MB): no DRAM; at tens of µs a call, mostly the call's start.
     for n in [8, 16] {
         shapes.push((format!("hot(rm) 256x1024 n={n}"), 256, n, 1024, false, false));
     }

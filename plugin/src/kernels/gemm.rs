@@ -62,9 +62,9 @@ pub(crate) fn sgemm(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: 
 }
 
 /// [`sgemm`] on the calling thread (for products that are one task of a split the caller
-/// makes), never on the small-n kernels, which split rows across rayon: callers run this while
-/// holding a thread-local block buffer, and a worker waiting on such a split may steal another
-/// task that wants the same buffer (a `RefCell` already borrowed: a panic in a worker thread).
+/// makes), the small-n kernels included: callers run this while holding a thread-local block
+/// buffer, and a worker waiting on a nested rayon split may steal another task that wants the
+/// same buffer (a `RefCell` already borrowed: a panic in a worker thread).
 pub(crate) fn sgemm_serial(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     product_checked(dst, dst_rs, a, b, accumulate, Path::Auto, true)
 }
@@ -108,12 +108,12 @@ fn product_checked(
         }
         return;
     }
-    if path == Path::SmallN || (path == Path::Auto && !serial && small_gemm::applies(&a, n)) {
+    if path == Path::SmallN || (path == Path::Auto && small_gemm::applies(&a, n)) {
         assert!(
             n <= small_gemm::MAX_N && (a.rs == 1 || a.cs == 1),
             "small-n gemm: unsupported shape"
         );
-        return small_gemm::sgemm_small_n(dst, dst_rs, a, b, accumulate);
+        return small_gemm::sgemm_small_n(dst, dst_rs, a, b, accumulate, serial);
     }
     let threads = rayon::current_num_threads();
     if !serial && m <= SPLIT_MAX_ROWS && threads > 1 && n >= threads * SPLIT_MIN_COLUMNS {

@@ -64,32 +64,34 @@ const BCAST_ROWS: usize = 8;
 const BCAST_K: usize = 256;
 
 /// `dst (m × n, row stride dst_rs) (+)= a · b`; the caller has checked the views' bounds.
-pub(crate) fn sgemm_small_n(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
+/// `serial`: all rows on the calling thread (for callers that are themselves one task of a
+/// rayon split and hold thread-local state across this call).
+pub(crate) fn sgemm_small_n(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: Mat,
+    b: Mat,
+    accumulate: bool,
+    serial: bool,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let bcast = bcast_applies(&a, n);
     // b as n contiguous rows of k (dot and axpy forms), or (broadcast form) as k rows of
     // MAX_N, zero-padded: one vector each. Small either way: k × MAX_N floats at most.
-    let bt = if bcast {
-        let mut rows = vec![0f32; k * MAX_N];
-        for (kk, row) in rows.chunks_exact_mut(MAX_N).enumerate() {
-            for (j, v) in row.iter_mut().take(n).enumerate() {
-                *v = b.data[kk * b.rs + j * b.cs];
-            }
+    let (len, j_stride, kk_stride) = if bcast { (k * MAX_N, 1, MAX_N) } else { (n * k, k, 1) };
+    let mut bt = vec![0f32; len];
+    for kk in 0..k {
+        for j in 0..n {
+            bt[j * j_stride + kk * kk_stride] = b.data[kk * b.rs + j * b.cs];
         }
-        rows
-    } else {
-        let mut cols = vec![0f32; n * k];
-        for (j, row) in cols.chunks_exact_mut(k.max(1)).enumerate() {
-            for (kk, v) in row.iter_mut().enumerate() {
-                *v = b.data[kk * b.rs + j * b.cs];
-            }
-        }
-        cols
-    };
+    }
     let bt = &bt;
     // dst split into disjoint row blocks, one per task (the last may be shorter in memory).
-    let rows_per =
-        if a.rs == 1 { AXPY_ROWS } else { m.div_ceil(4 * rayon::current_num_threads()).max(1) };
+    let rows_per = match (a.rs == 1, serial) {
+        (true, _) => AXPY_ROWS,
+        (false, true) => m,
+        (false, false) => m.div_ceil(4 * rayon::current_num_threads()).max(1),
+    };
     let blocks: Vec<(usize, usize, &mut [f32])> = {
         let mut out = Vec::with_capacity(m.div_ceil(rows_per));
         let mut rest = &mut dst[..(m - 1) * dst_rs + n];
@@ -105,7 +107,7 @@ pub(crate) fn sgemm_small_n(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accu
         out
     };
     let isa = isa::active();
-    blocks.into_par_iter().for_each(|(r0, rows, out)| {
+    let run = |(r0, rows, out): (usize, usize, &mut [f32])| {
         let job = Block { out, dst_rs, a: &a, bt, r0, rows, n, accumulate };
         match isa {
             // SAFETY: bcast_applies checked that AVX-512 is the active level (so the CPU has
@@ -120,7 +122,12 @@ pub(crate) fn sgemm_small_n(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accu
             Isa::Avx2 => unsafe { block_fma(job) },
             _ => block::<false>(job, dot_rows_scalar),
         }
-    });
+    };
+    if serial {
+        blocks.into_iter().for_each(run);
+    } else {
+        blocks.into_par_iter().for_each(run);
+    }
 }
 
 /// One task: rows `r0 .. r0+rows` of dst, in `out`.
