@@ -472,7 +472,7 @@ fn strategies_on_every_isa() {
 }
 
 /// The direct (column-matrix-free) conv kernel against im2col + gemm (itself checked against
-/// the f64 oracle above), on every instruction set.
+/// the f64 oracle above) where it runs (AVX-512); elsewhere said skipped.
 #[test]
 fn direct_conv_matches_im2col_gemm() {
     on_every_isa("direct conv", || {
@@ -482,12 +482,18 @@ fn direct_conv_matches_im2col_gemm() {
             (1, 3, 64, 64, 8, 4, 2, 1),
             (2, 6, 40, 70, 13, 4, 2, 1),
             (1, 2, 21, 37, 5, 3, 1, 1),
-            (2, 3, 12, 33, 9, 4, 2, 0),
+            (2, 3, 12, 36, 9, 4, 2, 0),
         ] {
             let x: Vec<f32> = (0..nb * c * h * w).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
             let wt: Vec<f32> = (0..m * c * k * k).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
-            let d = kernels::bench_conv2d(&x, nb, (c, h, w), &wt, m, k, s, p, true);
-            let g = kernels::bench_conv2d(&x, nb, (c, h, w), &wt, m, k, s, p, false);
+            let g = kernels::bench_conv2d(&x, nb, (c, h, w), &wt, m, k, s, p, false)
+                .expect("im2col + gemm runs every layer");
+            let Some(d) = kernels::bench_conv2d(&x, nb, (c, h, w), &wt, m, k, s, p, true) else {
+                let isa = kernels::isa::active();
+                assert_ne!(isa, kernels::Isa::Avx512, "direct conv: not run on AVX-512");
+                eprintln!("direct conv: skipped on {} (AVX-512 only)", isa.name());
+                continue;
+            };
             let scale = g.iter().fold(1f32, |a, v| a.max(v.abs()));
             let err = d.iter().zip(&g).fold(0f32, |a, (d, g)| a.max((d - g).abs())) / scale;
             assert_eq!(d.len(), g.len());

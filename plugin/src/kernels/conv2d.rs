@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use super::activation::leaky_relu_slice;
 use super::bf16::{conv_bf16, effective, Precision};
 use super::conv_transpose::ConvTranspose2dOp;
-use super::direct::conv_direct;
+use super::direct::{self, DirectWeights};
 use super::gemm::{self, sgemm_w, Mat, Weights};
 use super::im2col::{
     block_cols, blocks_apply, cnhw_to_nchw, im2col, split_phases, with_column_block, Geom, Phases,
@@ -43,8 +43,6 @@ pub(crate) fn conv_core(
         // No phase split to apply it in: the activation's own pass first.
         return conv_core(&leaky_relu_slice(x, slope), nb, g, w, bias, None);
     }
-    // The direct kernel (direct.rs) is not dispatched to: measured 7–12× slower than
-    // im2col + gemm on the outermost layers (benches/gemm_shapes.rs, interleaved).
     if let Weights::F32(wm) = w {
         if wm.rows == 1 {
             let taps: Vec<f32> = (0..wm.cols).map(|t| wm.data[t * wm.cs]).collect();
@@ -82,6 +80,9 @@ fn conv_gemm(
                 })
             },
         ),
+        (Weights::F32(a), _) if direct::applies(g, m) => {
+            conv_packed(x, nb, g, &DirectWeights::pack(a), bias, act)
+        }
         (Weights::F32(a), false) if blocks_apply(g.rows(), s) => timed(
             || format!("conv   blocks   {}", shape()),
             flops,
@@ -93,6 +94,24 @@ fn conv_gemm(
         ),
         _ => conv_whole(x, nb, g, w, bias, act),
     }
+}
+
+/// [`conv_core`] on the direct kernel, whose weights frozen layers pack once
+/// (where [`direct::applies`]).
+pub(crate) fn conv_packed(
+    x: &[f32],
+    nb: usize,
+    g: &Geom,
+    w: &DirectWeights,
+    bias: Option<&[f32]>,
+    act: Option<f32>,
+) -> Vec<f32> {
+    let m = w.rows();
+    timed(
+        || format!("conv   direct   {m}x{}x{nb} k{} s{} @{}x{}", g.c, g.kh, g.stride, g.oh, g.ow),
+        2.0 * (m * nb * g.grid() * g.rows()) as f64,
+        || direct::conv_direct(x, nb, g, w, bias, act),
+    )
 }
 
 /// The `(nb, m, grid)` result of one `product(dst, src, phases, n, accumulate)` per image, on
@@ -212,7 +231,8 @@ fn conv_whole(
 }
 
 /// Conv2d forward of `nb` images `(nb, c, h, w)` with weights `(m, c, k, k)`, stride `s`,
-/// padding `p`, on the direct kernel or on im2col + gemm, for benchmarks comparing the two.
+/// padding `p`, on the direct kernel or on im2col + gemm, for benchmarks comparing the two;
+/// `None` where the direct kernel does not run (no AVX-512).
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub fn bench_conv2d(
@@ -225,19 +245,21 @@ pub fn bench_conv2d(
     s: usize,
     p: usize,
     direct: bool,
-) -> Vec<f32> {
+) -> Option<Vec<f32>> {
     let g = Geom::conv(c, (h, w), (k, k), s, p, 1).expect("bench geometry");
     let wm = Mat::rm(wt, m, g.rows());
-    if direct {
-        conv_direct(x, nb, &g, wm, None)
-    } else {
-        conv_whole(x, nb, &g, Weights::F32(wm), None, None)
+    match direct {
+        true => direct::applies(&g, m)
+            .then(|| direct::conv_direct(x, nb, &g, &DirectWeights::pack(wm), None, None)),
+        false => Some(conv_whole(x, nb, &g, Weights::F32(wm), None, None)),
     }
 }
 
 impl Conv2dOp {
     /// The forward, `bias` (one per output channel) added in the output pass, of
-    /// `leaky_relu(x, act)` when `act` is a slope.
+    /// `leaky_relu(x, act)` when `act` is a slope; on `packed` (a frozen layer's weights as
+    /// the direct kernel reads them) where that kernel runs the layer.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_on(
         &self,
         s1: &CpuStorage,
@@ -246,6 +268,7 @@ impl Conv2dOp {
         l2: &Layout,
         bias: Option<&[f32]>,
         act: Option<f32>,
+        packed: Option<&DirectWeights>,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, (nb, cin, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
         let (k, (cout, kcin, kh, kw)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
@@ -259,7 +282,12 @@ impl Conv2dOp {
             )
         }
         let g = Geom::conv(cin, (h, w), (kh, kw), self.stride, self.padding, self.dilation)?;
-        let y = conv_core(x, nb, &g, Weights::F32(Mat::rm(k, cout, g.rows())), bias, act);
+        let y = match packed {
+            Some(p) if direct::applies(&g, cout) && p.rows() == cout => {
+                conv_packed(x, nb, &g, p, bias, act)
+            }
+            _ => conv_core(x, nb, &g, Weights::F32(Mat::rm(k, cout, g.rows())), bias, act),
+        };
         Ok((CpuStorage::F32(y), Shape::from((nb, cout, g.oh, g.ow))))
     }
 }
@@ -276,7 +304,7 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.forward_on(s1, l1, s2, l2, None, None)
+        self.forward_on(s1, l1, s2, l2, None, None, None)
     }
 
     fn bwd(

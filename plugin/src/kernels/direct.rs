@@ -1,181 +1,423 @@
-//! Convolution without a materialised column matrix, for layers with few input taps (the
-//! outermost layers: 3 or 6 image channels × 4×4 kernel = 48 or 96 taps).
+//! Direct convolution on AVX-512 for the outer layers (an implicit GEMM with no column matrix).
 //!
-//! There a gemm has a reduction of only 48–96 over a column matrix of `taps × oh·ow` floats
-//! (3 MB at 256², 12 MB at batch 4) that is written once and read once: bandwidth, not
-//! arithmetic. Here each task takes one output row: it gathers that row's `taps × ow` patch
-//! (≤ 48 KB, stays in L1/L2), then runs register tiles of [`CO`] output channels × [`LANES`]
-//! output columns over the taps, each step one vector of the patch against [`CO`] broadcast
-//! weights (an implicit GEMM whose packing pass is the row patch).
+//! There im2col + gemm spends as long making and re-reading the column matrix (`c·k² × oh·ow`:
+//! 16× the input at k4 s2) as multiplying: gemm ran the U-Net's 32→64 layer at 143 GFLOP/s
+//! where ONNX Runtime's NCHWc direct kernel runs 300. Here the input is laid out once as
+//! zero-padded phases (space-to-depth for the stride, so that every tap of a stride-`s`
+//! convolution reads 16 *contiguous* pixels of one phase row), and each register tile holds
+//! [`CO`] output channels × [`V`] vectors of 16 output pixels: per weight, `V` plain loads of the
+//! input, [`CO`] broadcasts of packed weights and `V·CO` FMAs into accumulators that stay in
+//! registers for the whole reduction, then one masked store per vector (bias added). The input
+//! a tile reads stays in L2 and a channel block's weights in L1.
 //!
-//! Measured (benches/gemm_shapes.rs, interleaved with im2col + gemm on a loaded 2-core
-//! AVX-512 machine): 7–12× slower than im2col + gemm, so the layers do not dispatch to it; it
-//! stays as a tested trial (`bench_conv2d`) until its tiles are made to vectorise.
+//! AVX-512 only: with 16 AVX2 registers the tile shrinks to a quarter and the other layers'
+//! gemm path measured no worse there, so AVX2 and scalar CPUs keep im2col + gemm.
 
 use rayon::prelude::*;
 
-use super::im2col::{Geom, Phases};
-use super::isa::{self, Isa};
+use super::im2col::Geom;
+use super::isa::{self, on_best_isa, Isa};
 use super::mat::Mat;
+use super::scratch::Scratch;
 
-/// Output channels per register tile.
+/// Output channels per register tile (a block of the packed weights).
 const CO: usize = 8;
-/// Output columns per register tile (one AVX-512 vector, two AVX2 ones).
+/// Vectors of 16 output pixels per register tile: `CO · V` = 24 accumulators of the 32 zmm.
+const V: usize = 3;
 const LANES: usize = 16;
+/// Taps per pass of a tile over its channel blocks: the input they read (`KC` rows of `V`
+/// vectors, ~4 cache lines each: 32 KB) stays in L1 while every block reuses it, where the
+/// whole reduction at once (up to 2048 taps) ran from L2 at ~60 % of the FMA rate.
+const KC: usize = 64;
 
-/// `(nb, m, oh, ow)` = conv of `x` (`nb` NCHW images of geometry `g`) with the `m × g.rows()`
-/// weights `w`, `bias` added.
+/// Whether [`conv_direct`] runs this layer, of `m` output channels: AVX-512, output rows of at
+/// least a vector (on narrower grids most lanes would be masked off) and at most
+/// [`MAX_WEIGHTS`] weights.
+pub(crate) fn applies(g: &Geom, m: usize) -> bool {
+    isa::active() == Isa::Avx512
+        && g.ow >= LANES
+        && g.dil == 1
+        && g.rows() > 0
+        && m * g.rows() <= MAX_WEIGHTS
+}
+
+/// Layers with more weights than this (512 KB) stay on im2col + gemm: every tile reads all of
+/// its weights, which then come from L3, where gemm's blocking reads them once per panel
+/// (`gemm_shapes`, 2-thread AVX-512 Xeon: 128→256 channels @64² 5.5 ms direct vs 4.5, 256→512
+/// @32² 7.2 vs 4.5; at 128 × 1024 weights and less direct wins, 1.4–2.2× on the outermost).
+const MAX_WEIGHTS: usize = 128 * 1024;
+
+/// The zero-padded phases of one input (see the module doc): phase `(py, px)` of channel `c`
+/// is a `ph × pw` plane at `((c·s + py)·s + px)·ph·pw`; the tap `(ky, kx)` of output pixel
+/// `(oy, ox)` reads its plane at `(oy + dy)·pw + ox + dx`, with `(py, dy)` and `(px, dx)` from
+/// [`Padded::tap`].
+struct Padded {
+    s: usize,
+    /// The phases' smallest tap offsets (`-pad` divided by the stride, rounded down).
+    lo_y: isize,
+    lo_x: isize,
+    ph: usize,
+    pw: usize,
+}
+
+impl Padded {
+    fn new(g: &Geom) -> Self {
+        let s = g.stride as isize;
+        let (pad, kh, kw) = (g.pad as isize, g.kh as isize, g.kw as isize);
+        let (lo_y, hi_y) = ((-pad).div_euclid(s), (kh - 1 - pad).div_euclid(s));
+        let (lo_x, hi_x) = ((-pad).div_euclid(s), (kw - 1 - pad).div_euclid(s));
+        // Rows of vectors read up to ow rounded up to a vector (the lanes past ow are computed
+        // from zeros and never stored).
+        let owp = g.ow.next_multiple_of(LANES);
+        let ph = g.oh + (hi_y - lo_y) as usize;
+        let pw = owp + (hi_x - lo_x) as usize;
+        Self { s: g.stride, lo_y, lo_x, ph, pw }
+    }
+    fn plane(&self) -> usize {
+        self.ph * self.pw
+    }
+    /// Offset of tap `(c, ky, kx)` from output pixel `(0, 0)`'s place in channel 0's planes.
+    fn tap(&self, g: &Geom, c: usize, ky: usize, kx: usize) -> usize {
+        let s = self.s as isize;
+        let (ty, tx) = (ky as isize - g.pad as isize, kx as isize - g.pad as isize);
+        let (py, dy) = (ty.rem_euclid(s) as usize, (ty.div_euclid(s) - self.lo_y) as usize);
+        let (px, dx) = (tx.rem_euclid(s) as usize, (tx.div_euclid(s) - self.lo_x) as usize);
+        ((c * self.s + py) * self.s + px) * self.plane() + dy * self.pw + dx
+    }
+    /// Image `x` (`c × h × w`) into `out` (`c·s² · plane` floats), through
+    /// `leaky_relu(·, act)` when `act` is a slope; every float of `out` is written.
+    fn fill(&self, x: &[f32], g: &Geom, out: &mut [f32], act: Option<f32>) {
+        let (s, hw, plane) = (self.s, g.h * g.w, self.plane());
+        // leaky_relu with slope 1 is the identity, to the bit: one loop for both.
+        let slope = act.unwrap_or(1.0);
+        // Tasks: the s phases (px) of one (channel, py), written together from each line.
+        out.par_chunks_mut(s * plane).with_min_len(2).enumerate().for_each(|(i, dst)| {
+            let (c, py) = (i / s, i % s);
+            let src = &x[c * hw..][..hw];
+            let mut phases: Vec<&mut [f32]> = dst.chunks_exact_mut(plane).collect();
+            for a in 0..self.ph {
+                let iy = s as isize * (a as isize + self.lo_y) + py as isize;
+                let rows = phases.iter_mut().map(|p| &mut p[a * self.pw..][..self.pw]);
+                if iy < 0 || iy >= g.h as isize {
+                    rows.for_each(|r| r.fill(0.0));
+                    continue;
+                }
+                let line = &src[iy as usize * g.w..][..g.w];
+                for (px, row) in rows.enumerate() {
+                    // Columns b whose pixel s·(b + lo_x) + px lies in 0..w (lo_x <= 0, px < s);
+                    // zeros around them.
+                    let b0 = ((-self.lo_x) as usize).min(self.pw);
+                    let b1 = (b0 + g.w.saturating_sub(px).div_ceil(s)).min(self.pw);
+                    row[..b0].fill(0.0);
+                    row[b1..].fill(0.0);
+                    if b0 < b1 {
+                        gather(&line[px..], s, &mut row[b0..b1], slope);
+                    }
+                }
+            }
+        });
+    }
+}
+
+on_best_isa!(
+    /// `dst[i] = leaky_relu(src[i·s], slope)`: one phase's row from an image line.
+    fn gather => gather_body(src: &[f32], s: usize, dst: &mut [f32], slope: f32)
+);
+
+#[inline(always)]
+fn gather_body(src: &[f32], s: usize, dst: &mut [f32], slope: f32) {
+    let leaky = super::activation::leaky;
+    match s {
+        // The U-Net's stride, as fixed-size pairs: vectorised (a shuffle), where step_by is not.
+        2 => {
+            let pairs = src.chunks_exact(2);
+            let last = pairs.remainder().first().copied();
+            let n = dst.len().min(pairs.len());
+            dst[..n].iter_mut().zip(pairs).for_each(|(d, p)| *d = leaky(p[0], slope));
+            if let (Some(d), Some(v)) = (dst.get_mut(n), last) {
+                *d = leaky(v, slope);
+            }
+        }
+        _ => dst.iter_mut().zip(src.iter().step_by(s)).for_each(|(d, v)| *d = leaky(*v, slope)),
+    }
+}
+
+/// A layer's `m × k` weights as the tiles read them: blocks of [`CO`] output channels, each
+/// `k × CO` (zeros past `m`). Frozen layers keep theirs, made once; others pack per call.
+pub(crate) struct DirectWeights {
+    data: Vec<f32>,
+    m: usize,
+    k: usize,
+}
+
+impl DirectWeights {
+    pub fn pack(w: Mat) -> Self {
+        assert!(w.in_bounds(), "direct conv: weight view out of bounds");
+        let (m, k) = (w.rows, w.cols);
+        let mut data = vec![0f32; m.div_ceil(CO) * k * CO];
+        // Row by row, so that the reads run along the rows (the writes, CO apart, stay in the
+        // block's k·CO floats).
+        data.par_chunks_mut((k * CO).max(1)).enumerate().for_each(|(b, blk)| {
+            for j in 0..CO.min(m - b * CO) {
+                let row = (b * CO + j) * w.rs;
+                for (t, d) in blk.iter_mut().skip(j).step_by(CO).enumerate() {
+                    *d = w.data[row + t * w.cs];
+                }
+            }
+        });
+        Self { data, m, k }
+    }
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+}
+
+/// `(nb, m, oh, ow)` = conv of `leaky_relu(x, act)` (or of `x`) — `nb` NCHW images of geometry
+/// `g` — with the packed `m × g.rows()` weights `w`, `bias` added. Callers check [`applies`].
 pub(crate) fn conv_direct(
     x: &[f32],
     nb: usize,
     g: &Geom,
-    w: Mat,
+    w: &DirectWeights,
     bias: Option<&[f32]>,
+    act: Option<f32>,
 ) -> Vec<f32> {
-    let (m, taps, hw, s) = (w.rows, g.rows(), g.h * g.w, g.grid());
-    assert_eq!(w.cols, taps, "direct conv: weight columns");
-    assert!(w.in_bounds(), "direct conv: weight view out of bounds");
-    assert_eq!(x.len(), nb * g.c * hw, "direct conv: input size");
-    let mut out = vec![0f32; nb * m * s];
-    if out.is_empty() {
+    let (m, k, s) = (w.m, g.rows(), g.grid());
+    assert!(applies(g, m), "direct conv: not a layer it runs");
+    assert_eq!(w.k, k, "direct conv: weight columns");
+    assert_eq!(x.len(), nb * g.c * g.h * g.w, "direct conv: input size");
+    assert!(bias.is_none_or(|b| b.len() == m), "direct conv: bias length");
+    let len = nb * m * s;
+    // Not zeroed first (a pass over up to 8 MB): the tiles write every float (below).
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if len == 0 {
         return out;
     }
-    // Weights as taps × m (padded to whole tiles with zeros): a tile reads CO adjacent ones.
-    let mp = m.next_multiple_of(CO);
-    let mut wt = vec![0f32; taps * mp];
-    for co in 0..m {
-        for t in 0..taps {
-            wt[t * mp + co] = w.data[co * w.rs + t * w.cs];
-        }
+    let pad = Padded::new(g);
+    let blocks = m.div_ceil(CO);
+    let wp = &w.data;
+    let kk = g.kh * g.kw;
+    let offs: Vec<usize> = (0..k).map(|t| pad.tap(g, t / kk, t / g.kw % g.kh, t % g.kw)).collect();
+    let reach = offs.iter().max().copied().unwrap_or(0) + LANES;
+    let per_image = g.c * g.stride * g.stride * pad.plane();
+    let mut src = Scratch::take(nb * per_image);
+    for (n, dst) in src.chunks_exact_mut(per_image).enumerate() {
+        pad.fill(&x[n * g.c * g.h * g.w..][..g.c * g.h * g.w], g, dst, act);
     }
-    // Strided: the phases of every plane, so that each tap's row is a contiguous run.
-    let ph = Phases::new(g.h, g.w, g.stride);
-    let split: Vec<f32>;
-    let src: &[f32] = if g.stride > 1 {
-        split = {
-            let mut buf = vec![0f32; x.len()];
-            buf.par_chunks_mut(hw)
-                .zip(x.par_chunks(hw))
-                .for_each(|(o, plane)| ph.split(plane, o, None));
-            buf
-        };
-        &split
-    } else {
-        x
-    };
-    let isa = isa::active();
-    let owp = g.ow.next_multiple_of(LANES);
-    // One task per (image, output row); rows of different images and rows are disjoint in out,
-    // so the tasks write through a shared pointer to disjoint places.
+    // Vectors of 16 output pixels, row by row; tiles of V of them (a tile may span rows).
+    let row_vecs = g.ow.div_ceil(LANES);
+    let vecs = g.oh * row_vecs;
+    let tiles = vecs.div_ceil(V);
+    // Tasks: (image, run of tiles), a few per thread; each tile runs every channel block on a
+    // range of taps in turn, so that the input it reads comes into L1 once and not once per
+    // block (read once per block, the layers ran at 120 GFLOP/s).
+    let threads = rayon::current_num_threads().max(1);
+    let runs = (4 * threads).div_ceil(nb).clamp(1, tiles);
+    let per_run = tiles.div_ceil(runs);
+    let jobs: Vec<Job> = (0..blocks)
+        .map(|b| Job {
+            offs: &offs,
+            reach,
+            w: &wp[b * k * CO..][..k * CO],
+            bias: std::array::from_fn(|j| {
+                bias.and_then(|bs| bs.get(b * CO + j)).copied().unwrap_or(0.0)
+            }),
+            channels: CO.min(m - b * CO),
+            pw: pad.pw,
+            ow: g.ow,
+            row_vecs,
+            plane: s,
+        })
+        .collect();
     let dst = out.as_mut_ptr() as usize;
-    (0..nb * g.oh).into_par_iter().for_each_init(
-        || vec![0f32; taps * owp],
-        |patch, task| {
-            let (n, oy) = (task / g.oh, task % g.oh);
-            gather_row(src, n, oy, g, &ph, patch, owp);
-            let job = Row { patch, owp, wt: &wt, mp, m, taps, ow: g.ow, bias };
-            // SAFETY: this task writes only row oy of every channel of image n, at
-            // dst + ((n·m + co)·oh + oy)·ow for co < m: inside out, and no other task's row.
-            // isa::active() returns only levels the CPU has, matching each row_* variant.
-            unsafe {
-                let base = (dst as *mut f32).add(n * m * s + oy * g.ow);
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => row_avx512(job, base, s),
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => row_avx2(job, base, s),
-                    _ => row::<false>(job, base, s),
-                }
-            }
-        },
-    );
-    out
-}
-
-/// The `taps × owp` patch of output row `oy` of image `n`: patch[t][ox] is the input under
-/// tap t at output column ox (zero in the padding and past `ow`).
-fn gather_row(
-    src: &[f32],
-    n: usize,
-    oy: usize,
-    g: &Geom,
-    ph: &Phases,
-    patch: &mut [f32],
-    owp: usize,
-) {
-    let (kk, hw) = (g.kh * g.kw, g.h * g.w);
-    let pad = g.pad as isize;
-    for (t, dst) in patch.chunks_exact_mut(owp).enumerate() {
-        let (c, i, j) = (t / kk, (t / g.kw) % g.kh, t % g.kw);
-        let ((py, by), (px, bx)) =
-            (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
-        let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
-        let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
-        if oy < y0 || oy >= y1 || x0 == x1 {
-            dst.fill(0.0);
-            continue;
-        }
-        let pw = ph.pw[px];
-        let phase = &src[(n * g.c + c) * hw + ph.off[py * ph.s + px]..];
-        let a = (oy as isize + by) as usize;
-        let b0 = (x0 as isize + bx) as usize;
-        dst[..x0].fill(0.0);
-        dst[x1..].fill(0.0);
-        dst[x0..x1].copy_from_slice(&phase[a * pw + b0..][..x1 - x0]);
-    }
-}
-
-/// One output row's work.
-struct Row<'a> {
-    patch: &'a [f32],
-    owp: usize,
-    wt: &'a [f32],
-    mp: usize,
-    m: usize,
-    taps: usize,
-    ow: usize,
-    bias: Option<&'a [f32]>,
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn row_avx512(job: Row, out: *mut f32, plane: usize) {
-    // SAFETY: the caller's contract, passed on.
-    unsafe { row::<true>(job, out, plane) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn row_avx2(job: Row, out: *mut f32, plane: usize) {
-    // SAFETY: the caller's contract, passed on.
-    unsafe { row::<true>(job, out, plane) }
-}
-
-/// # Safety
-/// `out + co·plane + ox` is valid for writes for every `co < m`, `ox < ow`, and no one else
-/// touches those floats during the call.
-#[inline(always)]
-unsafe fn row<const FMA: bool>(job: Row, out: *mut f32, plane: usize) {
-    let Row { patch, owp, wt, mp, m, taps, ow, bias } = job;
-    for c0 in (0..m).step_by(CO) {
-        for x0 in (0..owp).step_by(LANES) {
-            let mut acc = [[0f32; LANES]; CO];
-            for t in 0..taps {
-                let v: &[f32; LANES] =
-                    patch[t * owp + x0..][..LANES].try_into().expect("LANES floats");
-                let w: &[f32; CO] = wt[t * mp + c0..][..CO].try_into().expect("CO floats");
-                for (acc, &w) in acc.iter_mut().zip(w) {
-                    for (a, &v) in acc.iter_mut().zip(v) {
-                        *a = if FMA { w.mul_add(v, *a) } else { *a + w * v };
+    (0..nb * runs).into_par_iter().for_each(|task| {
+        let (n, r) = (task / runs, task % runs);
+        let src = &src[n * per_image..][..per_image];
+        let (t0, t1) = (r * per_run, ((r + 1) * per_run).min(tiles));
+        for t in t0..t1 {
+            let v0 = t * V;
+            for k0 in (0..k).step_by(KC) {
+                let kc = k0..(k0 + KC).min(k);
+                for (b, job) in jobs.iter().enumerate() {
+                    // SAFETY: this task accesses only the pixels of vectors v0 .. v0 + V of
+                    // image n (output rows are disjoint between vectors and tiles, tiles between
+                    // runs, images between images), channel block b's channels, all inside out
+                    // (m·s floats per image). applies() checked the ISA.
+                    unsafe {
+                        let base = (dst as *mut f32).add((n * m + b * CO) * s);
+                        if v0 + V <= vecs {
+                            tile_avx512::<V>(job, src, kc.clone(), v0, base);
+                        } else {
+                            for v in v0..vecs {
+                                tile_avx512::<1>(job, src, kc.clone(), v, base);
+                            }
+                        }
                     }
                 }
             }
-            let cols = LANES.min(ow - x0.min(ow));
-            for (co, acc) in acc.iter().enumerate().take(m - c0) {
-                let b = bias.map_or(0.0, |b| b[c0 + co]);
-                for (l, &a) in acc.iter().enumerate().take(cols) {
-                    // SAFETY: c0 + co < m and x0 + l < ow: inside this row (caller's contract).
-                    unsafe { *out.add((c0 + co) * plane + x0 + l) = a + b };
+        }
+    });
+    // SAFETY: the tasks above wrote all len floats: every image, every channel < m (blocks of
+    // CO, the last one `m - b·CO`), every pixel (the vectors of each row cover 0..ow, their
+    // masks its end); a tile reads out only where its first range of taps wrote.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// What every tile of one channel block reads, but the input.
+struct Job<'a> {
+    /// Each weight column's tap offset into `src`.
+    offs: &'a [usize],
+    /// Past the furthest float a vector at offset 0 reads, at any tap.
+    reach: usize,
+    /// The block's packed weights, `k × CO`.
+    w: &'a [f32],
+    bias: [f32; CO],
+    /// Channels of the block that exist (the rest of `w` is zero padding).
+    channels: usize,
+    pw: usize,
+    ow: usize,
+    row_vecs: usize,
+    /// Floats of one output channel plane.
+    plane: usize,
+}
+
+/// Taps `kc` (a range of the reduction) of the tile of `NV` vectors from vector `v0`
+/// (`job.row_vecs` per output row) of the block's channels, on `src` (an image's padded
+/// phases), at `out` (the block's first channel plane): the first range starts from the bias,
+/// the others add to what `out` holds.
+///
+/// # Safety
+/// The CPU has AVX-512F; `out + j·plane + oy·ow + ox` is valid for reads and writes, and
+/// accessed by no one else, for the block's channels `j` and the tile's pixels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512<const NV: usize>(
+    job: &Job,
+    src: &[f32],
+    kc: std::ops::Range<usize>,
+    v0: usize,
+    out: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let (mut base, mut at, mut mask) = ([0usize; NV], [0usize; NV], [0u16; NV]);
+    for i in 0..NV {
+        let (oy, ox) = ((v0 + i) / job.row_vecs, (v0 + i) % job.row_vecs * LANES);
+        base[i] = oy * job.pw + ox;
+        at[i] = oy * job.ow + ox;
+        let lanes = LANES.min(job.ow - ox);
+        mask[i] = ((1u32 << lanes) - 1) as u16;
+    }
+    let (offs, w) = (&job.offs[kc.clone()], &job.w[kc.start * CO..kc.end * CO]);
+    // Every read below stays inside src: the planes are padded so that a vector's last lane,
+    // at any tap, is at most (ph - 1)·pw + pw - 1 into its plane (Padded::new).
+    assert!(base[NV - 1] + job.reach <= src.len(), "direct conv: padded input too short");
+    let src = src.as_ptr();
+    let mut acc = [[_mm512_setzero_ps(); NV]; CO];
+    for (j, acc) in acc.iter_mut().enumerate().take(job.channels) {
+        for i in 0..NV {
+            acc[i] = match kc.start {
+                0 => _mm512_set1_ps(job.bias[j]),
+                // SAFETY: this tile's pixels of channel j (caller's contract).
+                _ => unsafe { _mm512_maskz_loadu_ps(mask[i], out.add(j * job.plane + at[i])) },
+            };
+        }
+    }
+    for (t, &off) in offs.iter().enumerate() {
+        // SAFETY: off + base[i] + 15 < src.len() (asserted above); t·CO + j < w.len().
+        unsafe {
+            let p = src.add(off);
+            let v: [__m512; NV] = std::array::from_fn(|i| _mm512_loadu_ps(p.add(base[i])));
+            let w = w.as_ptr().add(t * CO);
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let wj = _mm512_set1_ps(*w.add(j));
+                for i in 0..NV {
+                    acc[i] = _mm512_fmadd_ps(wj, v[i], acc[i]);
+                }
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate().take(job.channels) {
+        for i in 0..NV {
+            // SAFETY: the masked lanes are this tile's pixels of channel j (caller's contract).
+            unsafe { _mm512_mask_storeu_ps(out.add(j * job.plane + at[i]), mask[i], acc[i]) }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_avx512<const NV: usize>(
+    _: &Job,
+    _: &[f32],
+    _: std::ops::Range<usize>,
+    _: usize,
+    _: *mut f32,
+) {
+    unreachable!("direct conv: applies() is false off x86-64")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::mat::test_values;
+
+    /// Against a direct f64 sum of the definition, on the U-Net's geometry (k4 s2 p1), stride
+    /// 1 (the PatchGAN's last layers), an odd kernel and padding, rows that end mid-vector,
+    /// channel counts that leave partial blocks and tiles, bias and the fused activation.
+    #[test]
+    fn direct_conv_matches_the_definition() {
+        if !Isa::Avx512.available() {
+            eprintln!("direct conv (AVX-512): skipped, this CPU has no AVX-512F");
+            return;
+        }
+        for (nb, c, (h, wd), m, kh, st, pad, act) in [
+            (1, 3, (64, 64), 32, 4, 2, 1, None),
+            (2, 5, (34, 40), 13, 4, 2, 1, Some(0.2)),
+            (1, 6, (20, 37), 8, 4, 1, 1, None),
+            (1, 4, (18, 33), 9, 3, 1, 2, Some(0.2)),
+            (1, 2, (40, 50), 17, 3, 2, 0, None),
+        ] {
+            let g = Geom::conv(c, (h, wd), (kh, kh), st, pad, 1).expect("geometry");
+            if !applies(&g, m) {
+                panic!("test geometry {g:?} not run by the kernel");
+            }
+            let x = test_values(nb * c * h * wd, 40.0);
+            let w = test_values(m * g.rows(), 90.0);
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.1 - 0.5).collect();
+            let packed = DirectWeights::pack(Mat::rm(&w, m, g.rows()));
+            let got = conv_direct(&x, nb, &g, &packed, Some(&bias), act);
+            let inp = |v: f32| match act {
+                Some(s) if v < 0.0 => (v * s) as f64,
+                _ => v as f64,
+            };
+            for n in 0..nb {
+                for co in 0..m {
+                    for oy in 0..g.oh {
+                        for ox in 0..g.ow {
+                            let mut want = bias[co] as f64;
+                            for ci in 0..c {
+                                for ky in 0..kh {
+                                    for kx in 0..kh {
+                                        let iy = (oy * st + ky) as isize - pad as isize;
+                                        let ix = (ox * st + kx) as isize - pad as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize
+                                        {
+                                            continue;
+                                        }
+                                        let xv =
+                                            x[((n * c + ci) * h + iy as usize) * wd + ix as usize];
+                                        let wv = w[co * g.rows() + (ci * kh + ky) * kh + kx];
+                                        want += inp(xv) * wv as f64;
+                                    }
+                                }
+                            }
+                            let got = got[((n * m + co) * g.oh + oy) * g.ow + ox] as f64;
+                            assert!(
+                                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                                "{g:?} m {m} at ({n}, {co}, {oy}, {ox}): {got} vs {want}"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -9,6 +9,9 @@
 //! on first use, into the row-major `(cout, kh, kw, cin)` layout, and the copy replaces the
 //! stored tensor so memory does not grow. Training variables change every step and keep theirs.
 //!
+//! Frozen convolutions that the direct kernel runs (`direct.rs`: the outer layers on AVX-512)
+//! keep their weights packed for it, made on first use, beside the stored ones.
+//!
 //! With running statistics, a frozen layer followed by batch norm runs as one layer whose
 //! weights and bias have the norm's per-channel `x·scale + shift` folded in
 //! ([`Conv2d::forward_folded`]), made once on first use and kept beside the stored weights.
@@ -26,29 +29,18 @@ use super::bf16::{self, PackedA};
 use super::bf16_ops::{PackedConv2dOp, PackedConvTranspose2dOp};
 use super::conv2d::Conv2dOp;
 use super::conv_transpose::ConvTranspose2dOp;
+use super::direct::{self, DirectWeights};
 use super::im2col::Geom;
 use super::mat::{transpose, Mat};
 use super::{contiguous_f32, fast_for};
 
-/// A frozen weight's bf16 packing, made once on first use.
-#[derive(Default)]
-struct Packed(Mutex<Option<Arc<PackedA>>>);
-
-impl Packed {
-    /// The packing of `w` read as a `rows × cols` row-major matrix.
-    fn get(&self, w: &Tensor, rows: usize, cols: usize) -> Result<Arc<PackedA>> {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = &*slot {
-            return Ok(p.clone());
-        }
-        let (storage, layout) = w.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("bf16 weights: not on the CPU")
-        };
-        let p = Arc::new(PackedA::new(Mat::rm(contiguous_f32(cpu, layout)?, rows, cols)));
-        *slot = Some(p.clone());
-        Ok(p)
-    }
+/// `f` on the f32 values of `w` (on the CPU), read in place.
+fn with_f32<R>(w: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = w.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("frozen weights: not on the CPU")
+    };
+    Ok(f(contiguous_f32(cpu, layout)?))
 }
 
 /// Products with fewer rows than this stay in f32 under bf16: converting the activations to
@@ -101,16 +93,17 @@ fn fold(
     Ok((w2, b2))
 }
 
-/// The folded copy of a frozen layer, made on first use.
-struct Folded<L>(Mutex<Option<Arc<L>>>);
+/// Something made from a frozen layer's weights on first use and kept: its copy with the next
+/// batch norm folded in, or its weights packed for a kernel.
+struct Cached<L>(Mutex<Option<Arc<L>>>);
 
-impl<L> Default for Folded<L> {
+impl<L> Default for Cached<L> {
     fn default() -> Self {
         Self(Mutex::new(None))
     }
 }
 
-impl<L> Folded<L> {
+impl<L> Cached<L> {
     fn get(&self, make: impl FnOnce() -> Result<L>) -> Result<Arc<L>> {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = &*slot {
@@ -122,17 +115,24 @@ impl<L> Folded<L> {
     }
 }
 
-/// `nn.Conv2d` as the networks hold it: candle's layer, plus its bf16 packing and its copy with
-/// the next batch norm folded in, when frozen.
+/// `nn.Conv2d` as the networks hold it: candle's layer, plus, when frozen, its weights packed
+/// for the bf16 products and for the direct kernel, and its copy with the next batch norm
+/// folded in.
 pub struct Conv2d {
     layer: candle_nn::Conv2d,
-    bf16: Packed,
-    folded: Folded<Conv2d>,
+    bf16: Cached<PackedA>,
+    direct: Cached<DirectWeights>,
+    folded: Cached<Conv2d>,
 }
 
 impl Conv2d {
     pub fn new(layer: candle_nn::Conv2d) -> Self {
-        Self { layer, bf16: Packed::default(), folded: Folded::default() }
+        Self {
+            layer,
+            bf16: Cached::default(),
+            direct: Cached::default(),
+            folded: Cached::default(),
+        }
     }
 
     /// Whether [`Conv2d::forward_with`] applies an input activation itself for `x`: frozen
@@ -179,17 +179,16 @@ impl Conv2d {
         if let (Some(slope), false) = (act, self.takes_activation(x)) {
             return self.forward(&super::leaky_relu(x, slope as f64)?);
         }
+        let (cout, cin, kh, kw) = w.dims4()?;
+        let geom = x.dims4().ok().and_then(|(nb, c, h, wd)| {
+            let g = Geom::conv(c, (h, wd), (kh, kw), cfg.stride, cfg.padding, cfg.dilation);
+            Some((nb, g.ok()?))
+        });
         // The product's columns: the grid of output positions of the whole batch.
-        let cols = |(kh, kw)| {
-            let (nb, c, h, wd) = x.dims4().ok()?;
-            let g = Geom::conv(c, (h, wd), (kh, kw), cfg.stride, cfg.padding, cfg.dilation).ok()?;
-            Some(nb * g.grid())
-        };
-        let (_, _, kh, kw) = w.dims4()?;
-        let cols = cols((kh, kw)).unwrap_or(usize::MAX);
-        if cfg.groups == 1 && bf16_for(x, w, w.dim(0)?, cols) {
-            let (cout, cin, kh, kw) = w.dims4()?;
-            let packed = self.bf16.get(w, cout, cin * kh * kw)?;
+        let cols = geom.as_ref().map_or(usize::MAX, |(nb, g)| nb * g.grid());
+        let rows = cin * kh * kw;
+        if cfg.groups == 1 && bf16_for(x, w, cout, cols) {
+            let packed = self.bf16.get(|| with_f32(w, |v| PackedA::new(Mat::rm(v, cout, rows))))?;
             let op = PackedConv2dOp {
                 w: packed,
                 bias: bias_vec(self.layer.bias(), cout)?,
@@ -203,7 +202,14 @@ impl Conv2d {
         }
         if cfg.groups == 1 && !x.track_op() && !w.is_variable() && fast_for(x, w) {
             let op = Conv2dOp { stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation };
-            let op = FrozenConv2dOp { op, bias: bias_vec(self.layer.bias(), w.dim(0)?)?, act };
+            let direct = match geom.is_some_and(|(_, g)| direct::applies(&g, cout)) {
+                true => Some(
+                    self.direct
+                        .get(|| with_f32(w, |v| DirectWeights::pack(Mat::rm(v, cout, rows))))?,
+                ),
+                false => None,
+            };
+            let op = FrozenConv2dOp { op, bias: bias_vec(self.layer.bias(), cout)?, act, direct };
             return x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op);
         }
         super::conv2d(x, &self.layer)
@@ -222,8 +228,8 @@ pub struct ConvTranspose2d {
     bias: Option<Tensor>,
     config: candle_nn::ConvTranspose2dConfig,
     /// The row-major weights as bf16 (`cout·kh·kw × cin`).
-    bf16: Packed,
-    folded: Folded<ConvTranspose2d>,
+    bf16: Cached<PackedA>,
+    folded: Cached<ConvTranspose2d>,
 }
 
 impl ConvTranspose2d {
@@ -233,8 +239,8 @@ impl ConvTranspose2d {
             weight: RwLock::new(Weight::Stored(layer.weight().clone())),
             bias: layer.bias().cloned(),
             config,
-            bf16: Packed::default(),
-            folded: Folded::default(),
+            bf16: Cached::default(),
+            folded: Cached::default(),
         }
     }
 
@@ -308,7 +314,9 @@ impl ConvTranspose2d {
                 let (cout, kh, kw, cin) = w.dims4()?;
                 let cols = x.dims4().map_or(usize::MAX, |(nb, _, h, w)| nb * h * w);
                 if bf16_for(x, &w, cout * kh * kw, cols) {
-                    let packed = self.bf16.get(&w, cout * kh * kw, cin)?;
+                    let rows = cout * kh * kw;
+                    let packed =
+                        self.bf16.get(|| with_f32(&w, |v| PackedA::new(Mat::rm(v, rows, cin))))?;
                     let op = PackedConvTranspose2dOp {
                         w: packed,
                         bias: bias_vec(self.bias.as_ref(), cout)?,
@@ -346,6 +354,8 @@ struct FrozenConv2dOp {
     bias: Option<Vec<f32>>,
     /// The LeakyReLU slope applied to the input as it is read.
     act: Option<f32>,
+    /// The weights packed for the direct kernel, where it runs the layer.
+    direct: Option<Arc<DirectWeights>>,
 }
 
 impl CustomOp2 for FrozenConv2dOp {
@@ -360,7 +370,7 @@ impl CustomOp2 for FrozenConv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.op.forward_on(s1, l1, s2, l2, self.bias.as_deref(), self.act)
+        self.op.forward_on(s1, l1, s2, l2, self.bias.as_deref(), self.act, self.direct.as_deref())
     }
 }
 
