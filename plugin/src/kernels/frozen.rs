@@ -115,6 +115,58 @@ impl<L> Cached<L> {
     }
 }
 
+/// Taps `t0..t1` of a `k`-tap kernel axis (dilation 1), the rest of which read only padding at
+/// this size: a convolution from `n` inputs to `out` outputs (`transposed`: from `n` inputs of
+/// a transposed one) when that window is narrower than the kernel and the same layer on it,
+/// padded `pad - t0`, has the same output size. Where a layer's grid shrinks to a pixel or
+/// two (the U-Net's innermost level at 256²: 4 of 16 taps), the product over the window reads
+/// that fraction of the weights, which there is most of the layer's time.
+fn live_taps(
+    n: usize,
+    k: usize,
+    s: usize,
+    pad: usize,
+    out: usize,
+    transposed: bool,
+) -> Option<Window> {
+    let (n, k, s, pad, out) = (n as isize, k as isize, s as isize, pad as isize, out as isize);
+    // Tap t reads input o·s + t − pad (conv), or writes output i·s + t − pad (transposed),
+    // for o in 0..out (i in 0..n): some of it lies inside the other side's 0..n (0..out).
+    let (span, other) = if transposed { (n, out) } else { (out, n) };
+    let (t0, t1) = ((pad - (span - 1) * s).max(0), (other + pad).min(k));
+    let (k2, pad2) = (t1 - t0, pad - t0);
+    let same = match transposed {
+        false => n + 2 * pad2 >= k2 && (n + 2 * pad2 - k2) / s + 1 == out,
+        true => (n - 1) * s + k2 - 2 * pad2 == (n - 1) * s + k - 2 * pad,
+    };
+    (t0 < t1 && k2 < k && pad2 >= 0 && same).then_some((t0 as usize, t1 as usize))
+}
+
+/// A frozen layer's copies on trimmed kernel windows ([`live_taps`]), made on first use for
+/// each window seen.
+struct Trimmed<L>(Mutex<Vec<(Window, Arc<L>)>>);
+
+/// Taps `t0..t1` of each kernel axis.
+type Window = (usize, usize);
+
+impl<L> Default for Trimmed<L> {
+    fn default() -> Self {
+        Self(Mutex::new(Vec::new()))
+    }
+}
+
+impl<L> Trimmed<L> {
+    fn get(&self, window: Window, make: impl FnOnce() -> Result<L>) -> Result<Arc<L>> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, l)) = all.iter().find(|(w, _)| *w == window) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(make()?);
+        all.push((window, l.clone()));
+        Ok(l)
+    }
+}
+
 /// `nn.Conv2d` as the networks hold it: candle's layer, plus, when frozen, its weights packed
 /// for the bf16 products and for the direct kernel, and its copy with the next batch norm
 /// folded in.
@@ -123,6 +175,7 @@ pub struct Conv2d {
     bf16: Cached<PackedA>,
     direct: Cached<DirectWeights>,
     folded: Cached<Conv2d>,
+    trimmed: Trimmed<Conv2d>,
 }
 
 impl Conv2d {
@@ -132,6 +185,7 @@ impl Conv2d {
             bf16: Cached::default(),
             direct: Cached::default(),
             folded: Cached::default(),
+            trimmed: Trimmed::default(),
         }
     }
 
@@ -184,6 +238,21 @@ impl Conv2d {
             let g = Geom::conv(c, (h, wd), (kh, kw), cfg.stride, cfg.padding, cfg.dilation);
             Some((nb, g.ok()?))
         });
+        let frozen = cfg.groups == 1 && !x.track_op() && !w.is_variable() && fast_for(x, w);
+        if let (true, 1, Some((_, g))) = (frozen, cfg.dilation, &geom) {
+            let (s, p) = (cfg.stride, cfg.padding);
+            let rows = live_taps(g.h, kh, s, p, g.oh, false);
+            if let (Some(r), true) = (rows, kh == kw && g.h == g.w) {
+                let trimmed = self.trimmed.get(r, || {
+                    let w2 = w.narrow(2, r.0, r.1 - r.0)?.narrow(3, r.0, r.1 - r.0)?;
+                    let cfg2 = candle_nn::Conv2dConfig { padding: p - r.0, ..*cfg };
+                    let layer =
+                        candle_nn::Conv2d::new(w2.contiguous()?, self.layer.bias().cloned(), cfg2);
+                    Ok(Conv2d::new(layer))
+                })?;
+                return trimmed.forward_with(x, act);
+            }
+        }
         // The product's columns: the grid of output positions of the whole batch.
         let cols = geom.as_ref().map_or(usize::MAX, |(nb, g)| nb * g.grid());
         let rows = cin * kh * kw;
@@ -230,6 +299,7 @@ pub struct ConvTranspose2d {
     /// The row-major weights as bf16 (`cout·kh·kw × cin`).
     bf16: Cached<PackedA>,
     folded: Cached<ConvTranspose2d>,
+    trimmed: Trimmed<ConvTranspose2d>,
 }
 
 impl ConvTranspose2d {
@@ -241,6 +311,7 @@ impl ConvTranspose2d {
             config,
             bf16: Cached::default(),
             folded: Cached::default(),
+            trimmed: Trimmed::default(),
         }
     }
 
@@ -311,6 +382,32 @@ impl ConvTranspose2d {
         // An input that needs its gradient takes the op with a backward (stored layout).
         if !x.track_op() && fast_for(x, x) {
             if let Some(w) = self.row_major()? {
+                let (_, kh, kw, _) = w.dims4()?;
+                let c = &self.config;
+                let (_, _, h, wd) = x.dims4()?;
+                let out = (h.max(1) - 1) * c.stride + kh + c.output_padding;
+                let window = match (c.dilation, kh == kw && h == wd) {
+                    (1, true) => out
+                        .checked_sub(2 * c.padding)
+                        .and_then(|out| live_taps(h, kh, c.stride, c.padding, out, true)),
+                    _ => None,
+                };
+                if let Some(r) = window {
+                    let trimmed = self.trimmed.get(r, || {
+                        let n = r.1 - r.0;
+                        // Checkpoint layout (cin, cout, kh, kw).
+                        let w2 = self.weight()?.narrow(2, r.0, n)?.narrow(3, r.0, n)?;
+                        let cfg =
+                            candle_nn::ConvTranspose2dConfig { padding: c.padding - r.0, ..*c };
+                        let layer = candle_nn::ConvTranspose2d::new(
+                            w2.contiguous()?,
+                            self.bias.clone(),
+                            cfg,
+                        );
+                        Ok(ConvTranspose2d::new(layer))
+                    })?;
+                    return trimmed.forward(x);
+                }
                 let (cout, kh, kw, cin) = w.dims4()?;
                 let cols = x.dims4().map_or(usize::MAX, |(nb, _, h, w)| nb * h * w);
                 if bf16_for(x, &w, cout * kh * kw, cols) {
@@ -391,5 +488,70 @@ impl CustomOp2 for RowMajorOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         self.0.forward_on(s1, l1, s2, l2, true, self.1.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Module};
+
+    #[test]
+    fn live_taps_are_the_taps_that_read_the_input() {
+        // The U-Net's innermost level at 256²: conv 2×2 → 1×1, transposed 1×1 → 2×2.
+        assert_eq!(live_taps(2, 4, 2, 1, 1, false), Some((1, 3)));
+        assert_eq!(live_taps(1, 4, 2, 1, 2, true), Some((1, 3)));
+        // One level out every tap reads something: no window.
+        assert_eq!(live_taps(4, 4, 2, 1, 2, false), None);
+        assert_eq!(live_taps(2, 4, 2, 1, 4, true), None);
+        // A 3×3 kernel (padding 1) on a 1×1 input: only the centre.
+        assert_eq!(live_taps(1, 3, 1, 1, 1, false), Some((1, 2)));
+        // Against the definition: a window exactly when taps are dead, never dropping a live one.
+        for (n, k, s, pad) in [(1, 3, 2, 1), (2, 4, 2, 1), (3, 3, 1, 1), (1, 5, 1, 2), (3, 3, 2, 0)]
+        {
+            let out = (n + 2 * pad - k) / s + 1;
+            let live = |t: usize| (0..out).any(|o| (0..n).any(|i| o * s + t == i + pad));
+            let want: Vec<usize> = (0..k).filter(|&t| live(t)).collect();
+            match live_taps(n, k, s, pad, out, false) {
+                Some((t0, t1)) => {
+                    assert_eq!((t0..t1).collect::<Vec<_>>(), want, "{n} {k} {s} {pad}")
+                }
+                None => assert_eq!(want.len(), k, "{n} {k} {s} {pad}: dead taps kept"),
+            }
+        }
+    }
+
+    /// Frozen layers on grids where their windows are trimmed, against candle's own ops on the
+    /// whole kernels.
+    #[test]
+    fn trimmed_layers_match_the_whole_kernels() -> Result<()> {
+        let dev = Device::Cpu;
+        let vals = |n: usize, s: f32| crate::kernels::mat::test_values(n, s);
+        let cfg = candle_nn::Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
+        let (w, b) = (vals(6 * 5 * 16, 60.0), vals(6, 9.0));
+        let w = Tensor::from_vec(w, (6, 5, 4, 4), &dev)?;
+        let b = Tensor::from_vec(b, 6, &dev)?;
+        let x = Tensor::from_vec(vals(2 * 5 * 4, 30.0), (2, 5, 2, 2), &dev)?;
+        let whole = x.conv2d(&w, 1, 2, 1, 1)?.broadcast_add(&b.reshape((1, 6, 1, 1))?)?;
+        let layer = Conv2d::new(candle_nn::Conv2d::new(w, Some(b), cfg));
+        let got = layer.forward(&x)?;
+        let err = (got - whole)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 1e-5, "trimmed conv: error {err}");
+        assert_eq!(layer.trimmed.0.lock().map(|t| t.len()).unwrap_or(0), 1, "conv not trimmed");
+
+        let cfg = candle_nn::ConvTranspose2dConfig { padding: 1, stride: 2, ..Default::default() };
+        let (w, b) = (vals(5 * 6 * 16, 60.0), vals(6, 9.0));
+        let w = Tensor::from_vec(w, (5, 6, 4, 4), &dev)?;
+        let b = Tensor::from_vec(b, 6, &dev)?;
+        let x = Tensor::from_vec(vals(2 * 5, 30.0), (2, 5, 1, 1), &dev)?;
+        let whole = candle_nn::ConvTranspose2d::new(w.clone(), Some(b.clone()), cfg);
+        let whole = super::super::with_mode(super::super::Mode::Candle, || whole.forward(&x))?;
+        let layer = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w, Some(b), cfg));
+        let got = layer.forward(&x)?;
+        assert_eq!(got.dims(), whole.dims());
+        let err = (got - whole)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 1e-5, "trimmed transposed conv: error {err}");
+        assert_eq!(layer.trimmed.0.lock().map(|t| t.len()).unwrap_or(0), 1, "convT not trimmed");
+        Ok(())
     }
 }
