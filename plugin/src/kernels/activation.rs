@@ -11,8 +11,11 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use std::mem::MaybeUninit;
+
 use super::contiguous_f32;
 use super::isa::on_best_isa;
+use super::output::par_written;
 
 /// Elements per rayon task: large enough to amortise the task, small enough to split a plane.
 const CHUNK: usize = 1 << 14;
@@ -160,13 +163,16 @@ fn tanh(x: f32) -> f32 {
 }
 
 on_best_isa!(
-    /// [`tanh`] of `x` into `y`, compiled for the best instruction set the CPU has.
-    fn tanh_slice => tanh_each(x: &[f32], y: &mut [f32])
+    /// [`tanh`] of `x` into `y` (every element written), compiled for the best instruction set
+    /// the CPU has.
+    fn tanh_slice => tanh_each(x: &[f32], y: &mut [MaybeUninit<f32>])
 );
 
 #[inline(always)]
-fn tanh_each(x: &[f32], y: &mut [f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y = tanh(*x));
+fn tanh_each(x: &[f32], y: &mut [MaybeUninit<f32>]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| {
+        y.write(tanh(*x));
+    });
 }
 
 /// `tanh`, element-wise, with the gradient `dy·(1 − y²)` (from the output, as candle's).
@@ -180,8 +186,10 @@ impl CustomOp1 for TanhOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l)?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| tanh_slice(x, y));
+        // SAFETY: piece i is y[i·CHUNK ..][..len], as x's piece i, written whole by tanh_slice.
+        let y = unsafe {
+            par_written(x.len(), CHUNK, 1, |i, y| tanh_slice(&x[i * CHUNK..][..y.len()], y))
+        };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -219,22 +227,20 @@ impl CustomOp2 for CatReluOp {
             )
         }
         let (hw, c) = (h * w, ca + cb);
-        let mut out = vec![0f32; nb * c * hw];
-        if hw > 0 {
-            out.par_chunks_mut(hw).with_min_len(CHUNK.div_ceil(hw)).enumerate().for_each(
-                move |(p, dst)| {
-                    let (n, ch) = (p / c, p % c);
-                    let src = if ch < ca {
-                        &a[(n * ca + ch) * hw..][..hw]
-                    } else {
-                        &b[(n * cb + ch - ca) * hw..][..hw]
-                    };
-                    for (d, x) in dst.iter_mut().zip(src) {
-                        *d = leaky(*x, 0.0);
-                    }
-                },
-            );
-        }
+        // SAFETY: piece p is output plane p (hw floats), written whole from its source plane.
+        let out = unsafe {
+            par_written(nb * c * hw, hw, CHUNK.div_ceil(hw.max(1)), move |p, dst| {
+                let (n, ch) = (p / c, p % c);
+                let src = if ch < ca {
+                    &a[(n * ca + ch) * hw..][..hw]
+                } else {
+                    &b[(n * cb + ch - ca) * hw..][..hw]
+                };
+                for (d, x) in dst.iter_mut().zip(src) {
+                    d.write(leaky(*x, 0.0));
+                }
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((nb, c, h, w))))
     }
 
@@ -278,8 +284,10 @@ mod tests {
                 eprintln!("tanh on {}: skipped (not on this CPU)", level.name());
                 continue;
             }
-            let mut y = vec![0f32; xs.len()];
+            let mut y = vec![MaybeUninit::uninit(); xs.len()];
             tanh_slice(&xs, &mut y);
+            // SAFETY: tanh_slice wrote every element.
+            let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
             for (x, y) in xs.iter().zip(&y) {
                 let e = (*x as f64).tanh();
                 let ulp = (e as f32).abs().max(f32::MIN_POSITIVE) * f32::EPSILON;
@@ -290,9 +298,11 @@ mod tests {
                 );
                 assert_eq!(y.is_sign_negative(), x.is_sign_negative(), "tanh({x}) sign");
             }
-            let mut nan = [0f32];
+            let mut nan = [MaybeUninit::uninit()];
             tanh_slice(&[f32::NAN], &mut nan);
-            assert!(nan[0].is_nan(), "{}: tanh(NaN) = {}", level.name(), nan[0]);
+            // SAFETY: tanh_slice wrote it.
+            let nan = unsafe { nan[0].assume_init() };
+            assert!(nan.is_nan(), "{}: tanh(NaN) = {nan}", level.name());
             let bits: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
             match &first {
                 None => first = Some(bits),

@@ -8,9 +8,12 @@
 //! column per `(n, oy, ox)`: batch-major blocks of `oh·ow`, so block `n` of row `r` starts at
 //! `r · nb·oh·ow + n · oh·ow`.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::mat::Mat;
+use super::output::{assume_written, par_written};
 use super::scratch::Scratch;
 
 /// Rows of work below this many elements are not worth a rayon task of their own.
@@ -130,13 +133,12 @@ impl Phases {
             }),
         }
     }
-    fn merge(&self, phases: &[f32], plane: &mut [f32], bias: f32) {
+    /// The phases back into `plane`, `bias` added: writes every pixel of the plane.
+    fn merge(&self, phases: &[f32], plane: &mut [MaybeUninit<f32>], bias: f32) {
         self.rows(|p, q, n| {
-            plane[p..]
-                .iter_mut()
-                .step_by(self.s)
-                .zip(&phases[q..q + n])
-                .for_each(|(d, v)| *d = *v + bias)
+            plane[p..].iter_mut().step_by(self.s).zip(&phases[q..q + n]).for_each(|(d, v)| {
+                d.write(*v + bias);
+            })
         });
     }
 }
@@ -277,53 +279,52 @@ pub(crate) fn col2im(col: &[f32], nb: usize, g: &Geom, bias: Option<&[f32]>) -> 
     let (s, hw) = (g.grid(), g.h * g.w);
     let row_len = nb * s;
     assert_eq!(col.len(), g.rows() * row_len, "col2im: column matrix size");
-    let mut img = vec![0f32; nb * g.c * hw];
-    if img.is_empty() {
-        return img;
-    }
     let ph = Phases::new(g.h, g.w, g.stride);
     // One task per output plane: planes are disjoint, so the scatter-adds need no atomics.
-    img.par_chunks_mut(hw).with_min_len(MIN_TASK.div_ceil(hw)).enumerate().for_each(
-        |(p, plane)| {
-            let (n, c) = (p / g.c, p % g.c);
-            let b = bias.map_or(0.0, |b| b[c]);
-            // Strided: sum into the phases (contiguous adds), interleave once at the end.
-            let mut phases = if g.stride > 1 { vec![0f32; hw] } else { Vec::new() };
-            let acc: &mut [f32] = if g.stride > 1 {
-                &mut phases
-            } else {
-                plane.fill(b);
-                &mut *plane
-            };
-            for i in 0..g.kh {
-                for j in 0..g.kw {
-                    let r = (c * g.kh + i) * g.kw + j;
-                    let src = &col[r * row_len + n * s..][..s];
-                    let pad = g.pad as isize;
-                    let ((py, by), (px, bx)) =
-                        (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
-                    let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
-                    let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
-                    if x0 == x1 {
-                        continue;
-                    }
-                    let (pw, o) = (ph.pw[px], ph.off[py * ph.s + px]);
-                    let b0 = (x0 as isize + bx) as usize;
-                    for oy in y0..y1 {
-                        let a = (oy as isize + by) as usize;
-                        let dst = &mut acc[o + a * pw + b0..][..x1 - x0];
-                        for (d, v) in dst.iter_mut().zip(&src[oy * g.ow + x0..oy * g.ow + x1]) {
-                            *d += *v;
-                        }
+    let plane_task = |p: usize, plane: &mut [MaybeUninit<f32>]| {
+        let (n, c) = (p / g.c, p % g.c);
+        let b = bias.map_or(0.0, |b| b[c]);
+        // Strided: sum into the phases (contiguous adds), interleave once at the end.
+        let mut phases = if g.stride > 1 { vec![0f32; hw] } else { Vec::new() };
+        let acc: &mut [f32] = if g.stride > 1 {
+            &mut phases
+        } else {
+            plane.iter_mut().for_each(|d| {
+                d.write(b);
+            });
+            // SAFETY: written whole just above.
+            unsafe { assume_written(plane) }
+        };
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let r = (c * g.kh + i) * g.kw + j;
+                let src = &col[r * row_len + n * s..][..s];
+                let pad = g.pad as isize;
+                let ((py, by), (px, bx)) =
+                    (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
+                let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
+                let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
+                if x0 == x1 {
+                    continue;
+                }
+                let (pw, o) = (ph.pw[px], ph.off[py * ph.s + px]);
+                let b0 = (x0 as isize + bx) as usize;
+                for oy in y0..y1 {
+                    let a = (oy as isize + by) as usize;
+                    let dst = &mut acc[o + a * pw + b0..][..x1 - x0];
+                    for (d, v) in dst.iter_mut().zip(&src[oy * g.ow + x0..oy * g.ow + x1]) {
+                        *d += *v;
                     }
                 }
             }
-            if g.stride > 1 {
-                ph.merge(&phases, plane, b);
-            }
-        },
-    );
-    img
+        }
+        if g.stride > 1 {
+            ph.merge(&phases, plane, b);
+        }
+    };
+    // SAFETY: piece p is output plane p, written whole: filled with the bias first at stride
+    // 1, else by the merge of its phases, which cover every pixel.
+    unsafe { par_written(nb * g.c * hw, hw, MIN_TASK.div_ceil(hw.max(1)), plane_task) }
 }
 
 /// `(nb, c, s)` → `(c, nb, s)`: activations as one `c × nb·s` matrix for a single gemm.

@@ -26,6 +26,7 @@ mod im2col;
 pub mod isa;
 mod mat;
 mod norm;
+mod output;
 mod profile;
 mod scratch;
 mod single_channel;
