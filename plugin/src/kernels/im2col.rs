@@ -349,19 +349,17 @@ pub(crate) fn cnhw_to_nchw(
     s: usize,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    if out.is_empty() {
-        return out;
+    let b = |ci: usize| bias.map_or(0.0, |b| b[ci]);
+    // SAFETY: piece p is output plane p (s floats), written whole from its source plane.
+    unsafe {
+        par_written(x.len(), s, MIN_TASK.div_ceil(s.max(1)), |p, dst| {
+            let (n, ci) = (p / c, p % c);
+            let (src, b) = (&x[(ci * nb + n) * s..][..s], b(ci));
+            dst.iter_mut().zip(src).for_each(|(d, v)| {
+                d.write(v + b);
+            });
+        })
     }
-    out.par_chunks_mut(s).with_min_len(MIN_TASK.div_ceil(s)).enumerate().for_each(|(p, dst)| {
-        let (n, ci) = (p / c, p % c);
-        let src = &x[(ci * nb + n) * s..][..s];
-        match bias {
-            Some(b) => dst.iter_mut().zip(src).for_each(|(d, v)| *d = v + b[ci]),
-            None => dst.copy_from_slice(src),
-        }
-    });
-    out
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, S
 use rayon::prelude::*;
 
 use super::isa::on_best_isa;
+use super::output::par_written;
 use super::{contiguous_f32, dims4};
 
 /// Which elements of an NCHW tensor share statistics.
@@ -148,14 +149,16 @@ impl CustomOp3 for NormAffineOp {
         let (gamma, beta) = (contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
         check_params(c, gamma, beta)?;
         let hw = h * w;
-        let mut y = vec![0f32; x.len()];
-        if hw > 0 {
-            y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (y, x))| {
+        // SAFETY: piece p is plane p (hw floats), written whole from x's plane p.
+        let y = unsafe {
+            par_written(x.len(), hw, 1, |p, y| {
                 // (x − mean)·a + β rather than x·a + b: no cancellation when |mean| ≫ std.
                 let (mean, a, b) = self.coefficients(p, c, gamma, beta);
-                y.iter_mut().zip(x).for_each(|(y, x)| *y = (x - mean) * a + b);
-            });
-        }
+                y.iter_mut().zip(&x[p * hw..][..hw]).for_each(|(y, x)| {
+                    y.write((x - mean) * a + b);
+                });
+            })
+        };
         Ok((CpuStorage::F32(y), Shape::from((nb, c, h, w))))
     }
 
@@ -277,9 +280,9 @@ impl CustomOp2 for GradInputOp {
             candle_core::bail!("norm backward: inconsistent shapes")
         }
         let m = (groups.planes(0, nb, c).count() * hw).max(1) as f32;
-        let mut dx = vec![0f32; x.len()];
-        if hw > 0 {
-            dx.par_chunks_mut(hw).enumerate().for_each(|(p, dx)| {
+        // SAFETY: piece p is plane p (hw floats), written whole from x's and dy's plane p.
+        let dx = unsafe {
+            par_written(x.len(), hw, 1, |p, dx| {
                 let g = groups.of_plane(p, c);
                 let (rstd, mean) = (self.affine.rstd[g], self.affine.mean[g]);
                 let a = self.gamma[p % c] * rstd;
@@ -290,10 +293,10 @@ impl CustomOp2 for GradInputOp {
                 };
                 let (x, dy) = (&x[p * hw..][..hw], &dy[p * hw..][..hw]);
                 for ((d, x), dy) in dx.iter_mut().zip(x).zip(dy) {
-                    *d = dy * a + ((x - mean) * k1 + k0);
+                    d.write(dy * a + ((x - mean) * k1 + k0));
                 }
-            });
-        }
+            })
+        };
         Ok((CpuStorage::F32(dx), Shape::from((nb, c, h, w))))
     }
 }
