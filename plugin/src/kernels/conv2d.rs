@@ -12,6 +12,7 @@ use super::gemm::{self, sgemm_w, Mat, Weights};
 use super::im2col::{
     block_cols, blocks_apply, cnhw_to_nchw, im2col, split_phases, with_column_block, Geom, Phases,
 };
+use super::output::par_written;
 use super::profile::timed;
 use super::scratch::Scratch;
 use super::single_channel;
@@ -130,14 +131,25 @@ fn per_image(
     let ph = Phases::new(g.h, g.w, g.stride);
     let split = split_phases(x, g, &ph, act);
     let src: &[f32] = split.as_deref().unwrap_or(x);
-    let mut out = vec![0f32; nb * m * s];
+    let mut out = biased(nb, m, s, bias);
     for (n, dst) in out.chunks_exact_mut((m * s).max(1)).enumerate() {
-        if let Some(b) = bias {
-            dst.chunks_mut(s).zip(b).for_each(|(row, b)| row.fill(*b));
-        }
         product(dst, src, &ph, n, bias.is_some());
     }
     out
+}
+
+/// An `(nb, m, s)` output holding each channel's bias (0 without), for products to add to:
+/// one parallel pass, not a zeroing pass and then the bias.
+fn biased(nb: usize, m: usize, s: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    // SAFETY: piece p is the s floats of channel p % m of an image, written whole.
+    unsafe {
+        par_written(nb * m * s, s, 1, |p, row| {
+            let b = bias.map_or(0.0, |b| b[p % m]);
+            row.iter_mut().for_each(|d| {
+                d.write(b);
+            });
+        })
+    }
 }
 
 /// Floats a convolution's column matrix (`rows × nb·grid`) occupies while it runs, for the
@@ -211,16 +223,13 @@ fn conv_whole(
             || cnhw_to_nchw(&tmp, nb, m, s, bias),
         );
     }
-    let mut out = vec![0f32; nb * m * s];
+    let mut out = biased(nb, m, s, bias);
     timed(
         || format!("conv   gemm     {}", shape()),
         flops,
         || {
             for n in 0..nb {
                 let dst = &mut out[n * m * s..][..m * s];
-                if let Some(b) = bias {
-                    dst.chunks_mut(s).zip(b).for_each(|(row, b)| row.fill(*b));
-                }
                 // Block n of the column matrix: the same rows, columns n·s .. (n+1)·s.
                 let block = Mat { data: &col.data[n * s..], cols: s, ..col };
                 sgemm_w(dst, s, w, block, bias.is_some());
