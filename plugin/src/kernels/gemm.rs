@@ -5,6 +5,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::bf16::{sgemm_bf16, PackedA};
+use super::im2col::in_column_block;
 use super::mat::extent;
 pub(crate) use super::mat::Mat;
 use super::small_gemm;
@@ -97,6 +98,7 @@ fn product_checked(
     assert!(b.in_bounds(), "gemm: rhs view out of bounds");
     assert!(extent(m, n, dst_rs, 1) <= dst.len(), "gemm: dst view out of bounds");
     assert!(dst_rs >= n || m <= 1, "gemm: dst rows overlap");
+    assert!(serial || !in_column_block(), "gemm: a threaded product inside a column block");
     if m == 0 || n == 0 {
         return;
     }

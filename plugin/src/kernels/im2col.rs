@@ -247,6 +247,16 @@ thread_local! {
     /// One block's column matrix, per thread (at most [`BLOCK_FLOATS`] floats past the first
     /// use, kept between calls: no page faults per block).
     static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Whether this thread is inside [`with_column_block`]'s `f`.
+    static IN_BLOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread holds its column block ([`with_column_block`]): products made
+/// there must stay on the thread, since a rayon worker waiting on a split may steal another
+/// block task, which would find the block borrowed (a panic, and only when the steal happens).
+/// The products assert it, so that the mistake fails every time instead.
+pub(crate) fn in_column_block() -> bool {
+    IN_BLOCK.get()
 }
 
 /// Columns `j0 .. j0 + cols` of image `n`'s column matrix (`rows × cols`, row-major), made in
@@ -268,6 +278,15 @@ pub(crate) fn with_column_block<R>(
         for (r, row) in col.chunks_exact_mut(cols.max(1)).take(k).enumerate() {
             fill_columns(src, ph, g, (n, r), j0, &mut row[..cols]);
         }
+        // Reset on the way out, panics included.
+        struct Leave;
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                IN_BLOCK.set(false);
+            }
+        }
+        IN_BLOCK.set(true);
+        let _leave = Leave;
         f(Mat::rm(&col[..k * cols], k, cols))
     })
 }
