@@ -30,6 +30,12 @@ fn main() {
         ("convT 256->64 @64x64".into(), 1024, 4096, 256, true, false),
         ("convT 1024->256 @16x16".into(), 4096, 256, 1024, true, false),
         ("convT 128->3 @128x128".into(), 48, 16384, 128, true, false),
+        // The ngf-32 U-Net's 16×16 and 8×8-grid convolutions, as run (weights · columns) and
+        // transposed (columnsᵀ · weightsᵀ: pixels as gemm's rows).
+        ("mid 256<-128 @16x16".into(), 256, 256, 2048, false, false),
+        ("mid(t) 256<-128 @16x16".into(), 256, 256, 2048, true, true),
+        ("mid 256<-256 @8x8".into(), 256, 64, 4096, false, false),
+        ("mid(t) 256<-256 @8x8".into(), 64, 256, 4096, true, true),
     ];
     for n in [1, 4, 8, 16, 64] {
         shapes.push((format!("conv 512<-512 n={n}"), 512, n, 8192, false, false));
