@@ -7,11 +7,13 @@
 //! convolution reads 16 *contiguous* pixels of one phase row), and each register tile holds
 //! [`CO`] output channels × [`V`] vectors of 16 output pixels: per weight, `V` plain loads of the
 //! input, [`CO`] broadcasts of packed weights and `V·CO` FMAs into accumulators that stay in
-//! registers for the whole reduction, then one masked store per vector (bias added). The input
-//! a tile reads stays in L2 and a channel block's weights in L1.
+//! registers over a pass of [`KC`] taps, then one masked store per vector (bias added on the
+//! first pass). Each tile runs all channel blocks on a pass's taps before the next pass, so the
+//! input it reads is fetched once for all blocks; the weights (at most [`MAX_WEIGHTS`]) stay in
+//! L2. The output is not zeroed first: the tiles write all of it.
 //!
-//! AVX-512 only: with 16 AVX2 registers the tile shrinks to a quarter and the other layers'
-//! gemm path measured no worse there, so AVX2 and scalar CPUs keep im2col + gemm.
+//! AVX-512 only (not written for AVX2, whose 16 registers hold a quarter of the tile; not
+//! measured there): AVX2 and scalar CPUs keep im2col + gemm.
 
 use rayon::prelude::*;
 
@@ -25,9 +27,9 @@ const CO: usize = 8;
 /// Vectors of 16 output pixels per register tile: `CO · V` = 24 accumulators of the 32 zmm.
 const V: usize = 3;
 const LANES: usize = 16;
-/// Taps per pass of a tile over its channel blocks: the input they read (`KC` rows of `V`
-/// vectors, ~4 cache lines each: 32 KB) stays in L1 while every block reuses it, where the
-/// whole reduction at once (up to 2048 taps) ran from L2 at ~60 % of the FMA rate.
+/// Taps per pass of a tile over its channel blocks: the input they read (`KC` runs of `V`
+/// vectors, ~4 cache lines each: 16 KB) stays in L1 while every block reuses it. 64 and 128
+/// measured alike (`gemm_shapes`); the pass keeps the input well inside L1 either way.
 const KC: usize = 64;
 
 /// Whether [`conv_direct`] runs this layer, of `m` output channels: AVX-512, output rows of at

@@ -94,24 +94,31 @@ fn fold(
 }
 
 /// Something made from a frozen layer's weights on first use and kept: its copy with the next
-/// batch norm folded in, or its weights packed for a kernel.
-struct Cached<L>(Mutex<Option<Arc<L>>>);
+/// batch norm folded in, its weights packed for a kernel, or (one per key) its copies on
+/// trimmed kernel windows.
+struct Cached<L, K = ()>(Mutex<Vec<(K, Arc<L>)>>);
 
-impl<L> Default for Cached<L> {
+impl<L, K> Default for Cached<L, K> {
     fn default() -> Self {
-        Self(Mutex::new(None))
+        Self(Mutex::new(Vec::new()))
+    }
+}
+
+impl<L, K: PartialEq> Cached<L, K> {
+    fn get_for(&self, key: K, make: impl FnOnce() -> Result<L>) -> Result<Arc<L>> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, l)) = all.iter().find(|(k, _)| *k == key) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(make()?);
+        all.push((key, l.clone()));
+        Ok(l)
     }
 }
 
 impl<L> Cached<L> {
     fn get(&self, make: impl FnOnce() -> Result<L>) -> Result<Arc<L>> {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(l) = &*slot {
-            return Ok(l.clone());
-        }
-        let l = Arc::new(make()?);
-        *slot = Some(l.clone());
-        Ok(l)
+        self.get_for((), make)
     }
 }
 
@@ -142,30 +149,8 @@ fn live_taps(
     (t0 < t1 && k2 < k && pad2 >= 0 && same).then_some((t0 as usize, t1 as usize))
 }
 
-/// A frozen layer's copies on trimmed kernel windows ([`live_taps`]), made on first use for
-/// each window seen.
-struct Trimmed<L>(Mutex<Vec<(Window, Arc<L>)>>);
-
 /// Taps `t0..t1` of each kernel axis.
 type Window = (usize, usize);
-
-impl<L> Default for Trimmed<L> {
-    fn default() -> Self {
-        Self(Mutex::new(Vec::new()))
-    }
-}
-
-impl<L> Trimmed<L> {
-    fn get(&self, window: Window, make: impl FnOnce() -> Result<L>) -> Result<Arc<L>> {
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, l)) = all.iter().find(|(w, _)| *w == window) {
-            return Ok(l.clone());
-        }
-        let l = Arc::new(make()?);
-        all.push((window, l.clone()));
-        Ok(l)
-    }
-}
 
 /// `nn.Conv2d` as the networks hold it: candle's layer, plus, when frozen, its weights packed
 /// for the bf16 products and for the direct kernel, and its copy with the next batch norm
@@ -175,7 +160,7 @@ pub struct Conv2d {
     bf16: Cached<PackedA>,
     direct: Cached<DirectWeights>,
     folded: Cached<Conv2d>,
-    trimmed: Trimmed<Conv2d>,
+    trimmed: Cached<Conv2d, Window>,
 }
 
 impl Conv2d {
@@ -185,7 +170,7 @@ impl Conv2d {
             bf16: Cached::default(),
             direct: Cached::default(),
             folded: Cached::default(),
-            trimmed: Trimmed::default(),
+            trimmed: Cached::default(),
         }
     }
 
@@ -243,7 +228,7 @@ impl Conv2d {
             let (s, p) = (cfg.stride, cfg.padding);
             let rows = live_taps(g.h, kh, s, p, g.oh, false);
             if let (Some(r), true) = (rows, kh == kw && g.h == g.w) {
-                let trimmed = self.trimmed.get(r, || {
+                let trimmed = self.trimmed.get_for(r, || {
                     let w2 = w.narrow(2, r.0, r.1 - r.0)?.narrow(3, r.0, r.1 - r.0)?;
                     let cfg2 = candle_nn::Conv2dConfig { padding: p - r.0, ..*cfg };
                     let layer =
@@ -269,7 +254,7 @@ impl Conv2d {
             };
             return x.contiguous()?.apply_op1_no_bwd(&op);
         }
-        if cfg.groups == 1 && !x.track_op() && !w.is_variable() && fast_for(x, w) {
+        if frozen {
             let op = Conv2dOp { stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation };
             let direct = match geom.is_some_and(|(_, g)| direct::applies(&g, cout)) {
                 true => Some(
@@ -299,7 +284,7 @@ pub struct ConvTranspose2d {
     /// The row-major weights as bf16 (`cout·kh·kw × cin`).
     bf16: Cached<PackedA>,
     folded: Cached<ConvTranspose2d>,
-    trimmed: Trimmed<ConvTranspose2d>,
+    trimmed: Cached<ConvTranspose2d, Window>,
 }
 
 impl ConvTranspose2d {
@@ -311,7 +296,7 @@ impl ConvTranspose2d {
             config,
             bf16: Cached::default(),
             folded: Cached::default(),
-            trimmed: Trimmed::default(),
+            trimmed: Cached::default(),
         }
     }
 
@@ -393,7 +378,7 @@ impl ConvTranspose2d {
                     _ => None,
                 };
                 if let Some(r) = window {
-                    let trimmed = self.trimmed.get(r, || {
+                    let trimmed = self.trimmed.get_for(r, || {
                         let n = r.1 - r.0;
                         // Checkpoint layout (cin, cout, kh, kw).
                         let w2 = self.weight()?.narrow(2, r.0, n)?.narrow(3, r.0, n)?;
