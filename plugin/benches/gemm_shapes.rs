@@ -60,43 +60,51 @@ fn main() {
     );
     // PIX2PIX_GEMM_SHAPES=text: only the shapes whose label contains it.
     let only = std::env::var("PIX2PIX_GEMM_SHAPES").unwrap_or_default();
-    // The outer layers (k4 s2 p1): the direct kernel against im2col + gemm, interleaved (pass
-    // by pass) so that load on the machine hits both alike.
-    for (c, m, side, nb) in [
-        (3, 64, 256, 1),
-        (3, 32, 256, 1),
-        (6, 64, 256, 1),
-        (3, 64, 256, 4),
-        (32, 64, 128, 1),
-        (64, 128, 128, 1),
-        (64, 128, 64, 1),
-        (128, 256, 32, 1),
-        (128, 256, 64, 1),
-        (256, 512, 32, 1),
-        (256, 256, 16, 1),
-    ] {
-        let label = format!("conv {c}->{m} @{side} b{nb}");
-        if !label.contains(&only) {
+    // The outer layers (k4 s2 p1): the direct kernel on each ISA it has a tile for (forced)
+    // against im2col + gemm (gemm on its own choice, AVX-512 where the CPU has it), interleaved
+    // (pass by pass) so that load on the machine hits both alike.
+    for level in [isa::Isa::Avx512, isa::Isa::Avx2] {
+        if isa::force(Some(level)).is_err() {
+            println!("direct conv on {}: skipped (not on this CPU)", level.name());
             continue;
         }
-        let x: Vec<f32> = (0..nb * c * side * side).map(|i| (i % 13) as f32 * 0.1).collect();
-        let w: Vec<f32> = (0..m * c * 16).map(|i| (i % 7) as f32 * 0.1).collect();
-        let fl = 2.0 * (m * c * 16 * nb * (side / 2) * (side / 2)) as f64;
-        let conv = |direct| bench_conv2d(&x, nb, (c, side, side), &w, m, 4, 2, 1, direct);
-        if conv(true).is_none() {
-            println!("{label}: direct not run here (direct::applies: AVX-512, output rows >= 16, <= 128K weights)");
-            continue;
+        for (c, m, side, nb) in [
+            (3, 64, 256, 1),
+            (3, 32, 256, 1),
+            (6, 64, 256, 1),
+            (3, 64, 256, 4),
+            (32, 64, 128, 1),
+            (64, 128, 128, 1),
+            (64, 128, 64, 1),
+            (128, 256, 32, 1),
+            (128, 256, 64, 1),
+            (256, 512, 32, 1),
+            (256, 256, 16, 1),
+        ] {
+            let label = format!("conv {c}->{m} @{side} b{nb} ({})", level.name());
+            if !label.contains(&only) {
+                continue;
+            }
+            let x: Vec<f32> = (0..nb * c * side * side).map(|i| (i % 13) as f32 * 0.1).collect();
+            let w: Vec<f32> = (0..m * c * 16).map(|i| (i % 7) as f32 * 0.1).collect();
+            let fl = 2.0 * (m * c * 16 * nb * (side / 2) * (side / 2)) as f64;
+            let conv = |direct| bench_conv2d(&x, nb, (c, side, side), &w, m, 4, 2, 1, direct);
+            if conv(true).is_none() {
+                println!("{label}: direct not run here (direct::applies)");
+                continue;
+            }
+            let (mut td, mut tg) = (Vec::new(), Vec::new());
+            for _ in 0..7 {
+                td.push(med(3, || drop(conv(true))));
+                tg.push(med(3, || drop(conv(false))));
+            }
+            td.sort_by(f64::total_cmp);
+            tg.sort_by(f64::total_cmp);
+            println!("{label}: direct {:6.3} ms ({:5.1} GF/s, spread {:.3}-{:.3}) | im2col+gemm {:6.3} ms ({:5.1} GF/s, spread {:.3}-{:.3})",
+                td[3] * 1e3, fl / td[3] / 1e9, td[0] * 1e3, td[6] * 1e3, tg[3] * 1e3, fl / tg[3] / 1e9, tg[0] * 1e3, tg[6] * 1e3);
         }
-        let (mut td, mut tg) = (Vec::new(), Vec::new());
-        for _ in 0..7 {
-            td.push(med(3, || drop(conv(true))));
-            tg.push(med(3, || drop(conv(false))));
-        }
-        td.sort_by(f64::total_cmp);
-        tg.sort_by(f64::total_cmp);
-        println!("{label}: direct {:6.3} ms ({:5.1} GF/s, spread {:.3}-{:.3}) | im2col+gemm {:6.3} ms ({:5.1} GF/s, spread {:.3}-{:.3})",
-            td[3] * 1e3, fl / td[3] / 1e9, td[0] * 1e3, td[6] * 1e3, tg[3] * 1e3, fl / tg[3] / 1e9, tg[0] * 1e3, tg[6] * 1e3);
     }
+    isa::force(None).expect("back to the detected level");
     for (label, m, n, k, lt, bt) in shapes.into_iter().filter(|s| s.0.contains(&only)) {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();

@@ -1,4 +1,5 @@
-//! Direct convolution on AVX-512 for the outer layers (an implicit GEMM with no column matrix).
+//! Direct convolution for the outer layers (an implicit GEMM with no column matrix), on AVX-512
+//! and, for the image layers, AVX2.
 //!
 //! There im2col + gemm spends as long making and re-reading the column matrix (`c·k² × oh·ow`:
 //! 16× the input at k4 s2) as multiplying: gemm ran the U-Net's 32→64 layer at 143 GFLOP/s
@@ -12,8 +13,8 @@
 //! input it reads is fetched once for all blocks; the weights (at most [`MAX_WEIGHTS`]) stay in
 //! L2. The output is not zeroed first: the tiles write all of it.
 //!
-//! AVX-512 only (not written for AVX2, whose 16 registers hold a quarter of the tile; not
-//! measured there): AVX2 and scalar CPUs keep im2col + gemm.
+//! On AVX2 the tile is 8 channels × one vector of 8 pixels (16 ymm registers), run only on the
+//! image layers ([`AVX2_MAX_TAPS`]); scalar CPUs keep im2col + gemm.
 
 use rayon::prelude::*;
 
@@ -24,24 +25,57 @@ use super::scratch::Scratch;
 
 /// Output channels per register tile (a block of the packed weights).
 const CO: usize = 8;
-/// Vectors of 16 output pixels per register tile: `CO · V` = 24 accumulators of the 32 zmm.
-const V: usize = 3;
-const LANES: usize = 16;
+/// A register tile's shape on one instruction set: `v` vectors of `lanes` output pixels (×
+/// [`CO`] channels). AVX-512: 3 × 16 (24 accumulators of the 32 zmm); AVX2: 1 × 8 (8 of the 16
+/// ymm, the rest for the input vector and the broadcast).
+#[derive(Clone, Copy)]
+struct Form {
+    isa: Isa,
+    lanes: usize,
+    v: usize,
+}
+
+impl Form {
+    /// The tile on `isa`, if it has one and the CPU runs it.
+    fn of(isa: Isa) -> Option<Form> {
+        let f = match isa {
+            Isa::Avx512 => Form { isa, lanes: 16, v: 3 },
+            Isa::Avx2 => Form { isa, lanes: 8, v: 1 },
+            Isa::Scalar => return None,
+        };
+        (cfg!(target_arch = "x86_64") && isa.available()).then_some(f)
+    }
+    /// The tile on the kernels' level ([`isa::active`]); should a test have narrowed that to
+    /// scalar since a layer was dispatched here, the CPU's best (any tile is exact, the level
+    /// only chooses the speed).
+    fn now() -> Option<Form> {
+        Form::of(isa::active()).or_else(|| Form::of(isa::detected()))
+    }
+}
 /// Taps per pass of a tile over its channel blocks: the input they read (`KC` runs of `V`
 /// vectors, ~4 cache lines each: 16 KB) stays in L1 while every block reuses it. 64 and 128
 /// measured alike (`gemm_shapes`); the pass keeps the input well inside L1 either way.
 const KC: usize = 64;
 
-/// Whether [`conv_direct`] runs this layer, of `m` output channels: AVX-512, output rows of at
-/// least a vector (on narrower grids most lanes would be masked off) and at most
-/// [`MAX_WEIGHTS`] weights.
+/// Whether [`conv_direct`] runs this layer, of `m` output channels: output rows of at least a
+/// vector (on narrower grids most lanes would be masked off) and at most [`MAX_WEIGHTS`]
+/// weights on AVX-512; on AVX2 only the image layers (at most [`AVX2_MAX_TAPS`] taps).
 pub(crate) fn applies(g: &Geom, m: usize) -> bool {
-    isa::active() == Isa::Avx512
-        && g.ow >= LANES
+    let fits = |f: Form| match f.isa {
+        Isa::Avx2 => g.rows() <= AVX2_MAX_TAPS,
+        _ => m * g.rows() <= MAX_WEIGHTS,
+    };
+    Form::of(isa::active()).is_some_and(|f| g.ow >= f.lanes && fits(f))
         && g.dil == 1
         && g.rows() > 0
-        && m * g.rows() <= MAX_WEIGHTS
 }
+
+/// On AVX2 the direct kernel runs layers of at most this many taps (3 channels × 4×4: the
+/// generator's first layer). Its 8-accumulator tile was measured only on an AVX-512 machine
+/// with the tile forced to AVX2 and gemm still on AVX-512 (`gemm_shapes`): 3→32 @256² 0.55 ms vs
+/// 0.88, 3→64 even, 6→64 and 32→64 slower (2.3 vs 1.8, 2.9 vs 2.3 ms); against an AVX2 gemm
+/// the larger layers may win too, not measured.
+const AVX2_MAX_TAPS: usize = 48;
 
 /// Layers with more weights than this (512 KB) stay on im2col + gemm: every tile reads all of
 /// its weights, which then come from L3, where gemm's blocking reads them once per panel
@@ -63,14 +97,14 @@ struct Padded {
 }
 
 impl Padded {
-    fn new(g: &Geom) -> Self {
+    fn new(g: &Geom, lanes: usize) -> Self {
         let s = g.stride as isize;
         let (pad, kh, kw) = (g.pad as isize, g.kh as isize, g.kw as isize);
         let (lo_y, hi_y) = ((-pad).div_euclid(s), (kh - 1 - pad).div_euclid(s));
         let (lo_x, hi_x) = ((-pad).div_euclid(s), (kw - 1 - pad).div_euclid(s));
         // Rows of vectors read up to ow rounded up to a vector (the lanes past ow are computed
         // from zeros and never stored).
-        let owp = g.ow.next_multiple_of(LANES);
+        let owp = g.ow.next_multiple_of(lanes);
         let ph = g.oh + (hi_y - lo_y) as usize;
         let pw = owp + (hi_x - lo_x) as usize;
         Self { s: g.stride, lo_y, lo_x, ph, pw }
@@ -184,8 +218,23 @@ pub(crate) fn conv_direct(
     bias: Option<&[f32]>,
     act: Option<f32>,
 ) -> Vec<f32> {
+    let f = Form::now().expect("direct conv: dispatched on a CPU without AVX2 or AVX-512");
+    conv_on(f, x, nb, g, w, bias, act)
+}
+
+/// [`conv_direct`] on the tile `f`.
+fn conv_on(
+    f: Form,
+    x: &[f32],
+    nb: usize,
+    g: &Geom,
+    w: &DirectWeights,
+    bias: Option<&[f32]>,
+    act: Option<f32>,
+) -> Vec<f32> {
     let (m, k, s) = (w.m, g.rows(), g.grid());
-    assert!(applies(g, m), "direct conv: not a layer it runs");
+    assert!(f.isa.available(), "direct conv: {} not on this CPU", f.isa.name());
+    assert_eq!(g.dil, 1, "direct conv: dilated kernel");
     assert_eq!(w.k, k, "direct conv: weight columns");
     assert_eq!(x.len(), nb * g.c * g.h * g.w, "direct conv: input size");
     assert!(bias.is_none_or(|b| b.len() == m), "direct conv: bias length");
@@ -195,21 +244,21 @@ pub(crate) fn conv_direct(
     if len == 0 {
         return out;
     }
-    let pad = Padded::new(g);
+    let pad = Padded::new(g, f.lanes);
     let blocks = m.div_ceil(CO);
     let wp = &w.data;
     let kk = g.kh * g.kw;
     let offs: Vec<usize> = (0..k).map(|t| pad.tap(g, t / kk, t / g.kw % g.kh, t % g.kw)).collect();
-    let reach = offs.iter().max().copied().unwrap_or(0) + LANES;
+    let reach = offs.iter().max().copied().unwrap_or(0) + f.lanes;
     let per_image = g.c * g.stride * g.stride * pad.plane();
     let mut src = Scratch::take(nb * per_image);
     for (n, dst) in src.chunks_exact_mut(per_image).enumerate() {
         pad.fill(&x[n * g.c * g.h * g.w..][..g.c * g.h * g.w], g, dst, act);
     }
-    // Vectors of 16 output pixels, row by row; tiles of V of them (a tile may span rows).
-    let row_vecs = g.ow.div_ceil(LANES);
+    // Vectors of output pixels, row by row; tiles of f.v of them (a tile may span rows).
+    let row_vecs = g.ow.div_ceil(f.lanes);
     let vecs = g.oh * row_vecs;
-    let tiles = vecs.div_ceil(V);
+    let tiles = vecs.div_ceil(f.v);
     // Tasks: (image, run of tiles), a few per thread; each tile runs every channel block on a
     // range of taps in turn, so that the input it reads comes into L1 once and not once per
     // block (read once per block, the layers ran at 120 GFLOP/s).
@@ -237,21 +286,23 @@ pub(crate) fn conv_direct(
         let src = &src[n * per_image..][..per_image];
         let (t0, t1) = (r * per_run, ((r + 1) * per_run).min(tiles));
         for t in t0..t1 {
-            let v0 = t * V;
+            let v0 = t * f.v;
             for k0 in (0..k).step_by(KC) {
                 let kc = k0..(k0 + KC).min(k);
                 for (b, job) in jobs.iter().enumerate() {
-                    // SAFETY: this task accesses only the pixels of vectors v0 .. v0 + V of
+                    // SAFETY: this task accesses only the pixels of vectors v0 .. v0 + f.v of
                     // image n (output rows are disjoint between vectors and tiles, tiles between
                     // runs, images between images), channel block b's channels, all inside out
-                    // (m·s floats per image). applies() checked the ISA.
+                    // (m·s floats per image). The CPU has f's ISA (asserted above).
                     unsafe {
                         let base = (dst as *mut f32).add((n * m + b * CO) * s);
-                        if v0 + V <= vecs {
-                            tile_avx512::<V>(job, src, kc.clone(), v0, base);
-                        } else {
-                            for v in v0..vecs {
-                                tile_avx512::<1>(job, src, kc.clone(), v, base);
+                        match (f.isa, v0 + 3 <= vecs) {
+                            (Isa::Avx2, _) => tile_avx2::<1>(job, src, kc.clone(), v0, base),
+                            (_, true) => tile_avx512::<3>(job, src, kc.clone(), v0, base),
+                            (_, false) => {
+                                for v in v0..vecs {
+                                    tile_avx512::<1>(job, src, kc.clone(), v, base);
+                                }
                             }
                         }
                     }
@@ -302,6 +353,7 @@ unsafe fn tile_avx512<const NV: usize>(
     out: *mut f32,
 ) {
     use std::arch::x86_64::*;
+    const LANES: usize = 16;
     let (mut base, mut at, mut mask) = ([0usize; NV], [0usize; NV], [0u16; NV]);
     for i in 0..NV {
         let (oy, ox) = ((v0 + i) / job.row_vecs, (v0 + i) % job.row_vecs * LANES);
@@ -347,6 +399,78 @@ unsafe fn tile_avx512<const NV: usize>(
     }
 }
 
+/// [`tile_avx512`] on AVX2 + FMA: vectors of 8 pixels.
+///
+/// # Safety
+/// As [`tile_avx512`], the CPU having AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const NV: usize>(
+    job: &Job,
+    src: &[f32],
+    kc: std::ops::Range<usize>,
+    v0: usize,
+    out: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    const LANES: usize = 8;
+    let lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let (mut base, mut at) = ([0usize; NV], [0usize; NV]);
+    let mut mask = [_mm256_setzero_si256(); NV];
+    for i in 0..NV {
+        let (oy, ox) = ((v0 + i) / job.row_vecs, (v0 + i) % job.row_vecs * LANES);
+        base[i] = oy * job.pw + ox;
+        at[i] = oy * job.ow + ox;
+        let lanes = LANES.min(job.ow - ox) as i32;
+        mask[i] = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), lane_ids);
+    }
+    let (offs, w) = (&job.offs[kc.clone()], &job.w[kc.start * CO..kc.end * CO]);
+    // As in tile_avx512: the padded planes hold every vector read.
+    assert!(base[NV - 1] + job.reach <= src.len(), "direct conv: padded input too short");
+    let src = src.as_ptr();
+    let mut acc = [[_mm256_setzero_ps(); NV]; CO];
+    for (j, acc) in acc.iter_mut().enumerate().take(job.channels) {
+        for i in 0..NV {
+            acc[i] = match kc.start {
+                0 => _mm256_set1_ps(job.bias[j]),
+                // SAFETY: this tile's pixels of channel j (caller's contract).
+                _ => unsafe { _mm256_maskload_ps(out.add(j * job.plane + at[i]), mask[i]) },
+            };
+        }
+    }
+    for (t, &off) in offs.iter().enumerate() {
+        // SAFETY: off + base[i] + 7 < src.len() (asserted above); t·CO + j < w.len().
+        unsafe {
+            let p = src.add(off);
+            let v: [__m256; NV] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(base[i])));
+            let w = w.as_ptr().add(t * CO);
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let wj = _mm256_broadcast_ss(&*w.add(j));
+                for i in 0..NV {
+                    acc[i] = _mm256_fmadd_ps(wj, v[i], acc[i]);
+                }
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate().take(job.channels) {
+        for i in 0..NV {
+            // SAFETY: the masked lanes are this tile's pixels of channel j (caller's contract).
+            unsafe { _mm256_maskstore_ps(out.add(j * job.plane + at[i]), mask[i], acc[i]) }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_avx2<const NV: usize>(
+    _: &Job,
+    _: &[f32],
+    _: std::ops::Range<usize>,
+    _: usize,
+    _: *mut f32,
+) {
+    unreachable!("direct conv: applies() is false off x86-64")
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn tile_avx512<const NV: usize>(
     _: &Job,
@@ -368,10 +492,15 @@ mod tests {
     /// channel counts that leave partial blocks and tiles, bias and the fused activation.
     #[test]
     fn direct_conv_matches_the_definition() {
-        if !Isa::Avx512.available() {
-            eprintln!("direct conv (AVX-512): skipped, this CPU has no AVX-512F");
-            return;
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            match Form::of(isa) {
+                Some(f) => check_tiles(f),
+                None => eprintln!("direct conv on {}: skipped (not on this CPU)", isa.name()),
+            }
         }
+    }
+
+    fn check_tiles(f: Form) {
         for (nb, c, (h, wd), m, kh, st, pad, act) in [
             (1, 3, (64, 64), 32, 4, 2, 1, None),
             (2, 5, (34, 40), 13, 4, 2, 1, Some(0.2)),
@@ -380,14 +509,11 @@ mod tests {
             (1, 2, (40, 50), 17, 3, 2, 0, None),
         ] {
             let g = Geom::conv(c, (h, wd), (kh, kh), st, pad, 1).expect("geometry");
-            if !applies(&g, m) {
-                panic!("test geometry {g:?} not run by the kernel");
-            }
             let x = test_values(nb * c * h * wd, 40.0);
             let w = test_values(m * g.rows(), 90.0);
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.1 - 0.5).collect();
             let packed = DirectWeights::pack(Mat::rm(&w, m, g.rows()));
-            let got = conv_direct(&x, nb, &g, &packed, Some(&bias), act);
+            let got = conv_on(f, &x, nb, &g, &packed, Some(&bias), act);
             let inp = |v: f32| match act {
                 Some(s) if v < 0.0 => (v * s) as f64,
                 _ => v as f64,
@@ -416,7 +542,8 @@ mod tests {
                             let got = got[((n * m + co) * g.oh + oy) * g.ow + ox] as f64;
                             assert!(
                                 (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                                "{g:?} m {m} at ({n}, {co}, {oy}, {ox}): {got} vs {want}"
+                                "{}: {g:?} m {m} at ({n}, {co}, {oy}, {ox}): {got} vs {want}",
+                                f.isa.name()
                             );
                         }
                     }
