@@ -82,7 +82,7 @@ fn conv_gemm(
             },
         ),
         (Weights::F32(a), _) if direct::applies(g, m) => {
-            conv_packed(x, nb, g, &DirectWeights::pack(a), bias, act)
+            direct::conv_direct(x, nb, g, &DirectWeights::pack(a), bias, act)
         }
         (Weights::F32(a), false) if blocks_apply(g.rows(), s) => timed(
             || format!("conv   blocks   {}", shape()),
@@ -95,24 +95,6 @@ fn conv_gemm(
         ),
         _ => conv_whole(x, nb, g, w, bias, act),
     }
-}
-
-/// [`conv_core`] on the direct kernel, whose weights frozen layers pack once
-/// (where [`direct::applies`]).
-pub(crate) fn conv_packed(
-    x: &[f32],
-    nb: usize,
-    g: &Geom,
-    w: &DirectWeights,
-    bias: Option<&[f32]>,
-    act: Option<f32>,
-) -> Vec<f32> {
-    let m = w.rows();
-    timed(
-        || format!("conv   direct   {m}x{}x{nb} k{} s{} @{}x{}", g.c, g.kh, g.stride, g.oh, g.ow),
-        2.0 * (m * nb * g.grid() * g.rows()) as f64,
-        || direct::conv_direct(x, nb, g, w, bias, act),
-    )
 }
 
 /// The `(nb, m, grid)` result of one `product(dst, src, phases, n, accumulate)` per image, on
@@ -293,7 +275,7 @@ impl Conv2dOp {
         let g = Geom::conv(cin, (h, w), (kh, kw), self.stride, self.padding, self.dilation)?;
         let y = match packed {
             Some(p) if direct::applies(&g, cout) && p.rows() == cout => {
-                conv_packed(x, nb, &g, p, bias, act)
+                direct::conv_direct(x, nb, &g, p, bias, act)
             }
             _ => conv_core(x, nb, &g, Weights::F32(Mat::rm(k, cout, g.rows())), bias, act),
         };

@@ -219,7 +219,12 @@ pub(crate) fn conv_direct(
     act: Option<f32>,
 ) -> Vec<f32> {
     let f = Form::now().expect("direct conv: dispatched on a CPU without AVX2 or AVX-512");
-    conv_on(f, x, nb, g, w, bias, act)
+    let m = w.rows();
+    super::timed(
+        || format!("conv   direct   {m}x{}x{nb} k{} s{} @{}x{}", g.c, g.kh, g.stride, g.oh, g.ow),
+        2.0 * (m * nb * g.grid() * g.rows()) as f64,
+        || conv_on(f, x, nb, g, w, bias, act),
+    )
 }
 
 /// [`conv_direct`] on the tile `f`.
@@ -335,14 +340,165 @@ struct Job<'a> {
     plane: usize,
 }
 
+/// One instruction set's vectors as the tile uses them. The methods are `inline(always)` so
+/// that they compile inside the `target_feature` functions that call them ([`tile_avx512`],
+/// [`tile_avx2`]), whose features the intrinsics need.
+#[cfg(target_arch = "x86_64")]
+trait Vectors {
+    const LANES: usize;
+    type V: Copy;
+    type Mask: Copy;
+    unsafe fn splat(v: f32) -> Self::V;
+    /// The first `lanes` lanes.
+    unsafe fn mask(lanes: usize) -> Self::Mask;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn load_masked(p: *const f32, m: Self::Mask) -> Self::V;
+    unsafe fn store_masked(p: *mut f32, m: Self::Mask, v: Self::V);
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Vectors for Avx512 {
+    const LANES: usize = 16;
+    type V = std::arch::x86_64::__m512;
+    type Mask = u16;
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self::V {
+        // SAFETY (here and below): the caller runs with AVX-512 F enabled (trait doc).
+        unsafe { std::arch::x86_64::_mm512_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn mask(lanes: usize) -> u16 {
+        ((1u32 << lanes.min(16)) - 1) as u16
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: u16) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_maskz_loadu_ps(m, p) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f32, m: u16, v: Self::V) {
+        unsafe { std::arch::x86_64::_mm512_mask_storeu_ps(p, m, v) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_fmadd_ps(a, b, c) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Vectors for Avx2 {
+    const LANES: usize = 8;
+    type V = std::arch::x86_64::__m256;
+    type Mask = std::arch::x86_64::__m256i;
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self::V {
+        // SAFETY (here and below): the caller runs with AVX2 and FMA enabled (trait doc).
+        unsafe { std::arch::x86_64::_mm256_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn mask(lanes: usize) -> Self::Mask {
+        use std::arch::x86_64::*;
+        unsafe {
+            let ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes.min(8) as i32), ids)
+        }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: Self::Mask) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_maskload_ps(p, m) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f32, m: Self::Mask, v: Self::V) {
+        unsafe { std::arch::x86_64::_mm256_maskstore_ps(p, m, v) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, c) }
+    }
+}
+
 /// Taps `kc` (a range of the reduction) of the tile of `NV` vectors from vector `v0`
 /// (`job.row_vecs` per output row) of the block's channels, on `src` (an image's padded
 /// phases), at `out` (the block's first channel plane): the first range starts from the bias,
 /// the others add to what `out` holds.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `out + j·plane + oy·ow + ox` is valid for reads and writes, and
-/// accessed by no one else, for the block's channels `j` and the tile's pixels.
+/// The CPU has `S`'s instruction set and the caller is compiled for it; `out + j·plane +
+/// oy·ow + ox` is valid for reads and writes, and accessed by no one else, for the block's
+/// channels `j` and the tile's pixels.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile<S: Vectors, const NV: usize>(
+    job: &Job,
+    src: &[f32],
+    kc: std::ops::Range<usize>,
+    v0: usize,
+    out: *mut f32,
+) {
+    let (mut base, mut at) = ([0usize; NV], [0usize; NV]);
+    // SAFETY (every intrinsic below): the caller's contract on the instruction set.
+    let mut mask = [unsafe { S::mask(0) }; NV];
+    for i in 0..NV {
+        let (oy, ox) = ((v0 + i) / job.row_vecs, (v0 + i) % job.row_vecs * S::LANES);
+        base[i] = oy * job.pw + ox;
+        at[i] = oy * job.ow + ox;
+        mask[i] = unsafe { S::mask(job.ow - ox) };
+    }
+    let (offs, w) = (&job.offs[kc.clone()], &job.w[kc.start * CO..kc.end * CO]);
+    // Every read below stays inside src: the planes are padded so that a vector's last lane,
+    // at any tap, is at most (ph - 1)·pw + pw - 1 into its plane (Padded::new).
+    assert!(base[NV - 1] + job.reach <= src.len(), "direct conv: padded input too short");
+    let src = src.as_ptr();
+    let mut acc = [[unsafe { S::splat(0.0) }; NV]; CO];
+    for (j, acc) in acc.iter_mut().enumerate().take(job.channels) {
+        for i in 0..NV {
+            acc[i] = match kc.start {
+                0 => unsafe { S::splat(job.bias[j]) },
+                // SAFETY: this tile's pixels of channel j (caller's contract).
+                _ => unsafe { S::load_masked(out.add(j * job.plane + at[i]), mask[i]) },
+            };
+        }
+    }
+    for (t, &off) in offs.iter().enumerate() {
+        // SAFETY: off + base[i] + LANES - 1 < src.len() (asserted above); t·CO + j < w.len().
+        unsafe {
+            let p = src.add(off);
+            let v: [S::V; NV] = std::array::from_fn(|i| S::load(p.add(base[i])));
+            let w = w.as_ptr().add(t * CO);
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let wj = S::splat(*w.add(j));
+                for i in 0..NV {
+                    acc[i] = S::fmadd(wj, v[i], acc[i]);
+                }
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate().take(job.channels) {
+        for i in 0..NV {
+            // SAFETY: the masked lanes are this tile's pixels of channel j (caller's contract).
+            unsafe { S::store_masked(out.add(j * job.plane + at[i]), mask[i], acc[i]) }
+        }
+    }
+}
+
+/// [`tile`] on AVX-512: vectors of 16 pixels.
+///
+/// # Safety
+/// As [`tile`], the CPU having AVX-512 F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_avx512<const NV: usize>(
@@ -352,57 +508,14 @@ unsafe fn tile_avx512<const NV: usize>(
     v0: usize,
     out: *mut f32,
 ) {
-    use std::arch::x86_64::*;
-    const LANES: usize = 16;
-    let (mut base, mut at, mut mask) = ([0usize; NV], [0usize; NV], [0u16; NV]);
-    for i in 0..NV {
-        let (oy, ox) = ((v0 + i) / job.row_vecs, (v0 + i) % job.row_vecs * LANES);
-        base[i] = oy * job.pw + ox;
-        at[i] = oy * job.ow + ox;
-        let lanes = LANES.min(job.ow - ox);
-        mask[i] = ((1u32 << lanes) - 1) as u16;
-    }
-    let (offs, w) = (&job.offs[kc.clone()], &job.w[kc.start * CO..kc.end * CO]);
-    // Every read below stays inside src: the planes are padded so that a vector's last lane,
-    // at any tap, is at most (ph - 1)·pw + pw - 1 into its plane (Padded::new).
-    assert!(base[NV - 1] + job.reach <= src.len(), "direct conv: padded input too short");
-    let src = src.as_ptr();
-    let mut acc = [[_mm512_setzero_ps(); NV]; CO];
-    for (j, acc) in acc.iter_mut().enumerate().take(job.channels) {
-        for i in 0..NV {
-            acc[i] = match kc.start {
-                0 => _mm512_set1_ps(job.bias[j]),
-                // SAFETY: this tile's pixels of channel j (caller's contract).
-                _ => unsafe { _mm512_maskz_loadu_ps(mask[i], out.add(j * job.plane + at[i])) },
-            };
-        }
-    }
-    for (t, &off) in offs.iter().enumerate() {
-        // SAFETY: off + base[i] + 15 < src.len() (asserted above); t·CO + j < w.len().
-        unsafe {
-            let p = src.add(off);
-            let v: [__m512; NV] = std::array::from_fn(|i| _mm512_loadu_ps(p.add(base[i])));
-            let w = w.as_ptr().add(t * CO);
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let wj = _mm512_set1_ps(*w.add(j));
-                for i in 0..NV {
-                    acc[i] = _mm512_fmadd_ps(wj, v[i], acc[i]);
-                }
-            }
-        }
-    }
-    for (j, acc) in acc.iter().enumerate().take(job.channels) {
-        for i in 0..NV {
-            // SAFETY: the masked lanes are this tile's pixels of channel j (caller's contract).
-            unsafe { _mm512_mask_storeu_ps(out.add(j * job.plane + at[i]), mask[i], acc[i]) }
-        }
-    }
+    // SAFETY: the contract, passed on; this function is compiled for AVX-512 F.
+    unsafe { tile::<Avx512, NV>(job, src, kc, v0, out) }
 }
 
-/// [`tile_avx512`] on AVX2 + FMA: vectors of 8 pixels.
+/// [`tile`] on AVX2 + FMA: vectors of 8 pixels.
 ///
 /// # Safety
-/// As [`tile_avx512`], the CPU having AVX2 and FMA.
+/// As [`tile`], the CPU having AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2<const NV: usize>(
@@ -412,52 +525,8 @@ unsafe fn tile_avx2<const NV: usize>(
     v0: usize,
     out: *mut f32,
 ) {
-    use std::arch::x86_64::*;
-    const LANES: usize = 8;
-    let lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let (mut base, mut at) = ([0usize; NV], [0usize; NV]);
-    let mut mask = [_mm256_setzero_si256(); NV];
-    for i in 0..NV {
-        let (oy, ox) = ((v0 + i) / job.row_vecs, (v0 + i) % job.row_vecs * LANES);
-        base[i] = oy * job.pw + ox;
-        at[i] = oy * job.ow + ox;
-        let lanes = LANES.min(job.ow - ox) as i32;
-        mask[i] = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), lane_ids);
-    }
-    let (offs, w) = (&job.offs[kc.clone()], &job.w[kc.start * CO..kc.end * CO]);
-    // As in tile_avx512: the padded planes hold every vector read.
-    assert!(base[NV - 1] + job.reach <= src.len(), "direct conv: padded input too short");
-    let src = src.as_ptr();
-    let mut acc = [[_mm256_setzero_ps(); NV]; CO];
-    for (j, acc) in acc.iter_mut().enumerate().take(job.channels) {
-        for i in 0..NV {
-            acc[i] = match kc.start {
-                0 => _mm256_set1_ps(job.bias[j]),
-                // SAFETY: this tile's pixels of channel j (caller's contract).
-                _ => unsafe { _mm256_maskload_ps(out.add(j * job.plane + at[i]), mask[i]) },
-            };
-        }
-    }
-    for (t, &off) in offs.iter().enumerate() {
-        // SAFETY: off + base[i] + 7 < src.len() (asserted above); t·CO + j < w.len().
-        unsafe {
-            let p = src.add(off);
-            let v: [__m256; NV] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(base[i])));
-            let w = w.as_ptr().add(t * CO);
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let wj = _mm256_broadcast_ss(&*w.add(j));
-                for i in 0..NV {
-                    acc[i] = _mm256_fmadd_ps(wj, v[i], acc[i]);
-                }
-            }
-        }
-    }
-    for (j, acc) in acc.iter().enumerate().take(job.channels) {
-        for i in 0..NV {
-            // SAFETY: the masked lanes are this tile's pixels of channel j (caller's contract).
-            unsafe { _mm256_maskstore_ps(out.add(j * job.plane + at[i]), mask[i], acc[i]) }
-        }
-    }
+    // SAFETY: the contract, passed on; this function is compiled for AVX2 and FMA.
+    unsafe { tile::<Avx2, NV>(job, src, kc, v0, out) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]

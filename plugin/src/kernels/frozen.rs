@@ -56,15 +56,16 @@ const BF16_MIN_ROWS: usize = 128;
 /// 0.53).
 const BF16_MIN_COLUMNS: usize = 9;
 
+/// Whether `w` acts as a frozen weight on `x`: not a training variable, no gradient wanted
+/// through `x`, and both on the fast kernels' path.
+fn frozen_for(x: &Tensor, w: &Tensor) -> bool {
+    !x.track_op() && !w.is_variable() && fast_for(x, w)
+}
+
 /// Whether a frozen layer whose product is `rows × cols` runs this input in bf16: asked for
 /// and possible, no gradient wanted, and a product large enough to gain.
 fn bf16_for(x: &Tensor, w: &Tensor, rows: usize, cols: usize) -> bool {
-    rows >= BF16_MIN_ROWS
-        && cols >= BF16_MIN_COLUMNS
-        && bf16::active()
-        && !x.track_op()
-        && !w.is_variable()
-        && fast_for(x, w)
+    rows >= BF16_MIN_ROWS && cols >= BF16_MIN_COLUMNS && bf16::active() && frozen_for(x, w)
 }
 
 /// Output-channel scales and shifts of a batch norm on running statistics.
@@ -178,7 +179,7 @@ impl Conv2d {
     /// weights, no gradient wanted, and a strided layer (its phase split applies it).
     pub fn takes_activation(&self, x: &Tensor) -> bool {
         let (w, cfg) = (self.layer.weight(), self.layer.config());
-        cfg.groups == 1 && cfg.stride > 1 && !x.track_op() && !w.is_variable() && fast_for(x, w)
+        cfg.groups == 1 && cfg.stride > 1 && frozen_for(x, w)
     }
 
     /// This layer then the per-channel map `affine()` returns, as one folded layer, when the
@@ -191,7 +192,7 @@ impl Conv2d {
         affine: impl FnOnce() -> Result<Option<Affine>>,
     ) -> Result<Option<Tensor>> {
         let w = self.layer.weight();
-        if x.track_op() || w.is_variable() || !fast_for(x, w) {
+        if !frozen_for(x, w) {
             return Ok(None);
         }
         let Some(affine) = affine()? else { return Ok(None) };
@@ -223,7 +224,7 @@ impl Conv2d {
             let g = Geom::conv(c, (h, wd), (kh, kw), cfg.stride, cfg.padding, cfg.dilation);
             Some((nb, g.ok()?))
         });
-        let frozen = cfg.groups == 1 && !x.track_op() && !w.is_variable() && fast_for(x, w);
+        let frozen = cfg.groups == 1 && frozen_for(x, w);
         if let (true, 1, Some((_, g))) = (frozen, cfg.dilation, &geom) {
             let (s, p) = (cfg.stride, cfg.padding);
             let rows = live_taps(g.h, kh, s, p, g.oh, false);

@@ -454,10 +454,10 @@ mod tests {
     use crate::kernels::mat::test_values;
 
     /// All three forms on every instruction set the CPU has (the broadcast form on AVX-512 at
-    /// 11 and 16 columns, a reduction in four chunks, the last short), against an f64 sum: column counts that
-    /// fill and that leave a partial tile, a row count that leaves a partial row group, a
-    /// reduction that is not a multiple of the vector, accumulation into a padded dst (150
-    /// rows: 19 per task on two threads, so whole row groups and single rows both run).
+    /// 11 and 16 columns, a reduction in four chunks, the last short), against an f64 sum:
+    /// column counts that fill and that leave a partial tile, a row count that leaves a partial
+    /// row group, a reduction that is not a multiple of the vector, accumulation into a padded
+    /// dst (150 rows: 19 per task on two threads, so whole row groups and single rows both run).
     #[test]
     fn small_n_products_match_a_direct_sum() {
         let (m, k) = (150, 1100);
