@@ -149,15 +149,20 @@ fn main() {
                 norm: NormKind::Batch,
                 dropout: true,
             };
-            let g = pix2pix::faces::api::random_generator(GeneratorConfig::Unet(cfg)).unwrap();
+            let mut g = pix2pix::faces::api::random_generator(GeneratorConfig::Unet(cfg)).unwrap();
+            // PIX2PIX_BENCH_STATS=batch: the image's own statistics, as `host run` and
+            // `host bench` normalise (the paper's protocol); the default folds running ones, as
+            // a model opened on them does.
+            let stats = match std::env::var("PIX2PIX_BENCH_STATS").as_deref() {
+                Ok("batch") => NormStats::Batch,
+                _ => NormStats::Running,
+            };
+            if stats == NormStats::Running {
+                g.fold_running_norms().unwrap();
+            }
+            let f = Forward::infer(stats);
             for &nb in &batches {
                 let x = rand_image(nb, size, 1);
-                // PIX2PIX_BENCH_STATS=batch: the image's own statistics, as `host run` and
-                // `host bench` normalise (the paper's protocol); the default folds running ones.
-                let f = Forward::infer(match std::env::var("PIX2PIX_BENCH_STATS").as_deref() {
-                    Ok("batch") => NormStats::Batch,
-                    _ => NormStats::Running,
-                });
                 for &mode in &modes {
                     kernels::set_mode(mode);
                     let s = time(iters(mode), || {

@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
     };
     let checkpoints = inputs.iter().map(Checkpoint::load).collect::<Result<Vec<_>, _>>()?;
     let mean = average(&checkpoints, output)?;
-    let model = Model::from_checkpoint(&mean, Options::default())?;
+    let model = Model::from_checkpoint(mean.clone(), Options::default())?;
     save_safetensors(output, mean.tensors(), DType::F32)?;
     println!(
         "mean of {} checkpoints ({}, ngf {}) → {output}",

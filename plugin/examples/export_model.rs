@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("dtype `{other}`: expected f32, f16 or bf16"),
     };
     let ckpt = Checkpoint::load(input)?;
-    let model = Model::from_checkpoint(&ckpt, Options::default())?;
+    let model = Model::from_checkpoint(ckpt.clone(), Options::default())?;
     save_safetensors(output, ckpt.tensors(), dtype)?;
     let size = std::fs::metadata(output)?.len();
     println!(

@@ -30,7 +30,9 @@ mod source;
 pub use average::average;
 pub use limits::{physical_memory, PickleLimits, ReadLimits};
 
-/// A state dict: names → f32 tensors, remembering the file it came from.
+/// A state dict: names → f32 tensors, remembering the file it came from. Clones share the
+/// tensors.
+#[derive(Clone)]
 pub struct Checkpoint {
     pub path: PathBuf,
     tensors: BTreeMap<String, Tensor>,

@@ -95,7 +95,8 @@ fn half_precision_and_dataparallel_files_load() {
     let name = "unet128_ngf8_instance_lsgan";
     let a = Checkpoint::load(fixture(name).join("generator.safetensors")).unwrap();
     let x = &load(name, "forward.safetensors")["x"];
-    let reference = Model::from_checkpoint(&a, Options::default()).unwrap().forward(x).unwrap();
+    let reference =
+        Model::from_checkpoint(a.clone(), Options::default()).unwrap().forward(x).unwrap();
     for dtype in [DType::F16, DType::BF16] {
         let out = dir.join(format!("g-{dtype:?}.safetensors"));
         let prefixed: BTreeMap<String, Tensor> =
@@ -103,7 +104,7 @@ fn half_precision_and_dataparallel_files_load() {
         save_safetensors(&out, &prefixed, dtype).unwrap();
         let b = Checkpoint::load(&out).unwrap();
         assert!(b.names().all(|n| !n.starts_with("module.")));
-        let y = Model::from_checkpoint(&b, Options::default()).unwrap().forward(x).unwrap();
+        let y = Model::from_checkpoint(b, Options::default()).unwrap().forward(x).unwrap();
         let err = max_abs(&y, &reference);
         println!("{dtype:?} weights: max abs output error {err:.2e}");
         assert!(err < 0.1, "{dtype:?}: {err}");
@@ -190,7 +191,11 @@ fn explicit_settings_that_contradict_the_file_name_the_tensor_and_shapes() {
         .unwrap();
     let GeneratorConfig::Unet(mut cfg) = pix2pix::infer_generator(&a).unwrap() else { panic!() };
     cfg.ngf = 16;
-    let e = err_of(Model::from_checkpoint_with(&a, GeneratorConfig::Unet(cfg), Options::default()));
+    let e = err_of(Model::from_checkpoint_with(
+        a.clone(),
+        GeneratorConfig::Unet(cfg),
+        Options::default(),
+    ));
     assert!(
         e.contains("model.model.0.weight")
             && e.contains("[8, 3, 4, 4]")
@@ -199,6 +204,10 @@ fn explicit_settings_that_contradict_the_file_name_the_tensor_and_shapes() {
     );
     cfg.ngf = 8;
     cfg.num_downs = 8;
-    let e = err_of(Model::from_checkpoint_with(&a, GeneratorConfig::Unet(cfg), Options::default()));
+    let e = err_of(Model::from_checkpoint_with(
+        a.clone(),
+        GeneratorConfig::Unet(cfg),
+        Options::default(),
+    ));
     assert!(e.contains("missing tensor"), "{e}");
 }

@@ -399,9 +399,9 @@ fn frozen_layers_in_bf16_within_rounding_of_f32() {
     assert_eq!(kernels::precision(), Precision::F32, "with_precision leaked");
 }
 
-/// Frozen conv / transposed conv followed by batch norm on running statistics run folded into
-/// one layer (`Sequential` looks one op ahead): against the same layers run separately in f64
-/// (no fast path, no folding), for both norm-statistics modes (batch statistics never fold).
+/// Frozen conv / transposed conv followed by batch norm, folded into one layer for running
+/// statistics (`fold_running_norms`, as a model opened on them is): against the same layers run
+/// separately in f64 (no fast path, no folding); and, unfolded, on both statistics.
 #[test]
 fn batch_norm_folds_into_frozen_convolutions() {
     use pix2pix::nets::layers::{conv, conv_transpose, Layer, SequentialBuilder};
@@ -436,6 +436,8 @@ fn batch_norm_folds_into_frozen_convolutions() {
             seq.unwrap().add_norm(NormKind::Batch, cout).unwrap().build()
         };
         let (fast, reference) = (build(DType::F32), build(DType::F64));
+        let mut folded = build(DType::F32);
+        folded.fold_running_norms().unwrap();
         let what = format!(
             "{} {cin}->{cout} bias {bias}",
             if transposed { "convT+BN" } else { "conv+BN" }
@@ -444,21 +446,24 @@ fn batch_norm_folds_into_frozen_convolutions() {
             let f = Forward::infer(stats);
             let want = reference.forward(&x.to_dtype(DType::F64).unwrap(), &f).unwrap();
             for call in 0..2 {
-                check(
-                    &format!("{what} {stats:?} call {call}"),
-                    &fast.forward(&x, &f).unwrap(),
-                    &want,
-                    1e-5,
-                );
+                let got = fast.forward(&x, &f).unwrap();
+                check(&format!("{what} {stats:?} call {call}"), &got, &want, 1e-5);
+            }
+            if stats == NormStats::Running {
+                let got = folded.forward(&x, &f).unwrap();
+                check(&format!("{what} folded"), &got, &want, 1e-5);
+                // Folding changes the rounding: proof the norm is no longer run on its own.
+                assert_ne!(bits(&got), bits(&fast.forward(&x, &f).unwrap()), "{what}: not folded");
             }
         }
     }
 }
 
 /// A frozen strided conv after LeakyReLU (the U-Net's down path) applies the activation as it
-/// reads its input (`Sequential` looks ahead), with and without a folded batch norm: equal to
-/// the bit to the activation run as its own layer first, and within f32 rounding of the f64
-/// layers run separately; stride 1 (no phase split: not fused) is checked as well.
+/// reads its input (`Sequential` looks ahead), with and without a batch norm (folded on running
+/// statistics): equal to the bit to the activation run as its own layer first, and within f32
+/// rounding of the f64 layers run separately; stride 1 (no phase split: not fused) is checked
+/// as well.
 #[test]
 fn leaky_relu_fuses_into_frozen_strided_convolutions() {
     use pix2pix::nets::layers::{conv, Layer, Op, SequentialBuilder};
@@ -500,12 +505,17 @@ fn leaky_relu_fuses_into_frozen_strided_convolutions() {
             }
         };
         for with_norm in [false, true] {
-            let (fused, separate, reference) = (
-                build(DType::F32, 1, with_norm),
-                build(DType::F32, 0, with_norm),
-                build(DType::F64, 1, with_norm),
-            );
             for stats in [NormStats::Running, NormStats::Batch] {
+                let (mut fused, mut separate, reference) = (
+                    build(DType::F32, 1, with_norm),
+                    build(DType::F32, 0, with_norm),
+                    build(DType::F64, 1, with_norm),
+                );
+                // As a model opened on running statistics runs.
+                if stats == NormStats::Running {
+                    fused.fold_running_norms().unwrap();
+                    separate.fold_running_norms().unwrap();
+                }
                 let f = Forward::infer(stats);
                 let what = format!("{cin}->{cout} @{side} s{stride} norm {with_norm} {stats:?}");
                 let got = fused.forward(&x, &f).unwrap();

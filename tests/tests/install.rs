@@ -200,7 +200,7 @@ fn readme_c_example_builds_with_pkg_config() {
         }
     }
     let ckpt = pix2pix::faces::default_model::checkpoint().expect("the shipped default model");
-    let model = pix2pix::Model::from_checkpoint(&ckpt, pix2pix::Options::default())
+    let model = pix2pix::Model::from_checkpoint(ckpt, pix2pix::Options::default())
         .expect("the shipped default model");
     let view = pix2pix::ImageView::new(w, h, w * 3, 3, &pixels).expect("image");
     let expected = model.translate(&view).expect("translate").data;

@@ -78,26 +78,34 @@ impl Model {
     /// Opens a checkpoint file (`.safetensors` or `.pth`). (The faces' "no path" meaning the
     /// shipped model is theirs: `faces::api::open_model`.)
     pub fn open(path: &std::path::Path, options: Options) -> Result<Self> {
-        Self::from_checkpoint(&Checkpoint::load(path)?, options)
+        Self::from_checkpoint(Checkpoint::load(path)?, options)
     }
 
-    pub fn from_checkpoint(ckpt: &Checkpoint, options: Options) -> Result<Self> {
-        let config = infer_generator(ckpt)?;
+    /// Builds the model from `ckpt`, consumed: a model pinned to running statistics folds its
+    /// weights once the checkpoint's own copies are gone, so its peak is one copy, not two.
+    pub fn from_checkpoint(ckpt: Checkpoint, options: Options) -> Result<Self> {
+        let config = infer_generator(&ckpt)?;
         Self::from_checkpoint_with(ckpt, config, options)
     }
 
     /// Opens with explicit settings; a file that contradicts them is an error naming the tensor.
     pub fn from_checkpoint_with(
-        ckpt: &Checkpoint,
+        ckpt: Checkpoint,
         config: GeneratorConfig,
         options: Options,
     ) -> Result<Self> {
-        let generator = ckpt.build(|vb| Generator::new(config, vb))?;
+        let mut generator = ckpt.build(|vb| Generator::new(config, vb))?;
+        let source = ckpt.path.display().to_string();
+        drop(ckpt);
+        if options.norm_stats == NormStats::Running {
+            // Pinned for the model's life: one folded copy of the weights, not two.
+            generator.fold_running_norms()?;
+        }
         let threads = match options.private_pool {
             true => Threads::private(options.threads)?,
             false => Threads::shared(options.threads),
         };
-        Ok(Self { generator, options, source: ckpt.path.display().to_string(), threads })
+        Ok(Self { generator, options, source, threads })
     }
 
     pub fn config(&self) -> GeneratorConfig {

@@ -12,9 +12,9 @@
 //! Frozen convolutions that the direct kernel runs (`direct.rs`: the outer layers on AVX-512)
 //! keep their weights packed for it, made on first use, beside the stored ones.
 //!
-//! With running statistics, a frozen layer followed by batch norm runs as one layer whose
-//! weights and bias have the norm's per-channel `x·scale + shift` folded in
-//! ([`Conv2d::forward_folded`]), made once on first use and kept beside the stored weights.
+//! A model pinned to running statistics replaces each layer followed by batch norm with one
+//! whose weights and bias have the norm's per-channel `x·scale + shift` folded in
+//! ([`Conv2d::folded`]), once, when it is opened: the unfolded weights are not kept.
 //!
 //! Under [`Precision::Bf16`](super::Precision) (where the CPU has AVX512_BF16) frozen layers
 //! also keep their weights packed as bf16, made on first use, and run their products on them
@@ -94,9 +94,8 @@ fn fold(
     Ok((w2, b2))
 }
 
-/// Something made from a frozen layer's weights on first use and kept: its copy with the next
-/// batch norm folded in, its weights packed for a kernel, or (one per key) its copies on
-/// trimmed kernel windows.
+/// Something made from a frozen layer's weights on first use and kept: its weights packed for
+/// a kernel, or (one per key) its copies on trimmed kernel windows.
 struct Cached<L, K = ()>(Mutex<Vec<(K, Arc<L>)>>);
 
 impl<L, K> Default for Cached<L, K> {
@@ -154,13 +153,11 @@ fn live_taps(
 type Window = (usize, usize);
 
 /// `nn.Conv2d` as the networks hold it: candle's layer, plus, when frozen, its weights packed
-/// for the bf16 products and for the direct kernel, and its copy with the next batch norm
-/// folded in.
+/// for the bf16 products and for the direct kernel, and its copies on trimmed windows.
 pub struct Conv2d {
     layer: candle_nn::Conv2d,
     bf16: Cached<PackedA>,
     direct: Cached<DirectWeights>,
-    folded: Cached<Conv2d>,
     trimmed: Cached<Conv2d, Window>,
 }
 
@@ -170,7 +167,6 @@ impl Conv2d {
             layer,
             bf16: Cached::default(),
             direct: Cached::default(),
-            folded: Cached::default(),
             trimmed: Cached::default(),
         }
     }
@@ -182,25 +178,11 @@ impl Conv2d {
         cfg.groups == 1 && cfg.stride > 1 && frozen_for(x, w)
     }
 
-    /// This layer then the per-channel map `affine()` returns, as one folded layer, when the
-    /// weights are frozen, no gradient is wanted and `affine()` gives a map (batch norm on
-    /// running statistics); `None`: run the two separately. `act` as in [`Conv2d::forward_with`].
-    pub fn forward_folded(
-        &self,
-        x: &Tensor,
-        act: Option<f32>,
-        affine: impl FnOnce() -> Result<Option<Affine>>,
-    ) -> Result<Option<Tensor>> {
-        let w = self.layer.weight();
-        if !frozen_for(x, w) {
-            return Ok(None);
-        }
-        let Some(affine) = affine()? else { return Ok(None) };
-        let folded = self.folded.get(|| {
-            let (w2, b2) = fold(w, self.layer.bias(), 0, &affine)?;
-            Ok(Conv2d::new(candle_nn::Conv2d::new(w2, Some(b2), *self.layer.config())))
-        })?;
-        folded.forward_with(x, act).map(Some)
+    /// This layer then the per-channel map `affine` (batch norm on running statistics), as one
+    /// layer.
+    pub fn folded(&self, affine: &Affine) -> Result<Self> {
+        let (w, b) = fold(self.layer.weight(), self.layer.bias(), 0, affine)?;
+        Ok(Conv2d::new(candle_nn::Conv2d::new(w, Some(b), *self.layer.config())))
     }
 
     pub fn layer(&self) -> &candle_nn::Conv2d {
@@ -284,7 +266,6 @@ pub struct ConvTranspose2d {
     config: candle_nn::ConvTranspose2dConfig,
     /// The row-major weights as bf16 (`cout·kh·kw × cin`).
     bf16: Cached<PackedA>,
-    folded: Cached<ConvTranspose2d>,
     trimmed: Cached<ConvTranspose2d, Window>,
 }
 
@@ -296,30 +277,14 @@ impl ConvTranspose2d {
             bias: layer.bias().cloned(),
             config,
             bf16: Cached::default(),
-            folded: Cached::default(),
             trimmed: Cached::default(),
         }
     }
 
-    /// As [`Conv2d::forward_folded`].
-    pub fn forward_folded(
-        &self,
-        x: &Tensor,
-        affine: impl FnOnce() -> Result<Option<Affine>>,
-    ) -> Result<Option<Tensor>> {
-        if x.track_op() || !fast_for(x, x) {
-            return Ok(None);
-        }
-        if matches!(&*self.weight.read().unwrap_or_else(|e| e.into_inner()), Weight::Stored(w) if w.is_variable())
-        {
-            return Ok(None);
-        }
-        let Some(affine) = affine()? else { return Ok(None) };
-        let folded = self.folded.get(|| {
-            let (w2, b2) = fold(&self.weight()?, self.bias.as_ref(), 1, &affine)?;
-            Ok(ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w2, Some(b2), self.config)))
-        })?;
-        folded.forward(x).map(Some)
+    /// As [`Conv2d::folded`].
+    pub fn folded(&self, affine: &Affine) -> Result<Self> {
+        let (w, b) = fold(&self.weight()?, self.bias.as_ref(), 1, affine)?;
+        Ok(ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w, Some(b), self.config)))
     }
 
     fn op(&self) -> ConvTranspose2dOp {

@@ -107,6 +107,14 @@ pub trait Layer {
     fn forward_relu(&self, _x: &Tensor, _f: &Forward) -> Result<Option<Tensor>> {
         Ok(None)
     }
+
+    /// Folds each batch norm on running statistics into the convolution before it, for a
+    /// frozen model that will only normalise with running statistics (`filter::Model` opened
+    /// so): afterwards the layer computes the same map with one copy of the weights instead of
+    /// the stored and folded pair, and batch statistics are no longer possible.
+    fn fold_running_norms(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// `x.run(&layer, f)`: candle's `apply`, with the forward context.

@@ -136,4 +136,11 @@ impl Layer for Generator {
             Generator::Resnet(g) => g.forward(x, f),
         }
     }
+
+    fn fold_running_norms(&mut self) -> Result<()> {
+        match self {
+            Generator::Unet(g) => g.fold_running_norms(),
+            Generator::Resnet(g) => g.fold_running_norms(),
+        }
+    }
 }

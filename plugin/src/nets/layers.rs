@@ -67,33 +67,10 @@ impl Layer for Sequential {
         let mut i = 0;
         while i < self.ops.len() {
             // A frozen strided convolution after LeakyReLU (the U-Net's down path) applies it
-            // as it reads its input, and folds the batch norm after it as below.
+            // as it reads its input.
             if let (Op::LeakyReLU(slope), Some(Op::Conv(c))) = (&self.ops[i], self.ops.get(i + 1)) {
                 if c.takes_activation(&x) {
-                    let act = Some(*slope as f32);
-                    let folded = match self.ops.get(i + 2) {
-                        Some(Op::Norm(n)) => c.forward_folded(&x, act, || n.running_affine(f))?,
-                        _ => None,
-                    };
-                    (x, i) = match folded {
-                        Some(y) => (y, i + 3),
-                        None => (c.forward_with(&x, act)?, i + 2),
-                    };
-                    continue;
-                }
-            }
-            // A frozen convolution followed by batch norm on running statistics runs as one
-            // convolution with the norm folded into its weights (kernels::frozen).
-            if let (Op::Conv(_) | Op::ConvTranspose(_), Some(Op::Norm(n))) =
-                (&self.ops[i], self.ops.get(i + 1))
-            {
-                let folded = match &self.ops[i] {
-                    Op::Conv(c) => c.forward_folded(&x, None, || n.running_affine(f))?,
-                    Op::ConvTranspose(c) => c.forward_folded(&x, || n.running_affine(f))?,
-                    _ => None,
-                };
-                if let Some(y) = folded {
-                    x = y;
+                    x = c.forward_with(&x, Some(*slope as f32))?;
                     i += 2;
                     continue;
                 }
@@ -110,6 +87,34 @@ impl Layer for Sequential {
             i += 1;
         }
         Ok(x)
+    }
+
+    fn fold_running_norms(&mut self) -> Result<()> {
+        let mut ops = Vec::with_capacity(self.ops.len());
+        let mut rest = std::mem::take(&mut self.ops).into_iter().peekable();
+        while let Some(op) = rest.next() {
+            let affine = match rest.peek() {
+                Some(Op::Norm(n)) => n.running_affine()?,
+                _ => None,
+            };
+            let op = match (op, affine) {
+                (Op::Conv(c), Some(a)) => Op::Conv(c.folded(&a)?),
+                (Op::ConvTranspose(c), Some(a)) => Op::ConvTranspose(c.folded(&a)?),
+                (Op::Block(mut b), _) => {
+                    b.fold_running_norms()?;
+                    ops.push(Op::Block(b));
+                    continue;
+                }
+                (op, _) => {
+                    ops.push(op);
+                    continue;
+                }
+            };
+            ops.push(op);
+            rest.next(); // the norm, now in the convolution
+        }
+        self.ops = ops;
+        Ok(())
     }
 }
 

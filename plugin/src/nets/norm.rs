@@ -83,11 +83,12 @@ impl Norm {
 }
 
 impl Norm {
-    /// With running statistics, batch norm is the per-channel map `x·scale + shift`: those
-    /// (for folding into the preceding convolution of a frozen model); `None` otherwise.
-    pub fn running_affine(&self, f: &Forward) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+    /// On running statistics, batch norm is the per-channel map `x·scale + shift`: those (for
+    /// folding into the preceding convolution of a frozen model); `None` for other norms and
+    /// training variables.
+    pub fn running_affine(&self) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
         let Norm::Batch(bn) = self else { return Ok(None) };
-        if f.stats != NormStats::Running || bn.weight.is_variable() {
+        if bn.weight.is_variable() {
             return Ok(None);
         }
         let v = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>();

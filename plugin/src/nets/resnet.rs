@@ -57,6 +57,10 @@ impl Layer for ResnetBlock {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
         x + x.run(&self.conv_block, f)?
     }
+
+    fn fold_running_norms(&mut self) -> Result<()> {
+        self.conv_block.fold_running_norms()
+    }
 }
 
 pub struct ResnetGenerator {
@@ -97,5 +101,9 @@ impl ResnetGenerator {
 impl Layer for ResnetGenerator {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
         x.run(&self.model, f)
+    }
+
+    fn fold_running_norms(&mut self) -> Result<()> {
+        self.model.fold_running_norms()
     }
 }

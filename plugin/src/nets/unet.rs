@@ -121,6 +121,10 @@ impl Layer for UnetBlock {
             || crate::kernels::cat_relu(x, &y).map(Some),
         )
     }
+
+    fn fold_running_norms(&mut self) -> Result<()> {
+        self.model.fold_running_norms()
+    }
 }
 
 pub struct UnetGenerator {
@@ -157,5 +161,9 @@ impl UnetGenerator {
 impl Layer for UnetGenerator {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor> {
         x.run(&self.model, f)
+    }
+
+    fn fold_running_norms(&mut self) -> Result<()> {
+        self.model.fold_running_norms()
     }
 }

@@ -130,7 +130,11 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
     let x = Tensor::randn(0f32, 0.5, shape, &Device::Cpu)
         .and_then(|t| t.tanh())
         .map_err(Error::from)?;
-    let generator = random_generator(config)?;
+    let mut generator = random_generator(config)?;
+    if spec.norm_stats == NormStats::Running {
+        // As a model opened on running statistics runs (`filter::Model`).
+        generator.fold_running_norms().map_err(Error::from)?;
+    }
     // As the batch translation runs: each image normalised by its own statistics.
     let f = Forward::infer(spec.norm_stats).per_image();
     let infer_ms = time_iterations(spec, |_| {

@@ -99,7 +99,7 @@ pub fn open_model(path: Option<&Path>, options: Options) -> ApiResult<LoadedMode
         )));
     }
     let ckpt = checkpoint_or_default(path)?;
-    let model = Model::from_checkpoint(&ckpt, options)?;
+    let model = Model::from_checkpoint(ckpt, options)?;
     let config = model.config();
     let parameters = config.parameters().map_err(Error::from)?;
     let (in_channels, out_channels) = config.channels();
