@@ -310,6 +310,10 @@ fn network_shapes() {
         // The PatchGAN's last layer (one output channel, k4 s1 p1: no column matrix), a strided
         // one-channel conv, and a transposed conv from one channel (the same kernels).
         worst = worst.max(conv2d_case(c(nb, 16, 1, 9, 4, 1, 1, 0), &mut rng));
+        // One-channel stride-1 input gradients: rows over one run of 16, padding past the
+        // kernel's reach.
+        worst = worst.max(conv2d_case(c(nb, 4, 1, 21, 4, 1, 1, 0), &mut rng));
+        worst = worst.max(conv2d_case(c(nb, 3, 1, 5, 3, 1, 3, 0), &mut rng));
         worst = worst.max(conv2d_case(c(nb, 5, 1, 11, 3, 2, 1, 0), &mut rng));
         worst = worst.max(conv_t_case(c(nb, 1, 4, 6, 4, 2, 1, 0), &mut rng));
         // ResNet: k7 s1 p0 after reflection padding, k3 s2 p1 down, k3 s2 p1 op1 up.

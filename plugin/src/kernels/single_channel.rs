@@ -12,9 +12,12 @@
 
 use rayon::prelude::*;
 
+use std::mem::MaybeUninit;
+
 use super::im2col::Geom;
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
 use super::isa::on_best_isa;
+use super::output::par_written;
 
 /// Output columns `ox` whose input column `ox·s + j·d − p` lies in `0..w`, for kernel column `j`.
 fn columns(g: &Geom, j: usize) -> (usize, usize) {
@@ -179,34 +182,119 @@ fn grids_on_padded_rows(dy: &[f32], nb: usize, g: &Geom, p: &Padded) -> Vec<f32>
     out
 }
 
-/// One padded input-gradient plane from the `pw`-wide grid gradient and channel `c`'s taps.
+/// Lanes of one input-gradient run: 16 sums held in registers while every tap adds to them.
+const RUN: usize = 16;
+
+/// The grid gradient of one image placed inside zeros, so that every tap of every input pixel
+/// reads inside it: at stride 1, `dx[y][x] = Σ w[i][j]·dy[y + pad − i·dil][x + pad − j·dil]`,
+/// and `dy[oy][ox]` sits at row `oy + top`, column `ox + left` of a `qw`-wide plane whose rows
+/// run [`RUN`] floats past the last input column.
+struct Spread {
+    top: usize,
+    left: usize,
+    qw: usize,
+    rows: usize,
+}
+
+impl Spread {
+    fn of(g: &Geom) -> Self {
+        let (top, left) = ((g.kh - 1) * g.dil, (g.kw - 1) * g.dil);
+        let qw = g.w.next_multiple_of(RUN) + g.pad + left;
+        Self { top, left, qw, rows: g.h + g.pad + top }
+    }
+
+    fn place(&self, g: &Geom, grid: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.qw];
+        for (oy, src) in grid.chunks_exact(g.ow).enumerate().take(self.rows - self.top) {
+            let n = g.ow.min(self.qw - self.left);
+            out[(oy + self.top) * self.qw + self.left..][..n].copy_from_slice(&src[..n]);
+        }
+        out
+    }
+}
+
+/// Runs summed side by side: one run's sums are a chain of dependent adds (4 cycles each on
+/// AVX-512, one run alone took 4× the arithmetic's time); [`GROUP`] independent ones fill the
+/// adders.
+const GROUP: usize = 8;
+
+/// One input-gradient plane from the spread grid gradient and channel `c`'s taps: runs of
+/// [`RUN`] pixels (`w.div_ceil(RUN)` per row) summed over the taps in registers, [`GROUP`] at a
+/// time, each written once. Every pixel adds the taps in the same order as an `axpy` per tap
+/// would (so the same sums).
 #[inline(always)]
-fn input_grad_padded_body(dxp: &mut [f32], dyp: &[f32], wc: &[f32], g: &Geom, pw: usize) {
-    let run = dyp.len();
-    for i in 0..g.kh {
-        for j in 0..g.kw {
-            let at = (i * pw + j) * g.dil;
-            axpy(&mut dxp[at..at + run], wc[i * g.kw + j], dyp);
+fn input_grad_plane_s1_body(
+    plane: &mut [MaybeUninit<f32>],
+    dyz: &[f32],
+    wc: &[f32],
+    g: &Geom,
+    q: &Spread,
+) {
+    let runs = g.h * g.w.div_ceil(RUN);
+    let mut r = 0;
+    while r < runs {
+        if r + GROUP <= runs {
+            input_grad_runs::<GROUP>(plane, dyz, wc, g, q, r);
+            r += GROUP;
+        } else {
+            input_grad_runs::<1>(plane, dyz, wc, g, q, r);
+            r += 1;
         }
     }
 }
 
-on_best_isa!(fn input_grad_padded => input_grad_padded_body(dxp: &mut [f32], dyp: &[f32], wc: &[f32], g: &Geom, pw: usize));
-
-/// [`input_grad`] at stride 1 through [`Padded`].
-fn input_grad_stride1(dy: &[f32], nb: usize, g: &Geom, w: &[f32], p: &Padded) -> Vec<f32> {
-    let (hw, taps) = (g.h * g.w, g.kh * g.kw);
-    let dyp = grids_on_padded_rows(dy, nb, g, p);
-    let mut dx = vec![0f32; nb * g.c * hw];
-    dx.par_chunks_mut(hw.max(1)).enumerate().for_each(|(q, plane)| {
-        let (n, c) = (q / g.c, q % g.c);
-        let mut dxp = vec![0f32; p.plane_len()];
-        input_grad_padded(&mut dxp, &dyp[n * p.run..][..p.run], &w[c * taps..][..taps], g, p.pw);
-        for (y, dst) in plane.chunks_exact_mut(g.w).enumerate() {
-            dst.copy_from_slice(&dxp[(y + g.pad) * p.pw + g.pad..][..g.w]);
-        }
+/// Runs `r0 .. r0 + G` of [`input_grad_plane_s1_body`].
+#[inline(always)]
+fn input_grad_runs<const G: usize>(
+    plane: &mut [MaybeUninit<f32>],
+    dyz: &[f32],
+    wc: &[f32],
+    g: &Geom,
+    q: &Spread,
+    r0: usize,
+) {
+    let per_row = g.w.div_ceil(RUN);
+    let pixel = |r: usize| (r / per_row, r % per_row * RUN);
+    // Where tap (0, 0) of each run reads; tap (i, j) reads i·dil rows and j·dil columns before.
+    let at: [usize; G] = std::array::from_fn(|k| {
+        let (y, x0) = pixel(r0 + k);
+        (y + g.pad + q.top) * q.qw + x0 + g.pad + q.left
     });
-    dx
+    let mut acc = [[0f32; RUN]; G];
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let (wt, back) = (wc[i * g.kw + j], (i * q.qw + j) * g.dil);
+            for (acc, at) in acc.iter_mut().zip(at) {
+                let src = &dyz[at - back..][..RUN];
+                for l in 0..RUN {
+                    acc[l] += wt * src[l];
+                }
+            }
+        }
+    }
+    for (k, acc) in acc.iter().enumerate() {
+        let (y, x0) = pixel(r0 + k);
+        for (d, v) in plane[y * g.w + x0..(y + 1) * g.w].iter_mut().zip(acc) {
+            d.write(*v);
+        }
+    }
+}
+
+on_best_isa!(fn input_grad_plane_s1 => input_grad_plane_s1_body(plane: &mut [MaybeUninit<f32>], dyz: &[f32], wc: &[f32], g: &Geom, q: &Spread));
+
+/// [`input_grad`] at stride 1.
+fn input_grad_stride1(dy: &[f32], nb: usize, g: &Geom, w: &[f32]) -> Vec<f32> {
+    let (hw, s, taps) = (g.h * g.w, g.grid(), g.kh * g.kw);
+    let q = Spread::of(g);
+    let spread: Vec<Vec<f32>> = (0..nb).map(|n| q.place(g, &dy[n * s..][..s])).collect();
+    // SAFETY: each piece is one (image, channel) plane, h rows of w pixels, and every row is
+    // written whole (runs from 0 in steps of RUN up to w).
+    unsafe {
+        par_written(nb * g.c * hw, hw.max(1), 1, |p, plane| {
+            let (n, c) = (p / g.c, p % g.c);
+            input_grad_plane_s1(plane, &spread[n], &w[c * taps..][..taps], g, &q)
+        })
+    }
 }
 
 /// Channel `c`'s taps of the weight gradient from one padded plane and its `pw`-wide grid.
@@ -282,8 +370,8 @@ pub(crate) fn input_grad(dy: &[f32], nb: usize, g: &Geom, w: &[f32]) -> Vec<f32>
     let (hw, s) = (g.h * g.w, g.grid());
     assert_eq!(w.len(), g.rows(), "one-channel conv: taps");
     assert_eq!(dy.len(), nb * s, "one-channel conv: gradient size");
-    if let Some(p) = Padded::of(g) {
-        return input_grad_stride1(dy, nb, g, w, &p);
+    if g.stride == 1 && g.w > 0 {
+        return input_grad_stride1(dy, nb, g, w);
     }
     let mut dx = vec![0f32; nb * g.c * hw];
     dx.par_chunks_mut(hw.max(1)).enumerate().for_each(|(p, plane)| {
