@@ -474,9 +474,20 @@ unsafe fn tile<S: Vectors, const NV: usize>(
         }
     }
     for (t, &off) in offs.iter().enumerate() {
-        // SAFETY: off + base[i] + LANES - 1 < src.len() (asserted above); t·CO + j < w.len().
+        // SAFETY: off + base[i] + LANES - 1 < src.len() for every tap's off (asserted above),
+        // so the prefetched addresses too; t·CO + j < w.len().
         unsafe {
             let p = src.add(off);
+            // The input a few taps on, whose jumps between phase planes the hardware
+            // prefetchers do not follow (on the 32→64 layer alone, 1 thread: 3.0 → 2.5 ms;
+            // with every tap's input kept in L1 instead, 2.4).
+            if let Some(&ahead) = offs.get(t + PREFETCH_TAPS) {
+                for i in 0..NV {
+                    let q = src.add(ahead + base[i]);
+                    prefetch(q);
+                    prefetch(q.add(S::LANES - 1));
+                }
+            }
             let v: [S::V; NV] = std::array::from_fn(|i| S::load(p.add(base[i])));
             let w = w.as_ptr().add(t * CO);
             for (j, acc) in acc.iter_mut().enumerate() {
@@ -493,6 +504,21 @@ unsafe fn tile<S: Vectors, const NV: usize>(
             unsafe { S::store_masked(out.add(j * job.plane + at[i]), mask[i], acc[i]) }
         }
     }
+}
+
+/// How far ahead in the taps [`tile`] prefetches its input (4, 8 and 16 measured alike).
+const PREFETCH_TAPS: usize = 8;
+
+/// Asks for the cache line of `p` in L1.
+///
+/// # Safety
+/// None beyond SSE, which every x86-64 CPU has: a prefetch never faults, whatever the address.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch(p: *const f32) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: SSE is part of x86-64; prefetches do not access memory architecturally.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
 }
 
 /// [`tile`] on AVX-512: vectors of 16 pixels.
