@@ -17,6 +17,7 @@ mod activation;
 pub mod amx;
 mod bf16;
 mod bf16_ops;
+mod bias;
 mod conv2d;
 mod conv_transpose;
 mod direct;
@@ -131,6 +132,7 @@ pub(crate) fn fast_for(x: &Tensor, w: &Tensor) -> bool {
 fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
         None => Ok(y),
+        Some(b) if fast_for(&y, b) && y.rank() == 4 => y.apply_op2(&b.contiguous()?, bias::BiasOp),
         Some(b) => {
             let c = b.dims1()?;
             y.broadcast_add(&b.reshape((1, c, 1, 1))?)

@@ -52,7 +52,7 @@ on_best_isa!(
     /// for the variance of a 256×256 plane, and the same sum whichever instruction set runs it
     /// (lane `l` adds the elements `i ≡ l mod 8` in order, the tail last). Compiled for the best
     /// level the CPU has: at the baseline (SSE2) the f64 lanes ran one at a time.
-    fn sum_f64 => lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64 + Copy) -> f64
+    pub(crate) fn sum_f64 => lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64 + Copy) -> f64
 );
 
 #[inline(always)]
