@@ -482,8 +482,8 @@ unsafe fn tile<S: Vectors, const NV: usize>(
             // prefetchers do not follow (on the 32→64 layer alone, 1 thread: 3.0 → 2.5 ms;
             // with every tap's input kept in L1 instead, 2.4).
             if let Some(&ahead) = offs.get(t + PREFETCH_TAPS) {
-                for i in 0..NV {
-                    let q = src.add(ahead + base[i]);
+                for b in base {
+                    let q = src.add(ahead + b);
                     prefetch(q);
                     prefetch(q.add(S::LANES - 1));
                 }
