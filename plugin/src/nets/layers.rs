@@ -97,21 +97,19 @@ impl Layer for Sequential {
                 Some(Op::Norm(n)) => n.running_affine()?,
                 _ => None,
             };
-            let op = match (op, affine) {
-                (Op::Conv(c), Some(a)) => Op::Conv(c.folded(&a)?),
-                (Op::ConvTranspose(c), Some(a)) => Op::ConvTranspose(c.folded(&a)?),
+            let (op, folded) = match (op, affine) {
+                (Op::Conv(c), Some(a)) => (Op::Conv(c.folded(&a)?), true),
+                (Op::ConvTranspose(c), Some(a)) => (Op::ConvTranspose(c.folded(&a)?), true),
                 (Op::Block(mut b), _) => {
                     b.fold_running_norms()?;
-                    ops.push(Op::Block(b));
-                    continue;
+                    (Op::Block(b), false)
                 }
-                (op, _) => {
-                    ops.push(op);
-                    continue;
-                }
+                (op, _) => (op, false),
             };
             ops.push(op);
-            rest.next(); // the norm, now in the convolution
+            if folded {
+                rest.next(); // the norm, now in the convolution
+            }
         }
         self.ops = ops;
         Ok(())
