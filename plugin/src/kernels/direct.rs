@@ -480,7 +480,8 @@ unsafe fn tile<S: Vectors, const NV: usize>(
             let p = src.add(off);
             // The input a few taps on, whose jumps between phase planes the hardware
             // prefetchers do not follow (on the 32→64 layer alone, 1 thread: 3.0 → 2.5 ms;
-            // with every tap's input kept in L1 instead, 2.4).
+            // with every tap's input kept in L1 instead, 2.4; in the whole network the layers
+            // measured within the noise).
             if let Some(&ahead) = offs.get(t + PREFETCH_TAPS) {
                 for b in base {
                     let q = src.add(ahead + b);
