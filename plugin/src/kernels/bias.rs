@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::norm::sum_f64;
 use super::output::par_written;
-use super::{contiguous_f32, dims4};
+use super::{contiguous_f32, dims4, with_f32};
 
 /// `x + b` with `b` (`c` values) broadcast over the batch and pixels of `x` (`(n, c, h, w)`).
 #[derive(Clone, Copy, Debug)]
@@ -58,12 +58,7 @@ impl CustomOp2 for BiasOp {
         let dy = dy.contiguous()?;
         let (nb, c, h, w) = dy.dims4()?;
         let hw = h * w;
-        let sums: Vec<f32> = {
-            let (storage, layout) = dy.storage_and_layout();
-            let candle_core::Storage::Cpu(cpu) = &*storage else {
-                candle_core::bail!("bias gradient: not on the CPU")
-            };
-            let g = contiguous_f32(cpu, layout)?;
+        let sums: Vec<f32> = with_f32(&dy, |g| {
             (0..c)
                 .into_par_iter()
                 .map(|ch| {
@@ -72,7 +67,7 @@ impl CustomOp2 for BiasOp {
                         as f32
                 })
                 .collect()
-        };
+        })?;
         let db = Tensor::from_vec(sums, b.shape(), b.device())?;
         Ok((Some(dy), Some(db)))
     }

@@ -522,61 +522,53 @@ unsafe fn prefetch(p: *const f32) {
     unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
 }
 
-/// [`tile`] on AVX-512: vectors of 16 pixels.
-///
-/// # Safety
-/// As [`tile`], the CPU having AVX-512 F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512<const NV: usize>(
-    job: &Job,
-    src: &[f32],
-    kc: std::ops::Range<usize>,
-    v0: usize,
-    out: *mut f32,
-) {
-    // SAFETY: the contract, passed on; this function is compiled for AVX-512 F.
-    unsafe { tile::<Avx512, NV>(job, src, kc, v0, out) }
+/// Defines `$name`: [`tile`] on `$vectors`, compiled with `$features` enabled (a
+/// `target_feature` function cannot be generic over them); off x86-64, where [`applies`] is
+/// false, a stub that is never called.
+macro_rules! tile_entry {
+    ($(#[$doc:meta])* $name:ident, $vectors:ident, $features:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As [`tile`], the CPU having the features this function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const NV: usize>(
+            job: &Job,
+            src: &[f32],
+            kc: std::ops::Range<usize>,
+            v0: usize,
+            out: *mut f32,
+        ) {
+            // SAFETY: the contract, passed on; this function is compiled for the features.
+            unsafe { tile::<$vectors, NV>(job, src, kc, v0, out) }
+        }
+
+        #[cfg(not(target_arch = "x86_64"))]
+        unsafe fn $name<const NV: usize>(
+            _: &Job,
+            _: &[f32],
+            _: std::ops::Range<usize>,
+            _: usize,
+            _: *mut f32,
+        ) {
+            unreachable!("direct conv: applies() is false off x86-64")
+        }
+    };
 }
 
-/// [`tile`] on AVX2 + FMA: vectors of 8 pixels.
-///
-/// # Safety
-/// As [`tile`], the CPU having AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2<const NV: usize>(
-    job: &Job,
-    src: &[f32],
-    kc: std::ops::Range<usize>,
-    v0: usize,
-    out: *mut f32,
-) {
-    // SAFETY: the contract, passed on; this function is compiled for AVX2 and FMA.
-    unsafe { tile::<Avx2, NV>(job, src, kc, v0, out) }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_avx2<const NV: usize>(
-    _: &Job,
-    _: &[f32],
-    _: std::ops::Range<usize>,
-    _: usize,
-    _: *mut f32,
-) {
-    unreachable!("direct conv: applies() is false off x86-64")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_avx512<const NV: usize>(
-    _: &Job,
-    _: &[f32],
-    _: std::ops::Range<usize>,
-    _: usize,
-    _: *mut f32,
-) {
-    unreachable!("direct conv: applies() is false off x86-64")
-}
+tile_entry!(
+    /// [`tile`] on AVX-512 F: vectors of 16 pixels.
+    tile_avx512,
+    Avx512,
+    "avx512f"
+);
+tile_entry!(
+    /// [`tile`] on AVX2 + FMA: vectors of 8 pixels.
+    tile_avx2,
+    Avx2,
+    "avx2,fma"
+);
 
 #[cfg(test)]
 mod tests {

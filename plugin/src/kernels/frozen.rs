@@ -32,16 +32,7 @@ use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::{self, DirectWeights};
 use super::im2col::Geom;
 use super::mat::{transpose, Mat};
-use super::{contiguous_f32, fast_for};
-
-/// `f` on the f32 values of `w` (on the CPU), read in place.
-fn with_f32<R>(w: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = w.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("frozen weights: not on the CPU")
-    };
-    Ok(f(contiguous_f32(cpu, layout)?))
-}
+use super::{contiguous_f32, fast_for, with_f32};
 
 /// Products with fewer rows than this stay in f32 under bf16: converting the activations to
 /// bf16 costs a pass over them whatever the rows, the product's saving grows with the rows, and

@@ -129,6 +129,15 @@ pub(crate) fn fast_for(x: &Tensor, w: &Tensor) -> bool {
         && w.dtype() == DType::F32
 }
 
+/// `f` on the f32 values of `t` (on the CPU, contiguous), read in place.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("pix2pix kernels: tensor not on the CPU")
+    };
+    Ok(f(contiguous_f32(cpu, layout)?))
+}
+
 fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
         None => Ok(y),
