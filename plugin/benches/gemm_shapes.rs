@@ -43,6 +43,12 @@ fn main() {
         // Frozen transposed convolutions hold their weights row-major (frozen.rs).
         shapes.push((format!("convT(rm) 1024->512 n={n}"), 8192, n, 1024, false, false));
     }
+    // The ngf-32 U-Net's inner layers (256 channels, 8 MB of transposed and 4 MB of forward
+    // weights): the grids 1×1 … 8×8 at batch 1.
+    for n in [1, 4, 16, 64] {
+        shapes.push((format!("ngf32 conv 256<-256 n={n}"), 256, n, 4096, false, false));
+        shapes.push((format!("ngf32 convT(rm) 512->256 n={n}"), 4096, n, 512, false, false));
+    }
     // Weights that stay in L2 (1 MB): no DRAM; at tens of µs a call, mostly the call's start.
     for n in [8, 16] {
         shapes.push((format!("hot(rm) 256x1024 n={n}"), 256, n, 1024, false, false));
@@ -112,7 +118,30 @@ fn main() {
         let (ars, acs) = if lt { (1, m) } else { (k, 1) };
         let fl = 2.0 * (m * n * k) as f64;
         let t1 = med(9, || bench_sgemm(&mut c, &a, ars, acs, &b, bt, m, n, k, GemmPath::Gemm));
-        let small = if n <= 16 {
+        let has_small = n <= 16;
+        // Weights cold, as in the network (other layers' weights and activations pass between
+        // two calls of one layer): rotate over copies that together exceed the caches.
+        let cold = if label.starts_with("ngf32") {
+            let copies: Vec<Vec<f32>> = (0..(256 << 20) / (m * k * 4)).map(|_| a.clone()).collect();
+            let mut i = 0;
+            let mut run = |path| {
+                med(9, || {
+                    i = (i + 1) % copies.len();
+                    bench_sgemm(&mut c, &copies[i], ars, acs, &b, bt, m, n, k, path)
+                })
+            };
+            let (tg, ts) =
+                (run(GemmPath::Gemm), if has_small { run(GemmPath::SmallN) } else { f64::NAN });
+            format!(
+                "| cold: gemm {:5.2} ms small-n {:5.2} ms (best {:4.1} GB/s) ",
+                tg * 1e3,
+                ts * 1e3,
+                (m * k * 4) as f64 / ts.min(tg) / 1e9
+            )
+        } else {
+            String::new()
+        };
+        let small = if has_small {
             let t2 =
                 med(9, || bench_sgemm(&mut c, &a, ars, acs, &b, bt, m, n, k, GemmPath::SmallN));
             format!("| small-n {:7.2} ms {:6.1} GF/s", t2 * 1e3, fl / t2 / 1e9)
@@ -144,7 +173,7 @@ fn main() {
             }
         };
         println!(
-            "{label:<24} m{m:<6} n{n:<6} k{k:<5} gemm {:7.2} ms {:6.1} GF/s {small} {bf16}",
+            "{label:<24} m{m:<6} n{n:<6} k{k:<5} gemm {:7.2} ms {:6.1} GF/s {small} {cold}{bf16}",
             t1 * 1e3,
             fl / t1 / 1e9
         );

@@ -42,10 +42,17 @@ fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// 2-thread Xeon with AMX (`cargo bench -p pix2pix --bench gemm_shapes`, `PIX2PIX_GEMM_SHAPES=
 /// n=16`): 512 × 8192 at 0.93 ms against gemm's 0.91–1.71 and the dot form's 1.22; 8192 × 1024
 /// at 1.41 against gemm's 1.51–1.64. In the ngf-32 U-Net the 4×4-grid convolution (256 × 4096)
-/// went from 0.60 to 0.38–0.40 ms a call; with 512-float rows (the frozen transposed
-/// convolution at 4×4) it was no faster than gemm, so those stay on gemm. Those two shapes read
-/// their 17 and 34 MB of weights at 18 and 24 GB/s, near the DRAM bound (a trial with the tile's
-/// rows interleaved into one stream gained under 15 %: not worth a second copy of the weights).
+/// went from 0.60 to 0.38–0.40 ms a call. Those two shapes read their 17 and 34 MB of weights
+/// at 18 and 24 GB/s (a trial with the tile's rows interleaved into one stream gained under
+/// 15 %: not worth a second copy of the weights).
+///
+/// In the network the weights arrive cold (the other layers' weights and activations pass
+/// between two calls of a layer), and the tiles' short row pieces (one to a few KB per row)
+/// give the hardware prefetchers too little to follow: both forms prefetch the next tile's
+/// rows in software. Cold weights (`PIX2PIX_GEMM_SHAPES=ngf32`, 2 threads): the ngf-32 frozen
+/// transposed convolution at 2×2 (4096 × 512, n = 4) 1.34 → 0.90 ms, at 4×4 (n = 16, the
+/// broadcast form, which took only rows of 1024+ floats before) 0.58 against gemm's 0.85; the
+/// ngf-32 U-Net's forward at batch 1, 3 interleaved runs, 19.3–19.8 → 18.6–18.8 ms.
 pub(crate) fn applies(a: &Mat, n: usize) -> bool {
     let columns = if a.rs == 1 { 2..=8 } else { 1..=8 };
     let fits = columns.contains(&n) || bcast_applies(a, n);
@@ -54,7 +61,7 @@ pub(crate) fn applies(a: &Mat, n: usize) -> bool {
 
 /// Whether the broadcast form computes this product (see [`applies`]).
 fn bcast_applies(a: &Mat, n: usize) -> bool {
-    a.cs == 1 && a.cols >= 1024 && (9..=MAX_N).contains(&n) && isa::active() == Isa::Avx512
+    a.cs == 1 && a.cols >= 512 && (9..=MAX_N).contains(&n) && isa::active() == Isa::Avx512
 }
 
 /// Weight rows per tile of the broadcast form: as many accumulators (enough independent sums
@@ -214,6 +221,8 @@ macro_rules! dot_rows {
                                     std::array::from_fn(arow),
                                     std::array::from_fn(bcol),
                                     k,
+                                    // The next row group, on the first column chunk only.
+                                    if j == 0 { $r * a.rs } else { 0 },
                                 )
                             };
                             for (i, srow) in s.iter().enumerate() {
@@ -252,12 +261,20 @@ macro_rules! dot_tile {
             a: [*const f32; R],
             b: [*const f32; C],
             k: usize,
+            ahead: usize,
         ) -> [[f32; C]; R] {
             use std::arch::x86_64::*;
             let body = k / $lanes * $lanes;
             let mut acc: [[$v; C]; R] = [[$zero(); C]; R];
             let mut c0 = 0;
             while c0 < body {
+                if ahead > 0 {
+                    for p in a {
+                        // A prefetch never faults; wrapping_add keeps the address arithmetic
+                        // defined wherever it lands.
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(c0 + ahead) as *const i8);
+                    }
+                }
                 // SAFETY (loads): c0 + lanes <= k, inside every row.
                 let av: [$v; R] = std::array::from_fn(|r| unsafe { $load(a[r].add(c0)) });
                 for c in 0..C {
@@ -318,6 +335,7 @@ unsafe fn dot_tile_scalar<const R: usize, const C: usize>(
     a: [*const f32; R],
     b: [*const f32; C],
     k: usize,
+    _ahead: usize,
 ) -> [[f32; C]; R] {
     // SAFETY: the caller's contract.
     let (a, b) = unsafe {
@@ -367,9 +385,10 @@ unsafe fn bcast_rows_avx512(job: Block) {
                         std::array::from_fn(|i| arow(r + i)),
                         b,
                         kc,
+                        BCAST_ROWS * a.rs,
                         acc.try_into().expect("a tile of BCAST_ROWS"),
                     ),
-                    _ => bcast_tile::<1>([arow(r)], b, kc, acc.try_into().expect("one row")),
+                    _ => bcast_tile::<1>([arow(r)], b, kc, a.rs, acc.try_into().expect("one row")),
                 }
             }
             for (i, v) in acc.iter().enumerate() {
@@ -389,7 +408,8 @@ unsafe fn bcast_rows_avx512(job: Block) {
     }
 }
 
-/// `acc` += `R` rows of `a` (k floats each) times the k × 16 matrix at `b`, one vector per row.
+/// `acc` += `R` rows of `a` (k floats each) times the k × 16 matrix at `b`, one vector per row;
+/// prefetching each row of `a` `ahead` floats on (the next tile's rows).
 ///
 /// # Safety
 /// Each `a[r]` starts k readable floats, `b` 16·k; the CPU has AVX-512 F.
@@ -400,11 +420,18 @@ unsafe fn bcast_tile<const R: usize>(
     a: [*const f32; R],
     b: *const f32,
     k: usize,
+    ahead: usize,
     acc: &mut [std::arch::x86_64::__m512; R],
 ) {
     use std::arch::x86_64::*;
     let mut sums = *acc;
     for kk in 0..k {
+        if kk % 16 == 0 {
+            for p in a {
+                // A prefetch never faults; wrapping_add keeps the arithmetic defined.
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(kk + ahead) as *const i8);
+            }
+        }
         // SAFETY: kk < k: inside b's k vectors and every row of a.
         unsafe {
             let bv = _mm512_loadu_ps(b.add(kk * MAX_N));
