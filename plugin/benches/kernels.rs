@@ -57,7 +57,13 @@ struct Stats {
 }
 
 /// Median and min in ms of `n` runs of `f`, after one warm-up run.
-fn time(n: usize, mut f: impl FnMut() -> Result<()>) -> Stats {
+/// Runs on a worker of the pool, as the library's translations and training steps do
+/// (`kernels::on_pool`).
+fn time(n: usize, f: impl FnMut() -> Result<()> + Send) -> Stats {
+    kernels::on_pool(|| time_here(n, f))
+}
+
+fn time_here(n: usize, mut f: impl FnMut() -> Result<()>) -> Stats {
     f().unwrap();
     let mut ts: Vec<f64> = (0..n)
         .map(|_| {

@@ -3,7 +3,8 @@
 //!
 //! - By default (`threads = 0`) every translation runs on rayon's global pool of this library,
 //!   one pool of [`machine_threads`] workers shared by all models (concurrent translations
-//!   interleave on it).
+//!   interleave on it), moved onto one of its workers as a whole
+//!   ([`on_pool`](crate::kernels::on_pool)), not only the ops' parallel parts.
 //! - `threads = N` below the machine's count caps one translation at N threads: it runs on a
 //!   pool of N workers borrowed from a library-wide set for N, which holds at most
 //!   `machine / N` such pools (at least one), made on first need and kept. Concurrent
@@ -60,7 +61,7 @@ impl Threads {
     /// Runs `f` where this arrangement says.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
         match self {
-            Threads::Shared => f(),
+            Threads::Shared => crate::kernels::on_pool(f),
             Threads::Private(pool) => pool.install(f),
             Threads::Capped(n) => {
                 let set = pool_set(*n);

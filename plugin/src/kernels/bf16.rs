@@ -53,9 +53,14 @@ pub fn with_precision<R>(p: Precision, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// [`with_precision`]'s on this thread, if any.
+pub(crate) fn thread_precision() -> Option<Precision> {
+    THREAD_PRECISION.with(|c| c.get())
+}
+
 /// [`with_precision`]'s on this thread, else [`set_precision`]'s.
 pub fn precision() -> Precision {
-    if let Some(p) = THREAD_PRECISION.with(|c| c.get()) {
+    if let Some(p) = thread_precision() {
         return p;
     }
     if PRECISION.load(Ordering::Relaxed) == 1 {

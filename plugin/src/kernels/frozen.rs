@@ -97,13 +97,22 @@ impl<L, K> Default for Cached<L, K> {
 
 impl<L, K: PartialEq> Cached<L, K> {
     fn get_for(&self, key: K, make: impl FnOnce() -> Result<L>) -> Result<Arc<L>> {
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, l)) = all.iter().find(|(k, _)| *k == key) {
-            return Ok(l.clone());
+        let find =
+            |all: &Vec<(K, Arc<L>)>| all.iter().find(|(k, _)| *k == key).map(|e| e.1.clone());
+        if let Some(l) = find(&self.0.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(l);
         }
-        let l = Arc::new(make()?);
-        all.push((key, l.clone()));
-        Ok(l)
+        // Made without the lock held: `make` runs parallel loops, and a pool worker waiting on
+        // them may pick up another translation of this model that wants the same entry, which
+        // would wait on the lock below itself forever. Two first uses at once both make it;
+        // the first kept wins.
+        let made = Arc::new(make()?);
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = find(&all) {
+            return Ok(l);
+        }
+        all.push((key, made.clone()));
+        Ok(made)
     }
 }
 
@@ -298,21 +307,25 @@ impl ConvTranspose2d {
 
     /// The row-major weights if they are frozen, converting them on the first call.
     fn row_major(&self) -> Result<Option<Tensor>> {
-        match &*self.weight.read().unwrap_or_else(|e| e.into_inner()) {
+        // Converted with no lock held (the transpose runs parallel loops: see `Cached`), then
+        // swapped in unless another first use got there before.
+        let stored = match &*self.weight.read().unwrap_or_else(|e| e.into_inner()) {
             Weight::RowMajor(w) => return Ok(Some(w.clone())),
             Weight::Stored(w) if w.is_variable() || !fast_for(w, w) => return Ok(None),
-            Weight::Stored(_) => {}
-        }
+            Weight::Stored(w) => w.clone(),
+        };
+        let (cin, cout, kh, kw) = stored.dims4()?;
+        let t = {
+            // Read in place: a copy first would hold a third weight-sized buffer at once.
+            let (storage, layout) = stored.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu) = &*storage else { return Ok(None) };
+            transpose(contiguous_f32(cpu, layout)?, cin, cout * kh * kw)
+        };
+        let row_major = Tensor::from_vec(t, (cout, kh, kw, cin), stored.device())?;
+        drop(stored);
         let mut slot = self.weight.write().unwrap_or_else(|e| e.into_inner());
-        if let Weight::Stored(w) = &*slot {
-            let (cin, cout, kh, kw) = w.dims4()?;
-            let t = {
-                // Read in place: a copy first would hold a third weight-sized buffer at once.
-                let (storage, layout) = w.storage_and_layout();
-                let candle_core::Storage::Cpu(cpu) = &*storage else { return Ok(None) };
-                transpose(contiguous_f32(cpu, layout)?, cin, cout * kh * kw)
-            };
-            *slot = Weight::RowMajor(Tensor::from_vec(t, (cout, kh, kw, cin), w.device())?);
+        if let Weight::Stored(_) = &*slot {
+            *slot = Weight::RowMajor(row_major);
         }
         match &*slot {
             Weight::RowMajor(w) => Ok(Some(w.clone())),

@@ -23,6 +23,7 @@ use super::init::{init_weights, is_running_stat, sorted_vars};
 use super::loss::{gan_loss, l1};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::nets::generator::{Generator, GeneratorConfig};
 use crate::nets::layers::{Forward, Layer};
 use crate::nets::patchgan::{Discriminator, DiscriminatorConfig};
@@ -267,8 +268,13 @@ impl Trainer {
     }
 
     /// One training step on the batch (`x` input, `y` target, both (N, 3, H, W) in [-1, 1]).
-    /// `dropout` drives the generator's dropout layers; `None` turns them off.
+    /// `dropout` drives the generator's dropout layers; `None` turns them off. It runs on a
+    /// worker of the library's thread pool ([`kernels::on_pool`]).
     pub fn step(&mut self, x: &Tensor, y: &Tensor, dropout: Option<StdRng>) -> Result<StepOutput> {
+        kernels::on_pool(|| self.step_here(x, y, dropout))
+    }
+
+    fn step_here(&mut self, x: &Tensor, y: &Tensor, dropout: Option<StdRng>) -> Result<StepOutput> {
         let mode = self.settings.gan_mode;
         let fake = self.generator.forward(x, &Forward::train(dropout))?;
         let f_d = Forward::train(None);

@@ -138,8 +138,11 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
     // As the batch translation runs: each image normalised by its own statistics.
     let f = Forward::infer(spec.norm_stats).per_image();
     let infer_ms = time_iterations(spec, |_| {
-        crate::kernels::with_precision(spec.precision, || generator.forward(&x, &f))
-            .map_err(Error::from)?;
+        // Where translations run (`filter::Threads`).
+        crate::kernels::on_pool(|| {
+            crate::kernels::with_precision(spec.precision, || generator.forward(&x, &f))
+        })
+        .map_err(Error::from)?;
         Ok(())
     })?;
     drop(generator);
