@@ -280,10 +280,11 @@ pub(crate) fn conv_bf16(
 ) {
     let (k, s) = (g.rows(), g.grid());
     assert_eq!(k, a.k, "bf16 conv: inner dimensions differ");
+    let taps = im2col::Taps::new(g, ph);
     let bp = super::profile::timed(
         || format!("bf16   im2col+pack {k}x{s}"),
         0.0,
-        || pack_rows(k, s, a.ld, |r, j0, out| im2col::fill_columns(src, ph, g, (n, r), j0, out)),
+        || pack_rows(k, s, a.ld, |r, j0, out| taps.fill(src, g, (n, r), j0, out)),
     );
     product_packed(dst, s, a, bytemuck::cast_slice(&bp[..]), s, accumulate);
 }

@@ -156,10 +156,11 @@ pub(crate) fn im2col(x: &[f32], nb: usize, g: &Geom, act: Option<f32>) -> Scratc
     let ph = Phases::new(g.h, g.w, g.stride);
     let split = split_phases(x, g, &ph, act);
     let src: &[f32] = split.as_deref().unwrap_or(x);
+    let taps = Taps::new(g, &ph);
     col.par_chunks_mut(row_len).with_min_len(MIN_TASK.div_ceil(row_len)).enumerate().for_each(
         |(r, row)| {
             for n in 0..nb {
-                fill_columns(src, &ph, g, (n, r), 0, &mut row[n * s..][..s]);
+                taps.fill(src, g, (n, r), 0, &mut row[n * s..][..s]);
             }
         },
     );
@@ -183,44 +184,72 @@ pub(crate) fn split_phases(x: &[f32], g: &Geom, ph: &Phases, act: Option<f32>) -
     })
 }
 
-/// Row `r` (channel, kernel row, kernel column) of image `n`'s column matrix, from grid position
-/// `j0` on, into `out` (any length up to the grid's end; it may start and end mid grid row),
-/// padding written as zeros. `src` is the input as [`split_phases`] leaves it.
-pub(crate) fn fill_columns(
-    src: &[f32],
-    ph: &Phases,
-    g: &Geom,
-    (n, r): (usize, usize),
-    j0: usize,
-    out: &mut [f32],
-) {
-    let (hw, kk) = (g.h * g.w, g.kh * g.kw);
-    let (c, i, j) = (r / kk, (r / g.kw) % g.kh, r % g.kw);
-    let pad = g.pad as isize;
-    let ((py, by), (px, bx)) =
-        (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
-    let (y0, y1) = Phases::span(by, ph.ph[py], g.oh);
-    let (x0, x1) = Phases::span(bx, ph.pw[px], g.ow);
-    let pw = ph.pw[px];
-    let phase = &src[(n * g.c + c) * hw + ph.off[py * ph.s + px]..];
-    let (mut at, end) = (j0, j0 + out.len());
-    while at < end {
-        let (oy, ox) = (at / g.ow, at % g.ow);
-        // This grid row's part of out: grid columns ox .. ox + len.
-        let len = (g.ow - ox).min(end - at);
-        let dst = &mut out[at - j0..][..len];
-        at += len;
-        // The scratch buffers hold stale data: write the padding too.
-        let (lo, hi) = (x0.clamp(ox, ox + len), x1.clamp(ox, ox + len));
-        if oy < y0 || oy >= y1 || lo >= hi {
-            dst.fill(0.0);
-            continue;
+/// Where each kernel tap `(i, j)` reads the phases, worked out once per layer (the inner
+/// layers' column-matrix rows are a few floats long: per row, this bookkeeping was most of
+/// im2col's time).
+pub(crate) struct Taps(Vec<Tap>);
+
+#[derive(Clone, Copy)]
+struct Tap {
+    /// The tap's phase within a channel's phases, and its row length.
+    at: usize,
+    pw: usize,
+    /// Phase coordinates of grid position (0, 0).
+    by: isize,
+    bx: isize,
+    /// Grid rows and columns whose phase coordinates lie inside the phase (others: padding).
+    y: (usize, usize),
+    x: (usize, usize),
+}
+
+impl Taps {
+    pub fn new(g: &Geom, ph: &Phases) -> Self {
+        let pad = g.pad as isize;
+        let taps = (0..g.kh * g.kw)
+            .map(|t| {
+                let (i, j) = (t / g.kw, t % g.kw);
+                let ((py, by), (px, bx)) =
+                    (ph.tap((i * g.dil) as isize - pad), ph.tap((j * g.dil) as isize - pad));
+                Tap {
+                    at: ph.off[py * ph.s + px],
+                    pw: ph.pw[px],
+                    by,
+                    bx,
+                    y: Phases::span(by, ph.ph[py], g.oh),
+                    x: Phases::span(bx, ph.pw[px], g.ow),
+                }
+            })
+            .collect();
+        Self(taps)
+    }
+
+    /// Row `r` (channel, kernel row, kernel column) of image `n`'s column matrix, from grid
+    /// position `j0` on, into `out` (any length up to the grid's end; it may start and end mid
+    /// grid row), padding written as zeros. `src` is the input as [`split_phases`] leaves it.
+    pub fn fill(&self, src: &[f32], g: &Geom, (n, r): (usize, usize), j0: usize, out: &mut [f32]) {
+        let kk = g.kh * g.kw;
+        let t = self.0[r % kk];
+        let phase = &src[(n * g.c + r / kk) * g.h * g.w + t.at..];
+        let (mut oy, mut ox) = (j0 / g.ow, j0 % g.ow);
+        let mut done = 0;
+        while done < out.len() {
+            // This grid row's part of out: grid columns ox .. ox + len.
+            let len = (g.ow - ox).min(out.len() - done);
+            let dst = &mut out[done..][..len];
+            done += len;
+            // The scratch buffers hold stale data: write the padding too.
+            let (lo, hi) = (t.x.0.clamp(ox, ox + len), t.x.1.clamp(ox, ox + len));
+            if oy < t.y.0 || oy >= t.y.1 || lo >= hi {
+                dst.fill(0.0);
+            } else {
+                let a = (oy as isize + t.by) as usize;
+                let b0 = (lo as isize + t.bx) as usize;
+                dst[..lo - ox].fill(0.0);
+                dst[hi - ox..].fill(0.0);
+                dst[lo - ox..hi - ox].copy_from_slice(&phase[a * t.pw + b0..][..hi - lo]);
+            }
+            (oy, ox) = (oy + 1, 0);
         }
-        let a = (oy as isize + by) as usize;
-        let b0 = (lo as isize + bx) as usize;
-        dst[..lo - ox].fill(0.0);
-        dst[hi - ox..].fill(0.0);
-        dst[lo - ox..hi - ox].copy_from_slice(&phase[a * pw + b0..][..hi - lo]);
     }
 }
 
@@ -275,8 +304,9 @@ pub(crate) fn with_column_block<R>(
         if col.len() < k * cols {
             col.resize(k * cols, 0.0);
         }
+        let taps = Taps::new(g, ph);
         for (r, row) in col.chunks_exact_mut(cols.max(1)).take(k).enumerate() {
-            fill_columns(src, ph, g, (n, r), j0, &mut row[..cols]);
+            taps.fill(src, g, (n, r), j0, &mut row[..cols]);
         }
         // Reset on the way out, panics included.
         struct Leave;
