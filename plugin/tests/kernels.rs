@@ -302,6 +302,8 @@ fn network_shapes() {
         // for the weight gradient's transposed product; the smaller grids below take the other).
         worst = worst.max(conv2d_case(c(nb, 3, 5, 64, 4, 2, 1, 0), &mut rng));
         worst = worst.max(conv_t_case(c(nb, 5, 3, 32, 4, 2, 1, 0), &mut rng));
+        // Enough output channels for the per-image column matrices (up to 6 threads).
+        worst = worst.max(conv_t_case(c(nb, 5, 24, 32, 4, 2, 1, 0), &mut rng));
         worst = worst.max(conv_t_case(c(nb, 6, 4, 2, 4, 2, 1, 0), &mut rng));
         // Innermost U-Net layers: grids of 2×2 and 1×1 with enough weights for the small-n kernels.
         worst = worst.max(conv_t_case(c(nb, 64, 64, 2, 4, 2, 1, 0), &mut rng));

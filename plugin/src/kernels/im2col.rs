@@ -325,9 +325,26 @@ pub(crate) fn with_column_block<R>(
 /// summed in `(i, j)` tap order, onto 0 with `bias` (one per channel) added last when strided
 /// (as the phases merge), onto the bias at stride 1.
 pub(crate) fn col2im(col: &[f32], nb: usize, g: &Geom, bias: Option<&[f32]>) -> Vec<f32> {
+    let len = nb * g.c * g.h * g.w;
+    let mut out = Vec::with_capacity(len);
+    col2im_into(col, nb, g, bias, &mut out.spare_capacity_mut()[..len]);
+    // SAFETY: col2im_into wrote all len floats.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// [`col2im`] into `out` (`nb·c·h·w` floats), every float of which it writes.
+pub(crate) fn col2im_into(
+    col: &[f32],
+    nb: usize,
+    g: &Geom,
+    bias: Option<&[f32]>,
+    out: &mut [MaybeUninit<f32>],
+) {
     let (s, hw) = (g.grid(), g.h * g.w);
     let row_len = nb * s;
     assert_eq!(col.len(), g.rows() * row_len, "col2im: column matrix size");
+    assert_eq!(out.len(), nb * g.c * hw, "col2im: output size");
     let ph = Phases::new(g.h, g.w, g.stride);
     // One task per output plane: planes are disjoint, so the scatter-adds need no atomics.
     let plane_task = |p: usize, plane: &mut [MaybeUninit<f32>]| {
@@ -371,9 +388,12 @@ pub(crate) fn col2im(col: &[f32], nb: usize, g: &Geom, bias: Option<&[f32]>) -> 
             ph.merge(&phases, plane, b);
         }
     };
-    // SAFETY: piece p is output plane p, written whole: filled with the bias first at stride
-    // 1, else by the merge of its phases, which cover every pixel.
-    unsafe { par_written(nb * g.c * hw, hw, MIN_TASK.div_ceil(hw.max(1)), plane_task) }
+    // Piece p is output plane p, written whole: filled with the bias first at stride 1, else
+    // by the merge of its phases, which cover every pixel.
+    out.par_chunks_mut(hw.max(1))
+        .with_min_len(MIN_TASK.div_ceil(hw.max(1)))
+        .enumerate()
+        .for_each(|(p, plane)| plane_task(p, plane));
 }
 
 /// `(nb, c, s)` → `(c, nb, s)`: activations as one `c × nb·s` matrix for a single gemm.
