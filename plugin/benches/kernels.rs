@@ -57,14 +57,14 @@ struct Stats {
 }
 
 /// Median and min in ms of `n` runs of `f`, after one warm-up run.
-/// Runs on a worker of the pool, as the library's translations and training steps do
-/// (`kernels::on_pool`).
-fn time(n: usize, f: impl FnMut() -> Result<()> + Send) -> Stats {
+/// The warm-up run on this thread, the timed ones on a worker of the pool, as the library's
+/// translations run (`filter::Model::translate_batch`, `kernels::on_pool`).
+fn time(n: usize, mut f: impl FnMut() -> Result<()> + Send) -> Stats {
+    f().unwrap();
     kernels::on_pool(|| time_here(n, f))
 }
 
 fn time_here(n: usize, mut f: impl FnMut() -> Result<()>) -> Stats {
-    f().unwrap();
     let mut ts: Vec<f64> = (0..n)
         .map(|_| {
             let t = Instant::now();
