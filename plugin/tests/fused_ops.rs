@@ -337,8 +337,8 @@ fn frozen_transposed_convolution_equals_trainable() {
 }
 
 /// Frozen layers under `Precision::Bf16` (AVX512_BF16): within bf16's rounding of the f32
-/// layer, actually rounded (not silently f32) when the product has 128 rows or more and 9
-/// columns or more, exactly f32 otherwise (the outermost layers, where converting the
+/// layer, actually rounded (not silently f32) when the product has 9 columns or more and 128
+/// rows or more (64 with a reduction of 64 or more), exactly f32 otherwise (the outermost layers, where converting the
 /// activations costs more than bf16 saves, and the innermost 1×1 and 2×2 grids, where the f32
 /// small-n kernels are faster), and f32 again outside `with_precision`.
 #[test]
@@ -354,6 +354,7 @@ fn frozen_layers_in_bf16_within_rounding_of_f32() {
     // (nb, cin, cout, side, transposed): U-Net layers, outermost to innermost.
     for (nb, cin, cout, side, transposed) in [
         (1, 3, 16, 32, false),
+        (1, 3, 64, 32, false),
         (2, 32, 64, 16, false),
         (1, 16, 128, 8, false),
         (1, 64, 64, 2, false),
@@ -389,8 +390,9 @@ fn frozen_layers_in_bf16_within_rounding_of_f32() {
         // output's magnitude here.
         let err = check(&format!("{what}: bf16 vs f32"), &y16, &y32, 2e-2);
         let rows = if transposed { cout * 16 } else { cout };
+        let k = if transposed { cin } else { cin * 16 };
         let cols = if transposed { nb * side * side } else { nb * (side / 2) * (side / 2) };
-        if rows >= 128 && cols >= 9 {
+        if (rows >= 128 || (rows >= 64 && k >= 64)) && cols >= 9 {
             assert!(err > 0.0, "{what}: bf16 result identical to f32: the bf16 path did not run");
         } else {
             assert_eq!(err, 0.0, "{what}: a {rows} x {cols} product should have stayed in f32");

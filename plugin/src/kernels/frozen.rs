@@ -18,8 +18,9 @@
 //!
 //! Under [`Precision::Bf16`](super::Precision) (where the CPU has AVX512_BF16) frozen layers
 //! also keep their weights packed as bf16, made on first use, and run their products on them
-//! (those with at least [`BF16_MIN_ROWS`] rows and [`BF16_MIN_COLUMNS`] columns; the outermost
-//! and innermost layers stay f32).
+//! (those with at least [`BF16_ROWS`] rows, or [`BF16_MIN_ROWS`] and a reduction of
+//! [`BF16_MIN_REDUCTION`], and [`BF16_MIN_COLUMNS`] columns; the outermost and innermost
+//! layers stay f32).
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -34,12 +35,22 @@ use super::im2col::Geom;
 use super::mat::{transpose, Mat};
 use super::{contiguous_f32, fast_for, with_f32};
 
-/// Products with fewer rows than this stay in f32 under bf16: converting the activations to
-/// bf16 costs a pass over them whatever the rows, the product's saving grows with the rows, and
-/// on the outermost U-Net layers (32–64 rows: 3-channel input or output, the first layer's
-/// filters) the conversion ate the saving (kernel profile, ngf 32, AMX: the 48-row transposed
-/// conv 19 ms f32 vs 33 ms bf16 over 10 runs, the 64-row conv even).
-const BF16_MIN_ROWS: usize = 128;
+/// Products with fewer rows than this (or than [`BF16_ROWS`] with a reduction shorter than
+/// [`BF16_MIN_REDUCTION`]) stay in f32 under bf16: converting the activations to bf16 costs a pass over them whatever
+/// the rows, the product's saving grows with the rows and the reduction. On the outermost U-Net
+/// layers the conversion ate the saving (kernel profile, ngf 32, AMX: the 48-row transposed
+/// conv 19 ms f32 vs 33 ms bf16 over 10 runs). The 64-row conv (ngf 32's 32→64) gains since a
+/// model's first-use weights are no longer made in a pool worker's malloc arena (`filter::
+/// Model::translate_batch`; before, its measurements drowned in page faults): 53 → 41–50 ms
+/// over 41 calls, the ngf-32 batch-1 forward 11.5–11.9 → 11.3–11.5 ms (3 interleaved runs).
+const BF16_MIN_ROWS: usize = 64;
+
+/// Products of [`BF16_MIN_ROWS`] up to [`BF16_ROWS`] rows run in bf16 only with a reduction of
+/// at least this: ngf 64's first layer (64 rows, 3 channels × 4 × 4 = 48) lost in bf16 at
+/// batch 1, 14.8 → 15.7–20.1 ms over 16 calls.
+const BF16_MIN_REDUCTION: usize = 64;
+/// Products of this many rows or more run in bf16 whatever their reduction.
+const BF16_ROWS: usize = 128;
 
 /// Products of at most this many columns stay f32 under bf16: the f32 small-n kernels stream
 /// the weights at memory speed, while the bf16 product pads its columns to 32-wide panels
@@ -53,10 +64,14 @@ fn frozen_for(x: &Tensor, w: &Tensor) -> bool {
     !x.track_op() && !w.is_variable() && fast_for(x, w)
 }
 
-/// Whether a frozen layer whose product is `rows × cols` runs this input in bf16: asked for
-/// and possible, no gradient wanted, and a product large enough to gain.
-fn bf16_for(x: &Tensor, w: &Tensor, rows: usize, cols: usize) -> bool {
-    rows >= BF16_MIN_ROWS && cols >= BF16_MIN_COLUMNS && bf16::active() && frozen_for(x, w)
+/// Whether a frozen layer whose product is `rows × cols` with a reduction of `k` runs this
+/// input in bf16: asked for and possible, no gradient wanted, and a product large enough to
+/// gain.
+fn bf16_for(x: &Tensor, w: &Tensor, rows: usize, k: usize, cols: usize) -> bool {
+    (rows >= BF16_ROWS || (rows >= BF16_MIN_ROWS && k >= BF16_MIN_REDUCTION))
+        && cols >= BF16_MIN_COLUMNS
+        && bf16::active()
+        && frozen_for(x, w)
 }
 
 /// Output-channel scales and shifts of a batch norm on running statistics.
@@ -224,7 +239,7 @@ impl Conv2d {
         // The product's columns: the grid of output positions of the whole batch.
         let cols = geom.as_ref().map_or(usize::MAX, |(nb, g)| nb * g.grid());
         let rows = cin * kh * kw;
-        if cfg.groups == 1 && bf16_for(x, w, cout, cols) {
+        if cfg.groups == 1 && bf16_for(x, w, cout, rows, cols) {
             let packed = self.bf16.get(|| with_f32(w, |v| PackedA::new(Mat::rm(v, cout, rows))))?;
             let op = PackedConv2dOp {
                 w: packed,
@@ -365,7 +380,7 @@ impl ConvTranspose2d {
                 }
                 let (cout, kh, kw, cin) = w.dims4()?;
                 let cols = x.dims4().map_or(usize::MAX, |(nb, _, h, w)| nb * h * w);
-                if bf16_for(x, &w, cout * kh * kw, cols) {
+                if bf16_for(x, &w, cout * kh * kw, cin, cols) {
                     let rows = cout * kh * kw;
                     let packed =
                         self.bf16.get(|| with_f32(&w, |v| PackedA::new(Mat::rm(v, rows, cin))))?;
