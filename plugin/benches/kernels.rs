@@ -58,7 +58,7 @@ struct Stats {
 
 /// Median and min in ms of `n` runs of `f`, after one warm-up run.
 /// The warm-up run on this thread, the timed ones on a worker of the pool, as the library's
-/// translations run (`filter::Model::translate_batch`, `kernels::on_pool`).
+/// translations run (`kernels::on_pool_after_first`).
 fn time(n: usize, mut f: impl FnMut() -> Result<()> + Send) -> Stats {
     f().unwrap();
     kernels::on_pool(|| time_here(n, f))

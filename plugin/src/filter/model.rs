@@ -2,6 +2,8 @@
 //! turning images of any size, sample format and channel count into translated images of the
 //! same size (computed in f32, quantised only when written out).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::Tensor;
 
 use crate::checkpoint::Checkpoint;
@@ -17,7 +19,6 @@ use crate::kernels::{self, Precision};
 use crate::nets::arch::infer_generator;
 use crate::nets::forward::{Forward, Layer, NormStats};
 use crate::nets::generator::{Generator, GeneratorConfig};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Options fixed when a model is opened.
 #[derive(Clone, Debug, PartialEq)]
@@ -285,18 +286,12 @@ impl Model {
             let outs = self.translate_any(&srcs, shared_stats)?;
             outs.iter().zip(imgs).map(|(out, img)| Image::with_alpha_of(out, img, format)).collect()
         };
-        // A model's first translation on the shared pool runs on the calling thread. Its layers
-        // make their first-use weights then (re-laid out, packed), kept for the model's life;
-        // made on a pool worker they would sit in that worker's malloc arena, where (glibc) the
-        // later translations' large buffers then no longer fit the arena's first heap, and a
-        // heap is mapped and unmapped per translation, its pages faulted in afresh each time.
-        // bf16 ngf-32 at batch 1 (kernels bench): 13.7-13.9 -> 11.6-11.8 ms a translation, page
-        // faults 2.2 K -> 0.6 K; f32 unchanged.
-        if matches!(self.threads, Threads::Shared) && !self.translated.swap(true, Ordering::Relaxed)
-        {
-            work()
-        } else {
-            self.threads.install(work)
+        match self.threads {
+            // The first translation makes the layers' first-use weights: on this thread.
+            Threads::Shared => {
+                kernels::on_pool_after_first(!self.translated.swap(true, Ordering::Relaxed), work)
+            }
+            _ => self.threads.install(work),
         }
     }
 }

@@ -269,17 +269,11 @@ impl Trainer {
 
     /// One training step on the batch (`x` input, `y` target, both (N, 3, H, W) in [-1, 1]).
     /// `dropout` drives the generator's dropout layers; `None` turns them off. It runs on a
-    /// worker of the library's thread pool ([`kernels::on_pool`]), but for the first: that one
-    /// makes the optimisers' moments (two more copies of the weights, kept for the run), which
-    /// made on a worker would sit in its malloc arena beside every later step's activations
-    /// (as `filter::Model::translate_batch` explains for a model's first-use weights). ngf-32
-    /// b1 (kernels bench, 3 interleaved runs): medians 167-169 -> 164-169 ms, minima 162-167 ->
-    /// 158-160 ms a step.
+    /// worker of the library's thread pool, but for the first, which makes the optimisers'
+    /// moments ([`kernels::on_pool_after_first`]).
     pub fn step(&mut self, x: &Tensor, y: &Tensor, dropout: Option<StdRng>) -> Result<StepOutput> {
-        if self.opt_g.steps() == 0 {
-            return self.step_here(x, y, dropout);
-        }
-        kernels::on_pool(|| self.step_here(x, y, dropout))
+        let first = self.opt_g.steps() == 0;
+        kernels::on_pool_after_first(first, || self.step_here(x, y, dropout))
     }
 
     fn step_here(&mut self, x: &Tensor, y: &Tensor, dropout: Option<StdRng>) -> Result<StepOutput> {

@@ -138,13 +138,10 @@ pub fn bench(spec: &BenchSpec) -> ApiResult<BenchTimes> {
     // As the batch translation runs: each image normalised by its own statistics.
     let f = Forward::infer(spec.norm_stats).per_image();
     let infer_ms = time_iterations(spec, |i| {
-        let run = || crate::kernels::with_precision(spec.precision, || generator.forward(&x, &f));
-        // Where translations run: the first on this thread, the others on the pool
-        // (`filter::Model::translate_batch` says why).
-        match i {
-            0 => run(),
-            _ => crate::kernels::on_pool(run),
-        }
+        // Where translations run (`filter::Model::translate_batch`).
+        crate::kernels::on_pool_after_first(i == 0, || {
+            crate::kernels::with_precision(spec.precision, || generator.forward(&x, &f))
+        })
         .map_err(Error::from)?;
         Ok(())
     })?;
