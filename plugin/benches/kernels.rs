@@ -60,8 +60,8 @@ struct Stats {
 /// The warm-up run on this thread, the timed ones on a worker of the pool, as the library's
 /// translations run (`kernels::on_pool_after_first`).
 fn time(n: usize, mut f: impl FnMut() -> Result<()> + Send) -> Stats {
-    f().unwrap();
-    kernels::on_pool(|| time_here(n, f))
+    kernels::on_pool_after_first(true, &mut f).unwrap();
+    kernels::on_pool_after_first(false, || time_here(n, f))
 }
 
 fn time_here(n: usize, mut f: impl FnMut() -> Result<()>) -> Stats {

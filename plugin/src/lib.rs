@@ -7,6 +7,12 @@
 //! Layers, each using only those before it (ARCHITECTURE.md): the contract (`pix2pix_ffi`),
 //! [`kernels`] beneath everything, [`nets`], then [`filter`] and [`train`], then [`faces`].
 
+/// Keeps freed large blocks for reuse once passes repeat (`kernels::BlockCache`); Rust
+/// programs that link this crate with their own global allocator turn the feature off.
+#[cfg(feature = "block-cache")]
+#[global_allocator]
+static ALLOCATOR: kernels::BlockCache = kernels::BlockCache;
+
 pub mod checkpoint;
 pub mod error;
 pub mod export;

@@ -18,6 +18,7 @@ pub mod amx;
 mod bf16;
 mod bf16_ops;
 mod bias;
+mod block_cache;
 mod conv2d;
 mod conv_transpose;
 mod direct;
@@ -45,6 +46,7 @@ pub use bf16::{
     effective as effective_precision, from_bf16, precision, set_precision, to_bf16, with_precision,
     Precision,
 };
+pub use block_cache::BlockCache;
 #[doc(hidden)]
 pub use conv2d::bench_conv2d;
 pub use conv2d::{column_floats, Conv2dOp};
@@ -56,7 +58,6 @@ pub use isa::Isa;
 pub use norm::{Groups, MomentsOp, NormAffineOp};
 pub use profile::take_report as take_profile;
 pub(crate) use profile::timed;
-pub use scratch::release as release_scratch;
 pub use weight_grad::WeightGradOp;
 
 /// Which implementation the convolutions run on.
@@ -130,11 +131,23 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// time. bf16 ngf-32 translation at batch 1 (kernels bench): 13.7–13.9 → 11.6–11.8 ms, page
 /// faults 2.2 K → 0.6 K; f32 unchanged; ngf-32 training step at batch 1, 3 interleaved runs:
 /// minima 162–167 → 158–160 ms.
+///
+/// From the second on, freed large blocks are kept for reuse ([`BlockCache`]).
 pub fn on_pool_after_first<R: Send>(first: bool, f: impl FnOnce() -> R + Send) -> R {
     match first {
         true => f(),
-        false => on_pool(f),
+        false => {
+            block_cache::enable();
+            on_pool(f)
+        }
     }
+}
+
+/// Frees what the kernels keep between calls: scratch buffers and cached large blocks (after
+/// a large batch, say); the next kernels allocate afresh.
+pub fn release_scratch() {
+    scratch::release();
+    block_cache::release();
 }
 
 /// The current mode: [`with_mode`]'s on this thread, else [`set_mode`]'s, else
