@@ -485,8 +485,8 @@ unsafe fn tile<S: Vectors, const NV: usize>(
             if let Some(&ahead) = offs.get(t + PREFETCH_TAPS) {
                 for b in base {
                     let q = src.add(ahead + b);
-                    prefetch(q);
-                    prefetch(q.add(S::LANES - 1));
+                    isa::prefetch(q);
+                    isa::prefetch(q.add(S::LANES - 1));
                 }
             }
             let v: [S::V; NV] = std::array::from_fn(|i| S::load(p.add(base[i])));
@@ -509,18 +509,6 @@ unsafe fn tile<S: Vectors, const NV: usize>(
 
 /// How far ahead in the taps [`tile`] prefetches its input (4, 8 and 16 measured alike).
 const PREFETCH_TAPS: usize = 8;
-
-/// Asks for the cache line of `p` in L1.
-///
-/// # Safety
-/// None beyond SSE, which every x86-64 CPU has: a prefetch never faults, whatever the address.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn prefetch(p: *const f32) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-    // SAFETY: SSE is part of x86-64; prefetches do not access memory architecturally.
-    unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
-}
 
 /// Defines `$name`: [`tile`] on `$vectors`, compiled with `$features` enabled (a
 /// `target_feature` function cannot be generic over them); off x86-64, where [`applies`] is

@@ -39,6 +39,19 @@ macro_rules! on_best_isa {
 }
 pub(crate) use on_best_isa;
 
+/// Asks for the cache line of `p` in L1.
+///
+/// # Safety
+/// None beyond SSE, which every x86-64 CPU has: a prefetch never faults, whatever the address
+/// (callers compute out-of-range ones with `wrapping_add`, which keeps the arithmetic defined).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn prefetch(p: *const f32) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: SSE is part of x86-64; prefetches do not access memory architecturally.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+}
+
 /// An instruction-set level of the kernels, in increasing order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {

@@ -270,9 +270,8 @@ macro_rules! dot_tile {
             while c0 < body {
                 if ahead > 0 {
                     for p in a {
-                        // A prefetch never faults; wrapping_add keeps the address arithmetic
-                        // defined wherever it lands.
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(c0 + ahead) as *const i8);
+                        // SAFETY: a prefetch never faults (isa::prefetch).
+                        unsafe { isa::prefetch(p.wrapping_add(c0 + ahead)) };
                     }
                 }
                 // SAFETY (loads): c0 + lanes <= k, inside every row.
@@ -428,8 +427,8 @@ unsafe fn bcast_tile<const R: usize>(
     for kk in 0..k {
         if kk % 16 == 0 {
             for p in a {
-                // A prefetch never faults; wrapping_add keeps the arithmetic defined.
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(kk + ahead) as *const i8);
+                // SAFETY: a prefetch never faults (isa::prefetch).
+                unsafe { isa::prefetch(p.wrapping_add(kk + ahead)) };
             }
         }
         // SAFETY: kk < k: inside b's k vectors and every row of a.
