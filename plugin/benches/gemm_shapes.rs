@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use pix2pix::kernels::{amx, bench_conv2d, bench_sgemm, isa, Bf16Weights, GemmPath};
+use pix2pix::kernels::{amx, bench_sgemm, isa, BenchConv, Bf16Weights, ConvPath, GemmPath};
 
 /// Median seconds of `n` runs of `f` after a warm-up.
 fn med(n: usize, mut f: impl FnMut()) -> f64 {
@@ -86,6 +86,14 @@ fn main() {
             (128, 256, 64, 1),
             (256, 512, 32, 1),
             (256, 256, 16, 1),
+            (256, 256, 8, 1),
+            (256, 256, 4, 1),
+            (32, 64, 128, 4),
+            (512, 512, 16, 1),
+            (512, 512, 8, 1),
+            (512, 512, 4, 1),
+            (128, 256, 32, 4),
+            (256, 256, 8, 4),
         ] {
             let label = format!("conv {c}->{m} @{side} b{nb} ({})", level.name());
             if !label.contains(&only) {
@@ -94,20 +102,42 @@ fn main() {
             let x: Vec<f32> = (0..nb * c * side * side).map(|i| (i % 13) as f32 * 0.1).collect();
             let w: Vec<f32> = (0..m * c * 16).map(|i| (i % 7) as f32 * 0.1).collect();
             let fl = 2.0 * (m * c * 16 * nb * (side / 2) * (side / 2)) as f64;
-            let conv = |direct| bench_conv2d(&x, nb, (c, side, side), &w, m, 4, 2, 1, direct);
-            if conv(true).is_none() {
-                println!("{label}: direct not run here (direct::applies)");
-                continue;
-            }
-            let (mut td, mut tg) = (Vec::new(), Vec::new());
+            // PIX2PIX_CONV_PATHS=text: only the paths whose name contains it (to profile one).
+            let pick = std::env::var("PIX2PIX_CONV_PATHS").unwrap_or_default();
+            let paths: Vec<ConvPath> = [ConvPath::Pixels, ConvPath::Channels, ConvPath::Gemm]
+                .into_iter()
+                .filter(|p| format!("{p:?}").contains(&pick))
+                .collect();
+            let convs: Vec<Option<BenchConv>> = paths
+                .iter()
+                .map(|&path| BenchConv::new((c, side, side), &w, m, 4, 2, 1, path))
+                .collect();
+            let mut times: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
             for _ in 0..7 {
-                td.push(med(3, || drop(conv(true))));
-                tg.push(med(3, || drop(conv(false))));
+                for (t, conv) in times.iter_mut().zip(&convs) {
+                    if let Some(conv) = conv {
+                        t.push(med(3, || drop(conv.run(&x, nb))));
+                    }
+                }
             }
-            td.sort_by(f64::total_cmp);
-            tg.sort_by(f64::total_cmp);
-            println!("{label}: direct {:6.3} ms ({:5.1} GF/s, spread {:.3}-{:.3}) | im2col+gemm {:6.3} ms ({:5.1} GF/s, spread {:.3}-{:.3})",
-                td[3] * 1e3, fl / td[3] / 1e9, td[0] * 1e3, td[6] * 1e3, tg[3] * 1e3, fl / tg[3] / 1e9, tg[0] * 1e3, tg[6] * 1e3);
+            let cells: Vec<String> = paths
+                .iter()
+                .zip(&mut times)
+                .map(|(path, t)| {
+                    t.sort_by(f64::total_cmp);
+                    match t.len() {
+                        0 => format!("{path:?} not run here"),
+                        n => format!(
+                            "{path:?} {:6.3} ms ({:5.1} GF/s, spread {:.3}-{:.3})",
+                            t[n / 2] * 1e3,
+                            fl / t[n / 2] / 1e9,
+                            t[0] * 1e3,
+                            t[n - 1] * 1e3
+                        ),
+                    }
+                })
+                .collect();
+            println!("{label}: {}", cells.join(" | "));
         }
     }
     isa::force(None).expect("back to the detected level");

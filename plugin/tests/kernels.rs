@@ -477,40 +477,57 @@ fn strategies_on_every_isa() {
     });
 }
 
-/// The direct (column-matrix-free) conv kernel against im2col + gemm (itself checked against
-/// the f64 oracle above) where it runs (AVX-512; the image layers on AVX2); elsewhere said
-/// skipped.
+/// The direct (column-matrix-free) conv kernels against im2col + gemm (itself checked against
+/// the f64 oracle above) where they run (AVX-512; the pixel form also runs the image layers on
+/// AVX2); elsewhere said skipped.
 #[test]
 fn direct_conv_matches_im2col_gemm() {
+    use kernels::{BenchConv, ConvPath};
     on_every_isa("direct conv", || {
         let mut rng = StdRng::seed_from_u64(10);
-        // (nb, c, h, w, m, k, s, p): outermost U-Net / PatchGAN layers, partial tiles.
+        // (nb, c, h, w, m, k, s, p): outermost U-Net / PatchGAN layers, partial tiles, encoder
+        // layers (the channel form), a tiny grid.
         for (nb, c, h, w, m, k, s, p) in [
             (1, 3, 64, 64, 8, 4, 2, 1),
             (2, 6, 40, 70, 13, 4, 2, 1),
             (1, 2, 21, 37, 5, 3, 1, 1),
             (2, 3, 12, 36, 9, 4, 2, 0),
+            (1, 32, 32, 32, 64, 4, 2, 1),
+            (2, 16, 8, 8, 80, 4, 2, 1),
         ] {
             let x: Vec<f32> = (0..nb * c * h * w).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
             let wt: Vec<f32> = (0..m * c * k * k).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
-            let g = kernels::bench_conv2d(&x, nb, (c, h, w), &wt, m, k, s, p, false)
-                .expect("im2col + gemm runs every layer");
-            let Some(d) = kernels::bench_conv2d(&x, nb, (c, h, w), &wt, m, k, s, p, true) else {
-                // AVX-512 runs every case here, AVX2 the image layers (<= 48 taps).
-                let isa = kernels::isa::active();
-                let expected = match isa {
-                    kernels::Isa::Avx512 => true,
-                    kernels::Isa::Avx2 => c * k * k <= 48,
-                    kernels::Isa::Scalar => false,
+            let conv = |path| BenchConv::new((c, h, w), &wt, m, k, s, p, path);
+            let g = conv(ConvPath::Gemm).expect("im2col + gemm runs every layer").run(&x, nb);
+            let isa = kernels::isa::active();
+            for path in [ConvPath::Pixels, ConvPath::Channels] {
+                let Some(d) = conv(path) else {
+                    // AVX-512 runs every case here (the pixel form on rows of 16 outputs or
+                    // more), AVX2 the image layers (<= 48 taps) on the pixel form.
+                    let ow = (w + 2 * p - k) / s + 1;
+                    let expected = match (isa, path) {
+                        (kernels::Isa::Avx512, ConvPath::Pixels) => ow >= 16,
+                        (kernels::Isa::Avx512, ConvPath::Channels) => true,
+                        (kernels::Isa::Avx2, ConvPath::Pixels) => c * k * k <= 48,
+                        _ => false,
+                    };
+                    assert!(
+                        !expected,
+                        "direct conv {path:?}: {c} channels, k{k} not run on {}",
+                        isa.name()
+                    );
+                    eprintln!(
+                        "direct conv {path:?}: {c} channels, k{k}: skipped on {}",
+                        isa.name()
+                    );
+                    continue;
                 };
-                assert!(!expected, "direct conv: {c} channels, k{k} not run on {}", isa.name());
-                eprintln!("direct conv: {c} channels, k{k}: skipped on {}", isa.name());
-                continue;
-            };
-            let scale = g.iter().fold(1f32, |a, v| a.max(v.abs()));
-            let err = d.iter().zip(&g).fold(0f32, |a, (d, g)| a.max((d - g).abs())) / scale;
-            assert_eq!(d.len(), g.len());
-            assert!(err <= TOL, "direct conv {nb}x{c}x{h}x{w} -> {m}: error {err:e}");
+                let d = d.run(&x, nb);
+                let scale = g.iter().fold(1f32, |a, v| a.max(v.abs()));
+                let err = d.iter().zip(&g).fold(0f32, |a, (d, g)| a.max((d - g).abs())) / scale;
+                assert_eq!(d.len(), g.len());
+                assert!(err <= TOL, "direct conv {path:?} {nb}x{c}x{h}x{w} -> {m}: error {err:e}");
+            }
         }
     });
 }

@@ -8,6 +8,7 @@ use super::activation::leaky_relu_slice;
 use super::bf16::{conv_bf16, effective, Precision};
 use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::{self, DirectWeights};
+use super::direct_channels;
 use super::gemm::{self, sgemm_w, Mat, Weights};
 use super::im2col::{
     block_cols, blocks_apply, cnhw_to_nchw, im2col, split_phases, with_column_block, Geom, Phases,
@@ -221,29 +222,75 @@ fn conv_whole(
     out
 }
 
-/// Conv2d forward of `nb` images `(nb, c, h, w)` with weights `(m, c, k, k)`, stride `s`,
-/// padding `p`, on the direct kernel or on im2col + gemm, for benchmarks comparing the two;
-/// `None` where the direct kernel does not run (no AVX-512).
+/// A conv2d layer with weights `(m, c, k, k)`, stride `s`, padding `p` over `(c, h, w)` images,
+/// prepared for one strategy (weights packed as that kernel reads them, once, as a frozen
+/// layer does), for benchmarks and tests comparing the strategies.
 #[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
-pub fn bench_conv2d(
-    x: &[f32],
-    nb: usize,
-    (c, h, w): (usize, usize, usize),
-    wt: &[f32],
+pub struct BenchConv {
+    g: Geom,
     m: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    direct: bool,
-) -> Option<Vec<f32>> {
-    let g = Geom::conv(c, (h, w), (k, k), s, p, 1).expect("bench geometry");
-    let wm = Mat::rm(wt, m, g.rows());
-    match direct {
-        true => direct::applies(&g, m)
-            .then(|| direct::conv_direct(x, nb, &g, &DirectWeights::pack(wm), None, None)),
-        false => Some(conv_whole(x, nb, &g, Weights::F32(wm), None, None)),
+    weights: Vec<f32>,
+    packed: Packed,
+}
+
+enum Packed {
+    Pixels(DirectWeights),
+    Channels(direct_channels::ChannelWeights),
+    Gemm,
+}
+
+impl BenchConv {
+    /// `None` where `path` does not run this layer here (the direct kernels need AVX-512, or
+    /// AVX2 for the image layers).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        (c, h, w): (usize, usize, usize),
+        wt: &[f32],
+        m: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        path: ConvPath,
+    ) -> Option<Self> {
+        let g = Geom::conv(c, (h, w), (k, k), s, p, 1).expect("bench geometry");
+        let wm = Mat::rm(wt, m, g.rows());
+        let packed = match path {
+            ConvPath::Pixels => Packed::Pixels(DirectWeights::pack(wm)),
+            ConvPath::Channels => Packed::Channels(direct_channels::ChannelWeights::pack(wm)),
+            ConvPath::Gemm => Packed::Gemm,
+        };
+        let runs = match path {
+            ConvPath::Pixels => direct::applies(&g, m),
+            ConvPath::Channels => direct_channels::available(),
+            ConvPath::Gemm => true,
+        };
+        runs.then(|| Self { g, m, weights: wt.to_vec(), packed })
     }
+
+    /// The forward of `nb` images `x`.
+    pub fn run(&self, x: &[f32], nb: usize) -> Vec<f32> {
+        let g = &self.g;
+        match &self.packed {
+            Packed::Pixels(w) => direct::conv_direct(x, nb, g, w, None, None),
+            Packed::Channels(w) => direct_channels::conv(x, nb, g, w, None, None),
+            Packed::Gemm => {
+                let wm = Mat::rm(&self.weights, self.m, g.rows());
+                conv_whole(x, nb, g, Weights::F32(wm), None, None)
+            }
+        }
+    }
+}
+
+/// The strategies [`BenchConv`] compares.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub enum ConvPath {
+    /// The direct kernel vectorised along output pixels.
+    Pixels,
+    /// The direct kernel vectorised along output channels.
+    Channels,
+    /// im2col + gemm.
+    Gemm,
 }
 
 impl Conv2dOp {

@@ -22,6 +22,7 @@ mod block_cache;
 mod conv2d;
 mod conv_transpose;
 mod direct;
+mod direct_channels;
 mod frozen;
 mod gemm;
 mod im2col;
@@ -47,9 +48,9 @@ pub use bf16::{
     Precision,
 };
 pub use block_cache::BlockCache;
-#[doc(hidden)]
-pub use conv2d::bench_conv2d;
 pub use conv2d::{column_floats, Conv2dOp};
+#[doc(hidden)]
+pub use conv2d::{BenchConv, ConvPath};
 pub use conv_transpose::ConvTranspose2dOp;
 pub use frozen::{Conv2d, ConvTranspose2d};
 #[doc(hidden)]
