@@ -234,7 +234,7 @@ pub struct BenchConv {
 }
 
 enum Packed {
-    Pixels(DirectWeights),
+    Pixels(direct::PixelWeights),
     Channels(direct_channels::ChannelWeights),
     Gemm,
 }
@@ -255,12 +255,12 @@ impl BenchConv {
         let g = Geom::conv(c, (h, w), (k, k), s, p, 1).expect("bench geometry");
         let wm = Mat::rm(wt, m, g.rows());
         let packed = match path {
-            ConvPath::Pixels => Packed::Pixels(DirectWeights::pack(wm)),
+            ConvPath::Pixels => Packed::Pixels(direct::PixelWeights::pack(wm)),
             ConvPath::Channels => Packed::Channels(direct_channels::ChannelWeights::pack(wm)),
             ConvPath::Gemm => Packed::Gemm,
         };
         let runs = match path {
-            ConvPath::Pixels => direct::applies(&g, m),
+            ConvPath::Pixels => direct::pixels_apply(&g, m),
             ConvPath::Channels => direct_channels::available(),
             ConvPath::Gemm => true,
         };
@@ -271,7 +271,7 @@ impl BenchConv {
     pub fn run(&self, x: &[f32], nb: usize) -> Vec<f32> {
         let g = &self.g;
         match &self.packed {
-            Packed::Pixels(w) => direct::conv_direct(x, nb, g, w, None, None),
+            Packed::Pixels(w) => direct::conv_pixels(x, nb, g, w, None, None),
             Packed::Channels(w) => direct_channels::conv(x, nb, g, w, None, None),
             Packed::Gemm => {
                 let wm = Mat::rm(&self.weights, self.m, g.rows());
@@ -321,7 +321,7 @@ impl Conv2dOp {
         }
         let g = Geom::conv(cin, (h, w), (kh, kw), self.stride, self.padding, self.dilation)?;
         let y = match packed {
-            Some(p) if direct::applies(&g, cout) && p.rows() == cout => {
+            Some(p) if p.runs(&g) && p.rows() == cout => {
                 direct::conv_direct(x, nb, &g, p, bias, act)
             }
             _ => conv_core(x, nb, &g, Weights::F32(Mat::rm(k, cout, g.rows())), bias, act),

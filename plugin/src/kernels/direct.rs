@@ -18,6 +18,7 @@
 
 use rayon::prelude::*;
 
+use super::direct_channels::{self, ChannelWeights};
 use super::im2col::Geom;
 use super::isa::{self, on_best_isa, Isa};
 use super::mat::Mat;
@@ -57,10 +58,16 @@ impl Form {
 /// measured alike (`gemm_shapes`); the pass keeps the input well inside L1 either way.
 const KC: usize = 64;
 
-/// Whether [`conv_direct`] runs this layer, of `m` output channels: output rows of at least a
-/// vector (on narrower grids most lanes would be masked off) and at most [`MAX_WEIGHTS`]
-/// weights on AVX-512; on AVX2 only the image layers (at most [`AVX2_MAX_TAPS`] taps).
+/// Whether [`conv_direct`] runs this layer, of `m` output channels: on the channel form where
+/// that suits the layer ([`direct_channels::suits`]), else on the pixel form where it applies.
 pub(crate) fn applies(g: &Geom, m: usize) -> bool {
+    g.dil == 1 && (direct_channels::suits(m, g.rows()) || pixels_apply(g, m))
+}
+
+/// Whether the pixel form runs this layer: output rows of at least a vector (on narrower grids
+/// most lanes would be masked off) and at most [`MAX_WEIGHTS`] weights on AVX-512; on AVX2 only
+/// the image layers (at most [`AVX2_MAX_TAPS`] taps).
+pub(crate) fn pixels_apply(g: &Geom, m: usize) -> bool {
     let fits = |f: Form| match f.isa {
         Isa::Avx2 => g.rows() <= AVX2_MAX_TAPS,
         _ => m * g.rows() <= MAX_WEIGHTS,
@@ -178,15 +185,47 @@ fn gather_body(src: &[f32], s: usize, dst: &mut [f32], slope: f32) {
     }
 }
 
-/// A layer's `m × k` weights as the tiles read them: blocks of [`CO`] output channels, each
-/// `k × CO` (zeros past `m`). Frozen layers keep theirs, made once; others pack per call.
-pub(crate) struct DirectWeights {
+/// A layer's weights packed for the direct kernel that suits it: the channel form
+/// ([`direct_channels`]) for many-channel layers, the pixel form (this file) for the image
+/// layers. Frozen layers keep theirs, made once; others pack per call.
+pub(crate) enum DirectWeights {
+    Pixels(PixelWeights),
+    Channels(ChannelWeights),
+}
+
+impl DirectWeights {
+    pub fn pack(w: Mat) -> Self {
+        match direct_channels::suits(w.rows, w.cols) {
+            true => Self::Channels(ChannelWeights::pack(w)),
+            false => Self::Pixels(PixelWeights::pack(w)),
+        }
+    }
+    pub fn rows(&self) -> usize {
+        match self {
+            Self::Pixels(w) => w.m,
+            Self::Channels(w) => w.rows(),
+        }
+    }
+    /// Whether these weights' kernel runs grid `g` on the kernels' level (a test may have
+    /// narrowed it since they were packed).
+    pub fn runs(&self, g: &Geom) -> bool {
+        g.dil == 1
+            && match self {
+                Self::Pixels(w) => pixels_apply(g, w.m),
+                Self::Channels(_) => direct_channels::available(),
+            }
+    }
+}
+
+/// A layer's `m × k` weights as the pixel form's tiles read them: blocks of [`CO`] output
+/// channels, each `k × CO` (zeros past `m`).
+pub(crate) struct PixelWeights {
     data: Vec<f32>,
     m: usize,
     k: usize,
 }
 
-impl DirectWeights {
+impl PixelWeights {
     pub fn pack(w: Mat) -> Self {
         assert!(w.in_bounds(), "direct conv: weight view out of bounds");
         let (m, k) = (w.rows, w.cols);
@@ -203,13 +242,11 @@ impl DirectWeights {
         });
         Self { data, m, k }
     }
-    pub fn rows(&self) -> usize {
-        self.m
-    }
 }
 
 /// `(nb, m, oh, ow)` = conv of `leaky_relu(x, act)` (or of `x`) — `nb` NCHW images of geometry
-/// `g` — with the packed `m × g.rows()` weights `w`, `bias` added. Callers check [`applies`].
+/// `g` — with the packed `m × g.rows()` weights `w`, `bias` added. Callers check
+/// [`DirectWeights::runs`] (or [`applies`] before packing).
 pub(crate) fn conv_direct(
     x: &[f32],
     nb: usize,
@@ -218,22 +255,41 @@ pub(crate) fn conv_direct(
     bias: Option<&[f32]>,
     act: Option<f32>,
 ) -> Vec<f32> {
-    let f = Form::now().expect("direct conv: dispatched on a CPU without AVX2 or AVX-512");
     let m = w.rows();
+    let form = match w {
+        DirectWeights::Pixels(_) => "direct  ",
+        DirectWeights::Channels(_) => "channels",
+    };
     super::timed(
-        || format!("conv   direct   {m}x{}x{nb} k{} s{} @{}x{}", g.c, g.kh, g.stride, g.oh, g.ow),
+        || format!("conv   {form} {m}x{}x{nb} k{} s{} @{}x{}", g.c, g.kh, g.stride, g.oh, g.ow),
         2.0 * (m * nb * g.grid() * g.rows()) as f64,
-        || conv_on(f, x, nb, g, w, bias, act),
+        || match w {
+            DirectWeights::Pixels(w) => conv_pixels(x, nb, g, w, bias, act),
+            DirectWeights::Channels(w) => direct_channels::conv(x, nb, g, w, bias, act),
+        },
     )
 }
 
-/// [`conv_direct`] on the tile `f`.
+/// The pixel form of [`conv_direct`], on the tile of the kernels' level.
+pub(crate) fn conv_pixels(
+    x: &[f32],
+    nb: usize,
+    g: &Geom,
+    w: &PixelWeights,
+    bias: Option<&[f32]>,
+    act: Option<f32>,
+) -> Vec<f32> {
+    let f = Form::now().expect("direct conv: dispatched on a CPU without AVX2 or AVX-512");
+    conv_on(f, x, nb, g, w, bias, act)
+}
+
+/// [`conv_pixels`] on the tile `f`.
 fn conv_on(
     f: Form,
     x: &[f32],
     nb: usize,
     g: &Geom,
-    w: &DirectWeights,
+    w: &PixelWeights,
     bias: Option<&[f32]>,
     act: Option<f32>,
 ) -> Vec<f32> {
@@ -588,7 +644,7 @@ mod tests {
             let x = test_values(nb * c * h * wd, 40.0);
             let w = test_values(m * g.rows(), 90.0);
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.1 - 0.5).collect();
-            let packed = DirectWeights::pack(Mat::rm(&w, m, g.rows()));
+            let packed = PixelWeights::pack(Mat::rm(&w, m, g.rows()));
             let got = conv_on(f, &x, nb, &g, &packed, Some(&bias), act);
             let inp = |v: f32| match act {
                 Some(s) if v < 0.0 => (v * s) as f64,
