@@ -253,11 +253,12 @@ pub(crate) fn conv(
                     init: (k0 == 0).then_some(&biases[b]),
                     next: &wb[k1 * CB..k2 * CB],
                 };
-                // The pass's first tile fetches the next pass's weights into cache as it goes:
-                // on small grids each pass has few tiles and the weights come from DRAM (in the
-                // network, 256→256 @4² took 0.50 ms a call with cold weights, 0.26 hot; this
-                // made it 0.43). Spread over all the pass's tiles instead: no better on small
-                // grids, slower on large ones.
+                // The pass's first tile fetches the next pass's weights into L2 as it goes: on
+                // small grids each pass has few tiles and the weights come from DRAM (in the
+                // network, 256→256 @4² took 0.50 ms a call with cold weights, 0.26 hot; into L1
+                // this made it 0.43, into L2 0.44–0.48 → 0.39–0.45 and @8² 0.83–0.98 → 0.73–0.91
+                // over 4 interleaved runs). Spread over all the pass's tiles instead: no better
+                // on small grids, slower on large ones.
                 for p in (p0..p1).step_by(NP) {
                     let acc = &mut sums[(p - p0) * CB..];
                     let ahead = p == p0;
@@ -428,7 +429,7 @@ unsafe fn tile<const P: usize>(pass: &Pass, base: [usize; P], acc: &mut [f32], a
         for (t, &off) in pass.offs.iter().enumerate() {
             if t < next_taps {
                 for v in 0..CV {
-                    isa::prefetch(np.add(v * 16));
+                    isa::prefetch_l2(np.add(v * 16));
                 }
                 np = np.add(CB);
             }

@@ -52,6 +52,19 @@ pub(crate) unsafe fn prefetch(p: *const f32) {
     unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
 }
 
+/// Asks for the cache line of `p` in L2 (see [`prefetch`]): for streams read a little later,
+/// which then need not hold an L1 line meanwhile.
+///
+/// # Safety
+/// As [`prefetch`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn prefetch_l2(p: *const f32) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    // SAFETY: SSE is part of x86-64; prefetches do not access memory architecturally.
+    unsafe { _mm_prefetch::<_MM_HINT_T1>(p as *const i8) }
+}
+
 /// An instruction-set level of the kernels, in increasing order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
