@@ -305,6 +305,10 @@ fn network_shapes() {
         // Enough output channels for the per-image column matrices (up to 6 threads).
         worst = worst.max(conv_t_case(c(nb, 5, 24, 32, 4, 2, 1, 0), &mut rng));
         worst = worst.max(conv_t_case(c(nb, 6, 4, 2, 4, 2, 1, 0), &mut rng));
+        // Many-channel layers (64 grid channels, 256 taps) on a 32×32 grid: the channel-form
+        // forward and weight gradients (direct_channels, weight_grad_channels) on AVX-512.
+        worst = worst.max(conv2d_case(c(nb, 16, 64, 64, 4, 2, 1, 0), &mut rng));
+        worst = worst.max(conv_t_case(c(nb, 64, 16, 32, 4, 2, 1, 0), &mut rng));
         // Innermost U-Net layers: grids of 2×2 and 1×1 with enough weights for the small-n kernels.
         worst = worst.max(conv_t_case(c(nb, 64, 64, 2, 4, 2, 1, 0), &mut rng));
         worst = worst.max(conv_t_case(c(nb, 64, 64, 1, 4, 2, 1, 0), &mut rng));

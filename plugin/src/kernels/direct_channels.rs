@@ -22,7 +22,7 @@ use super::mat::Mat;
 use super::scratch::Scratch;
 
 /// Output channels per block of the packed weights: [`CV`] vectors of 16.
-const CB: usize = CV * 16;
+pub(crate) const CB: usize = CV * 16;
 /// Channel vectors per register tile.
 const CV: usize = 4;
 /// Output pixels per register tile: `CV·NP` = 24 accumulators, `CV` weight registers and a
@@ -112,7 +112,7 @@ unsafe fn pack_block(_: &[f32], _: usize, _: usize, _: &mut [f32]) {
 }
 
 /// The index of `v`'s first 64-byte aligned float (`v` has 16 floats to spare).
-fn aligned_start(v: &[f32]) -> usize {
+pub(crate) fn aligned_start(v: &[f32]) -> usize {
     v.as_ptr().align_offset(64).min(16)
 }
 
@@ -135,21 +135,21 @@ pub(crate) fn available() -> bool {
 /// The zero-padded input of one image: channel `c` is a `ph × pw` plane holding input pixel
 /// `(iy, ix)` at `(iy + pad, ix + pad)`, so that tap `(ky, kx)` of output pixel `(oy, ox)` reads
 /// `(oy·s + ky, ox·s + kx)`.
-struct Padded {
-    ph: usize,
-    pw: usize,
+pub(crate) struct Padded {
+    pub ph: usize,
+    pub pw: usize,
 }
 
 impl Padded {
-    fn new(g: &Geom) -> Self {
+    pub fn new(g: &Geom) -> Self {
         Self { ph: (g.oh - 1) * g.stride + g.kh, pw: (g.ow - 1) * g.stride + g.kw }
     }
-    fn plane(&self) -> usize {
+    pub fn plane(&self) -> usize {
         self.ph * self.pw
     }
     /// Image `x` (`c × h × w`) into `out` (`c · plane` floats), through `leaky_relu(·, act)`
     /// when `act` is a slope; every float of `out` is written.
-    fn fill(&self, x: &[f32], g: &Geom, out: &mut [f32], act: Option<f32>) {
+    pub fn fill(&self, x: &[f32], g: &Geom, out: &mut [f32], act: Option<f32>) {
         // leaky_relu with slope 1 is the identity, to the bit: one loop for both.
         let slope = act.unwrap_or(1.0);
         let hw = g.h * g.w;
@@ -347,7 +347,9 @@ unsafe fn to_planes(_: &[f32], _: usize, _: usize, _: *mut f32, _: usize) {
 /// pairs, then 128-bit lanes), written out so that it compiles to straight-line shuffles.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+pub(crate) unsafe fn transpose16(
+    r: [std::arch::x86_64::__m512; 16],
+) -> [std::arch::x86_64::__m512; 16] {
     use std::arch::x86_64::*;
     // SAFETY: register shuffles; the caller runs with AVX-512 F.
     unsafe {

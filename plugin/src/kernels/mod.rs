@@ -35,6 +35,7 @@ mod scratch;
 mod single_channel;
 mod small_gemm;
 mod weight_grad;
+mod weight_grad_channels;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

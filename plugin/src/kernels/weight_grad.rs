@@ -16,6 +16,7 @@ use super::im2col::{
 use super::mat::transpose;
 use super::profile::timed;
 use super::single_channel;
+use super::weight_grad_channels;
 use super::{batch_merge, contiguous_f32, dims4};
 
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +46,13 @@ pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geo
             || format!("wgrad  1-chan   {}", shape()),
             flops,
             || single_channel::weight_grad(act, nb, img, g),
+        );
+    }
+    if weight_grad_channels::suits(m, g, nb * s) {
+        return timed(
+            || format!("wgrad  channels {}", shape()),
+            flops,
+            || weight_grad_channels::weight_grad(act, nb, m, img, g),
         );
     }
     let transposed = transposed_pays(m, rows, nb * s);
