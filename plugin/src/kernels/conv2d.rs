@@ -234,8 +234,7 @@ pub struct BenchConv {
 }
 
 enum Packed {
-    Pixels(direct::PixelWeights),
-    Channels(direct_channels::ChannelWeights),
+    Direct(DirectWeights),
     Gemm,
 }
 
@@ -255,8 +254,12 @@ impl BenchConv {
         let g = Geom::conv(c, (h, w), (k, k), s, p, 1).expect("bench geometry");
         let wm = Mat::rm(wt, m, g.rows());
         let packed = match path {
-            ConvPath::Pixels => Packed::Pixels(direct::PixelWeights::pack(wm)),
-            ConvPath::Channels => Packed::Channels(direct_channels::ChannelWeights::pack(wm)),
+            ConvPath::Pixels => {
+                Packed::Direct(DirectWeights::Pixels(direct::PixelWeights::pack(wm)))
+            }
+            ConvPath::Channels => {
+                Packed::Direct(DirectWeights::Channels(direct_channels::ChannelWeights::pack(wm)))
+            }
             ConvPath::Gemm => Packed::Gemm,
         };
         let runs = match path {
@@ -271,8 +274,7 @@ impl BenchConv {
     pub fn run(&self, x: &[f32], nb: usize) -> Vec<f32> {
         let g = &self.g;
         match &self.packed {
-            Packed::Pixels(w) => direct::conv_pixels(x, nb, g, w, None, None),
-            Packed::Channels(w) => direct_channels::conv(x, nb, g, w, None, None),
+            Packed::Direct(w) => direct::conv_direct(x, nb, g, w, None, None),
             Packed::Gemm => {
                 let wm = Mat::rm(&self.weights, self.m, g.rows());
                 conv_whole(x, nb, g, Weights::F32(wm), None, None)

@@ -264,26 +264,17 @@ pub(crate) fn conv_direct(
         || format!("conv   {form} {m}x{}x{nb} k{} s{} @{}x{}", g.c, g.kh, g.stride, g.oh, g.ow),
         2.0 * (m * nb * g.grid() * g.rows()) as f64,
         || match w {
-            DirectWeights::Pixels(w) => conv_pixels(x, nb, g, w, bias, act),
+            DirectWeights::Pixels(w) => {
+                let f =
+                    Form::now().expect("direct conv: dispatched on a CPU without AVX2 or AVX-512");
+                conv_on(f, x, nb, g, w, bias, act)
+            }
             DirectWeights::Channels(w) => direct_channels::conv(x, nb, g, w, bias, act),
         },
     )
 }
 
-/// The pixel form of [`conv_direct`], on the tile of the kernels' level.
-pub(crate) fn conv_pixels(
-    x: &[f32],
-    nb: usize,
-    g: &Geom,
-    w: &PixelWeights,
-    bias: Option<&[f32]>,
-    act: Option<f32>,
-) -> Vec<f32> {
-    let f = Form::now().expect("direct conv: dispatched on a CPU without AVX2 or AVX-512");
-    conv_on(f, x, nb, g, w, bias, act)
-}
-
-/// [`conv_pixels`] on the tile `f`.
+/// The pixel form of [`conv_direct`], on the tile `f`.
 fn conv_on(
     f: Form,
     x: &[f32],
@@ -617,6 +608,7 @@ tile_entry!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::im2col::assert_conv;
     use crate::kernels::mat::test_values;
 
     /// Against a direct f64 sum of the definition, on the U-Net's geometry (k4 s2 p1), stride
@@ -646,41 +638,7 @@ mod tests {
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.1 - 0.5).collect();
             let packed = PixelWeights::pack(Mat::rm(&w, m, g.rows()));
             let got = conv_on(f, &x, nb, &g, &packed, Some(&bias), act);
-            let inp = |v: f32| match act {
-                Some(s) if v < 0.0 => (v * s) as f64,
-                _ => v as f64,
-            };
-            for n in 0..nb {
-                for co in 0..m {
-                    for oy in 0..g.oh {
-                        for ox in 0..g.ow {
-                            let mut want = bias[co] as f64;
-                            for ci in 0..c {
-                                for ky in 0..kh {
-                                    for kx in 0..kh {
-                                        let iy = (oy * st + ky) as isize - pad as isize;
-                                        let ix = (ox * st + kx) as isize - pad as isize;
-                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize
-                                        {
-                                            continue;
-                                        }
-                                        let xv =
-                                            x[((n * c + ci) * h + iy as usize) * wd + ix as usize];
-                                        let wv = w[co * g.rows() + (ci * kh + ky) * kh + kx];
-                                        want += inp(xv) * wv as f64;
-                                    }
-                                }
-                            }
-                            let got = got[((n * m + co) * g.oh + oy) * g.ow + ox] as f64;
-                            assert!(
-                                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                                "{}: {g:?} m {m} at ({n}, {co}, {oy}, {ox}): {got} vs {want}",
-                                f.isa.name()
-                            );
-                        }
-                    }
-                }
-            }
+            assert_conv(&got, &x, nb, &g, &w, m, &bias, act, f.isa.name());
         }
     }
 }

@@ -461,6 +461,7 @@ unsafe fn tile<const P: usize>(_: &Pass, _: [usize; P], _: &mut [f32], _: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::im2col::assert_conv;
     use crate::kernels::mat::test_values;
 
     /// Against a direct f64 sum of the definition: the U-Net's geometry (k4 s2 p1) on large and
@@ -486,40 +487,7 @@ mod tests {
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.1 - 0.5).collect();
             let packed = ChannelWeights::pack(Mat::rm(&w, m, g.rows()));
             let got = conv(&x, nb, &g, &packed, Some(&bias), act);
-            let inp = |v: f32| match act {
-                Some(s) if v < 0.0 => (v * s) as f64,
-                _ => v as f64,
-            };
-            for n in 0..nb {
-                for co in 0..m {
-                    for oy in 0..g.oh {
-                        for ox in 0..g.ow {
-                            let mut want = bias[co] as f64;
-                            for ci in 0..c {
-                                for ky in 0..kh {
-                                    for kx in 0..kh {
-                                        let iy = (oy * st + ky) as isize - pad as isize;
-                                        let ix = (ox * st + kx) as isize - pad as isize;
-                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize
-                                        {
-                                            continue;
-                                        }
-                                        let xv =
-                                            x[((n * c + ci) * h + iy as usize) * wd + ix as usize];
-                                        let wv = w[co * g.rows() + (ci * kh + ky) * kh + kx];
-                                        want += inp(xv) * wv as f64;
-                                    }
-                                }
-                            }
-                            let got = got[((n * m + co) * g.oh + oy) * g.ow + ox] as f64;
-                            assert!(
-                                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                                "{g:?} m {m} at ({n}, {co}, {oy}, {ox}): {got} vs {want}"
-                            );
-                        }
-                    }
-                }
-            }
+            assert_conv(&got, &x, nb, &g, &w, m, &bias, act, "channel form");
         }
         eprintln!("direct conv by channels on avx512: passed");
     }

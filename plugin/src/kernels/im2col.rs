@@ -431,6 +431,53 @@ pub(crate) fn cnhw_to_nchw(
     }
 }
 
+/// Test oracle of the direct convolutions: asserts that `got` (`nb × m × oh × ow`) holds the
+/// convolution of `leaky_relu(x, act)` (or of `x`) with the `m × g.rows()` weights `w`, `bias`
+/// added, summed in f64, to f32 rounding.
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn assert_conv(
+    got: &[f32],
+    x: &[f32],
+    nb: usize,
+    g: &Geom,
+    w: &[f32],
+    m: usize,
+    bias: &[f32],
+    act: Option<f32>,
+    what: &str,
+) {
+    let inp = |v: f32| match act {
+        Some(s) if v < 0.0 => (v * s) as f64,
+        _ => v as f64,
+    };
+    let (c, h, wd, kh, kw) = (g.c, g.h, g.w, g.kh, g.kw);
+    for n in 0..nb {
+        for co in 0..m {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut want = bias[co] as f64;
+                    for t in 0..g.rows() {
+                        let (ci, ky, kx) = (t / (kh * kw), t / kw % kh, t % kw);
+                        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                            continue;
+                        }
+                        let xv = x[((n * c + ci) * h + iy as usize) * wd + ix as usize];
+                        want += inp(xv) * w[co * g.rows() + t] as f64;
+                    }
+                    let got = got[((n * m + co) * g.oh + oy) * g.ow + ox] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "{what}: {g:?} m {m} at ({n}, {co}, {oy}, {ox}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
