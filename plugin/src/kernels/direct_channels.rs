@@ -117,15 +117,21 @@ pub(crate) fn aligned_start(v: &[f32]) -> usize {
 }
 
 /// Whether this kernel suits a layer of `m` output channels and `k` taps (channels × kernel
-/// taps), on this CPU: at least a block's 64 channels and 256 taps (16 input channels at 4×4).
-/// `gemm_shapes` (2-thread AVX-512 Xeon, weights packed once): ahead of the pixel form and of
-/// im2col + gemm on every such U-Net layer measured — 32→64 @128² 1.08 ms vs 1.30 and 2.30,
-/// 128→256 @32² 0.97 vs gemm 1.44, 256→256 @8² 0.26 vs 0.46, 512→512 @8² 1.00 vs 1.38 —, even
-/// at 512→512 @4²; behind the pixel form on the image layers (3→64 @256² 3.24 vs 2.68 ms at
-/// batch 4, 6→64 too).
+/// taps), on this CPU: at least a block's 64 channels and 256 taps (16 input channels at 4×4),
+/// at most [`MAX_WEIGHTS`]. `gemm_shapes` (2-thread AVX-512 Xeon, weights packed once): ahead
+/// of the pixel form and of im2col + gemm on every such U-Net layer measured — 32→64 @128²
+/// 1.08 ms vs 1.30 and 2.30, 128→256 @32² 0.97 vs gemm 1.44, 256→256 @8² 0.26 vs 0.46 —;
+/// behind the pixel form on the image layers (3→64 @256² 3.24 vs 2.68 ms at batch 4, 6→64 too).
 pub(crate) fn suits(m: usize, k: usize) -> bool {
-    m >= CB && k >= 256 && available()
+    m >= CB && k >= 256 && m * k <= MAX_WEIGHTS && available()
 }
+
+/// Layers with more weights than this (4 MB) stay on im2col + gemm, though the kernel wins
+/// there too (256→512 @32² 3.7 vs 4.8 ms, 512→512 @16² 2.5 vs 3.5): a frozen layer keeps its
+/// packed copy beside its f32 weights, and ngf 64's eight such layers (78 MB) took `host run`
+/// from 297 to 352 MiB (375 MiB with running statistics in bf16, over its 1.5 × weights + 64
+/// MiB budget); a training step packs every call.
+const MAX_WEIGHTS: usize = 1 << 20;
 
 /// Whether the kernels' level ([`isa::active`]) is AVX-512, which [`conv`] needs.
 pub(crate) fn available() -> bool {
