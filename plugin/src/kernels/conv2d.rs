@@ -8,7 +8,7 @@ use super::activation::leaky_relu_slice;
 use super::bf16::{conv_bf16, effective, Precision};
 use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::{self, DirectWeights};
-use super::direct_channels;
+use super::direct_channels::{self, Packing};
 use super::gemm::{self, sgemm_w, Mat, Weights};
 use super::im2col::{
     block_cols, blocks_apply, cnhw_to_nchw, im2col, split_phases, with_column_block, Geom, Phases,
@@ -82,8 +82,8 @@ fn conv_gemm(
                 })
             },
         ),
-        (Weights::F32(a), _) if direct::applies(g, m) => {
-            direct::conv_direct(x, nb, g, &DirectWeights::pack(a), bias, act)
+        (Weights::F32(a), _) if direct::applies(g, m, Packing::PerCall) => {
+            direct::conv_direct(x, nb, g, &DirectWeights::pack(a, Packing::PerCall), bias, act)
         }
         (Weights::F32(a), false) if blocks_apply(g.rows(), s) => timed(
             || format!("conv   blocks   {}", shape()),

@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use super::direct_channels::{self, ChannelWeights};
+use super::direct_channels::{self, ChannelWeights, Packing};
 use super::im2col::Geom;
 use super::isa::{self, on_best_isa, Isa};
 use super::mat::Mat;
@@ -58,10 +58,11 @@ impl Form {
 /// measured alike (`gemm_shapes`); the pass keeps the input well inside L1 either way.
 const KC: usize = 64;
 
-/// Whether [`conv_direct`] runs this layer, of `m` output channels: on the channel form where
-/// that suits the layer ([`direct_channels::suits`]), else on the pixel form where it applies.
-pub(crate) fn applies(g: &Geom, m: usize) -> bool {
-    g.dil == 1 && (direct_channels::suits(m, g.rows()) || pixels_apply(g, m))
+/// Whether [`conv_direct`] runs this layer, of `m` output channels, its weights packed as
+/// `packing` says: on the channel form where that suits the layer ([`direct_channels::suits`]),
+/// else on the pixel form where it applies.
+pub(crate) fn applies(g: &Geom, m: usize, packing: Packing) -> bool {
+    g.dil == 1 && (direct_channels::suits(m, g.rows(), packing) || pixels_apply(g, m))
 }
 
 /// Whether the pixel form runs this layer: output rows of at least a vector (on narrower grids
@@ -194,8 +195,8 @@ pub(crate) enum DirectWeights {
 }
 
 impl DirectWeights {
-    pub fn pack(w: Mat) -> Self {
-        match direct_channels::suits(w.rows, w.cols) {
+    pub fn pack(w: Mat, packing: Packing) -> Self {
+        match direct_channels::suits(w.rows, w.cols, packing) {
             true => Self::Channels(ChannelWeights::pack(w)),
             false => Self::Pixels(PixelWeights::pack(w)),
         }

@@ -117,21 +117,40 @@ pub(crate) fn aligned_start(v: &[f32]) -> usize {
 }
 
 /// Whether this kernel suits a layer of `m` output channels and `k` taps (channels × kernel
-/// taps), on this CPU: at least a block's 64 channels and 256 taps (16 input channels at 4×4),
-/// at most [`MAX_WEIGHTS`]. `gemm_shapes` (2-thread AVX-512 Xeon, weights packed once): ahead
-/// of the pixel form and of im2col + gemm on every such U-Net layer measured — 32→64 @128²
-/// 1.08 ms vs 1.30 and 2.30, 128→256 @32² 0.97 vs gemm 1.44, 256→256 @8² 0.26 vs 0.46 —;
+/// taps), on this CPU, its weights packed as `packing` says: at least a block's 64 channels and
+/// 256 taps (16 input channels at 4×4), at most [`max_weights`]. `gemm_shapes` (2-thread
+/// AVX-512 Xeon, weights packed once): ahead of the pixel form and of im2col + gemm on every
+/// U-Net layer of that size measured — 32→64 @128² 1.08 ms vs 1.30 and 2.30, 128→256 @32² 0.97
+/// vs gemm 1.44, 256→256 @8² 0.26 vs 0.46, 256→512 @32² 3.7 vs 4.8, 512→512 @16² 2.5 vs 3.5 —;
 /// behind the pixel form on the image layers (3→64 @256² 3.24 vs 2.68 ms at batch 4, 6→64 too).
-pub(crate) fn suits(m: usize, k: usize) -> bool {
-    m >= CB && k >= 256 && m * k <= MAX_WEIGHTS && available()
+pub(crate) fn suits(m: usize, k: usize, packing: Packing) -> bool {
+    m >= CB && k >= 256 && m * k <= max_weights(packing) && available()
 }
 
-/// Layers with more weights than this (4 MB) stay on im2col + gemm, though the kernel wins
-/// there too (256→512 @32² 3.7 vs 4.8 ms, 512→512 @16² 2.5 vs 3.5): a frozen layer keeps its
-/// packed copy beside its f32 weights, and ngf 64's eight such layers (78 MB) took `host run`
-/// from 297 to 352 MiB (375 MiB with running statistics in bf16, over its 1.5 × weights + 64
-/// MiB budget); a training step packs every call.
-const MAX_WEIGHTS: usize = 1 << 20;
+/// How a layer's weights reach the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Packing {
+    /// Packed once and kept (frozen layers).
+    Once,
+    /// Packed at every call (training).
+    PerCall,
+}
+
+/// The most weights a layer runs on this kernel with: 4 M (every U-Net layer) for frozen f32
+/// layers, 1 M (4 MB) otherwise. A frozen layer keeps its packed copy beside its f32 weights:
+/// ngf 64's eight layers of 2–4 M weights add 78 MB, which `host run` affords in f32 (297 →
+/// 352 MiB, 367 with running statistics; budget 1.5 × weights + 64 MiB = 375) but not in bf16,
+/// whose packed bf16 weights come on top (378 MiB with running statistics); the capped ngf-64
+/// forward measured 64.0–64.8 ms against 54.3 uncapped (side-by-side runs, ORT 59.7–60). A
+/// training step packs every call; uncapped, its ngf-64 steps measured 731 and 2000 ms (batch 1,
+/// 4) against 578–659 and 1797–1844 capped, within this VM's ±20 % on those steps: not shown to
+/// pay.
+fn max_weights(packing: Packing) -> usize {
+    match packing {
+        Packing::Once if !super::bf16::active() => 1 << 22,
+        _ => 1 << 20,
+    }
+}
 
 /// Whether the kernels' level ([`isa::active`]) is AVX-512, which [`conv`] needs.
 pub(crate) fn available() -> bool {

@@ -31,6 +31,7 @@ use super::bf16_ops::{PackedConv2dOp, PackedConvTranspose2dOp};
 use super::conv2d::Conv2dOp;
 use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::{self, DirectWeights};
+use super::direct_channels::Packing;
 use super::im2col::Geom;
 use super::mat::{transpose, Mat};
 use super::{contiguous_f32, fast_for, with_f32};
@@ -254,11 +255,10 @@ impl Conv2d {
         }
         if frozen {
             let op = Conv2dOp { stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation };
-            let direct = match geom.is_some_and(|(_, g)| direct::applies(&g, cout)) {
-                true => Some(
-                    self.direct
-                        .get(|| with_f32(w, |v| DirectWeights::pack(Mat::rm(v, cout, rows))))?,
-                ),
+            let direct = match geom.is_some_and(|(_, g)| direct::applies(&g, cout, Packing::Once)) {
+                true => Some(self.direct.get(|| {
+                    with_f32(w, |v| DirectWeights::pack(Mat::rm(v, cout, rows), Packing::Once))
+                })?),
                 false => None,
             };
             let op = FrozenConv2dOp { op, bias: bias_vec(self.layer.bias(), cout)?, act, direct };

@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::direct_channels::{self, aligned_start, Padded, CB};
+use super::direct_channels::{self, aligned_start, Packing, Padded, CB};
 use super::im2col::Geom;
 use super::scratch::Scratch;
 
@@ -34,7 +34,9 @@ const TILES: usize = 8;
 /// forward's channel form ([`direct_channels::suits`]), on undilated kernels, with a reduction
 /// of at least [`MIN_REDUCTION`].
 pub(crate) fn suits(m: usize, g: &Geom, reduction: usize) -> bool {
-    g.dil == 1 && reduction >= MIN_REDUCTION && direct_channels::suits(m, g.rows())
+    g.dil == 1
+        && reduction >= MIN_REDUCTION
+        && direct_channels::suits(m, g.rows(), Packing::PerCall)
 }
 
 /// Shorter reductions stay on im2col + gemm: each tile's sums go to memory and back per chunk
