@@ -248,10 +248,11 @@ pub(crate) fn conv(
         })
         .collect();
     // Tasks: (image, channel block, run of pixels, in whole 16-pixel groups for the transpose),
-    // a few per thread; a task streams its block's weights once.
+    // a few per thread, of at most MAX_RUN pixels (the sums a worker keeps stay bounded on
+    // large images); a task streams its block's weights once.
     let threads = rayon::current_num_threads().max(1);
     let groups = grid.div_ceil(16);
-    let runs = (4 * threads).div_ceil(nb * blocks).clamp(1, groups);
+    let runs = (4 * threads).div_ceil(nb * blocks).max(grid.div_ceil(MAX_RUN)).clamp(1, groups);
     let per_run = groups.div_ceil(runs) * 16;
     let runs = grid.div_ceil(per_run);
     let dst = out.as_mut_ptr() as usize;
@@ -323,6 +324,10 @@ pub(crate) fn conv(
     unsafe { out.set_len(len) };
     out
 }
+
+/// The most pixels a task sums: its channels-last sums (`MAX_RUN × CB` floats, 1 MB), which
+/// each worker keeps for the next task, stay bounded whatever the image size.
+const MAX_RUN: usize = 4096;
 
 thread_local! {
     /// A task's channels-last sums, kept between tasks (a fresh 128 KB buffer per task came
@@ -505,6 +510,8 @@ mod tests {
             (1, 6, (20, 37), 24, 4, 1, 1, None),
             (3, 4, (18, 33), 64, 3, 1, 2, Some(0.2)),
             (1, 2, (40, 50), 17, 3, 2, 0, None),
+            // A grid of 40 000 pixels: more tasks than the threads ask for, capped by MAX_RUN.
+            (1, 1, (400, 400), 64, 4, 2, 1, None),
         ] {
             let g = Geom::conv(c, (h, wd), (kh, kh), st, pad, 1).expect("geometry");
             let x = test_values(nb * c * h * wd, 40.0);
