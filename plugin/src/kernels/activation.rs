@@ -269,6 +269,7 @@ impl CustomOp2 for CatReluOp {
 mod tests {
     use super::super::isa::{self, Isa};
     use super::*;
+    use crate::kernels::test_report;
 
     /// The vectorised tanh on every instruction set the CPU has: within an f32 ulp of f64's
     /// `tanh` over a sweep of 2¹⁸ magnitudes from 2⁻²⁰ to 40 and their negatives, plus the
@@ -283,7 +284,7 @@ mod tests {
         let mut first: Option<Vec<u32>> = None;
         for level in Isa::ALL {
             if isa::force(Some(level)).is_err() {
-                eprintln!("tanh on {}: skipped (not on this CPU)", level.name());
+                test_report::skipped(&format!("tanh on {}", level.name()), "not on this CPU");
                 continue;
             }
             let mut y = vec![MaybeUninit::uninit(); xs.len()];
@@ -312,7 +313,7 @@ mod tests {
                     assert!(f == &bits, "{}: other bits than the scalar level", level.name())
                 }
             }
-            eprintln!("tanh on {}: passed", level.name());
+            test_report::passed(&format!("tanh on {}", level.name()));
         }
         isa::force(None).expect("back to the detected level");
     }

@@ -395,6 +395,7 @@ mod tests {
     use super::super::bf16::PackedA;
     use super::*;
     use crate::kernels::mat::test_values;
+    use crate::kernels::test_report;
 
     /// bf16 convolutions packed straight from the image give, to the bit, what im2col + the
     /// bf16 product give (the same words packed, the same product): strided, padded, dilated,
@@ -402,7 +403,7 @@ mod tests {
     #[test]
     fn bf16_conv_from_the_image_equals_im2col_then_product() {
         if !super::super::isa::bf16_available() {
-            eprintln!("bf16 conv from the image: skipped (no AVX512_BF16 on this CPU)");
+            test_report::skipped("bf16 conv from the image", "no AVX512_BF16 on this CPU");
             return;
         }
         // (nb, c, h, w, m, k, stride, pad, dil)
@@ -509,7 +510,7 @@ mod tests {
             }
         }
         if !super::super::isa::bf16_available() {
-            eprintln!("activation on read, bf16 weights: skipped (no AVX512_BF16 on this CPU)");
+            test_report::skipped("activation on read, bf16 weights", "no AVX512_BF16 on this CPU");
         }
     }
 }

@@ -611,6 +611,7 @@ mod tests {
     use super::*;
     use crate::kernels::im2col::assert_conv;
     use crate::kernels::mat::test_values;
+    use crate::kernels::test_report;
 
     /// Against a direct f64 sum of the definition, on the U-Net's geometry (k4 s2 p1), stride
     /// 1 (the PatchGAN's last layers), an odd kernel and padding, rows that end mid-vector,
@@ -620,7 +621,10 @@ mod tests {
         for isa in [Isa::Avx512, Isa::Avx2] {
             match Form::of(isa) {
                 Some(f) => check_tiles(f),
-                None => eprintln!("direct conv on {}: skipped (not on this CPU)", isa.name()),
+                None => test_report::skipped(
+                    &format!("direct conv on {}", isa.name()),
+                    "not on this CPU",
+                ),
             }
         }
     }

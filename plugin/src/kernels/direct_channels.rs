@@ -503,6 +503,7 @@ mod tests {
     use super::*;
     use crate::kernels::im2col::assert_conv;
     use crate::kernels::mat::test_values;
+    use crate::kernels::test_report;
 
     /// Against a direct f64 sum of the definition: the U-Net's geometry (k4 s2 p1) on large and
     /// tiny grids, stride 1, an odd kernel and padding, channel counts that leave partial blocks
@@ -510,7 +511,7 @@ mod tests {
     #[test]
     fn channel_tiles_match_the_definition() {
         if !available() {
-            eprintln!("direct conv by channels on avx512: skipped (not on this CPU)");
+            test_report::skipped("direct conv by channels on avx512", "not on this CPU");
             return;
         }
         for (nb, c, (h, wd), m, kh, st, pad, act) in [
@@ -531,6 +532,6 @@ mod tests {
             let got = conv(&x, nb, &g, &packed, Some(&bias), act);
             assert_conv(&got, &x, nb, &g, &w, m, &bias, act, "channel form");
         }
-        eprintln!("direct conv by channels on avx512: passed");
+        test_report::passed("direct conv by channels on avx512");
     }
 }

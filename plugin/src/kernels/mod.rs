@@ -34,6 +34,8 @@ mod profile;
 mod scratch;
 mod single_channel;
 mod small_gemm;
+#[cfg(test)]
+mod test_report;
 mod weight_grad;
 mod weight_grad_channels;
 

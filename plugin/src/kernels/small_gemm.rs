@@ -481,6 +481,7 @@ mod tests {
     use super::super::gemm::{sgemm_on, Path};
     use super::*;
     use crate::kernels::mat::test_values;
+    use crate::kernels::test_report;
 
     /// All three forms on every instruction set the CPU has (the broadcast form on AVX-512 at
     /// 11 and 16 columns, a reduction in four chunks, the last short), against an f64 sum:
@@ -493,7 +494,10 @@ mod tests {
         let a: Vec<f32> = test_values(m * k, 50.0);
         for level in Isa::ALL {
             if isa::force(Some(level)).is_err() {
-                eprintln!("small-n products on {}: skipped (not on this CPU)", level.name());
+                test_report::skipped(
+                    &format!("small-n products on {}", level.name()),
+                    "not on this CPU",
+                );
                 continue;
             }
             for n in [1, 2, 3, 4, 5, 8, 11, 16] {
@@ -509,7 +513,7 @@ mod tests {
                     super::super::mat::assert_product(&dst, rs, av, bv, &what);
                 }
             }
-            eprintln!("small-n products on {}: passed", level.name());
+            test_report::passed(&format!("small-n products on {}", level.name()));
         }
         isa::force(None).expect("back to the detected level");
     }

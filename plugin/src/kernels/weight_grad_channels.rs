@@ -234,6 +234,7 @@ unsafe fn channels_last(_: &[f32], _: usize, _: usize, _: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::kernels::mat::test_values;
+    use crate::kernels::test_report;
 
     /// Against a direct f64 sum of the definition: the U-Net's geometry on grids whose rows
     /// span chunks or fill several, stride 1 (the PatchGAN), an odd kernel, tap counts that
@@ -242,7 +243,7 @@ mod tests {
     #[test]
     fn channel_weight_gradient_matches_the_definition() {
         if !direct_channels::available() {
-            eprintln!("weight gradient by channels on avx512: skipped (not on this CPU)");
+            test_report::skipped("weight gradient by channels on avx512", "not on this CPU");
             return;
         }
         for (nb, c, (h, wd), m, kh, st, pad, short) in [
@@ -283,6 +284,6 @@ mod tests {
                 }
             }
         }
-        eprintln!("weight gradient by channels on avx512: passed");
+        test_report::passed("weight gradient by channels on avx512");
     }
 }
