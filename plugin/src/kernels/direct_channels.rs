@@ -49,13 +49,14 @@ impl ChannelWeights {
         let mut data = vec![0f32; len + 16];
         let start = aligned_start(&data);
         data[start..][..len].par_chunks_mut((k * CB).max(1)).enumerate().for_each(|(b, blk)| {
-            if w.cs == 1 && m - b * CB >= CB && k >= 16 && available() {
-                // SAFETY: the block's CB rows of k floats are inside w (in_bounds, asserted);
-                // blk holds k × CB floats; the CPU has AVX-512 F (available).
-                unsafe { pack_block(&w.data[b * CB * w.rs..], w.rs, k, blk) };
+            let rows = CB.min(m - b * CB);
+            if w.cs == 1 && available() {
+                // SAFETY: the block's rows of k floats are inside w (in_bounds, asserted); blk
+                // holds k × CB floats; the CPU has AVX-512 F (available).
+                unsafe { to_channels_last(&w.data[b * CB * w.rs..], rows, w.rs, k, blk) };
                 return;
             }
-            for j in 0..CB.min(m - b * CB) {
+            for j in 0..rows {
                 let row = (b * CB + j) * w.rs;
                 for (t, d) in blk.iter_mut().skip(j).step_by(CB).enumerate() {
                     *d = w.data[row + t * w.cs];
@@ -73,47 +74,63 @@ impl ChannelWeights {
     }
 }
 
-/// Block `blk` (`k × CB`, tap-major) from `CB` rows of `k` weights `rs` apart in `w`: 16 × 16
-/// transposes (training packs its layers' weights every step: one float at a time, the writes
-/// `CB` apart, the 256→512 PatchGAN layer took milliseconds).
+/// `rows` (at most [`CB`]) rows of `cols` floats, `rs` apart in `src`, into `dst` (`cols × CB`,
+/// channels-last: row `r`'s float `c` at `c·CB + r`), zeros past `rows`: 16 × 16 transposes in
+/// registers, the ragged edges one float at a time. Packs weight blocks (training packs every
+/// call: one float at a time, the writes `CB` apart, the 256→512 PatchGAN layer took
+/// milliseconds) and lays a grid gradient out for [`super::weight_grad_channels`].
 ///
 /// # Safety
-/// The CPU has AVX-512 F; `w` holds `(CB − 1)·rs + k` floats, `blk` `k · CB`.
+/// The CPU has AVX-512 F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_block(w: &[f32], rs: usize, k: usize, blk: &mut [f32]) {
+pub(crate) unsafe fn to_channels_last(
+    src: &[f32],
+    rows: usize,
+    rs: usize,
+    cols: usize,
+    dst: &mut [f32],
+) {
     use std::arch::x86_64::*;
-    assert!(w.len() >= (CB - 1) * rs + k && blk.len() >= k * CB, "direct conv: pack bounds");
-    let (src, dst) = (w.as_ptr(), blk.as_mut_ptr());
-    let full = k / 16 * 16;
-    // SAFETY (every access): row c < CB, column t < k inside w; tap t < k, channel < CB
-    // inside blk (asserted above).
+    assert!(rows <= CB && dst.len() >= cols * CB, "channels-last: destination too short");
+    assert!(rows == 0 || src.len() >= (rows - 1) * rs + cols, "channels-last: source too short");
+    let (full_c, full_r) = (cols / 16 * 16, rows / 16 * 16);
+    let (x, d) = (src.as_ptr(), dst.as_mut_ptr());
+    // SAFETY (every access): row r < rows, column c < cols inside src; column c < cols, lane
+    // < CB inside dst (asserted above).
     unsafe {
-        for t in (0..full).step_by(16) {
-            for c in (0..CB).step_by(16) {
-                let r: [__m512; 16] =
-                    std::array::from_fn(|i| _mm512_loadu_ps(src.add((c + i) * rs + t)));
-                for (j, col) in transpose16(r).into_iter().enumerate() {
-                    _mm512_storeu_ps(dst.add((t + j) * CB + c), col);
+        for c in (0..full_c).step_by(16) {
+            for r in (0..full_r).step_by(16) {
+                let v: [__m512; 16] =
+                    std::array::from_fn(|i| _mm512_loadu_ps(x.add((r + i) * rs + c)));
+                for (j, col) in transpose16(v).into_iter().enumerate() {
+                    _mm512_storeu_ps(d.add((c + j) * CB + r), col);
                 }
             }
         }
-        for t in full..k {
-            for c in 0..CB {
-                *dst.add(t * CB + c) = *src.add(c * rs + t);
+        for c in 0..cols {
+            let from_r = if c < full_c { full_r } else { 0 };
+            for r in from_r..CB {
+                *d.add(c * CB + r) = if r < rows { *x.add(r * rs + c) } else { 0.0 };
             }
         }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn pack_block(_: &[f32], _: usize, _: usize, _: &mut [f32]) {
+pub(crate) unsafe fn to_channels_last(_: &[f32], _: usize, _: usize, _: usize, _: &mut [f32]) {
     unreachable!("direct conv: available() is false off x86-64")
 }
 
 /// The index of `v`'s first 64-byte aligned float (`v` has 16 floats to spare).
-pub(crate) fn aligned_start(v: &[f32]) -> usize {
+fn aligned_start(v: &[f32]) -> usize {
     v.as_ptr().align_offset(64).min(16)
+}
+
+/// `len` floats of `buf` (at least `len` + 16 long) from a 64-byte boundary.
+pub(crate) fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
+    let at = aligned_start(buf);
+    &mut buf[at..][..len]
 }
 
 /// Whether this kernel suits a layer of `m` output channels and `k` taps (channels × kernel
@@ -171,6 +188,21 @@ impl Padded {
     }
     pub fn plane(&self) -> usize {
         self.ph * self.pw
+    }
+    /// Each tap's offset (tap `t` of `g.rows()`: channel, row, column of the kernel) from a
+    /// pixel's base in the planes.
+    pub fn tap_offsets(&self, g: &Geom) -> Vec<usize> {
+        let kk = g.kh * g.kw;
+        (0..g.rows()).map(|t| ((t / kk) * self.ph + t / g.kw % g.kh) * self.pw + t % g.kw).collect()
+    }
+    /// The `nb` images `x` ([`Padded::fill`] each), `c · plane` floats apart.
+    pub fn fill_images(&self, x: &[f32], nb: usize, g: &Geom, act: Option<f32>) -> Scratch {
+        let (per_image, size) = (g.c * self.plane(), g.c * g.h * g.w);
+        let mut out = Scratch::take(nb * per_image);
+        for (n, dst) in out.chunks_exact_mut(per_image).enumerate() {
+            self.fill(&x[n * size..][..size], g, dst, act);
+        }
+        out
     }
     /// Image `x` (`c × h × w`) into `out` (`c · plane` floats), through `leaky_relu(·, act)`
     /// when `act` is a slope; every float of `out` is written.
@@ -232,13 +264,8 @@ pub(crate) fn conv(
     }
     let pad = Padded::new(g);
     let per_image = g.c * pad.plane();
-    let mut src = Scratch::take(nb * per_image);
-    for (n, dst) in src.chunks_exact_mut(per_image).enumerate() {
-        pad.fill(&x[n * g.c * g.h * g.w..][..g.c * g.h * g.w], g, dst, act);
-    }
-    let kk = g.kh * g.kw;
-    let offs: Vec<usize> =
-        (0..k).map(|t| ((t / kk) * pad.ph + t / g.kw % g.kh) * pad.pw + t % g.kw).collect();
+    let src = pad.fill_images(x, nb, g, act);
+    let offs = pad.tap_offsets(g);
     // Past the furthest float a tile reads from its pixels' bases.
     let reach = offs.iter().max().copied().unwrap_or(0) + 1;
     let blocks = m.div_ceil(CB);
@@ -270,8 +297,7 @@ pub(crate) fn conv(
             if buf.len() < (p1 - p0) * CB + 16 {
                 buf.resize((p1 - p0) * CB + 16, 0.0);
             }
-            let at = aligned_start(buf);
-            let sums = &mut buf[at..][..(p1 - p0) * CB];
+            let sums = aligned(buf, (p1 - p0) * CB);
             let wb = w.block(b);
             for k0 in (0..k).step_by(KC) {
                 let k1 = (k0 + KC).min(k);

@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::direct_channels::{self, aligned_start, Packing, Padded, CB};
+use super::direct_channels::{self, aligned, Packing, Padded, CB};
 use super::im2col::Geom;
 use super::scratch::Scratch;
 
@@ -56,26 +56,19 @@ pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geo
     let blocks = m.div_ceil(CB);
     // The grid gradient channels-last, per image and block: [n][b][p][CB] (zeros past m).
     let mut buf = Scratch::take(nb * blocks * s * CB + 16);
-    let at = aligned_start(&buf);
-    let dyt = &mut buf[at..][..nb * blocks * s * CB];
+    let dyt = aligned(&mut buf, nb * blocks * s * CB);
     dyt.par_chunks_mut(s * CB).enumerate().for_each(|(i, dst)| {
         let (n, b) = (i / blocks, i % blocks);
         let channels = CB.min(m - b * CB);
         let src = &act[(n * m + b * CB) * s..][..channels * s];
         // SAFETY: src holds `channels` planes of s floats, dst s × CB; AVX-512 (asserted).
-        unsafe { channels_last(src, channels, s, dst) };
+        unsafe { direct_channels::to_channels_last(src, channels, s, s, dst) };
     });
     let dyt = &*dyt;
     let pad = Padded::new(g);
     let per_image = g.c * pad.plane();
-    let mut xpad = Scratch::take(nb * per_image);
-    for (n, dst) in xpad.chunks_exact_mut(per_image).enumerate() {
-        pad.fill(&img[n * g.c * g.h * g.w..][..g.c * g.h * g.w], g, dst, None);
-    }
-    let xpad = &*xpad;
-    let kk = g.kh * g.kw;
-    let offs: Vec<usize> =
-        (0..k).map(|t| ((t / kk) * pad.ph + t / g.kw % g.kh) * pad.pw + t % g.kw).collect();
+    let xpad = pad.fill_images(img, nb, g, None);
+    let offs = pad.tap_offsets(g);
     // Reads stay in the image: the last position's base plus the furthest tap.
     let last = ((g.oh - 1) * pad.pw + g.ow - 1) * g.stride;
     assert!(last + offs.iter().max().copied().unwrap_or(0) < per_image, "weight gradient: pad");
@@ -87,9 +80,8 @@ pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geo
     (0..blocks * groups).into_par_iter().for_each(|task| {
         let (b, grp) = (task / groups, task % groups);
         let (t0, t1) = (grp * TILES * NT, ((grp + 1) * TILES * NT).min(k));
-        let mut sums = vec![0f32; (t1 - t0) * CB + 16];
-        let at = aligned_start(&sums);
-        let sums = &mut sums[at..][..(t1 - t0) * CB];
+        let mut buf = vec![0f32; (t1 - t0) * CB + 16];
+        let sums = aligned(&mut buf, (t1 - t0) * CB);
         for n in 0..nb {
             let x = &xpad[n * per_image..][..per_image];
             let dy = &dyt[(n * blocks + b) * s * CB..][..s * CB];
@@ -190,43 +182,6 @@ unsafe fn tile<const P: usize>(chunk: &Chunk, offs: [usize; P], acc: &mut [f32])
 
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn tile<const P: usize>(_: &Chunk, _: [usize; P], _: &mut [f32]) {
-    unreachable!("weight gradient: AVX-512 only")
-}
-
-/// `channels` planes of `s` floats (`src`) into `dst` (`s × CB`, channels-last), zeros past
-/// `channels`: 16 × 16 blocks transposed in registers, the ragged edges one float at a time.
-///
-/// # Safety
-/// The CPU has AVX-512 F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn channels_last(src: &[f32], channels: usize, s: usize, dst: &mut [f32]) {
-    use std::arch::x86_64::*;
-    assert!(src.len() >= channels * s && dst.len() >= s * CB && channels <= CB);
-    let (full_p, full_c) = (s / 16 * 16, channels / 16 * 16);
-    let (x, d) = (src.as_ptr(), dst.as_mut_ptr());
-    // SAFETY (every access): inside src and dst, by the loop bounds (asserted above).
-    unsafe {
-        for p in (0..full_p).step_by(16) {
-            for c in (0..full_c).step_by(16) {
-                let r: [__m512; 16] =
-                    std::array::from_fn(|i| _mm512_loadu_ps(x.add((c + i) * s + p)));
-                for (j, col) in direct_channels::transpose16(r).into_iter().enumerate() {
-                    _mm512_storeu_ps(d.add((p + j) * CB + c), col);
-                }
-            }
-        }
-        for p in 0..s {
-            let from_c = if p < full_p { full_c } else { 0 };
-            for c in from_c..CB {
-                *d.add(p * CB + c) = if c < channels { *x.add(c * s + p) } else { 0.0 };
-            }
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn channels_last(_: &[f32], _: usize, _: usize, _: &mut [f32]) {
     unreachable!("weight gradient: AVX-512 only")
 }
 
