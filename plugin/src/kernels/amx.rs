@@ -77,7 +77,7 @@ pub fn available() -> bool {
 
 /// A palette-1 tile configuration: every tile 16 rows of 64 bytes.
 #[repr(C, align(64))]
-struct TileConfig([u8; 64]);
+pub(crate) struct TileConfig([u8; 64]);
 
 impl TileConfig {
     const fn all_full() -> Self {
@@ -182,6 +182,129 @@ pub(crate) unsafe fn block(r: &Region, a: &PackedA, bp: &[u32], accumulate: bool
     }
     // SAFETY: ends this thread's use of the tiles (their state is not saved across tasks).
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// The tile layout of the direct convolutions' 2 × 2 blocks ([`super::amx_conv`]): sums in
+/// tmm0–3 and B tiles in tmm6–7 of `cols` words a row, A tiles in tmm4–5 of 16 words; all 16
+/// rows.
+pub(crate) fn block_config(cols: usize) -> TileConfig {
+    assert!((1..=16).contains(&cols), "amx: a tile row holds 1 to 16 words");
+    let mut c = [0u8; 64];
+    c[0] = 1; // palette
+    for t in 0..8 {
+        let bytes: u16 = if t == 4 || t == 5 { 64 } else { (cols * 4) as u16 };
+        c[16 + 2 * t..18 + 2 * t].copy_from_slice(&bytes.to_le_bytes());
+        c[48 + t] = 16;
+    }
+    TileConfig(c)
+}
+
+/// The 2 × 2 block primitives on the layout of [`block_config`]. Every function's safety
+/// contract: [`ready`] returned true, and the tile state of this thread is the one
+/// [`Tiles::load`] set (the functions run between it and the drop); each pointer is valid for
+/// the 16 rows at the stride given of the tile's row length.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod tiles {
+    use super::TileConfig;
+    use std::arch::asm;
+
+    /// This thread's tile state, configured, released on drop.
+    pub(crate) struct Tiles(());
+
+    impl Tiles {
+        /// # Safety
+        /// [`super::ready`] returned true.
+        pub(crate) unsafe fn load(cfg: &TileConfig) -> Self {
+            // SAFETY: cfg is a valid palette-1 configuration (block_config); loading it sets
+            // this thread's tile state only.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
+            Tiles(())
+        }
+
+        /// tmm0–1 from `c0`'s rows and tmm2–3 from `c1`'s, `stride` bytes apart.
+        ///
+        /// # Safety
+        /// As the module says.
+        #[inline(always)]
+        pub(crate) unsafe fn start(&self, c0: *const f32, c1: *const f32, stride: usize) {
+            // SAFETY: the caller's contract (the module's).
+            unsafe {
+                asm!(
+                    "tileloadd tmm0, [{c0} + {s}*1]",
+                    "tileloadd tmm1, [{c0} + {s}*1]",
+                    "tileloadd tmm2, [{c1} + {s}*1]",
+                    "tileloadd tmm3, [{c1} + {s}*1]",
+                    c0 = in(reg) c0, c1 = in(reg) c1, s = in(reg) stride,
+                    options(nostack, readonly),
+                )
+            }
+        }
+
+        /// tmm0 += A0·B0, tmm1 += A0·B1, tmm2 += A1·B0, tmm3 += A1·B1: A tiles of 64-byte rows,
+        /// B tiles' rows `sb` bytes apart.
+        ///
+        /// # Safety
+        /// As the module says.
+        #[inline(always)]
+        pub(crate) unsafe fn multiply(
+            &self,
+            a0: *const u32,
+            a1: *const u32,
+            b0: *const u8,
+            b1: *const u8,
+            sb: usize,
+        ) {
+            // SAFETY: the caller's contract (the module's).
+            unsafe {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                    sa = in(reg) 64usize, sb = in(reg) sb,
+                    options(nostack, readonly),
+                )
+            }
+        }
+
+        /// Stores tmm0 and tmm2 at `d[0]`, `d[2]`, and when `two` tmm1 and tmm3 at `d[1]`,
+        /// `d[3]`, rows `stride` bytes apart.
+        ///
+        /// # Safety
+        /// As the module says, the pointers valid for writes.
+        #[inline(always)]
+        pub(crate) unsafe fn store(&self, d: [*mut f32; 4], stride: usize, two: bool) {
+            // SAFETY: the caller's contract (the module's).
+            unsafe {
+                asm!(
+                    "tilestored [{d0} + {s}*1], tmm0",
+                    "tilestored [{d2} + {s}*1], tmm2",
+                    d0 = in(reg) d[0], d2 = in(reg) d[2], s = in(reg) stride,
+                    options(nostack),
+                );
+                if two {
+                    asm!(
+                        "tilestored [{d1} + {s}*1], tmm1",
+                        "tilestored [{d3} + {s}*1], tmm3",
+                        d1 = in(reg) d[1], d3 = in(reg) d[3], s = in(reg) stride,
+                        options(nostack),
+                    );
+                }
+            }
+        }
+    }
+
+    impl Drop for Tiles {
+        fn drop(&mut self) {
+            // SAFETY: ends this thread's use of the tiles, which `load` began.
+            unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -147,7 +147,7 @@ impl PackedA {
 /// [`to_bf16`] left in the high half of a word (the low half zero), without branches so that
 /// loops of it vectorise.
 #[inline(always)]
-fn high_bf16(x: f32) -> u32 {
+pub(crate) fn high_bf16(x: f32) -> u32 {
     let b = x.to_bits();
     let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1));
     let nan = (b & 0x7fff_ffff) > 0x7f80_0000;

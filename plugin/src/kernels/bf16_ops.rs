@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 
+use super::amx_conv::{self, AmxConvWeights};
 use super::bf16::PackedA;
 use super::conv2d::conv_core;
 use super::conv_transpose::{conv_t_core, ConvTranspose2dOp};
@@ -41,6 +42,42 @@ impl CustomOp1 for PackedConv2dOp {
         }
         let y = conv_core(x, nb, &g, Weights::Bf16(&self.w), self.bias.as_deref(), self.act);
         Ok((CpuStorage::F32(y), Shape::from((nb, self.w.rows(), g.oh, g.ow))))
+    }
+}
+
+/// A stride-2 Conv2d on AMX, its weights packed as tiles ([`amx_conv`]).
+pub(crate) struct AmxConv2dOp {
+    pub w: Arc<AmxConvWeights>,
+    pub bias: Option<Vec<f32>>,
+    pub padding: usize,
+    /// The LeakyReLU slope applied to the input as it is copied.
+    pub act: Option<f32>,
+}
+
+impl CustomOp1 for AmxConv2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-conv2d-amx"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, dims4(l)?);
+        if cin != self.w.channels() {
+            candle_core::bail!(
+                "conv2d (amx): input has {cin} channels, kernel expects {}",
+                self.w.channels()
+            )
+        }
+        let m = self.w.rows();
+        let g = Geom::conv(cin, (h, w), self.w.kernel(), 2, self.padding, 1)?;
+        if !amx_conv::suits(&g, m) {
+            candle_core::bail!("conv2d (amx): input {h}x{w} does not suit the AMX kernel")
+        }
+        let y = super::profile::timed(
+            || format!("conv   amx      {m}x{cin}x{nb} k{} s2 @{}x{}", g.kh, g.oh, g.ow),
+            2.0 * (m * nb * g.grid() * g.rows()) as f64,
+            || amx_conv::conv(x, nb, &g, &self.w, self.bias.as_deref(), self.act),
+        );
+        Ok((CpuStorage::F32(y), Shape::from((nb, m, g.oh, g.ow))))
     }
 }
 

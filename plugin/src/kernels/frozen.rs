@@ -26,8 +26,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
+use super::amx_conv::{self, AmxConvWeights};
 use super::bf16::{self, PackedA};
-use super::bf16_ops::{PackedConv2dOp, PackedConvTranspose2dOp};
+use super::bf16_ops::{AmxConv2dOp, PackedConv2dOp, PackedConvTranspose2dOp};
 use super::conv2d::Conv2dOp;
 use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::{self, DirectWeights};
@@ -173,6 +174,7 @@ type Window = (usize, usize);
 pub struct Conv2d {
     layer: candle_nn::Conv2d,
     bf16: Cached<PackedA>,
+    amx: Cached<AmxConvWeights>,
     direct: Cached<DirectWeights>,
     trimmed: Cached<Conv2d, Window>,
 }
@@ -182,6 +184,7 @@ impl Conv2d {
         Self {
             layer,
             bf16: Cached::default(),
+            amx: Cached::default(),
             direct: Cached::default(),
             trimmed: Cached::default(),
         }
@@ -241,6 +244,17 @@ impl Conv2d {
         let cols = geom.as_ref().map_or(usize::MAX, |(nb, g)| nb * g.grid());
         let rows = cin * kh * kw;
         if cfg.groups == 1 && bf16_for(x, w, cout, rows, cols) {
+            if geom.as_ref().is_some_and(|(_, g)| amx_conv::suits(g, cout)) {
+                let packed =
+                    self.amx.get(|| with_f32(w, |v| AmxConvWeights::pack(v, cout, cin, kh, kw)))?;
+                let op = AmxConv2dOp {
+                    w: packed,
+                    bias: bias_vec(self.layer.bias(), cout)?,
+                    padding: cfg.padding,
+                    act,
+                };
+                return x.contiguous()?.apply_op1_no_bwd(&op);
+            }
             let packed = self.bf16.get(|| with_f32(w, |v| PackedA::new(Mat::rm(v, cout, rows))))?;
             let op = PackedConv2dOp {
                 w: packed,

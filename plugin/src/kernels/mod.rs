@@ -15,6 +15,7 @@
 
 mod activation;
 pub mod amx;
+mod amx_conv;
 mod bf16;
 mod bf16_ops;
 mod bias;
