@@ -360,6 +360,8 @@ fn frozen_layers_in_bf16_within_rounding_of_f32() {
         (1, 64, 64, 2, false),
         (1, 64, 32, 1, true),
         (1, 64, 32, 3, true),
+        (1, 64, 32, 8, true),
+        (2, 32, 64, 16, true),
         (2, 48, 16, 8, true),
         (1, 32, 3, 16, true),
     ] {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 
 use super::amx_conv::{self, AmxConvWeights};
+use super::amx_conv_transpose::{self, AmxConvTWeights};
 use super::bf16::PackedA;
 use super::conv2d::conv_core;
 use super::conv_transpose::{conv_t_core, ConvTranspose2dOp};
@@ -107,5 +108,38 @@ impl CustomOp1 for PackedConvTranspose2dOp {
         let g = self.op.geom(self.cout, (h, w), self.kernel)?;
         let y = conv_t_core(x, nb, &g, Weights::Bf16(&self.w), self.bias.as_deref());
         Ok((CpuStorage::F32(y), Shape::from((nb, self.cout, g.h, g.w))))
+    }
+}
+
+/// The U-Net's transposed convolution on AMX, its weights packed as tiles per output phase
+/// ([`amx_conv_transpose`]).
+pub(crate) struct AmxConvTranspose2dOp {
+    pub w: Arc<AmxConvTWeights>,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl CustomOp1 for AmxConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-conv-transpose2d-amx"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, dims4(l)?);
+        let m = self.w.rows();
+        if cin != self.w.channels() {
+            candle_core::bail!(
+                "conv_transpose2d (amx): input has {cin} channels, kernel expects {}",
+                self.w.channels()
+            )
+        }
+        if !amx_conv_transpose::suits(cin, m, (4, 4), w, true) {
+            candle_core::bail!("conv_transpose2d (amx): input {h}x{w} does not suit the AMX kernel")
+        }
+        let y = super::profile::timed(
+            || format!("convT  amx      {cin}x{m}x{nb} k4 s2 @{h}x{w}"),
+            2.0 * (16 * m * cin * nb * h * w) as f64,
+            || amx_conv_transpose::conv_t(x, nb, (h, w), &self.w, self.bias.as_deref(), false),
+        );
+        Ok((CpuStorage::F32(y), Shape::from((nb, m, 2 * h, 2 * w))))
     }
 }

@@ -27,8 +27,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::amx_conv::{self, AmxConvWeights};
+use super::amx_conv_transpose::{self, AmxConvTWeights};
 use super::bf16::{self, PackedA};
-use super::bf16_ops::{AmxConv2dOp, PackedConv2dOp, PackedConvTranspose2dOp};
+use super::bf16_ops::{AmxConv2dOp, AmxConvTranspose2dOp, PackedConv2dOp, PackedConvTranspose2dOp};
 use super::conv2d::Conv2dOp;
 use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::{self, DirectWeights};
@@ -295,6 +296,8 @@ pub struct ConvTranspose2d {
     config: candle_nn::ConvTranspose2dConfig,
     /// The row-major weights as bf16 (`cout·kh·kw × cin`).
     bf16: Cached<PackedA>,
+    /// The same as AMX tiles per output phase.
+    amx: Cached<AmxConvTWeights>,
     trimmed: Cached<ConvTranspose2d, Window>,
 }
 
@@ -306,6 +309,7 @@ impl ConvTranspose2d {
             bias: layer.bias().cloned(),
             config,
             bf16: Cached::default(),
+            amx: Cached::default(),
             trimmed: Cached::default(),
         }
     }
@@ -395,6 +399,17 @@ impl ConvTranspose2d {
                 let (cout, kh, kw, cin) = w.dims4()?;
                 let cols = x.dims4().map_or(usize::MAX, |(nb, _, h, w)| nb * h * w);
                 if bf16_for(x, &w, cout * kh * kw, cin, cols) {
+                    let plain = (c.stride, c.padding, c.dilation, c.output_padding) == (2, 1, 1, 0);
+                    if amx_conv_transpose::suits(cin, cout, (kh, kw), wd, plain) {
+                        let packed = self
+                            .amx
+                            .get(|| with_f32(&w, |v| AmxConvTWeights::pack(v, cout, cin)))?;
+                        let op = AmxConvTranspose2dOp {
+                            w: packed,
+                            bias: bias_vec(self.bias.as_ref(), cout)?,
+                        };
+                        return x.contiguous()?.apply_op1_no_bwd(&op);
+                    }
                     let rows = cout * kh * kw;
                     let packed =
                         self.bf16.get(|| with_f32(&w, |v| PackedA::new(Mat::rm(v, rows, cin))))?;

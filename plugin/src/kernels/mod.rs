@@ -16,6 +16,7 @@
 mod activation;
 pub mod amx;
 mod amx_conv;
+mod amx_conv_transpose;
 mod bf16;
 mod bf16_ops;
 mod bias;
