@@ -133,9 +133,11 @@ unsafe fn interleave(sums: &Sums, at: usize, n: usize, dst: *mut f32, plane: usi
 struct Sums([[f32; 2 * 2 * TILE * TILE]; 2]);
 
 /// `nb` images `(c, h, w)` through the transposed convolution with weights `wt`, `bias` added,
-/// on `relu(x)` when asked: the `(nb, m, 2h, 2w)` result.
+/// on `relu(x)` when asked: the `(nb, m, 2h, 2w)` result. The input is the concatenation along
+/// channels of `parts` (data and channels each), read where they lie: the U-Net's skip
+/// concatenation (and its ReLU) is never written out.
 pub(crate) fn conv_t(
-    x: &[f32],
+    parts: &[(&[f32], usize)],
     nb: usize,
     (h, w): (usize, usize),
     wt: &AmxConvTWeights,
@@ -147,7 +149,13 @@ pub(crate) fn conv_t(
         suits(c, m, (4, 4), w, true),
         "amx conv_transpose: {c}->{m} on width {w} does not suit"
     );
-    assert_eq!(x.len(), nb * c * h * w, "amx conv_transpose: input is not nb·c·h·w");
+    assert_eq!(parts.iter().map(|p| p.1).sum::<usize>(), c, "amx conv_transpose: channels differ");
+    for &(x, pc) in parts {
+        assert_eq!(x.len(), nb * pc * h * w, "amx conv_transpose: input is not nb·c·h·w");
+    }
+    // Channel ci of the concatenation: (part, its channel).
+    let source: Vec<(usize, usize)> =
+        parts.iter().enumerate().flat_map(|(i, p)| (0..p.1).map(move |cc| (i, cc))).collect();
     // The pair copy: rows −1..=h of the input (zero outside), columns j = 0..=w.
     let (hp, wp) = (h + 2, w + 1);
     let row = c * wp;
@@ -159,8 +167,9 @@ pub(crate) fn conv_t(
             dst.fill(0);
             return;
         }
-        for (ci, out) in dst.chunks_exact_mut(wp).enumerate() {
-            pairs_row(&x[((n * c + ci) * h + y) * w..][..w], out, relu);
+        for (out, &(i, cc)) in dst.chunks_exact_mut(wp).zip(&source) {
+            let (x, pc) = parts[i];
+            pairs_row(&x[((n * pc + cc) * h + y) * w..][..w], out, relu);
         }
     });
     let words: &[u32] = bytemuck::cast_slice(&buf[..]);
@@ -228,6 +237,7 @@ impl Job<'_> {
     /// AMX is ready ([`amx::ready`]); `dst` is valid for writes of this block's channels at the
     /// output pixels of those segments, which no one else touches meanwhile.
     #[cfg(target_arch = "x86_64")]
+    #[inline(never)]
     unsafe fn run(&self, segs: std::ops::Range<usize>) {
         let c = self.w.c;
         let (steps, cb) = (self.w.steps(), c / TILE);
@@ -337,7 +347,14 @@ mod tests {
                 wr[(o * 16 + t) * c + cc] = v;
             }
             let bias = pseudo(m, 90 + ci as u32);
-            let got = conv_t(&x, nb, (h, w), &AmxConvTWeights::pack(&wr, m, c), Some(&bias), relu);
+            // The input in two parts, as the U-Net's skip concatenation.
+            let (lo, hi) = x.split_at(nb * 16 * h * w);
+            let parts: Vec<(&[f32], usize)> = match nb {
+                1 => vec![(lo, 16), (hi, c - 16)],
+                _ => vec![(&x[..], c)],
+            };
+            let got =
+                conv_t(&parts, nb, (h, w), &AmxConvTWeights::pack(&wr, m, c), Some(&bias), relu);
             // The definition: each input pixel scatters its taps, on the operands rounded to
             // bf16, summed in f64.
             let (oh, ow) = (2 * h, 2 * w);

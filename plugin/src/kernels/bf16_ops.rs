@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 
 use super::amx_conv::{self, AmxConvWeights};
 use super::amx_conv_transpose::{self, AmxConvTWeights};
@@ -112,20 +112,22 @@ impl CustomOp1 for PackedConvTranspose2dOp {
 }
 
 /// The U-Net's transposed convolution on AMX, its weights packed as tiles per output phase
-/// ([`amx_conv_transpose`]).
+/// ([`amx_conv_transpose`]): on one input (`CustomOp1`), or on the concatenation of two along
+/// channels (`CustomOp2`, the skip concatenation, never written out).
 pub(crate) struct AmxConvTranspose2dOp {
     pub w: Arc<AmxConvTWeights>,
     pub bias: Option<Vec<f32>>,
+    /// The input rectified as it is read.
+    pub relu: bool,
 }
 
-impl CustomOp1 for AmxConvTranspose2dOp {
-    fn name(&self) -> &'static str {
-        "pix2pix-conv-transpose2d-amx"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, dims4(l)?);
-        let m = self.w.rows();
+impl AmxConvTranspose2dOp {
+    fn run(
+        &self,
+        parts: &[(&[f32], usize)],
+        (nb, h, w): (usize, usize, usize),
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, cin) = (self.w.rows(), parts.iter().map(|p| p.1).sum::<usize>());
         if cin != self.w.channels() {
             candle_core::bail!(
                 "conv_transpose2d (amx): input has {cin} channels, kernel expects {}",
@@ -138,8 +140,53 @@ impl CustomOp1 for AmxConvTranspose2dOp {
         let y = super::profile::timed(
             || format!("convT  amx      {cin}x{m}x{nb} k4 s2 @{h}x{w}"),
             2.0 * (16 * m * cin * nb * h * w) as f64,
-            || amx_conv_transpose::conv_t(x, nb, (h, w), &self.w, self.bias.as_deref(), false),
+            || {
+                amx_conv_transpose::conv_t(
+                    parts,
+                    nb,
+                    (h, w),
+                    &self.w,
+                    self.bias.as_deref(),
+                    self.relu,
+                )
+            },
         );
         Ok((CpuStorage::F32(y), Shape::from((nb, m, 2 * h, 2 * w))))
+    }
+}
+
+impl CustomOp1 for AmxConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-conv-transpose2d-amx"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, dims4(l)?);
+        self.run(&[(x, cin)], (nb, h, w))
+    }
+}
+
+impl CustomOp2 for AmxConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-cat-conv-transpose2d-amx"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, (nb, ca, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
+        let (b, (nb2, cb, h2, w2)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
+        if (nb2, h2, w2) != (nb, h, w) {
+            candle_core::bail!(
+                "conv_transpose2d (amx): cannot concatenate {:?} and {:?} along channels",
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        self.run(&[(a, ca), (b, cb)], (nb, h, w))
     }
 }

@@ -366,7 +366,49 @@ impl ConvTranspose2d {
         }
     }
 
+    /// The AMX op for the concatenation of `parts` along channels (`dims` its shape), where
+    /// this layer runs there on it: frozen, bf16 asked for, the U-Net's geometry.
+    fn amx_op(
+        &self,
+        parts: &[&Tensor],
+        (nb, cin, h, wd): (usize, usize, usize, usize),
+    ) -> Result<Option<AmxConvTranspose2dOp>> {
+        if parts.iter().any(|p| p.track_op() || !fast_for(p, p)) || !bf16::active() {
+            return Ok(None);
+        }
+        let Some(w) = self.row_major()? else { return Ok(None) };
+        let (cout, kh, kw, wcin) = w.dims4()?;
+        let c = &self.config;
+        let plain = (c.stride, c.padding, c.dilation, c.output_padding) == (2, 1, 1, 0);
+        if wcin != cin
+            || !amx_conv_transpose::suits(cin, cout, (kh, kw), wd, plain)
+            || !bf16_for(parts[0], &w, cout * kh * kw, cin, nb * h * wd)
+        {
+            return Ok(None);
+        }
+        let packed = self.amx.get(|| with_f32(&w, |v| AmxConvTWeights::pack(v, cout, cin)))?;
+        let bias = bias_vec(self.bias.as_ref(), cout)?;
+        Ok(Some(AmxConvTranspose2dOp { w: packed, bias, relu: false }))
+    }
+
+    /// `self.forward(relu(cat([a, b], 1)))` (the U-Net's up path after a skip block), the
+    /// concatenation read in place where the layer runs on AMX.
+    pub fn forward_cat_relu(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        if let (Ok((nb, ca, h, w)), Ok((_, cb, _, _))) = (a.dims4(), b.dims4()) {
+            if let Some(op) = self.amx_op(&[a, b], (nb, ca + cb, h, w))? {
+                let op = AmxConvTranspose2dOp { relu: true, ..op };
+                return a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op);
+            }
+        }
+        self.forward(&super::cat_relu(a, b)?)
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Ok(dims) = x.dims4() {
+            if let Some(op) = self.amx_op(&[x], dims)? {
+                return x.contiguous()?.apply_op1_no_bwd(&op);
+            }
+        }
         // An input that needs its gradient takes the op with a backward (stored layout).
         if !x.track_op() && fast_for(x, x) {
             if let Some(w) = self.row_major()? {
@@ -399,17 +441,6 @@ impl ConvTranspose2d {
                 let (cout, kh, kw, cin) = w.dims4()?;
                 let cols = x.dims4().map_or(usize::MAX, |(nb, _, h, w)| nb * h * w);
                 if bf16_for(x, &w, cout * kh * kw, cin, cols) {
-                    let plain = (c.stride, c.padding, c.dilation, c.output_padding) == (2, 1, 1, 0);
-                    if amx_conv_transpose::suits(cin, cout, (kh, kw), wd, plain) {
-                        let packed = self
-                            .amx
-                            .get(|| with_f32(&w, |v| AmxConvTWeights::pack(v, cout, cin)))?;
-                        let op = AmxConvTranspose2dOp {
-                            w: packed,
-                            bias: bias_vec(self.bias.as_ref(), cout)?,
-                        };
-                        return x.contiguous()?.apply_op1_no_bwd(&op);
-                    }
                     let rows = cout * kh * kw;
                     let packed =
                         self.bf16.get(|| with_f32(&w, |v| PackedA::new(Mat::rm(v, rows, cin))))?;

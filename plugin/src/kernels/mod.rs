@@ -247,10 +247,16 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
 /// `relu(cat([a, b], 1))` of two 4-d tensors, in one pass, with the same values and gradients
 /// as [`leaky_relu`]`(cat, 0)`.
 pub fn cat_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if !fast_for(a, b) || a.rank() != 4 || b.rank() != 4 {
-        return leaky_relu(&Tensor::cat(&[a, b], 1)?, 0.0);
-    }
-    a.contiguous()?.apply_op2(&b.contiguous()?, CatReluOp)
+    timed(
+        || format!("cat+relu {:?}", a.dims()),
+        0.0,
+        || {
+            if !fast_for(a, b) || a.rank() != 4 || b.rank() != 4 {
+                return leaky_relu(&Tensor::cat(&[a, b], 1)?, 0.0);
+            }
+            a.contiguous()?.apply_op2(&b.contiguous()?, CatReluOp)
+        },
+    )
 }
 
 /// `tanh` (within an ulp of the exact value) with candle's gradient, on all threads.

@@ -102,9 +102,10 @@ impl Forward {
 pub trait Layer {
     fn forward(&self, x: &Tensor, f: &Forward) -> Result<Tensor>;
 
-    /// `relu(self.forward(x))` in fewer passes, where the layer has a way (the U-Net's skip
-    /// blocks write their concatenation already rectified); `None`: run the two.
-    fn forward_relu(&self, _x: &Tensor, _f: &Forward) -> Result<Option<Tensor>> {
+    /// The output as the two tensors it concatenates along channels, where it is such a
+    /// concatenation (the U-Net's skip blocks): the layers after it can then read the parts in
+    /// place (the up path's ReLU and transposed convolution); `None`: call `forward`.
+    fn forward_parts(&self, _x: &Tensor, _f: &Forward) -> Result<Option<(Tensor, Tensor)>> {
         Ok(None)
     }
 

@@ -75,11 +75,15 @@ impl Layer for Sequential {
                     continue;
                 }
             }
-            // A block followed by ReLU (the U-Net's up path) may write its output rectified.
+            // A skip block followed by ReLU (the U-Net's up path) hands over its concatenation's
+            // parts: rectified as they are concatenated, in one pass, or read in place by the
+            // transposed convolution after them.
             if let (Op::Block(b), Some(Op::ReLU)) = (&self.ops[i], self.ops.get(i + 1)) {
-                if let Some(y) = b.forward_relu(&x, f)? {
-                    x = y;
-                    i += 2;
+                if let Some((a, y)) = b.forward_parts(&x, f)? {
+                    (x, i) = match self.ops.get(i + 2) {
+                        Some(Op::ConvTranspose(c)) => (c.forward_cat_relu(&a, &y)?, i + 3),
+                        _ => (crate::kernels::cat_relu(&a, &y)?, i + 2),
+                    };
                     continue;
                 }
             }

@@ -108,18 +108,13 @@ impl Layer for UnetBlock {
         }
     }
 
-    /// The parent's `ReLU` after this block's concatenation, in the same pass (one output
-    /// tensor instead of two).
-    fn forward_relu(&self, x: &Tensor, f: &Forward) -> Result<Option<Tensor>> {
+    /// The skip concatenation's two parts, for the parent's `ReLU` and transposed convolution
+    /// to read in place.
+    fn forward_parts(&self, x: &Tensor, f: &Forward) -> Result<Option<(Tensor, Tensor)>> {
         if self.outermost {
             return Ok(None);
         }
-        let y = x.run(&self.model, f)?;
-        crate::kernels::timed(
-            || format!("cat+relu {:?}", x.dims()),
-            0.0,
-            || crate::kernels::cat_relu(x, &y).map(Some),
-        )
+        Ok(Some((x.clone(), x.run(&self.model, f)?)))
     }
 
     fn fold_running_norms(&mut self) -> Result<()> {
