@@ -287,20 +287,9 @@ impl Job<'_> {
 mod tests {
     use super::*;
     use crate::kernels::bf16::{from_bf16, to_bf16};
+    use crate::kernels::conv_transpose::reference::pseudo;
     use crate::kernels::im2col::assert_conv;
     use crate::kernels::test_report;
-
-    fn pseudo(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).max(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn amx_tiles_match_the_definition_on_bf16_operands() {

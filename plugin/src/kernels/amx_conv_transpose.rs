@@ -306,19 +306,8 @@ impl Job<'_> {
 mod tests {
     use super::*;
     use crate::kernels::bf16::{from_bf16, to_bf16};
+    use crate::kernels::conv_transpose::reference;
     use crate::kernels::test_report;
-
-    fn pseudo(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).max(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn amx_phases_match_the_transposed_convolution_on_bf16_operands() {
@@ -338,59 +327,23 @@ mod tests {
         ];
         for (ci, &(nb, c, m, h, w, relu)) in cases.iter().enumerate() {
             assert!(suits(c, m, (4, 4), w, true), "case {ci} should suit");
-            let x = pseudo(nb * c * h * w, 1 + ci as u32);
-            // Checkpoint layout (c, m, 4, 4), and the row-major copy the layers pack.
-            let wc = pseudo(c * m * 16, 50 + ci as u32);
-            let mut wr = vec![0f32; wc.len()];
-            for (i, &v) in wc.iter().enumerate() {
-                let (cc, o, t) = (i / (m * 16), i / 16 % m, i % 16);
-                wr[(o * 16 + t) * c + cc] = v;
-            }
-            let bias = pseudo(m, 90 + ci as u32);
+            let x = reference::pseudo(nb * c * h * w, 1 + ci as u32);
+            let wc = reference::pseudo(c * m * 16, 50 + ci as u32);
+            let bias = reference::pseudo(m, 90 + ci as u32);
+            let packed = AmxConvTWeights::pack(&reference::row_major(&wc, c, m), m, c);
             // The input in two parts, as the U-Net's skip concatenation.
             let (lo, hi) = x.split_at(nb * 16 * h * w);
             let parts: Vec<(&[f32], usize)> = match nb {
                 1 => vec![(lo, 16), (hi, c - 16)],
                 _ => vec![(&x[..], c)],
             };
-            let got =
-                conv_t(&parts, nb, (h, w), &AmxConvTWeights::pack(&wr, m, c), Some(&bias), relu);
-            // The definition: each input pixel scatters its taps, on the operands rounded to
-            // bf16, summed in f64.
-            let (oh, ow) = (2 * h, 2 * w);
-            let mut want = vec![0f64; nb * m * oh * ow];
-            for n in 0..nb {
-                for o in 0..m {
-                    want[(n * m + o) * oh * ow..][..oh * ow].fill(bias[o] as f64);
-                }
-                for cc in 0..c {
-                    for iy in 0..h {
-                        for ix in 0..w {
-                            let v = x[((n * c + cc) * h + iy) * w + ix];
-                            let v = round(if relu && v < 0.0 { 0.0 } else { v }) as f64;
-                            for o in 0..m {
-                                for ky in 0..4 {
-                                    for kx in 0..4 {
-                                        let (yy, xx) = (2 * iy + ky, 2 * ix + kx);
-                                        if yy < 1 || xx < 1 || yy > oh || xx > ow {
-                                            continue;
-                                        }
-                                        let wv = round(wc[((cc * m + o) * 4 + ky) * 4 + kx]);
-                                        want[((n * m + o) * oh + yy - 1) * ow + xx - 1] +=
-                                            v * wv as f64;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g as f64 - e).abs() <= 1e-4 * e.abs().max(1.0),
-                    "case {ci} at {i}: {g} vs {e}"
-                );
-            }
+            let got = conv_t(&parts, nb, (h, w), &packed, Some(&bias), relu);
+            // The definition on the operands the tiles multiply: rounded to bf16.
+            let xr: Vec<f32> =
+                x.iter().map(|&v| round(if relu && v < 0.0 { 0.0 } else { v })).collect();
+            let wr: Vec<f32> = wc.iter().map(|&v| round(v)).collect();
+            let want = reference::conv_t(&xr, nb, c, (h, w), &wr, m, &bias);
+            reference::assert_close(&got, &want, 1e-4, &format!("amx case {ci}"));
         }
         test_report::passed("amx conv_transpose");
     }

@@ -216,3 +216,80 @@ impl CustomOp2 for ConvTranspose2dOp {
         Ok((dx, dw))
     }
 }
+
+/// Test oracle of the transposed-convolution kernels: the U-Net's transposed convolution
+/// (kernel 4, stride 2, padding 1) by its definition, each input pixel scattering its taps,
+/// summed in f64.
+#[cfg(test)]
+pub(crate) mod reference {
+    /// `len` reproducible values in [−1, 1].
+    pub(crate) fn pseudo(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).max(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Checkpoint-layout weights `(c, m, 4, 4)` in the frozen layers' `(m, 4, 4, c)` layout.
+    pub(crate) fn row_major(wc: &[f32], c: usize, m: usize) -> Vec<f32> {
+        let mut wr = vec![0f32; wc.len()];
+        for (i, &v) in wc.iter().enumerate() {
+            let (cc, o, t) = (i / (m * 16), i / 16 % m, i % 16);
+            wr[(o * 16 + t) * c + cc] = v;
+        }
+        wr
+    }
+
+    /// `(nb, m, 2h, 2w)`: `x` `(nb, c, h, w)` through weights `wc` `(c, m, 4, 4)`, plus `bias`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn conv_t(
+        x: &[f32],
+        nb: usize,
+        c: usize,
+        (h, w): (usize, usize),
+        wc: &[f32],
+        m: usize,
+        bias: &[f32],
+    ) -> Vec<f64> {
+        let (oh, ow) = (2 * h, 2 * w);
+        let mut out = vec![0f64; nb * m * oh * ow];
+        for n in 0..nb {
+            for o in 0..m {
+                out[(n * m + o) * oh * ow..][..oh * ow].fill(bias[o] as f64);
+            }
+            for cc in 0..c {
+                for iy in 0..h {
+                    for ix in 0..w {
+                        let v = x[((n * c + cc) * h + iy) * w + ix] as f64;
+                        for o in 0..m {
+                            for ky in 0..4 {
+                                for kx in 0..4 {
+                                    let (yy, xx) = (2 * iy + ky, 2 * ix + kx);
+                                    if yy < 1 || xx < 1 || yy > oh || xx > ow {
+                                        continue;
+                                    }
+                                    let wv = wc[((cc * m + o) * 4 + ky) * 4 + kx] as f64;
+                                    out[((n * m + o) * oh + yy - 1) * ow + xx - 1] += v * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every `got` within `tol` of `want`, relative to `max(|want|, 1)`.
+    pub(crate) fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: sizes differ");
+        for (i, (&g, &e)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - e).abs() <= tol * e.abs().max(1.0), "{what} at {i}: {g} vs {e}");
+        }
+    }
+}
