@@ -75,25 +75,9 @@ pub fn available() -> bool {
     permitted()
 }
 
-/// A palette-1 tile configuration: every tile 16 rows of 64 bytes.
+/// A palette-1 tile configuration (16 bytes of header, 16 row widths, 8 row counts).
 #[repr(C, align(64))]
 pub(crate) struct TileConfig([u8; 64]);
-
-impl TileConfig {
-    const fn all_full() -> Self {
-        let mut c = [0u8; 64];
-        c[0] = 1; // palette
-        let mut t = 0;
-        while t < 8 {
-            c[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
-            c[48 + t] = 16; // rows
-            t += 1;
-        }
-        Self(c)
-    }
-}
-
-static CONFIG: TileConfig = TileConfig::all_full();
 
 /// The region's rows (a multiple of [`ROWS`] from its start) and panels of `C` (+)= `a · B`,
 /// `bp` being `B` packed in panels of `a.ld × NR` words.
@@ -104,7 +88,6 @@ static CONFIG: TileConfig = TileConfig::all_full();
 /// of [`ROWS`]; `bp` holds the region's panels.
 #[cfg(target_arch = "x86_64")]
 pub(crate) unsafe fn block(r: &Region, a: &PackedA, bp: &[u32], accumulate: bool) {
-    use std::arch::asm;
     let ld = a.ld;
     debug_assert!(r.rows.start.is_multiple_of(ROWS) && ld.is_multiple_of(PAIRS));
     assert!(a.words.len() >= r.rows.end.next_multiple_of(ROWS) * ld, "amx: A strip too short");
@@ -113,12 +96,8 @@ pub(crate) unsafe fn block(r: &Region, a: &PackedA, bp: &[u32], accumulate: bool
     #[repr(C, align(64))]
     struct Block([f32; ROWS * NR]);
     let mut c = Block([0.0; ROWS * NR]);
-    // SAFETY: CONFIG is a valid palette-1 configuration (8 tiles of 16 × 64 bytes) in static
-    // memory; loading it only sets this thread's tile state, released below.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
-    let a_stride = ld * 4;
-    let b_stride = NR * 4;
-    let c_stride = NR * 4;
+    // SAFETY: AMX is ready (the caller's contract).
+    let tiles = unsafe { tiles::Tiles::load(&block_config(16)) };
     for i in r.rows.clone().step_by(ROWS) {
         let rows = ROWS.min(r.rows.end - i);
         for q in r.panels.clone() {
@@ -127,45 +106,24 @@ pub(crate) unsafe fn block(r: &Region, a: &PackedA, bp: &[u32], accumulate: bool
             let a0 = a.words[i * ld..].as_ptr();
             let a1 = a.words[(i + 16) * ld..].as_ptr();
             let b0 = bp[q * ld * NR..].as_ptr();
-            // SAFETY: tmm0–3 are this block's sums, zeroed; every tile load below reads 16 rows
-            // of 64 bytes at the given stride inside the slices asserted above (A: rows i..i+32
-            // of ld words, pairs p..p+16 < ld; B: 16 pair rows of panel q, words 0..32).
+            let cp = c.0.as_mut_ptr();
+            // SAFETY: tmm0–3 are this block's sums, zeroed; every tile load reads 16 rows of 64
+            // bytes at the given stride inside the slices asserted above (A: rows i..i+32 of ld
+            // words, pairs p..p+16 < ld; B: 16 pair rows of panel q, words 0..32); the stores
+            // fill `c` (32 rows of NR floats).
             unsafe {
-                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3");
-                let mut p = 0;
-                while p < ld {
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0.add(p),
-                        a1 = in(reg) a1.add(p),
-                        b0 = in(reg) b0.add(p * NR),
-                        b1 = in(reg) b0.add(p * NR + 16),
-                        sa = in(reg) a_stride,
-                        sb = in(reg) b_stride,
-                        options(nostack, readonly),
+                tiles.zero();
+                for p in (0..ld).step_by(PAIRS) {
+                    let b = b0.add(p * NR);
+                    tiles.multiply(
+                        a0.add(p),
+                        a1.add(p),
+                        b.cast(),
+                        b.add(16).cast(),
+                        (ld * 4, NR * 4),
                     );
-                    p += PAIRS;
                 }
-                let cp = c.0.as_mut_ptr();
-                asm!(
-                    "tilestored [{c00} + {sc}*1], tmm0",
-                    "tilestored [{c01} + {sc}*1], tmm1",
-                    "tilestored [{c10} + {sc}*1], tmm2",
-                    "tilestored [{c11} + {sc}*1], tmm3",
-                    c00 = in(reg) cp,
-                    c01 = in(reg) cp.add(16),
-                    c10 = in(reg) cp.add(16 * NR),
-                    c11 = in(reg) cp.add(16 * NR + 16),
-                    sc = in(reg) c_stride,
-                    options(nostack),
-                );
+                tiles.store([cp, cp.add(16), cp.add(16 * NR), cp.add(16 * NR + 16)], NR * 4, true);
             }
             for (rr, src) in c.0.chunks_exact(NR).take(rows).enumerate() {
                 // SAFETY: row i + rr < rows.end, columns j0..j0+cols < n: inside this region.
@@ -180,8 +138,38 @@ pub(crate) unsafe fn block(r: &Region, a: &PackedA, bp: &[u32], accumulate: bool
             }
         }
     }
-    // SAFETY: ends this thread's use of the tiles (their state is not saved across tasks).
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// Runs `task(image, block, segments)` over the tasks the direct convolutions
+/// ([`super::amx_conv`], [`super::amx_conv_transpose`]) cut a layer's output into: per image,
+/// blocks of [`ROWS`] output channels (a 2 × 2 block's two A tiles) by runs of its `segs`
+/// segments (a row's 16 pixels, taken two at a time), about 8 tasks per thread. A task reads
+/// its block's weights once, so runs split only what the blocks do not.
+pub(crate) fn for_each_task(
+    nb: usize,
+    m: usize,
+    segs: usize,
+    task: impl Fn(usize, usize, std::ops::Range<usize>) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    let blocks = m / ROWS;
+    let pairs = segs.div_ceil(2).max(1);
+    let want = 8 * rayon::current_num_threads().max(1);
+    let runs = want.div_ceil((nb * blocks).max(1)).clamp(1, pairs);
+    let per_run = pairs.div_ceil(runs);
+    (0..nb * blocks * runs).into_par_iter().for_each(|t| {
+        let (n, b, r) = (t / (blocks * runs), t / runs % blocks, t % runs);
+        let (first, last) = (r * per_run * 2, ((r + 1) * per_run * 2).min(segs));
+        if first < last {
+            task(n, b, first..last);
+        }
+    });
+}
+
+/// Each of `m` output channels' bias (zero without one) as a row of 16 copies: the direct
+/// convolutions' sums start from these rows, a C tile loaded with a 64-byte stride.
+pub(crate) fn bias_rows(bias: Option<&[f32]>, m: usize) -> Vec<f32> {
+    (0..m).flat_map(|o| [bias.map_or(0.0, |b| b[o]); 16]).collect()
 }
 
 /// The tile layout of the direct convolutions' 2 × 2 blocks ([`super::amx_conv`]): sums in
@@ -221,6 +209,16 @@ pub(crate) mod tiles {
             Tiles(())
         }
 
+        /// tmm0–3 zeroed.
+        ///
+        /// # Safety
+        /// As the module says.
+        #[inline(always)]
+        pub(crate) unsafe fn zero(&self) {
+            // SAFETY: the caller's contract (the module's).
+            unsafe { asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3") }
+        }
+
         /// tmm0–1 from `c0`'s rows and tmm2–3 from `c1`'s, `stride` bytes apart.
         ///
         /// # Safety
@@ -240,8 +238,8 @@ pub(crate) mod tiles {
             }
         }
 
-        /// tmm0 += A0·B0, tmm1 += A0·B1, tmm2 += A1·B0, tmm3 += A1·B1: A tiles of 64-byte rows,
-        /// B tiles' rows `sb` bytes apart.
+        /// tmm0 += A0·B0, tmm1 += A0·B1, tmm2 += A1·B0, tmm3 += A1·B1: the A tiles' rows `sa`
+        /// bytes apart, the B tiles' `sb`.
         ///
         /// # Safety
         /// As the module says.
@@ -252,7 +250,7 @@ pub(crate) mod tiles {
             a1: *const u32,
             b0: *const u8,
             b1: *const u8,
-            sb: usize,
+            (sa, sb): (usize, usize),
         ) {
             // SAFETY: the caller's contract (the module's).
             unsafe {
@@ -266,7 +264,7 @@ pub(crate) mod tiles {
                     "tdpbf16ps tmm2, tmm5, tmm6",
                     "tdpbf16ps tmm3, tmm5, tmm7",
                     a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
-                    sa = in(reg) 64usize, sb = in(reg) sb,
+                    sa = in(reg) sa, sb = in(reg) sb,
                     options(nostack, readonly),
                 )
             }

@@ -157,28 +157,12 @@ pub(crate) fn conv(
     assert_eq!((g.c, g.kh, g.kw), (w.c, w.kh, w.kw), "amx conv: weights do not fit the geometry");
     assert_eq!(x.len(), nb * g.c * g.h * g.w, "amx conv: input is not nb·c·h·w");
     let p = Padded::new(x, nb, g, act);
-    // The sums start from rows of 16 copies of each bias (a C tile loaded with stride 64 B).
-    let starts: Vec<f32> = (0..m).flat_map(|o| [bias.map_or(0.0, |b| b[o]); TILE]).collect();
+    let starts = amx::bias_rows(bias, m);
     let (n_cols, segs_per_row) = (g.ow.min(TILE), g.ow.div_ceil(TILE));
-    let segs = g.oh * segs_per_row;
-    // Tasks: (image, 32 output channels, run of segment pairs), about 8 per thread; the
-    // weights of a block are read once per task, so runs split only what the blocks do not.
-    let blocks = m / (2 * TILE);
-    let pairs = segs.div_ceil(2);
-    let want = 8 * rayon::current_num_threads().max(1);
-    let runs = want.div_ceil(nb * blocks).clamp(1, pairs);
-    let per_run = pairs.div_ceil(runs);
     let mut out = vec![0f32; nb * m * g.oh * g.ow];
     let dst = out.as_mut_ptr() as usize;
     let halves = p.halves();
-    let tasks = nb * blocks * runs;
-    (0..tasks).into_par_iter().for_each(|t| {
-        let (n, b, r) = (t / (blocks * runs), t / runs % blocks, t % runs);
-        let first = r * per_run * 2;
-        let last = ((r + 1) * per_run * 2).min(segs);
-        if first >= last {
-            return;
-        }
+    amx::for_each_task(nb, m, g.oh * segs_per_row, |n, b, segs| {
         let job = Job {
             w,
             image: &halves[n * p.hp * g.c * p.wp..][..p.hp * g.c * p.wp],
@@ -192,10 +176,10 @@ pub(crate) fn conv(
             block: b,
         };
         // SAFETY: amx::ready held in `suits` (asserted above); the task writes output channels
-        // 32b..32b+32 of image n at segments first..last only, disjoint from every other task,
-        // inside `out` (which outlives the loop); the image slice and the weights are sized
-        // for every tile the job loads (checked in `Job::run`).
-        unsafe { job.run(first..last) };
+        // 32b..32b+32 of image n at its segments only, disjoint from every other task, inside
+        // `out` (which outlives the loop); the image slice and the weights are sized for every
+        // tile the job loads (checked in `Job::run`).
+        unsafe { job.run(segs) };
     });
     out
 }
@@ -265,7 +249,7 @@ impl Job<'_> {
                         a.as_ptr().add((steps + t) * TILE * TILE),
                         image.add(row0).cast(),
                         image.add(row1).cast(),
-                        self.wp * 2,
+                        (TILE * 4, self.wp * 2),
                     );
                 }
                 let at = |o: usize, y: usize, x: usize| {

@@ -173,24 +173,12 @@ pub(crate) fn conv_t(
         }
     });
     let words: &[u32] = bytemuck::cast_slice(&buf[..]);
-    let starts: Vec<f32> = (0..m).flat_map(|o| [bias.map_or(0.0, |b| b[o]); TILE]).collect();
+    let starts = amx::bias_rows(bias, m);
     let (n_cols, segs_per_row) = (w.min(TILE), w.div_ceil(TILE));
-    let segs = h * segs_per_row;
-    // Tasks as in amx_conv: (image, 32 output channels, run of segment pairs).
-    let blocks = m / (2 * TILE);
-    let pairs = segs.div_ceil(2);
-    let want = 8 * rayon::current_num_threads().max(1);
-    let runs = want.div_ceil(nb * blocks).clamp(1, pairs);
-    let per_run = pairs.div_ceil(runs);
     let (oh, ow) = (2 * h, 2 * w);
     let mut out = vec![0f32; nb * m * oh * ow];
     let dst = out.as_mut_ptr() as usize;
-    (0..nb * blocks * runs).into_par_iter().for_each(|t| {
-        let (n, b, r) = (t / (blocks * runs), t / runs % blocks, t % runs);
-        let (first, last) = (r * per_run * 2, ((r + 1) * per_run * 2).min(segs));
-        if first >= last {
-            return;
-        }
+    amx::for_each_task(nb, m, h * segs_per_row, |n, b, segs| {
         let job = Job {
             w: wt,
             image: &words[n * hp * row..][..hp * row],
@@ -204,9 +192,9 @@ pub(crate) fn conv_t(
             block: b,
         };
         // SAFETY: AMX is ready (`suits`, asserted); the task writes output channels
-        // 32b..32b+32 of image n at the output rows and columns of segments first..last only,
-        // disjoint from every other task's, inside `out` (which outlives the loop).
-        unsafe { job.run(first..last) };
+        // 32b..32b+32 of image n at the output rows and columns of its segments only, disjoint
+        // from every other task's, inside `out` (which outlives the loop).
+        unsafe { job.run(segs) };
     });
     out
 }
@@ -276,7 +264,7 @@ impl Job<'_> {
                                 a1.add(t * TILE * TILE),
                                 image.add(p0).cast(),
                                 image.add(p1).cast(),
-                                self.wp * 4,
+                                (TILE * 4, self.wp * 4),
                             );
                         }
                         let d =
