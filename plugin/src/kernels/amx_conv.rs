@@ -211,7 +211,7 @@ impl Job<'_> {
     /// AMX is ready ([`amx::ready`]); `dst` is valid for writes of this block's channels at
     /// those segments, which no one else touches meanwhile.
     #[cfg(target_arch = "x86_64")]
-    #[inline(never)]
+    #[inline(never)] // a symbol of its own in `perf` profiles
     unsafe fn run(&self, segs: std::ops::Range<usize>) {
         let (c, kw) = (self.w.c, self.w.kw);
         let steps = self.w.steps();

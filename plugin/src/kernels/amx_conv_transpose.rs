@@ -108,8 +108,9 @@ fn pairs_row_body(src: &[f32], dst: &mut [u32], relu: bool) {
     dst[n] = high_bf16(f(src[n - 1])) >> 16;
 }
 
-/// Rows `2j` and `2j + 1` of output row `dst` of each of 32 channels (`plane` floats apart)
-/// from the column phases' sums of one segment (`at` into each channel's row of [`Sums`]).
+/// Columns `2j` and `2j + 1` of output row `dst` of each of 32 channels (`plane` floats
+/// apart) from the column phases' sums of one segment (`at` into each channel's row of
+/// [`Sums`]).
 ///
 /// # Safety
 /// The CPU has AVX-512 F; `dst` is valid for writes of 32 rows of `2·n` floats, `plane`
@@ -225,7 +226,7 @@ impl Job<'_> {
     /// AMX is ready ([`amx::ready`]); `dst` is valid for writes of this block's channels at the
     /// output pixels of those segments, which no one else touches meanwhile.
     #[cfg(target_arch = "x86_64")]
-    #[inline(never)]
+    #[inline(never)] // a symbol of its own in `perf` profiles
     unsafe fn run(&self, segs: std::ops::Range<usize>) {
         let c = self.w.c;
         let (steps, cb) = (self.w.steps(), c / TILE);
