@@ -140,6 +140,28 @@ pub(crate) unsafe fn block(r: &Region, a: &PackedA, bp: &[u32], accumulate: bool
     }
 }
 
+/// A grid of `rows` rows `width` pixels wide cut into the direct convolutions' segments: 16
+/// pixels of one row (a B tile's columns), or the whole row where it is narrower.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Segments {
+    /// Pixels per segment.
+    pub cols: usize,
+    per_row: usize,
+    pub count: usize,
+}
+
+impl Segments {
+    pub(crate) fn new(rows: usize, width: usize) -> Self {
+        let per_row = width.div_ceil(16);
+        Self { cols: width.min(16), per_row, count: rows * per_row }
+    }
+
+    /// Row and first column of segment `s`.
+    pub(crate) fn at(&self, s: usize) -> (usize, usize) {
+        (s / self.per_row, s % self.per_row * 16)
+    }
+}
+
 /// Runs `task(image, block, segments)` over the tasks the direct convolutions
 /// ([`super::amx_conv`], [`super::amx_conv_transpose`]) cut a layer's output into: per image,
 /// blocks of [`ROWS`] output channels (a 2 × 2 block's two A tiles) by runs of its `segs`

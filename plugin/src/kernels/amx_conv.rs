@@ -158,11 +158,11 @@ pub(crate) fn conv(
     assert_eq!(x.len(), nb * g.c * g.h * g.w, "amx conv: input is not nb·c·h·w");
     let p = Padded::new(x, nb, g, act);
     let starts = amx::bias_rows(bias, m);
-    let (n_cols, segs_per_row) = (g.ow.min(TILE), g.ow.div_ceil(TILE));
+    let grid = amx::Segments::new(g.oh, g.ow);
     let mut out = vec![0f32; nb * m * g.oh * g.ow];
     let dst = out.as_mut_ptr() as usize;
     let halves = p.halves();
-    amx::for_each_task(nb, m, g.oh * segs_per_row, |n, b, segs| {
+    amx::for_each_task(nb, m, grid.count, |n, b, segs| {
         let job = Job {
             w,
             image: &halves[n * p.hp * g.c * p.wp..][..p.hp * g.c * p.wp],
@@ -171,8 +171,7 @@ pub(crate) fn conv(
             dst: (dst as *mut f32).wrapping_add((n * m + b * 2 * TILE) * g.oh * g.ow),
             plane: g.oh * g.ow,
             ow: g.ow,
-            n_cols,
-            segs_per_row,
+            grid,
             block: b,
         };
         // SAFETY: amx::ready held in `suits` (asserted above); the task writes output channels
@@ -194,17 +193,11 @@ struct Job<'a> {
     dst: *mut f32,
     plane: usize,
     ow: usize,
-    n_cols: usize,
-    segs_per_row: usize,
+    grid: amx::Segments,
     block: usize,
 }
 
 impl Job<'_> {
-    /// The output rows and columns of segment `s` (16 pixels of one row, or a short row).
-    fn seg(&self, s: usize) -> (usize, usize) {
-        (s / self.segs_per_row, s % self.segs_per_row * TILE)
-    }
-
     /// Segments `segs` (two at a time) of the block's 32 output channels.
     ///
     /// # Safety
@@ -218,24 +211,24 @@ impl Job<'_> {
         let cb = c / TILE;
         let a = &self.w.words[self.block * 2 * steps * TILE * TILE..][..2 * steps * TILE * TILE];
         // The last tile row a B load reaches: channel row 15 of the last tap row, 16 words in.
-        let last_seg = self.seg(segs.end - 1);
+        let last_seg = self.grid.at(segs.end - 1);
         let reach = ((2 * last_seg.0 + self.w.kh - 1) * c + c - 1) * self.wp
-            + 2 * (last_seg.1 + self.n_cols - 1)
+            + 2 * (last_seg.1 + self.grid.cols - 1)
             + kw;
         assert!(reach <= self.image.len(), "amx conv: padded image too short");
         assert!(self.starts.len() >= 2 * TILE * TILE, "amx conv: bias rows too short");
         // SAFETY: AMX is ready (the caller's contract).
-        let tiles = unsafe { amx::tiles::Tiles::load(&amx::block_config(self.n_cols)) };
+        let tiles = unsafe { amx::tiles::Tiles::load(&amx::block_config(self.grid.cols)) };
         let image = self.image.as_ptr();
         for s0 in segs.clone().step_by(2) {
             let two = s0 + 1 < segs.end;
-            let (y0, x0) = self.seg(s0);
-            let (y1, x1) = if two { self.seg(s0 + 1) } else { (y0, x0) };
+            let (y0, x0) = self.grid.at(s0);
+            let (y1, x1) = if two { self.grid.at(s0 + 1) } else { (y0, x0) };
             let bias = self.starts.as_ptr();
             // SAFETY: the bias rows are 32 rows of 16 floats (asserted); the steps' A tiles lie
             // inside `a` (2·steps tiles of 256 words), their B rows inside the image (each load
             // ends at or before `reach`, asserted: the segments increase, so the last reaches
-            // furthest); the stores write 16 output channels × n_cols pixels of row y, a plane
+            // furthest); the stores write 16 output channels × grid.cols pixels of row y, a plane
             // apart, inside this block's region (the caller's contract).
             unsafe {
                 tiles.start(bias, bias.add(TILE * TILE), TILE * 4);
@@ -271,8 +264,8 @@ impl Job<'_> {
 mod tests {
     use super::*;
     use crate::kernels::bf16::{from_bf16, to_bf16};
-    use crate::kernels::conv_transpose::reference::pseudo;
     use crate::kernels::im2col::assert_conv;
+    use crate::kernels::mat::test_values;
     use crate::kernels::test_report;
 
     #[test]
@@ -298,9 +291,9 @@ mod tests {
             if !suits(&g, m) {
                 panic!("case {i}: {g:?} should suit");
             }
-            let x = pseudo(nb * c * side * side, 1 + i as u32);
-            let w = pseudo(m * g.rows(), 100 + i as u32);
-            let bias = pseudo(m, 200 + i as u32);
+            let x = test_values(nb * c * side * side, 50.0);
+            let w = test_values(m * g.rows(), 500.0);
+            let bias = test_values(m, 100.0);
             let got = conv(&x, nb, &g, &AmxConvWeights::pack(&w, m, c, kh, kw), Some(&bias), act);
             // The oracle on the operands the tiles multiply: the activated input and the
             // weights rounded to bf16, summed in f64.

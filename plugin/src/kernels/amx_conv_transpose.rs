@@ -175,11 +175,11 @@ pub(crate) fn conv_t(
     });
     let words: &[u32] = bytemuck::cast_slice(&buf[..]);
     let starts = amx::bias_rows(bias, m);
-    let (n_cols, segs_per_row) = (w.min(TILE), w.div_ceil(TILE));
+    let grid = amx::Segments::new(h, w);
     let (oh, ow) = (2 * h, 2 * w);
     let mut out = vec![0f32; nb * m * oh * ow];
     let dst = out.as_mut_ptr() as usize;
-    amx::for_each_task(nb, m, h * segs_per_row, |n, b, segs| {
+    amx::for_each_task(nb, m, grid.count, |n, b, segs| {
         let job = Job {
             w: wt,
             image: &words[n * hp * row..][..hp * row],
@@ -188,8 +188,7 @@ pub(crate) fn conv_t(
             dst: (dst as *mut f32).wrapping_add((n * m + b * 2 * TILE) * oh * ow),
             ow,
             plane: oh * ow,
-            n_cols,
-            segs_per_row,
+            grid,
             block: b,
         };
         // SAFETY: AMX is ready (`suits`, asserted); the task writes output channels
@@ -209,17 +208,11 @@ struct Job<'a> {
     dst: *mut f32,
     ow: usize,
     plane: usize,
-    n_cols: usize,
-    segs_per_row: usize,
+    grid: amx::Segments,
     block: usize,
 }
 
 impl Job<'_> {
-    /// Input row and first column of segment `s`.
-    fn seg(&self, s: usize) -> (usize, usize) {
-        (s / self.segs_per_row, s % self.segs_per_row * TILE)
-    }
-
     /// Segments `segs` (two at a time) of the block's 32 output channels, all four phases.
     ///
     /// # Safety
@@ -230,21 +223,21 @@ impl Job<'_> {
     unsafe fn run(&self, segs: std::ops::Range<usize>) {
         let c = self.w.c;
         let (steps, cb) = (self.w.steps(), c / TILE);
-        let last = self.seg(segs.end - 1);
+        let last = self.grid.at(segs.end - 1);
         // The furthest word a B load reaches: tap row 1 of phase 1, channel row 15, column
-        // phase 1, n_cols words.
-        let reach = ((last.0 + 2) * c + c - 1) * self.wp + last.1 + 1 + self.n_cols;
+        // phase 1, grid.cols words.
+        let reach = ((last.0 + 2) * c + c - 1) * self.wp + last.1 + 1 + self.grid.cols;
         assert!(reach <= self.image.len(), "amx conv_transpose: pair copy too short");
         assert!(self.starts.len() >= 2 * TILE * TILE, "amx conv_transpose: bias rows too short");
         let mut sums = Sums([[0.0; 2 * 2 * TILE * TILE]; 2]);
         // SAFETY: AMX is ready (the caller's contract).
-        let tiles = unsafe { amx::tiles::Tiles::load(&amx::block_config(self.n_cols)) };
+        let tiles = unsafe { amx::tiles::Tiles::load(&amx::block_config(self.grid.cols)) };
         let image = self.image.as_ptr();
         let bias = self.starts.as_ptr();
         for s0 in segs.clone().step_by(2) {
             let two = s0 + 1 < segs.end;
-            let (i0, j0) = self.seg(s0);
-            let (i1, j1) = if two { self.seg(s0 + 1) } else { (i0, j0) };
+            let (i0, j0) = self.grid.at(s0);
+            let (i1, j1) = if two { self.grid.at(s0 + 1) } else { (i0, j0) };
             for a in 0..2 {
                 for (b, sums) in sums.0.iter_mut().enumerate() {
                     let a0 = self.w.tiles(a, b, 2 * self.block).as_ptr();
@@ -276,9 +269,9 @@ impl Job<'_> {
                 for (k, &(i, j)) in [(i0, j0), (i1, j1)][..1 + two as usize].iter().enumerate() {
                     let row = (2 * i + a) * self.ow + 2 * j;
                     // SAFETY: AMX implies AVX-512 F; the 32 channels of this block at row
-                    // 2i + a, columns 2j..2j + 2·n_cols: inside the caller's region.
+                    // 2i + a, columns 2j..2j + 2·grid.cols: inside the caller's region.
                     unsafe {
-                        interleave(&sums, k * TILE, self.n_cols, self.dst.add(row), self.plane)
+                        interleave(&sums, k * TILE, self.grid.cols, self.dst.add(row), self.plane)
                     };
                 }
             }
@@ -296,6 +289,7 @@ mod tests {
     use super::*;
     use crate::kernels::bf16::{from_bf16, to_bf16};
     use crate::kernels::conv_transpose::reference;
+    use crate::kernels::mat::test_values;
     use crate::kernels::test_report;
 
     #[test]
@@ -316,9 +310,9 @@ mod tests {
         ];
         for (ci, &(nb, c, m, h, w, relu)) in cases.iter().enumerate() {
             assert!(suits(c, m, (4, 4), w, true), "case {ci} should suit");
-            let x = reference::pseudo(nb * c * h * w, 1 + ci as u32);
-            let wc = reference::pseudo(c * m * 16, 50 + ci as u32);
-            let bias = reference::pseudo(m, 90 + ci as u32);
+            let x = test_values(nb * c * h * w, 50.0);
+            let wc = test_values(c * m * 16, 500.0);
+            let bias = test_values(m, 100.0);
             let packed = AmxConvTWeights::pack(&reference::row_major(&wc, c, m), m, c);
             // The input in two parts, as the U-Net's skip concatenation.
             let (lo, hi) = x.split_at(nb * 16 * h * w);

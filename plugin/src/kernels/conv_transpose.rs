@@ -222,19 +222,6 @@ impl CustomOp2 for ConvTranspose2dOp {
 /// summed in f64.
 #[cfg(test)]
 pub(crate) mod reference {
-    /// `len` reproducible values in [−1, 1].
-    pub(crate) fn pseudo(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).max(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
     /// Checkpoint-layout weights `(c, m, 4, 4)` in the frozen layers' `(m, 4, 4, c)` layout.
     pub(crate) fn row_major(wc: &[f32], c: usize, m: usize) -> Vec<f32> {
         let mut wr = vec![0f32; wc.len()];

@@ -2,6 +2,8 @@
 //! ("skipped (…)", "passed"), through the test harness's own channel (its captured stderr,
 //! shown with `--nocapture`). Compiled into test builds only: the library itself never prints.
 
+#![cfg(test)]
+
 /// `what` could not run here, because `why`.
 pub(crate) fn skipped(what: &str, why: &str) {
     eprintln!("{what}: skipped ({why})");
