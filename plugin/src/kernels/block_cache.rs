@@ -1,5 +1,5 @@
-//! The library's global allocator: the system's, keeping a few freed large blocks for reuse
-//! once passes repeat.
+//! The library's global allocator: blocks of [`MIN`] bytes and more are its own pages, and a
+//! few freed ones are kept for reuse once passes repeat; smaller blocks are the system's.
 //!
 //! Every layer allocates its output and frees its input. Under glibc, multi-megabyte blocks are
 //! `mmap`ed and unmapped, or sit in a thread arena's heaps that are trimmed and deleted, pass
@@ -7,28 +7,64 @@
 //! (~13 % of an ngf-32 training step's `perf` samples). A pass repeats its sizes exactly, so a
 //! freed block is soon asked for again at the same size: kept here, it comes back with its pages
 //! mapped. The cache starts with a model's second translation or a trainer's second step
-//! ([`enable`], from `on_pool_after_first`), so a one-shot translation peaks where the system
-//! allocator alone would; it holds at most [`CAP`] bytes in at most [`SLOTS`] blocks (the
-//! oldest go first), reuses exact sizes only, and [`release`] empties it.
+//! ([`enable`], from `on_pool_after_first`), so a one-shot translation peaks where its blocks in
+//! use do; it holds at most [`cap`] bytes in at most [`SLOTS`] blocks (the oldest go first),
+//! reuses exact sizes only, and [`release`] empties it.
 //!
-//! Measured (kernels bench, 2-thread AVX-512 VM, 2 interleaved runs each, against the system
-//! allocator alone): ngf-32 training step at batch 4 576 → 528–533 ms (medians), at batch 1
-//! 168–169 → 165; inference at batch 4 68–70 → 64.5–66.7 ms (page faults per run 136 K →
-//! 79 K), at batch 1 within 1 %; peak resident +3 MiB (inference, batch 1) to +53 MiB
-//! (training, batch 4).
+//! Large blocks are mapped here (`mmap`, `munmap`), not by glibc: glibc raises its mmap
+//! threshold to the size of each mapped block it frees (up to 32 MiB), after which blocks below
+//! it come from its heaps, whose holes are not given back. A model on running statistics frees
+//! its unfolded weights (blocks of up to 4 MiB) as it opens, and its first translation then
+//! peaked at 149 MiB resident against 127 with the threshold fixed (`MALLOC_MMAP_THRESHOLD_=
+//! 131072`; the shipped model, `host run`, over the budget of 1.5 × weights + 64 MiB = 146).
+//! Mapping them here has that effect for this library's blocks alone: a library does not set
+//! its host's malloc options.
+//!
+//! Measured (kernels bench, ngf 32, 2-thread AVX-512 VM, 2 interleaved runs each, medians; peak
+//! resident from `/usr/bin/time`), against glibc's blocks with a 64 MiB cache of 32: training
+//! step at batch 1 210–210 → 212–223 ms (minima 190–196 → 185–200), 505 → 425 MiB; at batch 4
+//! 637–671 → 639–651 ms, 1058 → 773 MiB; inference at batch 4 73–75 → 73–84 ms (minima 68–69 →
+//! 68–70), 240 → 215 MiB. Without the cache's growth to the peak in use ([`cap`]) the batch-1
+//! step took 250–253 ms: its blocks were unmapped and mapped again every step.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Blocks from this size are cached.
 const MIN: usize = 1 << 20;
 /// Blocks held at most.
-const SLOTS: usize = 32;
-/// Bytes held at most.
+const SLOTS: usize = 128;
+/// Bytes held at most, unless more were once in use at the same time ([`cap`]).
 const CAP: usize = 64 << 20;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Bytes of mapped blocks handed out and not freed.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The most [`LIVE`] has been since the start or the last [`release`].
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes the cache holds at most: [`CAP`], or the most the library has had in use at once,
+/// so that a pass whose blocks were all in use together finds all of them again (a training
+/// step's), while the library never holds more than twice its own peak.
+fn cap() -> usize {
+    CAP.max(PEAK.load(Ordering::Relaxed))
+}
+
+/// Counts a mapped block of `size` bytes handed out (`p` non-null) or freed.
+fn count(p: *mut u8, size: usize, out: bool) -> *mut u8 {
+    match (out, p.is_null()) {
+        (true, false) => {
+            let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        (false, _) => {
+            LIVE.fetch_sub(size, Ordering::Relaxed);
+        }
+        (true, true) => {}
+    }
+    p
+}
 
 #[derive(Clone, Copy)]
 struct Slot {
@@ -68,15 +104,65 @@ pub(crate) fn release() {
         (c.len, c.bytes) = (0, 0);
         n
     };
+    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
     for s in &freed[..n] {
         free(*s);
     }
 }
 
 fn free(s: Slot) {
-    // SAFETY: s was allocated by System with exactly this size and alignment (`keep` stores
-    // the layout it was freed with) and is owned by nobody else once out of the cache.
-    unsafe { System.dealloc(s.ptr as *mut u8, Layout::from_size_align_unchecked(s.size, s.align)) }
+    // SAFETY: only mapped blocks are kept (`dealloc`), with the size they were allocated with,
+    // and a block out of the cache is owned by nobody else.
+    unsafe { unmap(s.ptr as *mut u8, s.size) }
+}
+
+/// Alignment that mapped blocks have (a page) and at most are asked for.
+const PAGE: usize = 4096;
+
+/// Whether a block of `layout` is this allocator's own pages rather than System's: decided by
+/// the layout alone, so that `dealloc` knows where a block came from.
+fn mapped(layout: Layout) -> bool {
+    cfg!(target_os = "linux") && layout.size() >= MIN && layout.align() <= PAGE
+}
+
+/// Fresh zeroed pages for `size` bytes, or null.
+#[cfg(target_os = "linux")]
+fn map(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory; failure is reported as MAP_FAILED, turned into null.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    match p == libc::MAP_FAILED {
+        true => std::ptr::null_mut(),
+        false => p as *mut u8,
+    }
+}
+
+/// # Safety
+/// `ptr` and `size` are a block from [`map`] that nobody uses any more.
+#[cfg(target_os = "linux")]
+unsafe fn unmap(ptr: *mut u8, size: usize) {
+    // SAFETY: the caller's contract; munmap of a whole mapping cannot fail but on bad
+    // arguments, which that contract rules out, so its result is not needed.
+    unsafe { libc::munmap(ptr as *mut libc::c_void, size) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn map(_: usize) -> *mut u8 {
+    unreachable!("blocks are mapped on Linux only")
+}
+
+#[cfg(not(target_os = "linux"))]
+unsafe fn unmap(_: *mut u8, _: usize) {
+    unreachable!("blocks are mapped on Linux only")
 }
 
 /// A kept block of exactly `layout`'s size and at least its alignment, taken out of the cache.
@@ -95,15 +181,15 @@ fn take(layout: Layout) -> Option<*mut u8> {
 /// Keeps the freed block `ptr` (of `layout`) unless it is larger than the cache, making room
 /// by freeing the oldest blocks; false if not kept.
 fn keep(ptr: *mut u8, layout: Layout) -> bool {
-    let size = layout.size();
-    if size > CAP {
+    let (size, cap) = (layout.size(), cap());
+    if size > cap {
         return false;
     }
     let mut evicted = [EMPTY; SLOTS];
     let mut n = 0;
     {
         let mut c = cache();
-        while c.len > 0 && (c.len == SLOTS || c.bytes + size > CAP) {
+        while c.len > 0 && (c.len == SLOTS || c.bytes + size > cap) {
             let oldest = c.slots[0];
             let len = c.len;
             c.slots.copy_within(1..len, 0);
@@ -132,50 +218,66 @@ fn cached(size: usize) -> bool {
 /// `block-cache` feature.
 pub struct BlockCache;
 
-// SAFETY: every block handed out is either fresh from System or a System block of the same size
-// and at least the requested alignment that was freed to this allocator and is owned by nobody
-// else (taken out of the cache under its lock); blocks are given back to System with the layout
-// they were allocated with. Nothing here panics or allocates.
+// SAFETY: a block of a layout that is `mapped` is a fresh mapping of exactly its size (page
+// aligned, so at least the requested alignment) or such a block freed to this allocator and
+// owned by nobody else (taken out of the cache under its lock), and goes back to the cache or
+// to munmap with that size; every other block is System's, allocated and freed with the same
+// layout. `mapped` depends on the layout alone, so a block is freed where it came from. Nothing
+// here panics or allocates.
 unsafe impl GlobalAlloc for BlockCache {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if cached(layout.size()) {
-            if let Some(p) = take(layout) {
-                return p;
-            }
+        if !mapped(layout) {
+            // SAFETY: the caller's contract (a non-zero size).
+            return unsafe { System.alloc(layout) };
         }
-        // SAFETY: the caller's contract (a non-zero size).
-        unsafe { System.alloc(layout) }
+        let size = layout.size();
+        let p = match cached(size).then(|| take(layout)).flatten() {
+            Some(p) => p,
+            None => map(size),
+        };
+        count(p, size, true)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if cached(layout.size()) {
-            if let Some(p) = take(layout) {
-                // SAFETY: p holds layout.size() writable bytes.
-                unsafe { p.write_bytes(0, layout.size()) };
-                return p;
-            }
+        if !mapped(layout) {
+            // SAFETY: as in alloc.
+            return unsafe { System.alloc_zeroed(layout) };
         }
-        // SAFETY: as in alloc.
-        unsafe { System.alloc_zeroed(layout) }
+        let size = layout.size();
+        let p = match cached(size).then(|| take(layout)).flatten() {
+            Some(p) => {
+                // SAFETY: p holds size writable bytes.
+                unsafe { p.write_bytes(0, size) };
+                p
+            }
+            // Fresh pages are zero.
+            None => map(size),
+        };
+        count(p, size, true)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if !mapped(layout) {
+            // SAFETY: ptr came from System with this layout (the caller's contract and
+            // `mapped`'s being false for it then too).
+            return unsafe { System.dealloc(ptr, layout) };
+        }
+        count(ptr, layout.size(), false);
         if cached(layout.size()) && keep(ptr, layout) {
             return;
         }
-        // SAFETY: ptr came from System with this layout (alloc hands out only System blocks of
-        // exactly the requested size, and the alignment it was made with is at least this one,
-        // which glibc's free does not need).
-        unsafe { System.dealloc(ptr, layout) }
+        // SAFETY: a mapped block of this size (see alloc), no longer used (the caller's
+        // contract).
+        unsafe { unmap(ptr, layout.size()) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if !cached(layout.size()) && !cached(new_size) {
+        // SAFETY: the caller's contract: new_size rounded up to the alignment does not overflow.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if !mapped(layout) && !mapped(new_layout) {
             // SAFETY: the caller's contract.
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
-        // SAFETY: the caller's contract: new_size rounded up to the alignment does not overflow.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         // SAFETY: a non-zero size (the caller's contract).
         let new = unsafe { self.alloc(new_layout) };
         if !new.is_null() {
@@ -219,5 +321,23 @@ mod tests {
         let small = vec![1u8; MIN / 2];
         drop(small);
         assert!(!kept(MIN / 2), "a small block was kept");
+    }
+
+    /// Large blocks are pages of their own (glibc's mapped chunks start 16 bytes into a page),
+    /// and a block grown across the size that separates System's from mapped ones, or shrunk
+    /// back, keeps its contents.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn large_blocks_are_mapped_and_keep_contents_across_reallocation() {
+        let big = vec![3u8; MIN + 100];
+        assert_eq!(big.as_ptr() as usize % PAGE, 0, "a large block is not a mapping of its own");
+        let mut v: Vec<u32> = (0..1000).collect();
+        v.reserve_exact(MIN); // System → mapped
+        assert_eq!(v.as_ptr() as usize % PAGE, 0);
+        v.extend(0..MIN as u32 / 4);
+        v.truncate(500);
+        v.shrink_to_fit(); // mapped → System
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32), "contents lost");
+        assert!(big.iter().all(|&b| b == 3));
     }
 }
