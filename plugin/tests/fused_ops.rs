@@ -338,9 +338,11 @@ fn frozen_transposed_convolution_equals_trainable() {
 
 /// Frozen layers under `Precision::Bf16` (AVX512_BF16): within bf16's rounding of the f32
 /// layer, actually rounded (not silently f32) when the product has 9 columns or more and 128
-/// rows or more (64 with a reduction of 64 or more), exactly f32 otherwise (the outermost layers, where converting the
-/// activations costs more than bf16 saves, and the innermost 1×1 and 2×2 grids, where the f32
-/// small-n kernels are faster), and f32 again outside `with_precision`.
+/// rows or more (64 with a reduction of 64 or more), or, where the system has AMX, when the
+/// direct AMX kernels take the shape (16·i input and 32·j output channels; convolutions with
+/// outputs of 2 × 2 or more), exactly f32 otherwise (the outermost layers, where converting the
+/// activations costs more than bf16 saves, and the innermost 1×1 grids and, without AMX, 2×2
+/// ones, where the f32 small-n kernels are faster), and f32 again outside `with_precision`.
 #[test]
 fn frozen_layers_in_bf16_within_rounding_of_f32() {
     use kernels::{with_precision, Conv2d, Precision};
@@ -394,7 +396,11 @@ fn frozen_layers_in_bf16_within_rounding_of_f32() {
         let rows = if transposed { cout * 16 } else { cout };
         let k = if transposed { cin } else { cin * 16 };
         let cols = if transposed { nb * side * side } else { nb * (side / 2) * (side / 2) };
-        if (rows >= 128 || (rows >= 64 && k >= 64)) && cols >= 9 {
+        let amx_takes = kernels::amx::available()
+            && cin % 16 == 0
+            && cout % 32 == 0
+            && (transposed || side / 2 >= 2);
+        if ((rows >= 128 || (rows >= 64 && k >= 64)) && cols >= 9) || amx_takes {
             assert!(err > 0.0, "{what}: bf16 result identical to f32: the bf16 path did not run");
         } else {
             assert_eq!(err, 0.0, "{what}: a {rows} x {cols} product should have stayed in f32");

@@ -23,13 +23,13 @@ const TILE: usize = 16;
 
 /// Whether a transposed convolution from `c` to `m` channels with these settings, on an input
 /// `w` pixels wide, runs here: the U-Net's kernel 4, stride 2, padding 1, whole tiles of
-/// channels, and input rows of whole tiles (or one short tile of at least 4 pixels).
+/// channels, and input rows of whole tiles (or one short tile, down to the innermost grids).
 pub(crate) fn suits(c: usize, m: usize, kernel: (usize, usize), w: usize, plain: bool) -> bool {
     plain
         && kernel == (4, 4)
         && c.is_multiple_of(TILE)
         && m.is_multiple_of(2 * TILE)
-        && (w.is_multiple_of(TILE) || (4..TILE).contains(&w))
+        && (w.is_multiple_of(TILE) || (1..TILE).contains(&w))
         && amx::ready()
 }
 
@@ -307,6 +307,8 @@ mod tests {
             (1, 32, 32, 8, 8, true),
             (1, 16, 96, 4, 4, false),
             (1, 16, 32, 3, 5, true),
+            (2, 32, 64, 2, 2, true),
+            (1, 16, 32, 1, 1, false),
         ];
         for (ci, &(nb, c, m, h, w, relu)) in cases.iter().enumerate() {
             assert!(suits(c, m, (4, 4), w, true), "case {ci} should suit");

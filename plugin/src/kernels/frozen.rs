@@ -77,6 +77,15 @@ fn bf16_for(x: &Tensor, w: &Tensor, rows: usize, k: usize, cols: usize) -> bool 
         && frozen_for(x, w)
 }
 
+/// Whether a frozen layer runs this input on the direct AMX kernels where their shapes allow
+/// ([`amx_conv::suits`], [`amx_conv_transpose::suits`]): bf16 asked for and possible, no
+/// gradient wanted. Unlike the bf16 products they need no minimum of columns: they do not pad
+/// the grid to 32-wide panels, and on the innermost grids (2 × 2) they stream the weights in
+/// bf16, half the bytes of the f32 small-n kernels.
+fn amx_for(x: &Tensor, w: &Tensor) -> bool {
+    bf16::active() && frozen_for(x, w)
+}
+
 /// Output-channel scales and shifts of a batch norm on running statistics.
 pub type Affine = (Vec<f32>, Vec<f32>);
 
@@ -244,18 +253,21 @@ impl Conv2d {
         // The product's columns: the grid of output positions of the whole batch.
         let cols = geom.as_ref().map_or(usize::MAX, |(nb, g)| nb * g.grid());
         let rows = cin * kh * kw;
+        if cfg.groups == 1
+            && amx_for(x, w)
+            && geom.as_ref().is_some_and(|(_, g)| amx_conv::suits(g, cout))
+        {
+            let packed =
+                self.amx.get(|| with_f32(w, |v| AmxConvWeights::pack(v, cout, cin, kh, kw)))?;
+            let op = AmxConv2dOp {
+                w: packed,
+                bias: bias_vec(self.layer.bias(), cout)?,
+                padding: cfg.padding,
+                act,
+            };
+            return x.contiguous()?.apply_op1_no_bwd(&op);
+        }
         if cfg.groups == 1 && bf16_for(x, w, cout, rows, cols) {
-            if geom.as_ref().is_some_and(|(_, g)| amx_conv::suits(g, cout)) {
-                let packed =
-                    self.amx.get(|| with_f32(w, |v| AmxConvWeights::pack(v, cout, cin, kh, kw)))?;
-                let op = AmxConv2dOp {
-                    w: packed,
-                    bias: bias_vec(self.layer.bias(), cout)?,
-                    padding: cfg.padding,
-                    act,
-                };
-                return x.contiguous()?.apply_op1_no_bwd(&op);
-            }
             let packed = self.bf16.get(|| with_f32(w, |v| PackedA::new(Mat::rm(v, cout, rows))))?;
             let op = PackedConv2dOp {
                 w: packed,
@@ -371,7 +383,7 @@ impl ConvTranspose2d {
     fn amx_op(
         &self,
         parts: &[&Tensor],
-        (nb, cin, h, wd): (usize, usize, usize, usize),
+        (_, cin, _, wd): (usize, usize, usize, usize),
     ) -> Result<Option<AmxConvTranspose2dOp>> {
         if parts.iter().any(|p| p.track_op() || !fast_for(p, p)) || !bf16::active() {
             return Ok(None);
@@ -382,7 +394,7 @@ impl ConvTranspose2d {
         let plain = (c.stride, c.padding, c.dilation, c.output_padding) == (2, 1, 1, 0);
         if wcin != cin
             || !amx_conv_transpose::suits(cin, cout, (kh, kw), wd, plain)
-            || !bf16_for(parts[0], &w, cout * kh * kw, cin, nb * h * wd)
+            || !amx_for(parts[0], &w)
         {
             return Ok(None);
         }
