@@ -291,6 +291,9 @@ fn frozen_transposed_convolution_equals_trainable() {
         (2, 48, 16, 8, 4, 2, 1),
         (1, 16, 8, 5, 3, 1, 1),
         (3, 256, 64, 4, 4, 2, 1),
+        // The U-Net's output layer (the direct kernel onto the image on AVX-512).
+        (1, 64, 3, 16, 4, 2, 1),
+        (2, 8, 1, 5, 4, 2, 1),
     ] {
         let w = rand_t(&mut rng, &[cin, cout, k, k], 0.1, 0.0);
         let b = rand_t(&mut rng, &[cout], 0.1, 0.0);
@@ -333,6 +336,39 @@ fn frozen_transposed_convolution_equals_trainable() {
             &grad(&trainable).to_dtype(DType::F64).unwrap(),
             1e-5,
         );
+    }
+}
+
+/// The U-Net's output layer on its skip concatenation's two parts, `tanh(convT(relu(cat(a,
+/// b))))`, equals the unfused ops on the trainable layer, whether the frozen layer applied the
+/// tanh itself (the direct kernel onto the image, on AVX-512: it must there) or left it to the
+/// caller.
+#[test]
+fn output_layer_fuses_concatenation_relu_and_tanh() {
+    let mut rng = StdRng::seed_from_u64(15);
+    for (nb, ca, cb, cout, side) in [(1, 32, 32, 3, 16), (2, 8, 4, 3, 7), (1, 16, 16, 64, 8)] {
+        let w = rand_t(&mut rng, &[ca + cb, cout, 4, 4], 0.1, 0.0);
+        let bias = rand_t(&mut rng, &[cout], 0.1, 0.0);
+        let a = rand_t(&mut rng, &[nb, ca, side, side], 1.0, 0.0);
+        let b = rand_t(&mut rng, &[nb, cb, side, side], 1.0, 0.0);
+        let cfg = candle_nn::ConvTranspose2dConfig {
+            padding: 1,
+            output_padding: 0,
+            stride: 2,
+            dilation: 1,
+        };
+        let layer = |w: Tensor| {
+            ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w, Some(bias.clone()), cfg))
+        };
+        let trainable = layer(Var::from_tensor(&w).unwrap().as_tensor().clone());
+        let x = Tensor::cat(&[&a, &b], 1).unwrap().relu().unwrap();
+        let want = trainable.forward(&x).unwrap().tanh().unwrap().to_dtype(DType::F64).unwrap();
+        let (y, applied) = layer(w).forward_cat_relu(&a, &b, true).unwrap();
+        let what = format!("output layer {ca}+{cb}->{cout} @{side} batch {nb}");
+        let direct = kernels::isa::active() == kernels::isa::Isa::Avx512 && cout <= 4;
+        assert_eq!(applied, direct, "{what}: tanh applied by the layer");
+        let got = if applied { y } else { y.tanh().unwrap() };
+        check(&what, &got, &want, 1e-5);
     }
 }
 

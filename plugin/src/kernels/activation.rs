@@ -167,7 +167,7 @@ fn tanh(x: f32) -> f32 {
 on_best_isa!(
     /// [`tanh`] of `x` into `y` (every element written), compiled for the best instruction set
     /// the CPU has.
-    fn tanh_slice => tanh_each(x: &[f32], y: &mut [MaybeUninit<f32>])
+    pub(crate) fn tanh_slice => tanh_each(x: &[f32], y: &mut [MaybeUninit<f32>])
 );
 
 #[inline(always)]

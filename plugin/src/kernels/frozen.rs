@@ -24,7 +24,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::amx_conv::{self, AmxConvWeights};
 use super::amx_conv_transpose::{self, AmxConvTWeights};
@@ -35,6 +35,7 @@ use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::{self, DirectWeights};
 use super::direct_channels::Packing;
 use super::im2col::Geom;
+use super::image_conv_transpose::{self, ImageConvTWeights};
 use super::mat::{transpose, Mat};
 use super::{contiguous_f32, fast_for, with_f32};
 
@@ -310,6 +311,8 @@ pub struct ConvTranspose2d {
     bf16: Cached<PackedA>,
     /// The same as AMX tiles per output phase.
     amx: Cached<AmxConvTWeights>,
+    /// The same for the direct kernel onto the image's few channels.
+    image: Cached<ImageConvTWeights>,
     trimmed: Cached<ConvTranspose2d, Window>,
 }
 
@@ -322,6 +325,7 @@ impl ConvTranspose2d {
             config,
             bf16: Cached::default(),
             amx: Cached::default(),
+            image: Cached::default(),
             trimmed: Cached::default(),
         }
     }
@@ -403,20 +407,46 @@ impl ConvTranspose2d {
         Ok(Some(AmxConvTranspose2dOp { w: packed, bias, relu: false }))
     }
 
+    /// The direct op onto the image for the concatenation of `parts` (`cin` channels), where
+    /// this layer runs there on it: frozen, the U-Net's geometry, a few output channels.
+    fn image_op(&self, parts: &[&Tensor], cin: usize) -> Result<Option<ImageConvTranspose2dOp>> {
+        if parts.iter().any(|p| p.track_op() || !fast_for(p, p)) {
+            return Ok(None);
+        }
+        let Some(w) = self.row_major()? else { return Ok(None) };
+        let (cout, kh, kw, wcin) = w.dims4()?;
+        let c = &self.config;
+        let plain = (c.stride, c.padding, c.dilation, c.output_padding) == (2, 1, 1, 0);
+        if wcin != cin || !image_conv_transpose::suits(cout, (kh, kw), plain) {
+            return Ok(None);
+        }
+        let packed = self.image.get(|| with_f32(&w, |v| ImageConvTWeights::pack(v, cout, cin)))?;
+        let bias = bias_vec(self.bias.as_ref(), cout)?;
+        Ok(Some(ImageConvTranspose2dOp { w: packed, bias, relu: false, tanh: false }))
+    }
+
     /// `self.forward(relu(cat([a, b], 1)))` (the U-Net's up path after a skip block), the
-    /// concatenation read in place where the layer runs on AMX.
-    pub fn forward_cat_relu(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    /// concatenation read in place where the layer runs on AMX or onto the image; there, with
+    /// `tanh`, also the tanh after it (the U-Net's output). Returns whether tanh was applied.
+    pub fn forward_cat_relu(&self, a: &Tensor, b: &Tensor, tanh: bool) -> Result<(Tensor, bool)> {
         if let (Ok((nb, ca, h, w)), Ok((_, cb, _, _))) = (a.dims4(), b.dims4()) {
+            if let Some(op) = self.image_op(&[a, b], ca + cb)? {
+                let op = ImageConvTranspose2dOp { relu: true, tanh, ..op };
+                return Ok((a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op)?, tanh));
+            }
             if let Some(op) = self.amx_op(&[a, b], (nb, ca + cb, h, w))? {
                 let op = AmxConvTranspose2dOp { relu: true, ..op };
-                return a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op);
+                return Ok((a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op)?, false));
             }
         }
-        self.forward(&super::cat_relu(a, b)?)
+        Ok((self.forward(&super::cat_relu(a, b)?)?, false))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Ok(dims) = x.dims4() {
+            if let Some(op) = self.image_op(&[x], dims.1)? {
+                return x.contiguous()?.apply_op1_no_bwd(&op);
+            }
             if let Some(op) = self.amx_op(&[x], dims)? {
                 return x.contiguous()?.apply_op1_no_bwd(&op);
             }
@@ -510,6 +540,77 @@ impl CustomOp2 for FrozenConv2dOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         self.op.forward_on(s1, l1, s2, l2, self.bias.as_deref(), self.act, self.direct.as_deref())
+    }
+}
+
+/// The transposed convolution onto the image ([`image_conv_transpose`]), on its input's
+/// concatenation in one or two parts, plus bias, with the input's ReLU and the output's tanh
+/// when asked (forward only: frozen).
+struct ImageConvTranspose2dOp {
+    w: Arc<ImageConvTWeights>,
+    bias: Option<Vec<f32>>,
+    relu: bool,
+    tanh: bool,
+}
+
+impl ImageConvTranspose2dOp {
+    fn run(
+        &self,
+        parts: &[(&[f32], usize)],
+        (nb, h, w): (usize, usize, usize),
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, cin) = (self.w.rows(), parts.iter().map(|p| p.1).sum::<usize>());
+        if cin != self.w.channels() {
+            candle_core::bail!(
+                "conv_transpose2d (image): input has {cin} channels, kernel expects {}",
+                self.w.channels()
+            )
+        }
+        let y = super::profile::timed(
+            || format!("convT  image    {cin}x{m}x{nb} k4 s2 @{h}x{w}"),
+            2.0 * (16 * m * cin * nb * h * w) as f64,
+            || {
+                let bias = self.bias.as_deref();
+                image_conv_transpose::conv_t(parts, nb, (h, w), &self.w, bias, self.relu, self.tanh)
+            },
+        );
+        Ok((CpuStorage::F32(y), Shape::from((nb, m, 2 * h, 2 * w))))
+    }
+}
+
+impl CustomOp1 for ImageConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-conv-transpose2d-image"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, l.shape().dims4()?);
+        self.run(&[(x, cin)], (nb, h, w))
+    }
+}
+
+impl CustomOp2 for ImageConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-cat-conv-transpose2d-image"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, (nb, ca, h, w)) = (contiguous_f32(s1, l1)?, l1.shape().dims4()?);
+        let (b, (nb2, cb, h2, w2)) = (contiguous_f32(s2, l2)?, l2.shape().dims4()?);
+        if (nb2, h2, w2) != (nb, h, w) {
+            candle_core::bail!(
+                "conv_transpose2d (image): cannot concatenate {:?} and {:?} along channels",
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        self.run(&[(a, ca), (b, cb)], (nb, h, w))
     }
 }
 

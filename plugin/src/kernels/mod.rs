@@ -28,6 +28,7 @@ mod direct_channels;
 mod frozen;
 mod gemm;
 mod im2col;
+mod image_conv_transpose;
 pub mod isa;
 mod mat;
 mod norm;

@@ -81,7 +81,13 @@ impl Layer for Sequential {
             if let (Op::Block(b), Some(Op::ReLU)) = (&self.ops[i], self.ops.get(i + 1)) {
                 if let Some((a, y)) = b.forward_parts(&x, f)? {
                     (x, i) = match self.ops.get(i + 2) {
-                        Some(Op::ConvTranspose(c)) => (c.forward_cat_relu(&a, &y)?, i + 3),
+                        Some(Op::ConvTranspose(c)) => {
+                            // The U-Net's output layer applies the tanh after it too, where it
+                            // can.
+                            let tanh = matches!(self.ops.get(i + 3), Some(Op::Tanh));
+                            let (x, applied) = c.forward_cat_relu(&a, &y, tanh)?;
+                            (x, i + 3 + applied as usize)
+                        }
                         _ => (crate::kernels::cat_relu(&a, &y)?, i + 2),
                     };
                     continue;
