@@ -43,8 +43,10 @@ pub(crate) fn suits(m: usize, g: &Geom, reduction: usize) -> bool {
 /// of the grid and its taps' share of the work shrinks with the grid. ngf-32 training-step
 /// profile (2-thread AVX-512 Xeon, 11 steps): ahead from 32×32 grids (128→64 channels 72.8 →
 /// 43.6 ms, the PatchGAN's 31×31 stride-1 layer 115.9 → 88.8), behind at 16×16 (512→128 24.2
-/// → 30.3 ms) and far behind on the smaller grids (8×8 16.9 → 38.2).
-const MIN_REDUCTION: usize = 1024;
+/// → 30.3 ms) and far behind on the smaller grids (8×8 16.9 → 38.2). The PatchGAN's 31×31
+/// layer at batch 1 (961 positions) is ahead too: 175–190 → 121–127 ms over 26 calls (2
+/// interleaved runs of 13 steps), ~4.5 ms a step.
+const MIN_REDUCTION: usize = 900;
 
 /// `dW` (`m × g.rows()`, row-major) = `Σ_n act[n] · im2col(img[n])ᵀ` for `nb` grids `act`
 /// (`m × g.grid()` each) and images `img` (`g.c × g.h × g.w` each). Callers check [`suits`].
