@@ -44,11 +44,8 @@ pub(crate) struct ChannelWeights {
 impl ChannelWeights {
     pub fn pack(w: Mat) -> Self {
         assert!(w.in_bounds(), "direct conv: weight view out of bounds");
-        let (m, k) = (w.rows, w.cols);
-        let len = m.div_ceil(CB) * k * CB;
-        let mut data = vec![0f32; len + 16];
-        let start = aligned_start(&data);
-        data[start..][..len].par_chunks_mut((k * CB).max(1)).enumerate().for_each(|(b, blk)| {
+        Self::pack_by(w.rows, w.cols, |b, blk| {
+            let (m, k) = (w.rows, w.cols);
             let rows = CB.min(m - b * CB);
             if w.cs == 1 && available() {
                 // SAFETY: the block's rows of k floats are inside w (in_bounds, asserted); blk
@@ -62,7 +59,19 @@ impl ChannelWeights {
                     *d = w.data[row + t * w.cs];
                 }
             }
-        });
+        })
+    }
+
+    /// `m × k` weights whose block `b` (`k × CB` floats, tap-major, zeros past `m`) `fill`
+    /// writes, in parallel over blocks.
+    pub fn pack_by(m: usize, k: usize, fill: impl Fn(usize, &mut [f32]) + Sync + Send) -> Self {
+        let len = m.div_ceil(CB) * k * CB;
+        let mut data = vec![0f32; len + 16];
+        let start = aligned_start(&data);
+        data[start..][..len]
+            .par_chunks_mut((k * CB).max(1))
+            .enumerate()
+            .for_each(|(b, blk)| fill(b, blk));
         Self { data, start, m, k }
     }
     pub fn rows(&self) -> usize {
