@@ -12,7 +12,7 @@ use super::conv2d::conv_core;
 use super::conv_transpose::{conv_t_core, ConvTranspose2dOp};
 use super::gemm::Weights;
 use super::im2col::Geom;
-use super::{contiguous_f32, dims4};
+use super::{concat_parts, contiguous_f32, dims4};
 
 /// Conv2d on the packed `cout × cin·kh·kw` weights.
 pub(crate) struct PackedConv2dOp {
@@ -122,33 +122,19 @@ pub(crate) struct AmxConvTranspose2dOp {
 }
 
 impl AmxConvTranspose2dOp {
-    fn run(
-        &self,
-        parts: &[(&[f32], usize)],
-        (nb, h, w): (usize, usize, usize),
-    ) -> Result<(CpuStorage, Shape)> {
-        let (m, cin) = (self.w.rows(), parts.iter().map(|p| p.1).sum::<usize>());
-        if cin != self.w.channels() {
-            candle_core::bail!(
-                "conv_transpose2d (amx): input has {cin} channels, kernel expects {}",
-                self.w.channels()
-            )
-        }
+    fn run(&self, inputs: &[(&CpuStorage, &Layout)]) -> Result<(CpuStorage, Shape)> {
+        const WHAT: &str = "conv_transpose2d (amx)";
+        let (parts, (nb, h, w)) = concat_parts(inputs, self.w.channels(), WHAT)?;
+        let (m, cin) = (self.w.rows(), self.w.channels());
         if !amx_conv_transpose::suits(cin, m, (4, 4), w, true) {
-            candle_core::bail!("conv_transpose2d (amx): input {h}x{w} does not suit the AMX kernel")
+            candle_core::bail!("{WHAT}: input {h}x{w} does not suit the AMX kernel")
         }
         let y = super::profile::timed(
             || format!("convT  amx      {cin}x{m}x{nb} k4 s2 @{h}x{w}"),
             2.0 * (16 * m * cin * nb * h * w) as f64,
             || {
-                amx_conv_transpose::conv_t(
-                    parts,
-                    nb,
-                    (h, w),
-                    &self.w,
-                    self.bias.as_deref(),
-                    self.relu,
-                )
+                let bias = self.bias.as_deref();
+                amx_conv_transpose::conv_t(&parts, nb, (h, w), &self.w, bias, self.relu)
             },
         );
         Ok((CpuStorage::F32(y), Shape::from((nb, m, 2 * h, 2 * w))))
@@ -161,8 +147,7 @@ impl CustomOp1 for AmxConvTranspose2dOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, dims4(l)?);
-        self.run(&[(x, cin)], (nb, h, w))
+        self.run(&[(s, l)])
     }
 }
 
@@ -178,15 +163,6 @@ impl CustomOp2 for AmxConvTranspose2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (a, (nb, ca, h, w)) = (contiguous_f32(s1, l1)?, dims4(l1)?);
-        let (b, (nb2, cb, h2, w2)) = (contiguous_f32(s2, l2)?, dims4(l2)?);
-        if (nb2, h2, w2) != (nb, h, w) {
-            candle_core::bail!(
-                "conv_transpose2d (amx): cannot concatenate {:?} and {:?} along channels",
-                l1.dims(),
-                l2.dims()
-            )
-        }
-        self.run(&[(a, ca), (b, cb)], (nb, h, w))
+        self.run(&[(s1, l1), (s2, l2)])
     }
 }

@@ -37,7 +37,7 @@ use super::direct_channels::Packing;
 use super::im2col::Geom;
 use super::image_conv_transpose::{self, ImageConvTWeights};
 use super::mat::{transpose, Mat};
-use super::{contiguous_f32, fast_for, with_f32};
+use super::{concat_parts, contiguous_f32, fast_for, with_f32};
 
 /// Products with fewer rows than this (or than [`BF16_ROWS`] with a reduction shorter than
 /// [`BF16_MIN_REDUCTION`]) stay in f32 under bf16: converting the activations to bf16 costs a pass over them whatever
@@ -554,24 +554,24 @@ struct ImageConvTranspose2dOp {
 }
 
 impl ImageConvTranspose2dOp {
-    fn run(
-        &self,
-        parts: &[(&[f32], usize)],
-        (nb, h, w): (usize, usize, usize),
-    ) -> Result<(CpuStorage, Shape)> {
-        let (m, cin) = (self.w.rows(), parts.iter().map(|p| p.1).sum::<usize>());
-        if cin != self.w.channels() {
-            candle_core::bail!(
-                "conv_transpose2d (image): input has {cin} channels, kernel expects {}",
-                self.w.channels()
-            )
-        }
+    fn run(&self, inputs: &[(&CpuStorage, &Layout)]) -> Result<(CpuStorage, Shape)> {
+        let what = "conv_transpose2d (image)";
+        let (parts, (nb, h, w)) = concat_parts(inputs, self.w.channels(), what)?;
+        let (m, cin) = (self.w.rows(), self.w.channels());
         let y = super::profile::timed(
             || format!("convT  image    {cin}x{m}x{nb} k4 s2 @{h}x{w}"),
             2.0 * (16 * m * cin * nb * h * w) as f64,
             || {
                 let bias = self.bias.as_deref();
-                image_conv_transpose::conv_t(parts, nb, (h, w), &self.w, bias, self.relu, self.tanh)
+                image_conv_transpose::conv_t(
+                    &parts,
+                    nb,
+                    (h, w),
+                    &self.w,
+                    bias,
+                    self.relu,
+                    self.tanh,
+                )
             },
         );
         Ok((CpuStorage::F32(y), Shape::from((nb, m, 2 * h, 2 * w))))
@@ -584,8 +584,7 @@ impl CustomOp1 for ImageConvTranspose2dOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, l.shape().dims4()?);
-        self.run(&[(x, cin)], (nb, h, w))
+        self.run(&[(s, l)])
     }
 }
 
@@ -601,16 +600,7 @@ impl CustomOp2 for ImageConvTranspose2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (a, (nb, ca, h, w)) = (contiguous_f32(s1, l1)?, l1.shape().dims4()?);
-        let (b, (nb2, cb, h2, w2)) = (contiguous_f32(s2, l2)?, l2.shape().dims4()?);
-        if (nb2, h2, w2) != (nb, h, w) {
-            candle_core::bail!(
-                "conv_transpose2d (image): cannot concatenate {:?} and {:?} along channels",
-                l1.dims(),
-                l2.dims()
-            )
-        }
-        self.run(&[(a, ca), (b, cb)], (nb, h, w))
+        self.run(&[(s1, l1), (s2, l2)])
     }
 }
 

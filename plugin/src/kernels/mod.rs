@@ -290,3 +290,60 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
 fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()
 }
+
+/// Parts of a concatenation along channels, `(data, channels)` each, and the `(images, height,
+/// width)` they share.
+type Parts<'a> = (Vec<(&'a [f32], usize)>, (usize, usize, usize));
+
+/// The inputs of an op that reads the U-Net's skip concatenation in place (`inputs`: one tensor,
+/// or the concatenation's parts along channels): `(data, channels)` each, and the `(images,
+/// height, width)` they share, checked against the `channels` the op's kernel takes. `what`
+/// names the op in errors.
+fn concat_parts<'a>(
+    inputs: &[(&'a CpuStorage, &Layout)],
+    channels: usize,
+    what: &str,
+) -> Result<Parts<'a>> {
+    let mut parts = Vec::with_capacity(inputs.len());
+    let mut shared = None;
+    for &(s, l) in inputs {
+        let (nb, c, h, w) = dims4(l)?;
+        if shared.is_some_and(|d| d != (nb, h, w)) {
+            let dims: Vec<_> = inputs.iter().map(|(_, l)| l.dims()).collect();
+            candle_core::bail!("{what}: cannot concatenate {dims:?} along channels")
+        }
+        shared = Some((nb, h, w));
+        parts.push((contiguous_f32(s, l)?, c));
+    }
+    let Some(shared) = shared else { candle_core::bail!("{what}: no input") };
+    let cin = parts.iter().map(|p| p.1).sum::<usize>();
+    if cin != channels {
+        candle_core::bail!("{what}: input has {cin} channels, kernel expects {channels}")
+    }
+    Ok((parts, shared))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The concatenation's parts come back in order with their channels; parts that disagree
+    /// on images or size, or a channel count the kernel does not take, are errors naming the op.
+    #[test]
+    fn concat_parts_checks_what_the_parts_share() {
+        let t = |c: usize, h: usize| CpuStorage::F32(vec![c as f32; 2 * c * h * 3]);
+        let (a, b, odd) = (t(2, 4), t(3, 4), t(3, 5));
+        let (la, lb, lodd) = (
+            Layout::contiguous((2, 2, 4, 3)),
+            Layout::contiguous((2, 3, 4, 3)),
+            Layout::contiguous((2, 3, 5, 3)),
+        );
+        let (parts, dims) = concat_parts(&[(&a, &la), (&b, &lb)], 5, "op").unwrap();
+        assert_eq!(dims, (2, 4, 3));
+        assert_eq!(parts.iter().map(|p| (p.0[0], p.1)).collect::<Vec<_>>(), [(2.0, 2), (3.0, 3)]);
+        let err = concat_parts(&[(&a, &la), (&odd, &lodd)], 5, "op").unwrap_err().to_string();
+        assert!(err.contains("op: cannot concatenate"), "{err}");
+        let err = concat_parts(&[(&a, &la), (&b, &lb)], 6, "op").unwrap_err().to_string();
+        assert!(err.contains("op: input has 5 channels, kernel expects 6"), "{err}");
+    }
+}
