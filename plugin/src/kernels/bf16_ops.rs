@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 
 use super::amx_conv::{self, AmxConvWeights};
 use super::amx_conv_transpose::{self, AmxConvTWeights};
@@ -141,28 +141,8 @@ impl AmxConvTranspose2dOp {
     }
 }
 
-impl CustomOp1 for AmxConvTranspose2dOp {
-    fn name(&self) -> &'static str {
-        "pix2pix-conv-transpose2d-amx"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        self.run(&[(s, l)])
-    }
-}
-
-impl CustomOp2 for AmxConvTranspose2dOp {
-    fn name(&self) -> &'static str {
-        "pix2pix-cat-conv-transpose2d-amx"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.run(&[(s1, l1), (s2, l2)])
-    }
-}
+super::on_concat_parts!(
+    AmxConvTranspose2dOp,
+    "pix2pix-conv-transpose2d-amx",
+    "pix2pix-cat-conv-transpose2d-amx"
+);

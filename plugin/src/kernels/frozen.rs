@@ -24,7 +24,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::amx_conv::{self, AmxConvWeights};
 use super::amx_conv_transpose::{self, AmxConvTWeights};
@@ -578,31 +578,11 @@ impl ImageConvTranspose2dOp {
     }
 }
 
-impl CustomOp1 for ImageConvTranspose2dOp {
-    fn name(&self) -> &'static str {
-        "pix2pix-conv-transpose2d-image"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        self.run(&[(s, l)])
-    }
-}
-
-impl CustomOp2 for ImageConvTranspose2dOp {
-    fn name(&self) -> &'static str {
-        "pix2pix-cat-conv-transpose2d-image"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.run(&[(s1, l1), (s2, l2)])
-    }
-}
+super::on_concat_parts!(
+    ImageConvTranspose2dOp,
+    "pix2pix-conv-transpose2d-image",
+    "pix2pix-cat-conv-transpose2d-image"
+);
 
 /// The transposed convolution on `(cout, kh, kw, cin)` weights, plus bias (forward only:
 /// frozen).

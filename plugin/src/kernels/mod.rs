@@ -291,6 +291,43 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()
 }
 
+/// `CustomOp1` (one input) and `CustomOp2` (the skip concatenation's two parts, read in place)
+/// for an op whose `run(&self, inputs: &[(&CpuStorage, &Layout)])` takes either.
+macro_rules! on_concat_parts {
+    ($op:ty, $one:literal, $two:literal) => {
+        impl candle_core::CustomOp1 for $op {
+            fn name(&self) -> &'static str {
+                $one
+            }
+
+            fn cpu_fwd(
+                &self,
+                s: &candle_core::CpuStorage,
+                l: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                self.run(&[(s, l)])
+            }
+        }
+
+        impl candle_core::CustomOp2 for $op {
+            fn name(&self) -> &'static str {
+                $two
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &candle_core::CpuStorage,
+                l1: &candle_core::Layout,
+                s2: &candle_core::CpuStorage,
+                l2: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                self.run(&[(s1, l1), (s2, l2)])
+            }
+        }
+    };
+}
+use on_concat_parts;
+
 /// Parts of a concatenation along channels, `(data, channels)` each, and the `(images, height,
 /// width)` they share.
 type Parts<'a> = (Vec<(&'a [f32], usize)>, (usize, usize, usize));
