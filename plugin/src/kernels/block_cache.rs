@@ -8,8 +8,9 @@
 //! freed block is soon asked for again at the same size: kept here, it comes back with its pages
 //! mapped. The cache starts with a model's second translation or a trainer's second step
 //! ([`enable`], from `on_pool_after_first`), so a one-shot translation peaks where its blocks in
-//! use do; it holds at most [`cap`] bytes in at most [`SLOTS`] blocks (the oldest go first),
-//! reuses exact sizes only, and [`release`] empties it.
+//! use do; it holds at most [`cap`] bytes (64 MiB, or the pass's peak in use, to which it
+//! shrinks as each pass ends) in at most [`SLOTS`] blocks (the oldest go first), reuses exact
+//! sizes only, and [`release`] empties it.
 //!
 //! Large blocks are mapped here (`mmap`, `munmap`), not by glibc: glibc raises its mmap
 //! threshold to the size of each mapped block it frees (up to 32 MiB), after which blocks below
@@ -35,20 +36,44 @@ use std::sync::Mutex;
 const MIN: usize = 1 << 20;
 /// Blocks held at most.
 const SLOTS: usize = 128;
-/// Bytes held at most, unless more were once in use at the same time ([`cap`]).
+/// Bytes held at most, unless more were in use at once in the pass ([`cap`]).
 const CAP: usize = 64 << 20;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Bytes of mapped blocks handed out and not freed.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
-/// The most [`LIVE`] has been since the start or the last [`release`].
+/// The most [`LIVE`] has been since the last pass ended ([`end_pass`]) or [`release`].
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
-/// Bytes the cache holds at most: [`CAP`], or the most the library has had in use at once,
-/// so that a pass whose blocks were all in use together finds all of them again (a training
-/// step's), while the library never holds more than twice its own peak.
+/// Bytes the cache holds at most: [`CAP`], or the most the library has had in use at once in
+/// this pass, so that a pass whose blocks were all in use together finds all of them again (a
+/// training step's); at the end of a pass the cache shrinks to that pass's peak, so that after
+/// one huge image the library does not keep its blocks.
 fn cap() -> usize {
     CAP.max(PEAK.load(Ordering::Relaxed))
+}
+
+/// Ends a translation or training step: frees the oldest kept blocks beyond [`cap`] and starts
+/// the next pass's peak from what is in use now.
+pub(crate) fn end_pass() {
+    let cap = cap();
+    let mut freed = [EMPTY; SLOTS];
+    let mut n = 0;
+    {
+        let mut c = cache();
+        while c.len > 0 && c.bytes > cap {
+            let oldest = c.slots[0];
+            let len = c.len;
+            c.slots.copy_within(1..len, 0);
+            (c.len, c.bytes) = (len - 1, c.bytes - oldest.size);
+            freed[n] = oldest;
+            n += 1;
+        }
+    }
+    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    for s in &freed[..n] {
+        free(*s);
+    }
 }
 
 /// Counts a mapped block of `size` bytes handed out (`p` non-null) or freed.

@@ -139,13 +139,16 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// faults 2.2 K → 0.6 K; f32 unchanged; ngf-32 training step at batch 1, 3 interleaved runs:
 /// minima 162–167 → 158–160 ms.
 ///
-/// From the second on, freed large blocks are kept for reuse ([`BlockCache`]).
+/// From the second on, freed large blocks are kept for reuse ([`BlockCache`]), and each call
+/// ends a pass (the cache shrinks to its peak in use).
 pub fn on_pool_after_first<R: Send>(first: bool, f: impl FnOnce() -> R + Send) -> R {
     match first {
         true => f(),
         false => {
             block_cache::enable();
-            on_pool(f)
+            let r = on_pool(f);
+            block_cache::end_pass();
+            r
         }
     }
 }
