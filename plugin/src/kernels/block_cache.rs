@@ -62,24 +62,10 @@ fn cap() -> usize {
 pub(crate) fn end_pass() {
     let peak = PEAK.load(Ordering::Relaxed);
     let cap = CAP.max(peak);
-    let mut freed = [EMPTY; SLOTS];
-    let mut n = 0;
-    {
-        let mut c = cache();
-        while c.len > 0 && c.bytes > cap {
-            let oldest = c.slots[0];
-            let len = c.len;
-            c.slots.copy_within(1..len, 0);
-            (c.len, c.bytes) = (len - 1, c.bytes - oldest.size);
-            freed[n] = oldest;
-            n += 1;
-        }
-    }
+    let evicted = Evicted::oldest_while(&mut cache(), |c| c.bytes > cap);
     LAST_PEAK.store(peak, Ordering::Relaxed);
     PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
-    for s in &freed[..n] {
-        free(*s);
-    }
+    drop(evicted);
 }
 
 /// Counts a mapped block of `size` bytes handed out (`p` non-null) or freed.
@@ -101,10 +87,9 @@ fn count(p: *mut u8, size: usize, out: bool) -> *mut u8 {
 struct Slot {
     ptr: usize,
     size: usize,
-    align: usize,
 }
 
-const EMPTY: Slot = Slot { ptr: 0, size: 0, align: 0 };
+const EMPTY: Slot = Slot { ptr: 0, size: 0 };
 
 /// Kept blocks, oldest first.
 struct Cache {
@@ -120,6 +105,36 @@ fn cache() -> std::sync::MutexGuard<'static, Cache> {
     CACHE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Kept blocks taken out of the cache, to be freed once its lock is released (unmapping takes a
+/// system call).
+struct Evicted {
+    slots: [Slot; SLOTS],
+    n: usize,
+}
+
+impl Evicted {
+    /// The oldest blocks of `c`, taken while `over(c)` holds.
+    fn oldest_while(c: &mut Cache, over: impl Fn(&Cache) -> bool) -> Self {
+        let mut e = Evicted { slots: [EMPTY; SLOTS], n: 0 };
+        while c.len > 0 && over(c) {
+            let (oldest, len) = (c.slots[0], c.len);
+            c.slots.copy_within(1..len, 0);
+            (c.len, c.bytes) = (len - 1, c.bytes - oldest.size);
+            e.slots[e.n] = oldest;
+            e.n += 1;
+        }
+        e
+    }
+}
+
+impl Drop for Evicted {
+    fn drop(&mut self) {
+        for s in &self.slots[..self.n] {
+            free(*s);
+        }
+    }
+}
+
 /// Starts keeping freed large blocks (see the module doc).
 pub(crate) fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
@@ -127,19 +142,10 @@ pub(crate) fn enable() {
 
 /// Frees every kept block.
 pub(crate) fn release() {
-    let mut freed = [EMPTY; SLOTS];
-    let n = {
-        let mut c = cache();
-        let n = c.len;
-        freed[..n].copy_from_slice(&c.slots[..n]);
-        (c.len, c.bytes) = (0, 0);
-        n
-    };
+    let evicted = Evicted::oldest_while(&mut cache(), |_| true);
     LAST_PEAK.store(0, Ordering::Relaxed);
     PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
-    for s in &freed[..n] {
-        free(*s);
-    }
+    drop(evicted);
 }
 
 fn free(s: Slot) {
@@ -197,12 +203,12 @@ unsafe fn unmap(_: *mut u8, _: usize) {
     unreachable!("blocks are mapped on Linux only")
 }
 
-/// A kept block of exactly `layout`'s size and at least its alignment, taken out of the cache.
+/// A kept block of exactly `layout`'s size (mapped, so page-aligned: at least any alignment a
+/// mapped layout asks), taken out of the cache.
 fn take(layout: Layout) -> Option<*mut u8> {
     let mut c = cache();
     let len = c.len;
-    let i =
-        c.slots[..len].iter().position(|s| s.size == layout.size() && s.align >= layout.align())?;
+    let i = c.slots[..len].iter().position(|s| s.size == layout.size())?;
     let s = c.slots[i];
     c.slots.copy_within(i + 1..len, i);
     c.len -= 1;
@@ -217,28 +223,14 @@ fn keep(ptr: *mut u8, layout: Layout) -> bool {
     if size > cap {
         return false;
     }
-    let mut evicted = [EMPTY; SLOTS];
-    let mut n = 0;
-    {
-        let mut c = cache();
-        while c.len > 0 && (c.len == SLOTS || c.bytes + size > cap) {
-            let oldest = c.slots[0];
-            let len = c.len;
-            c.slots.copy_within(1..len, 0);
-            c.len -= 1;
-            c.bytes -= oldest.size;
-            evicted[n] = oldest;
-            n += 1;
-        }
-        let len = c.len;
-        c.slots[len] = Slot { ptr: ptr as usize, size, align: layout.align() };
-        c.len += 1;
-        c.bytes += size;
-    }
-    // Freed outside the lock: unmapping takes a system call.
-    for s in &evicted[..n] {
-        free(*s);
-    }
+    let mut c = cache();
+    let evicted = Evicted::oldest_while(&mut c, |c| c.len == SLOTS || c.bytes + size > cap);
+    let len = c.len;
+    c.slots[len] = Slot { ptr: ptr as usize, size };
+    (c.len, c.bytes) = (len + 1, c.bytes + size);
+    drop(c);
+    // Freed outside the lock.
+    drop(evicted);
     true
 }
 

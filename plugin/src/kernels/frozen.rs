@@ -382,6 +382,18 @@ impl ConvTranspose2d {
         }
     }
 
+    /// For the direct ops that read the concatenation of `parts` in place: the row-major
+    /// weights, where they are frozen and no part wants a gradient, and whether the layer has
+    /// the U-Net's stride 2, padding 1 and no dilation or output padding.
+    fn frozen_for_parts(&self, parts: &[&Tensor]) -> Result<Option<(Tensor, bool)>> {
+        if parts.iter().any(|p| p.track_op() || !fast_for(p, p)) {
+            return Ok(None);
+        }
+        let c = &self.config;
+        let plain = (c.stride, c.padding, c.dilation, c.output_padding) == (2, 1, 1, 0);
+        Ok(self.row_major()?.map(|w| (w, plain)))
+    }
+
     /// The AMX op for the concatenation of `parts` along channels (`dims` its shape), where
     /// this layer runs there on it: frozen, bf16 asked for, the U-Net's geometry.
     fn amx_op(
@@ -389,13 +401,11 @@ impl ConvTranspose2d {
         parts: &[&Tensor],
         (_, cin, _, wd): (usize, usize, usize, usize),
     ) -> Result<Option<AmxConvTranspose2dOp>> {
-        if parts.iter().any(|p| p.track_op() || !fast_for(p, p)) || !bf16::active() {
+        if !bf16::active() {
             return Ok(None);
         }
-        let Some(w) = self.row_major()? else { return Ok(None) };
+        let Some((w, plain)) = self.frozen_for_parts(parts)? else { return Ok(None) };
         let (cout, kh, kw, wcin) = w.dims4()?;
-        let c = &self.config;
-        let plain = (c.stride, c.padding, c.dilation, c.output_padding) == (2, 1, 1, 0);
         if wcin != cin
             || !amx_conv_transpose::suits(cin, cout, (kh, kw), wd, plain)
             || !amx_for(parts[0], &w)
@@ -410,13 +420,8 @@ impl ConvTranspose2d {
     /// The direct op onto the image for the concatenation of `parts` (`cin` channels), where
     /// this layer runs there on it: frozen, the U-Net's geometry, a few output channels.
     fn image_op(&self, parts: &[&Tensor], cin: usize) -> Result<Option<ImageConvTranspose2dOp>> {
-        if parts.iter().any(|p| p.track_op() || !fast_for(p, p)) {
-            return Ok(None);
-        }
-        let Some(w) = self.row_major()? else { return Ok(None) };
+        let Some((w, plain)) = self.frozen_for_parts(parts)? else { return Ok(None) };
         let (cout, kh, kw, wcin) = w.dims4()?;
-        let c = &self.config;
-        let plain = (c.stride, c.padding, c.dilation, c.output_padding) == (2, 1, 1, 0);
         if wcin != cin || !image_conv_transpose::suits(cout, (kh, kw), plain) {
             return Ok(None);
         }
