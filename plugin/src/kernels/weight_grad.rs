@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, sgemm_serial, Mat};
+use super::gemm::{sgemm, sgemm_new, sgemm_serial, Mat};
 use super::im2col::{
     block_cols, blocks_apply, im2col, nchw_to_cnhw, split_phases, with_column_block, Geom, Phases,
 };
@@ -72,29 +72,39 @@ pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geo
             sgemm(dst, rows, act, col.t(), accumulate)
         }
     };
-    let mut dw = vec![0f32; rows * m];
-    if batch_merge(nb, s) {
+    // The first product makes dw (no zeroing pass); the batch's other images add to it.
+    let first = |act: Mat, col: Mat| match transposed {
+        true => sgemm_new(col, act.t()),
+        false => sgemm_new(act, col.t()),
+    };
+    let dw = if batch_merge(nb, s) {
         let a =
             timed(|| format!("wgrad  permute  {}", shape()), 0.0, || nchw_to_cnhw(act, nb, m, s));
         timed(
             || format!("wgrad  gemm     {}", shape()),
             flops,
-            || product(&mut dw, Mat::rm(&a, m, nb * s), Mat::rm(&col, rows, nb * s), false),
-        );
+            || first(Mat::rm(&a, m, nb * s), Mat::rm(&col, rows, nb * s)),
+        )
     } else {
         timed(
             || format!("wgrad  gemm     {}", shape()),
             flops,
             || {
-                for n in 0..nb {
+                // Image n's block of the column matrix: the same rows, columns n·s .. (n+1)·s.
+                let image = |n: usize| {
                     let a = Mat::rm(&act[n * m * s..][..m * s], m, s);
-                    // Block n of the column matrix: the same rows, columns n·s .. (n+1)·s.
-                    let block = Mat { data: &col[n * s..], rows, cols: s, rs: nb * s, cs: 1 };
-                    product(&mut dw, a, block, n > 0);
+                    (a, Mat { data: &col[n * s..], rows, cols: s, rs: nb * s, cs: 1 })
+                };
+                let (a, block) = image(0);
+                let mut dw = first(a, block);
+                for n in 1..nb {
+                    let (a, block) = image(n);
+                    product(&mut dw, a, block, true);
                 }
+                dw
             },
-        );
-    }
+        )
+    };
     if !transposed {
         return dw;
     }
