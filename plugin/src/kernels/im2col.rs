@@ -341,6 +341,9 @@ pub(crate) fn col2im_into(
     bias: Option<&[f32]>,
     out: &mut [MaybeUninit<f32>],
 ) {
+    if super::col2im_stride2::suits(g) {
+        return super::col2im_stride2::col2im(col, nb, g, bias, out);
+    }
     let (s, hw) = (g.grid(), g.h * g.w);
     let row_len = nb * s;
     assert_eq!(col.len(), g.rows() * row_len, "col2im: column matrix size");
@@ -496,6 +499,10 @@ mod tests {
             (2, 1, 11, 10, 3, 2, 2, 2),
             (1, 2, 12, 14, 5, 3, 2, 1),
             (1, 1, 2, 2, 4, 2, 1, 1),
+            // Rows of whole and partial 16-float vectors (grid widths 16, 21, 40; 1-row grids).
+            (2, 3, 32, 32, 4, 2, 1, 1),
+            (1, 2, 42, 84, 4, 2, 1, 1),
+            (2, 1, 2, 42, 4, 2, 1, 1),
         ] {
             let g = Geom::conv(c, (h, w), (k, k), stride, pad, dil).unwrap();
             let (s, hw) = (g.grid(), h * w);
@@ -548,6 +555,11 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{what}: summation order");
             }
+        }
+        let stride2 = "col2im of 4×4 stride-2 kernels row by row (AVX-512)";
+        match crate::kernels::isa::active() == crate::kernels::isa::Isa::Avx512 {
+            true => crate::kernels::test_report::passed(stride2),
+            false => crate::kernels::test_report::skipped(stride2, "no AVX-512 on this CPU"),
         }
     }
 }

@@ -21,6 +21,7 @@ mod bf16;
 mod bf16_ops;
 mod bias;
 mod block_cache;
+mod col2im_stride2;
 mod conv2d;
 mod conv_transpose;
 mod direct;
@@ -41,7 +42,7 @@ mod small_gemm;
 /// ("skipped (…)", "passed"), through the test harness's own channel (its captured stderr,
 /// shown with `--nocapture`). A test module: the library itself never prints.
 #[cfg(test)]
-mod test_report {
+pub(crate) mod test_report {
     /// `what` could not run here, because `why`.
     pub(crate) fn skipped(what: &str, why: &str) {
         eprintln!("{what}: skipped ({why})");
