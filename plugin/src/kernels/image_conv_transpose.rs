@@ -25,6 +25,13 @@ pub(crate) const MAX_OUT: usize = 4;
 
 /// Input columns a vector.
 const LANES: usize = 16;
+/// Input channels summed across a whole row before the next ones when a layer has more than
+/// [`ONE_GROUP`] (see `Job::run_m`).
+const CHANNELS: usize = 16;
+/// The most input channels summed as one group, block by block: the ngf-32 U-Net's 64 ran
+/// 10 % slower in groups of 16 or 32; ngf 64's 128 ran 42–46 GFLOP/s at once, 69–78 in groups
+/// (kernels bench, 2–3 interleaved runs each).
+const ONE_GROUP: usize = 64;
 
 /// Whether a transposed convolution to `m` channels with these settings runs here: the U-Net's
 /// kernel 4, stride 2, padding 1, at most [`MAX_OUT`] output channels, on AVX-512.
@@ -202,67 +209,84 @@ impl Job<'_> {
             let (from, to) = (from.clamp(0, 16), to.clamp(0, 16));
             (((1u32 << to) - 1) & !((1u32 << from) - 1)) as __mmask16
         };
-        for j0 in (0..w).step_by(LANES) {
+        // Column offset dc − 1 of block j0 reads input column j0 + l + dc − 1: inside 0..w,
+        // and lane l one of the block's.
+        let masks = |j0: usize| -> [__mmask16; 3] {
             let valid = (w - j0).min(LANES) as isize;
-            // Column offset dc − 1 reads input column j0 + l + dc − 1: inside 0..w, and lane l
-            // one of the block's.
-            let masks: [__mmask16; 3] = std::array::from_fn(|dc| {
+            std::array::from_fn(|dc| {
                 let first = 1 - dc as isize - j0 as isize;
                 lanes(first, valid.min(w as isize + 1 - dc as isize - j0 as isize))
-            });
-            let mut acc = [[zero; M]; 4];
-            for phase in acc.iter_mut() {
-                for (o, v) in phase.iter_mut().enumerate() {
-                    *v = _mm512_set1_ps(self.bias[o]);
-                }
-            }
-            for ch in 0..c {
-                let r = &self.rows[3 * ch..3 * ch + 3];
-                // The next block's lines of these rows: 3 · c streams a block, more than the
-                // hardware prefetchers follow (kernel profile, ngf 32: 1.27 → 1.15–1.23 ms).
-                for &row in r {
-                    // SAFETY: a prefetch never faults (wrapping address arithmetic).
-                    unsafe { isa::prefetch((row as *const f32).wrapping_add(j0 + LANES)) };
-                }
-                let v: [[__m512; 3]; 3] = std::array::from_fn(|k| {
-                    std::array::from_fn(|dc| {
-                        // Lanes outside the row are masked off (no access), so the address may
-                        // lie outside it: computed with wrapping arithmetic.
-                        let p = (r[k] as *const f32).wrapping_add(j0 + dc).wrapping_sub(1);
-                        // SAFETY: AVX-512 F; the unmasked lanes read columns 0..w of a row
-                        // of w floats (the caller's contract).
-                        let x = unsafe { _mm512_maskz_loadu_ps(masks[dc], p) };
-                        if RELU {
-                            _mm512_max_ps(x, zero)
-                        } else {
-                            x
-                        }
-                    })
-                });
-                let wc = &self.weights[ch * 16 * M..][..16 * M];
-                for (phase, acc) in acc.iter_mut().enumerate() {
-                    let (a, b) = (phase / 2, phase % 2);
-                    for tap in 0..4 {
-                        let x = v[a + tap / 2][b + tap % 2];
-                        for (o, acc) in acc.iter_mut().enumerate() {
-                            let k = _mm512_set1_ps(wc[(phase * 4 + tap) * M + o]);
-                            *acc = _mm512_fmadd_ps(x, k, *acc);
+            })
+        };
+        // The sums of every column block, from the bias. Many channels go by groups across the
+        // whole row: all channels' rows at one block are lines of the same cache sets (planes a
+        // multiple of 4 KB apart), more than L1 holds.
+        let bias: [__m512; M] = std::array::from_fn(|o| _mm512_set1_ps(self.bias[o]));
+        let group = if c > ONE_GROUP { CHANNELS } else { c.max(1) };
+        // Each block's sums between groups (none with one group).
+        let mut sums = match group < c {
+            true => vec![[bias; 4]; w.div_ceil(LANES)],
+            false => Vec::new(),
+        };
+        for ch0 in (0..c).step_by(group) {
+            for (block, j0) in (0..w).step_by(LANES).enumerate() {
+                let masks = masks(j0);
+                // In registers over the group's channels.
+                let mut acc = if ch0 == 0 { [bias; 4] } else { sums[block] };
+                for ch in ch0..(ch0 + group).min(c) {
+                    let r = &self.rows[3 * ch..3 * ch + 3];
+                    // The next block's lines of these rows: 3 · c streams a block, more than the
+                    // hardware prefetchers follow (kernel profile, ngf 32: 1.27 → 1.15–1.23 ms).
+                    for &row in r {
+                        // SAFETY: a prefetch never faults (wrapping address arithmetic).
+                        unsafe { isa::prefetch((row as *const f32).wrapping_add(j0 + LANES)) };
+                    }
+                    let v: [[__m512; 3]; 3] = std::array::from_fn(|k| {
+                        std::array::from_fn(|dc| {
+                            // Lanes outside the row are masked off (no access), so the address may
+                            // lie outside it: computed with wrapping arithmetic.
+                            let p = (r[k] as *const f32).wrapping_add(j0 + dc).wrapping_sub(1);
+                            // SAFETY: AVX-512 F; the unmasked lanes read columns 0..w of a row
+                            // of w floats (the caller's contract).
+                            let x = unsafe { _mm512_maskz_loadu_ps(masks[dc], p) };
+                            if RELU {
+                                _mm512_max_ps(x, zero)
+                            } else {
+                                x
+                            }
+                        })
+                    });
+                    let wc = &self.weights[ch * 16 * M..][..16 * M];
+                    for (phase, acc) in acc.iter_mut().enumerate() {
+                        let (a, b) = (phase / 2, phase % 2);
+                        for tap in 0..4 {
+                            let x = v[a + tap / 2][b + tap % 2];
+                            for (o, acc) in acc.iter_mut().enumerate() {
+                                let k = _mm512_set1_ps(wc[(phase * 4 + tap) * M + o]);
+                                *acc = _mm512_fmadd_ps(x, k, *acc);
+                            }
                         }
                     }
                 }
-            }
-            let (m_lo, m_hi) = (lanes(0, 2 * valid), lanes(0, 2 * valid - 16));
-            for a in 0..2 {
-                for (o, (&even, &odd)) in acc[2 * a].iter().zip(&acc[2 * a + 1]).enumerate() {
-                    let d = self.dst[2 * o + a].wrapping_add(2 * j0);
-                    // SAFETY: output columns 2j0 .. 2j0 + 2·valid of a row of 2w floats.
-                    unsafe {
-                        _mm512_mask_storeu_ps(d, m_lo, _mm512_permutex2var_ps(even, lo, odd));
-                        _mm512_mask_storeu_ps(
-                            d.wrapping_add(LANES),
-                            m_hi,
-                            _mm512_permutex2var_ps(even, hi, odd),
-                        );
+                if ch0 + group < c {
+                    sums[block] = acc;
+                    continue;
+                }
+                // The last group: the block's output columns, from the registers.
+                let valid = (w - j0).min(LANES) as isize;
+                let (m_lo, m_hi) = (lanes(0, 2 * valid), lanes(0, 2 * valid - 16));
+                for a in 0..2 {
+                    for (o, (&even, &odd)) in acc[2 * a].iter().zip(&acc[2 * a + 1]).enumerate() {
+                        let d = self.dst[2 * o + a].wrapping_add(2 * j0);
+                        // SAFETY: output columns 2j0 .. 2j0 + 2·valid of a row of 2w floats.
+                        unsafe {
+                            _mm512_mask_storeu_ps(d, m_lo, _mm512_permutex2var_ps(even, lo, odd));
+                            _mm512_mask_storeu_ps(
+                                d.wrapping_add(LANES),
+                                m_hi,
+                                _mm512_permutex2var_ps(even, hi, odd),
+                            );
+                        }
                     }
                 }
             }
@@ -292,6 +316,9 @@ mod tests {
             (1, 5, 2, 3, 17, false, false),
             (2, 4, 4, 7, 16, true, true),
             (1, 3, 3, 2, 15, false, true),
+            // More channels than one group (ONE_GROUP), the last group partial.
+            (1, 136, 3, 4, 40, true, true),
+            (2, 72, 2, 3, 9, true, false),
         ];
         for (ci, &(nb, c, m, h, w, relu, tanh)) in cases.iter().enumerate() {
             assert!(suits(m, (4, 4), true));
