@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::im2col::Geom;
 use super::isa::Isa;
 
-/// Output rows below this many floats are not worth a task of their own.
+/// The fewest output floats a task writes (whole rows): short rows go several to a task.
 const MIN_TASK: usize = 8192;
 
 /// Whether [`col2im`] takes geometry `g` (image `h × w` from grid `oh × ow`) on this CPU.
@@ -60,8 +60,8 @@ pub(crate) fn col2im(
             let lines: [Option<[&[f32]; 4]>; 2] =
                 taps.map(|(ky, iy)| iy.map(|iy| std::array::from_fn(|kx| line(ky, kx, iy))));
             // SAFETY: suits (asserted; isa::active never names a level the CPU lacks) says the
-            // CPU has AVX-512 F; dst is one output row of
-            // 2·ow floats and each line ow floats long (slices above).
+            // CPU has AVX-512 F; dst is one output row of 2·ow floats and each line ow floats
+            // long (slices above).
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 row_avx512(dst, &lines, g.ow, b)
