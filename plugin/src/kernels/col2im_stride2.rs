@@ -28,7 +28,8 @@ pub(crate) fn suits(g: &Geom) -> bool {
         && (g.h, g.w) == (2 * g.oh, 2 * g.ow)
 }
 
-/// `super::im2col::col2im_into` for a geometry that [`suits`]: every float of `out` written.
+/// `super::im2col::col2im_into` for a geometry that [`suits`], after its size checks: every
+/// float of `out` written.
 pub(crate) fn col2im(
     col: &[f32],
     nb: usize,
@@ -39,8 +40,6 @@ pub(crate) fn col2im(
     assert!(suits(g), "col2im stride 2: geometry or CPU not suited");
     let (s, w) = (g.grid(), g.w);
     let row_len = nb * s;
-    assert_eq!(col.len(), g.rows() * row_len, "col2im: column matrix size");
-    assert_eq!(out.len(), nb * g.c * g.h * w, "col2im: output size");
     assert!(bias.is_none_or(|b| b.len() == g.c), "col2im: bias length");
     out.par_chunks_mut(w.max(1)).with_min_len(MIN_TASK.div_ceil(w.max(1))).enumerate().for_each(
         |(row, dst)| {

@@ -341,13 +341,13 @@ pub(crate) fn col2im_into(
     bias: Option<&[f32]>,
     out: &mut [MaybeUninit<f32>],
 ) {
-    if super::col2im_stride2::suits(g) {
-        return super::col2im_stride2::col2im(col, nb, g, bias, out);
-    }
     let (s, hw) = (g.grid(), g.h * g.w);
     let row_len = nb * s;
     assert_eq!(col.len(), g.rows() * row_len, "col2im: column matrix size");
     assert_eq!(out.len(), nb * g.c * hw, "col2im: output size");
+    if super::col2im_stride2::suits(g) {
+        return super::col2im_stride2::col2im(col, nb, g, bias, out);
+    }
     let ph = Phases::new(g.h, g.w, g.stride);
     // One task per output plane: planes are disjoint, so the scatter-adds need no atomics.
     let plane_task = |p: usize, plane: &mut [MaybeUninit<f32>]| {
