@@ -26,6 +26,7 @@ mod conv2d;
 mod conv_transpose;
 mod direct;
 mod direct_channels;
+mod dot_tiles;
 mod frozen;
 mod gemm;
 mod im2col;

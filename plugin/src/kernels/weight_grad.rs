@@ -9,6 +9,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 
 use rayon::prelude::*;
 
+use super::dot_tiles;
 use super::gemm::{sgemm, sgemm_new, sgemm_serial, Mat};
 use super::im2col::{
     block_cols, blocks_apply, im2col, nchw_to_cnhw, split_phases, with_column_block, Geom, Phases,
@@ -132,6 +133,9 @@ fn weight_grad_blocks(
     let bc = block_cols(rows);
     let per_image = s.div_ceil(bc);
     let blocks = nb * per_image;
+    // The dot tiles make dw (m × rows) straight from both operands' contiguous rows.
+    let dots = dot_tiles::available();
+    let transposed = transposed && !dots;
     let ph = Phases::new(g.h, g.w, g.stride);
     let split = split_phases(img, g, &ph, None);
     let src: &[f32] = split.as_deref().unwrap_or(img);
@@ -145,9 +149,10 @@ fn weight_grad_blocks(
                 let a = Mat { data: &act[n * m * s + j0..], rows: m, cols, rs: s, cs: 1 };
                 with_column_block(src, &ph, g, n, (j0, cols), |col| {
                     // dw = act · colᵀ (m × rows), or dwᵀ = col · actᵀ (rows × m).
-                    match transposed {
-                        true => sgemm_serial(&mut dw, m, col, a.t(), i > 0),
-                        false => sgemm_serial(&mut dw, rows, a, col.t(), i > 0),
+                    match (dots, transposed) {
+                        (true, _) => dot_tiles::sgemm_nt(&mut dw, rows, a, col, i > 0),
+                        (false, true) => sgemm_serial(&mut dw, m, col, a.t(), i > 0),
+                        (false, false) => sgemm_serial(&mut dw, rows, a, col.t(), i > 0),
                     }
                 });
             }
