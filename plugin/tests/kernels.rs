@@ -228,7 +228,7 @@ fn random_case(rng: &mut StdRng, transposed: bool) -> Case {
 fn conv2d_case(c: Case, rng: &mut StdRng) -> f32 {
     let x = randn(rng, &[c.nb, c.cin, c.h, c.w]);
     let w = randn(rng, &[c.cout, c.cin, c.k, c.k]);
-    let op = Conv2dOp { stride: c.stride, padding: c.pad, dilation: c.dil };
+    let op = Conv2dOp { stride: c.stride, padding: c.pad, dilation: c.dil, act: None };
     compare(
         &format!("conv2d {c:?}"),
         &c,
@@ -330,6 +330,43 @@ fn network_shapes() {
     println!("network shapes: worst relative error {worst:.2e}");
 }
 
+/// A convolution that applies LeakyReLU to its input as it reads it (the U-Net's down path and
+/// the PatchGAN in training) gives, to the bit, the output and the input and weight gradients
+/// of the activation's own op followed by the plain convolution: the channel form (its padded
+/// copy applies the slope, forward and weight gradient), the column-matrix paths, stride 1,
+/// and a one-channel output.
+#[test]
+fn activation_read_in_training_equals_a_separate_activation() {
+    let mut rng = StdRng::seed_from_u64(12);
+    // (nb, cin, cout, side, k, stride, pad)
+    for (nb, cin, cout, side, k, stride, pad) in [
+        (2, 16, 64, 64, 4, 2, 1),
+        (1, 3, 5, 9, 4, 2, 1),
+        (2, 8, 16, 12, 4, 1, 1),
+        (1, 16, 1, 12, 4, 1, 1),
+    ] {
+        let what = format!("{nb}x{cin}x{side}x{side} -> {cout} k{k} s{stride} p{pad}");
+        let x = randn(&mut rng, &[nb, cin, side, side]);
+        let w = randn(&mut rng, &[cout, cin, k, k]);
+        let plain = Conv2dOp { stride, padding: pad, dilation: 1, act: None };
+        let fused = Conv2dOp { act: Some(0.2), ..plain };
+        let run = |f: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
+            let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
+            let y = f(xv.as_tensor(), wv.as_tensor());
+            let r = randn(&mut StdRng::seed_from_u64(5), y.dims());
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (gx, gw) = (g.get(xv.as_tensor()).unwrap(), g.get(wv.as_tensor()).unwrap());
+            (v(&y), v(gx), v(gw))
+        };
+        let want = run(&|x, w| kernels::leaky_relu(x, 0.2).unwrap().apply_op2(w, plain).unwrap());
+        let got = run(&|x, w| x.apply_op2(w, fused).unwrap());
+        assert!(got.0 == want.0, "{what}: output");
+        assert!(got.1 == want.1, "{what}: input gradient");
+        assert!(got.2 == want.2, "{what}: weight gradient");
+    }
+}
+
 /// The entry points the networks call, with bias, against the candle_nn layers themselves.
 #[test]
 fn layers_with_bias() {
@@ -403,7 +440,7 @@ fn non_contiguous_and_other_dtypes() {
     let l64 = candle_nn::ConvTranspose2d::new(w.to_dtype(DType::F64).unwrap(), None, cfg);
     let y64 = kernels::conv_transpose2d(&x.to_dtype(DType::F64).unwrap(), &l64).unwrap();
     assert_eq!(y64.dtype(), DType::F64);
-    let _ = Conv2dOp { stride: 1, padding: 0, dilation: 1 }.name();
+    let _ = Conv2dOp { stride: 1, padding: 0, dilation: 1, act: None }.name();
 }
 
 /// Tests that force an instruction set hold this lock, so that one test's choice is not

@@ -67,11 +67,13 @@ impl CustomOp1 for LeakyReluOp {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            x.contiguous()?
-                .apply_op2_no_bwd(&dy.contiguous()?, &GradOp::LeakyRelu { slope: self.slope })?,
-        ))
+        Ok(Some(leaky_relu_grad(x, dy, self.slope)?))
     }
+}
+
+/// The gradient of `leaky_relu(x, slope)` for output gradient `dy`: one pass.
+pub(crate) fn leaky_relu_grad(x: &Tensor, dy: &Tensor, slope: f32) -> Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &GradOp::LeakyRelu { slope })
 }
 
 /// The backward of an element-wise op: one pass over the tensor it saved (the input of

@@ -21,12 +21,15 @@ use super::weight_grad::WeightGradOp;
 use super::{batch_merge, contiguous_f32, dims4};
 use rayon::prelude::*;
 
-/// `conv2d(x, w)` without bias: x `(nb, cin, h, w)`, w `(cout, cin, kh, kw)`.
+/// `conv2d(x', w)` without bias: x `(nb, cin, h, w)`, w `(cout, cin, kh, kw)`, `x'` =
+/// `leaky_relu(x, act)` when `act` is a slope (the activation read with the input, in training
+/// too: no activated tensor kept, and its pass saved), else `x`.
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2dOp {
     pub stride: usize,
     pub padding: usize,
     pub dilation: usize,
+    pub act: Option<f32>,
 }
 
 /// `nb` images through a convolution whose weights are the `m × g.rows()` matrix `w`: the
@@ -344,7 +347,7 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.forward_on(s1, l1, s2, l2, None, None, None)
+        self.forward_on(s1, l1, s2, l2, None, self.act, None)
     }
 
     fn bwd(
@@ -370,7 +373,13 @@ impl CustomOp2 for Conv2dOp {
                     wd - ((ow - 1) * self.stride + self.dilation * (kw - 1) + 1 - 2 * self.padding),
                 ),
             };
-            Some(dy.apply_op2_no_bwd(w, &op)?)
+            let dx = dy.apply_op2_no_bwd(w, &op)?;
+            // Through the activation: x' = leaky(x) has gradient dy where x > 0, slope·dy
+            // elsewhere.
+            Some(match self.act {
+                Some(slope) => super::activation::leaky_relu_grad(x, &dx, slope)?,
+                None => dx,
+            })
         } else {
             None
         };
@@ -381,6 +390,7 @@ impl CustomOp2 for Conv2dOp {
                 stride: self.stride,
                 padding: self.padding,
                 dilation: self.dilation,
+                img_act: self.act,
             };
             Some(dy.apply_op2_no_bwd(&x.contiguous()?, &op)?)
         } else {

@@ -241,8 +241,12 @@ impl CustomOp2 for ConvTranspose2dOp {
         let (_, _, kh, kw) = w.dims4()?;
         // dx: the conv2d of dy with the same weights read as (out = cin, in = cout).
         let dx = if x.track_op() {
-            let op =
-                Conv2dOp { stride: self.stride, padding: self.padding, dilation: self.dilation };
+            let op = Conv2dOp {
+                stride: self.stride,
+                padding: self.padding,
+                dilation: self.dilation,
+                act: None,
+            };
             let (_, _, h, wd) = x.dims4()?;
             let dx = dy.apply_op2_no_bwd(w, &op)?;
             // Extra grid positions (output padding >= stride, see geom) have no input.
@@ -262,6 +266,7 @@ impl CustomOp2 for ConvTranspose2dOp {
                 stride: self.stride,
                 padding: self.padding,
                 dilation: self.dilation,
+                img_act: None,
             };
             Some(x.contiguous()?.apply_op2_no_bwd(&dy, &op)?)
         } else {

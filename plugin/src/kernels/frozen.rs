@@ -201,11 +201,12 @@ impl Conv2d {
         }
     }
 
-    /// Whether [`Conv2d::forward_with`] applies an input activation itself for `x`: frozen
-    /// weights, no gradient wanted, and a strided layer (its phase split applies it).
+    /// Whether [`Conv2d::forward_with`] applies an input activation itself for `x`: a frozen
+    /// strided layer (its phase split applies it), or a layer in training, whose op applies it
+    /// as it reads its input and takes its gradient in its backward.
     pub fn takes_activation(&self, x: &Tensor) -> bool {
         let (w, cfg) = (self.layer.weight(), self.layer.config());
-        cfg.groups == 1 && cfg.stride > 1 && frozen_for(x, w)
+        cfg.groups == 1 && fast_for(x, w) && (cfg.stride > 1 || !frozen_for(x, w))
     }
 
     /// This layer then the per-channel map `affine` (batch norm on running statistics), as one
@@ -282,7 +283,12 @@ impl Conv2d {
             return x.contiguous()?.apply_op1_no_bwd(&op);
         }
         if frozen {
-            let op = Conv2dOp { stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation };
+            let op = Conv2dOp {
+                stride: cfg.stride,
+                padding: cfg.padding,
+                dilation: cfg.dilation,
+                act: None,
+            };
             let direct = match geom.is_some_and(|(_, g)| direct::applies(&g, cout, Packing::Once)) {
                 true => Some(self.direct.get(|| {
                     with_f32(w, |v| DirectWeights::pack(Mat::rm(v, cout, rows), Packing::Once))
@@ -292,7 +298,7 @@ impl Conv2d {
             let op = FrozenConv2dOp { op, bias: bias_vec(self.layer.bias(), cout)?, act, direct };
             return x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op);
         }
-        super::conv2d(x, &self.layer)
+        super::conv2d_with(x, &self.layer, act)
     }
 }
 

@@ -230,11 +230,21 @@ fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
 
 /// `nn.Conv2d` (groups 1 on the fast path).
 pub fn conv2d(x: &Tensor, layer: &candle_nn::Conv2d) -> Result<Tensor> {
+    conv2d_with(x, layer, None)
+}
+
+/// [`conv2d`] of `leaky_relu(x, act)` when `act` is a slope, the activation applied as the
+/// layer reads its input (and its gradient in the layer's backward).
+pub fn conv2d_with(x: &Tensor, layer: &candle_nn::Conv2d, act: Option<f32>) -> Result<Tensor> {
     let cfg = layer.config();
     if !fast_for(x, layer.weight()) || cfg.groups != 1 {
-        return layer.forward(x);
+        return match act {
+            Some(slope) => layer.forward(&leaky_relu(x, slope as f64)?),
+            None => layer.forward(x),
+        };
     }
-    let op = Conv2dOp { stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation };
+    let (stride, padding, dilation) = (cfg.stride, cfg.padding, cfg.dilation);
+    let op = Conv2dOp { stride, padding, dilation, act };
     let y = x.contiguous()?.apply_op2(&layer.weight().contiguous()?, op)?;
     add_bias(y, layer.bias())
 }

@@ -9,6 +9,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 
 use rayon::prelude::*;
 
+use super::activation::leaky_relu_slice;
 use super::dot_tiles;
 use super::gemm::{sgemm, sgemm_new, sgemm_serial, Mat};
 use super::im2col::{
@@ -27,6 +28,9 @@ pub struct WeightGradOp {
     pub stride: usize,
     pub padding: usize,
     pub dilation: usize,
+    /// The slope of a LeakyReLU the convolution applied to its image as it read it: the
+    /// gradient is then against the activated image.
+    pub img_act: Option<f32>,
 }
 
 /// The transposed product pays when the reduction is long and the weights few: its gemm ran
@@ -37,23 +41,42 @@ fn transposed_pays(m: usize, rows: usize, reduction: usize) -> bool {
     reduction >= 1024 && m * rows <= 1 << 19
 }
 
-pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geom) -> Vec<f32> {
+/// `Σ_n act[n] · im2col(img'[n])ᵀ`, `img'` = `leaky_relu(img, img_act)` when `img_act` is a
+/// slope (else `img`).
+pub(crate) fn weight_grad(
+    act: &[f32],
+    nb: usize,
+    m: usize,
+    img: &[f32],
+    g: &Geom,
+    img_act: Option<f32>,
+) -> Vec<f32> {
     let (s, rows) = (g.grid(), g.rows());
     let shape = || format!("{m}x{}x{} k{} s{} @{}x{}", g.c, nb, g.kh, g.stride, g.oh, g.ow);
     let flops = 2.0 * (m * nb * s * rows) as f64;
+    if weight_grad_channels::suits(m, g, nb * s) {
+        // Its padded copy of the image applies the activation.
+        return timed(
+            || format!("wgrad  channels {}", shape()),
+            flops,
+            || weight_grad_channels::weight_grad(act, nb, m, img, g, img_act),
+        );
+    }
+    // The other paths read the activated image whole.
+    let activated;
+    let img = match img_act {
+        Some(slope) => {
+            activated = leaky_relu_slice(img, slope);
+            &activated[..]
+        }
+        None => img,
+    };
     if m == 1 {
         // One-channel grid (the PatchGAN's last layer): no column matrix.
         return timed(
             || format!("wgrad  1-chan   {}", shape()),
             flops,
             || single_channel::weight_grad(act, nb, img, g),
-        );
-    }
-    if weight_grad_channels::suits(m, g, nb * s) {
-        return timed(
-            || format!("wgrad  channels {}", shape()),
-            flops,
-            || weight_grad_channels::weight_grad(act, nb, m, img, g),
         );
     }
     let transposed = transposed_pays(m, rows, nb * s);
@@ -195,7 +218,7 @@ impl CustomOp2 for WeightGradOp {
             )
         }
         (g.oh, g.ow) = (oh, ow);
-        let dw = weight_grad(act, nb, m, img, &g);
+        let dw = weight_grad(act, nb, m, img, &g, self.img_act);
         Ok((CpuStorage::F32(dw), Shape::from((m, c, self.kh, self.kw))))
     }
 }

@@ -48,9 +48,18 @@ pub(crate) fn suits(m: usize, g: &Geom, reduction: usize) -> bool {
 /// interleaved runs of 13 steps), ~4.5 ms a step.
 const MIN_REDUCTION: usize = 900;
 
-/// `dW` (`m × g.rows()`, row-major) = `Σ_n act[n] · im2col(img[n])ᵀ` for `nb` grids `act`
-/// (`m × g.grid()` each) and images `img` (`g.c × g.h × g.w` each). Callers check [`suits`].
-pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geom) -> Vec<f32> {
+/// `dW` (`m × g.rows()`, row-major) = `Σ_n act[n] · im2col(img'[n])ᵀ` for `nb` grids `act`
+/// (`m × g.grid()` each) and images `img` (`g.c × g.h × g.w` each), `img'` = `leaky_relu(img,
+/// img_act)` when `img_act` is a slope (applied in the padded copy), else `img`. Callers check
+/// [`suits`].
+pub(crate) fn weight_grad(
+    act: &[f32],
+    nb: usize,
+    m: usize,
+    img: &[f32],
+    g: &Geom,
+    img_act: Option<f32>,
+) -> Vec<f32> {
     let (s, k) = (g.grid(), g.rows());
     assert!(direct_channels::available(), "weight gradient: AVX-512 not on this CPU");
     assert_eq!(act.len(), nb * m * s, "weight gradient: grid gradient size");
@@ -69,7 +78,7 @@ pub(crate) fn weight_grad(act: &[f32], nb: usize, m: usize, img: &[f32], g: &Geo
     let dyt = &*dyt;
     let pad = Padded::new(g);
     let per_image = g.c * pad.plane();
-    let xpad = pad.fill_images(img, nb, g, None);
+    let xpad = pad.fill_images(img, nb, g, img_act);
     let offs = pad.tap_offsets(g);
     // Reads stay in the image: the last position's base plus the furthest tap.
     let last = ((g.oh - 1) * pad.pw + g.ow - 1) * g.stride;
@@ -215,7 +224,7 @@ mod tests {
             let (s, k) = (g.grid(), g.rows());
             let dy = test_values(nb * m * s, 30.0);
             let x = test_values(nb * c * h * wd, 50.0);
-            let got = weight_grad(&dy, nb, m, &x, &g);
+            let got = weight_grad(&dy, nb, m, &x, &g, None);
             for co in 0..m {
                 for t in 0..k {
                     let (ci, ky, kx) = (t / (kh * kh), t / kh % kh, t % kh);
