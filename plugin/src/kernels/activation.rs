@@ -255,15 +255,60 @@ impl CustomOp2 for CatReluOp {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (ca, cb) = (a.dim(1)?, b.dim(1)?);
-        let masked = |x: &Tensor, from: usize, len: usize| -> Result<Option<Tensor>> {
+        let (ca, dy) = (a.dim(1)?, dy.contiguous()?);
+        let masked = |x: &Tensor, from: usize| -> Result<Option<Tensor>> {
             if !x.track_op() {
                 return Ok(None);
             }
-            let dyx = dy.narrow(1, from, len)?.contiguous()?;
-            Ok(Some(x.contiguous()?.apply_op2_no_bwd(&dyx, &GradOp::LeakyRelu { slope: 0.0 })?))
+            Ok(Some(x.contiguous()?.apply_op2_no_bwd(&dy, &PartReluGradOp { from })?))
         };
-        Ok((masked(a, 0, ca)?, masked(b, ca, cb)?))
+        Ok((masked(a, 0)?, masked(b, ca)?))
+    }
+}
+
+/// The gradient of one part of [`CatReluOp`]: `x > 0 ? dy : 0·dy` (as [`GradOp`] with slope 0)
+/// over `x`'s channels, read from `dy`'s channels `from ..` in place (narrowing `dy` first
+/// copied each part before the pass).
+#[derive(Clone, Copy, Debug)]
+struct PartReluGradOp {
+    from: usize,
+}
+
+impl CustomOp2 for PartReluGradOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-cat-relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, len, h, w)) = (contiguous_f32(s1, l1)?, l1.shape().dims4()?);
+        let (dy, (nb2, c, h2, w2)) = (contiguous_f32(s2, l2)?, l2.shape().dims4()?);
+        if (nb, h, w) != (nb2, h2, w2) || self.from + len > c {
+            candle_core::bail!(
+                "cat backward: part {:?} at channel {} of gradient {:?}",
+                l1.dims(),
+                self.from,
+                l2.dims()
+            )
+        }
+        let (hw, from) = (h * w, self.from);
+        // SAFETY: piece p is plane p of x's shape (hw floats), written whole from x's plane p and
+        // dy's plane (n, from + ch).
+        let out = unsafe {
+            par_written(nb * len * hw, hw, CHUNK.div_ceil(hw.max(1)), move |p, dst| {
+                let (n, ch) = (p / len, p % len);
+                let (xs, ds) = (&x[p * hw..][..hw], &dy[(n * c + from + ch) * hw..][..hw]);
+                for (d, (x, dy)) in dst.iter_mut().zip(xs.iter().zip(ds)) {
+                    d.write(if *x > 0.0 { *dy } else { *dy * 0.0 });
+                }
+            })
+        };
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
