@@ -39,21 +39,8 @@ mod profile;
 mod scratch;
 mod single_channel;
 mod small_gemm;
-/// What the kernels' unit tests say about paths they could or could not run on this CPU
-/// ("skipped (…)", "passed"), through the test harness's own channel (its captured stderr,
-/// shown with `--nocapture`). A test module: the library itself never prints.
 #[cfg(test)]
-pub(crate) mod test_report {
-    /// `what` could not run here, because `why`.
-    pub(crate) fn skipped(what: &str, why: &str) {
-        eprintln!("{what}: skipped ({why})");
-    }
-
-    /// `what` ran and its checks held.
-    pub(crate) fn passed(what: &str) {
-        eprintln!("{what}: passed");
-    }
-}
+pub(crate) mod test_report;
 mod weight_grad;
 mod weight_grad_channels;
 

@@ -62,14 +62,15 @@ pub(crate) fn weight_grad(
             || weight_grad_channels::weight_grad(act, nb, m, img, g, img_act),
         );
     }
-    // The other paths read the activated image whole.
+    // Strided, the phase split applies it as it reads the image (as the forward's `conv_core`);
+    // otherwise (stride 1, one-channel grid) the activated image is made first.
     let activated;
-    let img = match img_act {
-        Some(slope) => {
+    let (img, img_act) = match img_act {
+        Some(slope) if g.stride == 1 || m == 1 => {
             activated = leaky_relu_slice(img, slope);
-            &activated[..]
+            (&activated[..], None)
         }
-        None => img,
+        a => (img, a),
     };
     if m == 1 {
         // One-channel grid (the PatchGAN's last layer): no column matrix.
@@ -84,10 +85,10 @@ pub(crate) fn weight_grad(
         return timed(
             || format!("wgrad  blocks   {}", shape()),
             flops,
-            || weight_grad_blocks(act, nb, m, img, g, transposed),
+            || weight_grad_blocks(act, nb, m, img, g, img_act, transposed),
         );
     }
-    let col = timed(|| format!("wgrad  im2col   {}", shape()), 0.0, || im2col(img, nb, g, None));
+    let col = timed(|| format!("wgrad  im2col   {}", shape()), 0.0, || im2col(img, nb, g, img_act));
     // dw = act · colᵀ (m × rows), or dwᵀ = col · actᵀ (rows × m) transposed back.
     let product = |dst: &mut [f32], act: Mat, col: Mat, accumulate: bool| {
         if transposed {
@@ -142,13 +143,15 @@ const PARTS: usize = 4;
 /// [`weight_grad`] with the column matrix made a block at a time ([`with_column_block`]): the
 /// blocks (image, columns) are cut into [`PARTS`] runs, each reduced into its own partial
 /// gradient by single-threaded products, and the partials added in order. The reduction over
-/// the grid never writes the column matrix whole, and its order is fixed.
+/// the grid never writes the column matrix whole, and its order is fixed. `img_act`: a
+/// LeakyReLU the phase split applies to a strided layer's image.
 fn weight_grad_blocks(
     act: &[f32],
     nb: usize,
     m: usize,
     img: &[f32],
     g: &Geom,
+    img_act: Option<f32>,
     transposed: bool,
 ) -> Vec<f32> {
     let (s, rows) = (g.grid(), g.rows());
@@ -160,7 +163,7 @@ fn weight_grad_blocks(
     let dots = dot_tiles::available();
     let transposed = transposed && !dots;
     let ph = Phases::new(g.h, g.w, g.stride);
-    let split = split_phases(img, g, &ph, None);
+    let split = split_phases(img, g, &ph, img_act);
     let src: &[f32] = split.as_deref().unwrap_or(img);
     let mut parts: Vec<Vec<f32>> = (0..PARTS)
         .into_par_iter()
@@ -251,7 +254,7 @@ mod tests {
                 s.div_ceil(block_cols(rows))
             );
             for transposed in [false, true] {
-                let dw = weight_grad_blocks(&act, nb, m, &img, &g, transposed);
+                let dw = weight_grad_blocks(&act, nb, m, &img, &g, None, transposed);
                 for o in 0..m {
                     for r in 0..rows {
                         let terms =
