@@ -190,6 +190,17 @@ fn main() {
         } else {
             String::new()
         };
+        // A column-major `a` on the channel tiles, where the CPU has AVX-512.
+        let columns = match (lt, bt, isa::Isa::Avx512.available()) {
+            (true, false, true) => {
+                let t = med(9, || {
+                    bench_sgemm(&mut c, &a, ars, acs, &b, bt, m, n, k, GemmPath::Columns)
+                });
+                format!("| columns {:7.2} ms {:6.1} GF/s ", t * 1e3, fl / t / 1e9)
+            }
+            (true, false, false) => "| columns skipped (no AVX-512 here) ".into(),
+            _ => String::new(),
+        };
         // bf16 on weights packed once (as frozen layers hold them): the AVX512_BF16 kernel,
         // then AMX where the system has it.
         let bf16 = match Bf16Weights::pack(&a, m, k) {
@@ -215,7 +226,7 @@ fn main() {
             }
         };
         println!(
-            "{label:<24} m{m:<6} n{n:<6} k{k:<5} gemm {:7.2} ms {:6.1} GF/s {small} {cold}{bf16}",
+            "{label:<24} m{m:<6} n{n:<6} k{k:<5} gemm {:7.2} ms {:6.1} GF/s {small} {columns}{cold}{bf16}",
             t1 * 1e3,
             fl / t1 / 1e9
         );

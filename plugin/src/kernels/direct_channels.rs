@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::im2col::Geom;
 use super::isa::{self, on_best_isa, Isa};
-use super::mat::Mat;
+use super::mat::{extent, Mat};
 use super::scratch::Scratch;
 
 /// Output channels per block of the packed weights: [`CV`] vectors of 16.
@@ -315,6 +315,7 @@ pub(crate) fn conv(
                     src,
                     offs: &offs[k0..k1],
                     w: &wb[k0 * CB..k1 * CB],
+                    ws: CB,
                     init: (k0 == 0).then_some(&biases[b]),
                     next: &wb[k1 * CB..k2 * CB],
                 };
@@ -362,6 +363,118 @@ pub(crate) fn conv(
     // CB, the last `m - b·CB`), every pixel (the runs cover 0..grid).
     unsafe { out.set_len(len) };
     out
+}
+
+/// Whether [`gemm_columns`] runs `a · b`: `a` column-major, of a block's rows at least, `b`
+/// row-major and at most [`COLUMNS_MAX_N`] columns, on AVX-512.
+pub(crate) fn columns_apply(a: &Mat, b: &Mat) -> bool {
+    a.rs == 1 && a.cs != 1 && a.rows >= CB && b.cs == 1 && b.cols <= COLUMNS_MAX_N && available()
+}
+
+/// Wider products stay on gemm, whose packed panels win once the columns amortise the packing:
+/// `gemm_shapes` (2-thread AVX-512 Xeon, m × k 8192 × 1024 column-major), columns against gemm:
+/// n 4 0.77 / 2.93 ms, 16 1.61 / 2.83, 64 4.46 / 6.36, 256 (4096 × 1024) 8.05 / 10.3; at 1024
+/// columns (4096 × 1024) 33 / 29.5 and at 4096 (1024 × 256) 9.0 / 6.6.
+const COLUMNS_MAX_N: usize = 512;
+
+/// `dst = a · b` (`dst` row-major, `a.rows × b.cols`, row stride `dst_rs`) for `a` held
+/// column-major (`a.rs == 1`) and `b` row-major (`b.cs == 1`), on the channel tiles: `a`'s
+/// rows are the output channels, its columns the taps' weights, read in place (`a.cs` apart:
+/// 64 contiguous floats a tap and block), `b`'s rows the taps' inputs, its columns the pixels.
+///
+/// Training's transposed convolutions hold their weights `(cin, cout·kh·kw)` and multiply by
+/// them transposed, a column-major operand that gemm packs per call at half speed on the
+/// decoder's small grids (`gemm_shapes`, m 8192 k 1024: n 64 6.8 ms against 3.1 row-major);
+/// re-laying the weights out row-major first cost more than it saved. Callers check
+/// [`available`].
+pub(crate) fn gemm_columns(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(Isa::Avx512.available(), "column gemm: AVX-512 not on this CPU");
+    assert!(a.rs == 1 && b.cs == 1, "column gemm: a column-major, b row-major");
+    assert!(a.in_bounds() && b.in_bounds() && b.rows == k, "column gemm: operand views");
+    assert!(extent(m, n, dst_rs, 1) <= dst.len() && dst_rs >= n, "column gemm: destination");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let blocks = m.div_ceil(CB);
+    // A ragged last block packed with zeros past m: read in place, its taps' 64 floats would
+    // run past a's last column.
+    let ragged = (m % CB != 0).then(|| {
+        let (b0, rows) = ((blocks - 1) * CB, m % CB);
+        let mut v = vec![0f32; k * CB];
+        for (t, dst) in v.chunks_exact_mut(CB).enumerate() {
+            dst[..rows].copy_from_slice(&a.data[b0 + t * a.cs..][..rows]);
+        }
+        v
+    });
+    let offs: Vec<usize> = (0..k).map(|t| t * b.rs).collect();
+    let threads = rayon::current_num_threads().max(1);
+    let groups = n.div_ceil(16);
+    let runs =
+        (4 * threads).div_ceil(blocks).min(n / MIN_RUN).max(n.div_ceil(MAX_RUN)).clamp(1, groups);
+    let per_run = groups.div_ceil(runs) * 16;
+    let runs = n.div_ceil(per_run);
+    let out = dst.as_mut_ptr() as usize;
+    (0..blocks * runs).into_par_iter().for_each(|task| {
+        let (blk, r) = (task / runs, task % runs);
+        let (p0, p1) = (r * per_run, ((r + 1) * per_run).min(n));
+        let (wb, ws): (&[f32], usize) = match &ragged {
+            Some(v) if blk + 1 == blocks => (v, CB),
+            _ => (&a.data[blk * CB..], a.cs),
+        };
+        // Taps t0..t1's weights: up to the last tap's CB floats (in a: blk·CB + (k−1)·cs + CB
+        // ≤ (k−1)·cs + m, inside the in-bounds view).
+        let span = |t0: usize, t1: usize| match t1 > t0 {
+            true => &wb[t0 * ws..][..(t1 - t0 - 1) * ws + CB],
+            false => &wb[..0],
+        };
+        SUMS.with_borrow_mut(|buf| {
+            if buf.len() < (p1 - p0) * CB + 16 {
+                buf.resize((p1 - p0) * CB + 16, 0.0);
+            }
+            let sums = aligned(buf, (p1 - p0) * CB);
+            for k0 in (0..k).step_by(KC) {
+                let (k1, k2) = ((k0 + KC).min(k), (k0 + 2 * KC).min(k));
+                let pass = Pass {
+                    src: b.data,
+                    offs: &offs[k0..k1],
+                    w: span(k0, k1),
+                    ws,
+                    init: (k0 == 0).then_some(&[0.0; CB]),
+                    next: span(k1, k2),
+                };
+                for p in (p0..p1).step_by(NP) {
+                    let acc = &mut sums[(p - p0) * CB..];
+                    let (ahead, at) = (p == p0, |j| p + j);
+                    // SAFETY: tap t of column p + j reads b[t·b.rs + p + j], inside b (in
+                    // bounds, p + j < n, t < k); the weights span their taps (above); acc holds
+                    // the tile's columns' CB sums; the CPU has AVX-512 F (asserted).
+                    unsafe {
+                        match p1 - p {
+                            1 => tile::<1>(&pass, std::array::from_fn(at), acc, ahead),
+                            2 => tile::<2>(&pass, std::array::from_fn(at), acc, ahead),
+                            3 => tile::<3>(&pass, std::array::from_fn(at), acc, ahead),
+                            4 => tile::<4>(&pass, std::array::from_fn(at), acc, ahead),
+                            5 => tile::<5>(&pass, std::array::from_fn(at), acc, ahead),
+                            _ => tile::<NP>(&pass, std::array::from_fn(at), acc, ahead),
+                        }
+                    }
+                }
+            }
+            // SAFETY: rows blk·CB .. blk·CB + channels < m, columns p0..p1 ≤ n of dst (its
+            // extent asserted above), written by this task alone (tasks own disjoint (block,
+            // run)s); sums holds (p1 − p0) × CB floats; the CPU has AVX-512 F (asserted).
+            unsafe {
+                to_planes(
+                    sums,
+                    p1 - p0,
+                    CB.min(m - blk * CB),
+                    (out as *mut f32).add(blk * CB * dst_rs + p0),
+                    dst_rs,
+                )
+            };
+        });
+    });
 }
 
 /// The fewest pixels a task sums where the grid allows: each task streams its block's
@@ -470,12 +583,25 @@ struct Pass<'a> {
     src: &'a [f32],
     /// The taps' offsets into `src` from a pixel's base.
     offs: &'a [usize],
-    /// Their packed weights, `offs.len() × CB`.
+    /// Their weights: tap `t`'s [`CB`] floats at `w[t·ws..]`.
     w: &'a [f32],
+    /// Floats from one tap's weights to the next: [`CB`] when packed, a column-major matrix's
+    /// column stride when read in place ([`gemm_columns`]).
+    ws: usize,
     /// The bias, on the first pass (the sums start from it).
     init: Option<&'a [f32; CB]>,
-    /// The next pass's weights.
+    /// The next pass's weights (as `w`, `ws` apart).
     next: &'a [f32],
+}
+
+impl Pass<'_> {
+    /// Taps in the next pass's weights.
+    fn next_taps(&self) -> usize {
+        match self.next.len() {
+            0 => 0,
+            len => (len - CB) / self.ws + 1,
+        }
+    }
 }
 
 /// The pass's taps of the tile of `P` pixels (input bases `base`) × [`CB`] channels: the sums in
@@ -484,14 +610,15 @@ struct Pass<'a> {
 ///
 /// # Safety
 /// The CPU has AVX-512 F; `base[j] + off < pass.src.len()` for every `j` and `off` in
-/// `pass.offs`; `pass.w.len() >= pass.offs.len() · CB` and `acc.len() >= P · CB`.
+/// `pass.offs`; `pass.w.len() >= (pass.offs.len() − 1) · pass.ws + CB` and
+/// `acc.len() >= P · CB`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const P: usize>(pass: &Pass, base: [usize; P], acc: &mut [f32], ahead: bool) {
     use std::arch::x86_64::*;
     let a = acc.as_mut_ptr();
     // Taps of the next pass to fetch (it may be shorter than this one).
-    let next_taps = if ahead { pass.next.len() / CB } else { 0 };
+    let next_taps = if ahead { pass.next_taps() } else { 0 };
     // SAFETY (every access below): the contract's bounds; the loads and stores are unaligned
     // forms (the aligned layout only makes them faster); prefetches never fault.
     unsafe {
@@ -508,7 +635,7 @@ unsafe fn tile<const P: usize>(pass: &Pass, base: [usize; P], acc: &mut [f32], a
                 for v in 0..CV {
                     isa::prefetch_l2(np.add(v * 16));
                 }
-                np = np.add(CB);
+                np = np.add(pass.ws);
             }
             let wv: [__m512; CV] = std::array::from_fn(|v| _mm512_loadu_ps(wp.add(v * 16)));
             let p = s.add(off);
@@ -518,7 +645,7 @@ unsafe fn tile<const P: usize>(pass: &Pass, base: [usize; P], acc: &mut [f32], a
                     sum[v][j] = _mm512_fmadd_ps(wv[v], x, sum[v][j]);
                 }
             }
-            wp = wp.add(CB);
+            wp = wp.add(pass.ws);
         }
         for (v, sv) in sum.iter().enumerate() {
             for (j, &x) in sv.iter().enumerate() {
@@ -568,5 +695,35 @@ mod tests {
             assert_conv(&got, &x, nb, &g, &w, m, &bias, act, "channel form");
         }
         test_report::passed("direct conv by channels on avx512");
+    }
+
+    /// Column-major products on the channel tiles against a direct f64 sum: ragged row blocks
+    /// (the packed last block), reductions that leave a partial pass, partial tiles, several
+    /// column runs, strided operands and a padded destination (left alone past `n`).
+    #[test]
+    fn column_products_match_a_direct_sum() {
+        if !available() {
+            test_report::skipped("column gemm on avx512", "not on this CPU");
+            return;
+        }
+        for (m, n, k, a_pad, b_pad) in [
+            (64, 1, 1, 0, 0),
+            (130, 23, 70, 5, 2),
+            (64, 6, 129, 0, 0),
+            (200, 700, 300, 3, 1),
+            (256, 16, 512, 0, 7),
+        ] {
+            let (lda, ldb, rs) = (m + a_pad, n + b_pad, n + 3);
+            let a = test_values(lda * k, 50.0);
+            let b: Vec<f32> = (0..k * ldb).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let av = Mat { data: &a, rows: m, cols: k, rs: 1, cs: lda };
+            let bv = Mat { data: &b, rows: k, cols: n, rs: ldb, cs: 1 };
+            let mut dst = vec![1f32; m * rs];
+            gemm_columns(&mut dst, rs, av, bv);
+            // The oracle checks 1 + a·b, and that the padding kept its 1s.
+            dst.chunks_mut(rs).for_each(|row| row[..n].iter_mut().for_each(|v| *v += 1.0));
+            crate::kernels::mat::assert_product(&dst, rs, av, bv, "column gemm");
+        }
+        test_report::passed("column gemm on avx512");
     }
 }

@@ -5,6 +5,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::bf16::{sgemm_bf16, PackedA};
+use super::direct_channels;
 use super::im2col::in_column_block;
 use super::mat::extent;
 pub(crate) use super::mat::Mat;
@@ -24,6 +25,8 @@ pub enum Path {
     Auto,
     Gemm,
     SmallN,
+    /// The channel tiles on a column-major `a` ([`super::direct_channels::gemm_columns`]).
+    Columns,
 }
 
 /// The constant operand of a layer's product: f32 as stored, or packed bf16 (frozen layers
@@ -109,6 +112,11 @@ fn product_checked(
             }
         }
         return;
+    }
+    let columns = !accumulate && !serial && direct_channels::columns_apply(&a, &b);
+    if path == Path::Columns || (path == Path::Auto && columns) {
+        assert!(!accumulate && !serial, "column gemm: a threaded overwrite only");
+        return direct_channels::gemm_columns(dst, dst_rs, a, b);
     }
     if path == Path::SmallN || (path == Path::Auto && small_gemm::applies(&a, n)) {
         assert!(
