@@ -153,6 +153,43 @@ fn main() {
         }
     }
     isa::force(None).expect("back to the detected level");
+    // The many-channel layers' weight gradients (k4 s2 p1) on the channel tiles.
+    for (c, m, side, nb) in
+        [(32, 64, 128, 4), (64, 128, 64, 4), (32, 64, 128, 1), (128, 256, 32, 4)]
+    {
+        let label = format!("wgrad channels {c}->{m} @{side} b{nb}");
+        if !label.contains(&only) {
+            continue;
+        }
+        let s = (side / 2) * (side / 2);
+        let dy: Vec<f32> = (0..nb * m * s).map(|i| (i % 11) as f32 * 0.1).collect();
+        let x: Vec<f32> = (0..nb * c * side * side).map(|i| (i % 13) as f32 * 0.1).collect();
+        if pix2pix::kernels::bench_channel_weight_grad(&dy, &x, nb, (c, side, m)).is_none() {
+            println!("{label}: skipped (no AVX-512 here)");
+            continue;
+        }
+        let fl = 2.0 * (m * c * 16 * nb * s) as f64;
+        let mut t: Vec<f64> = (0..7)
+            .map(|_| {
+                med(3, || {
+                    std::hint::black_box(pix2pix::kernels::bench_channel_weight_grad(
+                        &dy,
+                        &x,
+                        nb,
+                        (c, side, m),
+                    ));
+                })
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        println!(
+            "{label}: {:6.3} ms ({:5.1} GF/s, spread {:.3}-{:.3})",
+            t[3] * 1e3,
+            fl / t[3] / 1e9,
+            t[0] * 1e3,
+            t[6] * 1e3
+        );
+    }
     for (label, m, n, k, lt, bt) in shapes.into_iter().filter(|s| s.0.contains(&only)) {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();

@@ -68,6 +68,7 @@ pub use norm::{Groups, MomentsOp, NormAffineOp};
 pub use profile::take_report as take_profile;
 pub(crate) use profile::timed;
 pub use weight_grad::WeightGradOp;
+pub use weight_grad_channels::bench as bench_channel_weight_grad;
 
 /// Which implementation the convolutions run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

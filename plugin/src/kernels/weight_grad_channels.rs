@@ -85,12 +85,22 @@ pub(crate) fn weight_grad(
     assert!(last + offs.iter().max().copied().unwrap_or(0) < per_image, "weight gradient: pad");
     let rows_per_chunk = (CHUNK / g.ow).max(1);
     let tiles = k.div_ceil(NT);
-    let groups = tiles.div_ceil(TILES);
+    // Every task streams its block's whole grid gradient. With one block of channels (ngf 32's
+    // 32 → 64 layer) the groups of TILES tiles made 11 tasks that each streamed all of it:
+    // two per thread instead, kernels bench ngf 32 batch 4, 2 interleaved runs, this layer
+    // 164.8 / 165.5 → 149.7 / 148.4 ms over 27 calls (`gemm_shapes` 4.7–5.3 → 4.2–4.6 ms a
+    // call); with more blocks the tasks stream a block each and fewer groups measured slower
+    // (64 → 128 @64² batch 4: 3.7–3.9 ms at 11 groups, 3.9 at 8, 4.3 at 4).
+    let groups = match blocks {
+        1 => tiles.div_ceil(TILES).min(2 * rayon::current_num_threads()).max(1),
+        _ => tiles.div_ceil(TILES),
+    };
+    let per_group = tiles.div_ceil(groups);
     let mut dw: Vec<f32> = Vec::with_capacity(m * k);
     let out = dw.as_mut_ptr() as usize;
     (0..blocks * groups).into_par_iter().for_each(|task| {
         let (b, grp) = (task / groups, task % groups);
-        let (t0, t1) = (grp * TILES * NT, ((grp + 1) * TILES * NT).min(k));
+        let (t0, t1) = (grp * per_group * NT, ((grp + 1) * per_group * NT).min(k));
         let mut buf = vec![0f32; (t1 - t0) * CB + 16];
         let sums = aligned(&mut buf, (t1 - t0) * CB);
         for n in 0..nb {
@@ -132,6 +142,18 @@ pub(crate) fn weight_grad(
     // groups the columns.
     unsafe { dw.set_len(m * k) };
     dw
+}
+
+/// [`weight_grad`] of a k4 s2 p1 layer of `c` → `m` channels on `nb` `side × side` images,
+/// for `gemm_shapes` (which times it; the gradients' values are not the point). `None` where
+/// the kernel does not run (no AVX-512).
+#[doc(hidden)]
+pub fn bench(dy: &[f32], x: &[f32], nb: usize, (c, side, m): (usize, usize, usize)) -> Option<f32> {
+    let g = Geom::conv(c, (side, side), (4, 4), 2, 1, 1).ok()?;
+    (direct_channels::available()
+        && dy.len() == nb * m * g.grid()
+        && x.len() == nb * c * side * side)
+        .then(|| weight_grad(dy, nb, m, x, &g, None)[0])
 }
 
 /// The first `P` tap offsets of `o`.
