@@ -15,6 +15,7 @@ use std::mem::MaybeUninit;
 use super::contiguous_f32;
 use super::isa::on_best_isa;
 use super::output::par_written;
+use super::profile::timed;
 
 /// Elements per rayon task: large enough to amortise the task, small enough to split a plane.
 const CHUNK: usize = 1 << 14;
@@ -67,7 +68,8 @@ impl CustomOp1 for LeakyReluOp {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(leaky_relu_grad(x, dy, self.slope)?))
+        let key = || format!("bwd    leaky  {:?}", x.dims());
+        timed(key, 0.0, || Ok(Some(leaky_relu_grad(x, dy, self.slope)?)))
     }
 }
 
@@ -198,7 +200,11 @@ impl CustomOp1 for TanhOp {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(y.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &GradOp::Tanh)?))
+        timed(
+            || format!("bwd    tanh   {:?}", y.dims()),
+            0.0,
+            || Ok(Some(y.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &GradOp::Tanh)?)),
+        )
     }
 }
 
@@ -255,14 +261,20 @@ impl CustomOp2 for CatReluOp {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (ca, dy) = (a.dim(1)?, dy.contiguous()?);
-        let masked = |x: &Tensor, from: usize| -> Result<Option<Tensor>> {
-            if !x.track_op() {
-                return Ok(None);
-            }
-            Ok(Some(x.contiguous()?.apply_op2_no_bwd(&dy, &PartReluGradOp { from })?))
-        };
-        Ok((masked(a, 0)?, masked(b, ca)?))
+        timed(
+            || format!("bwd    cat+relu {:?}", dy.dims()),
+            0.0,
+            || {
+                let (ca, dy) = (a.dim(1)?, dy.contiguous()?);
+                let masked = |x: &Tensor, from: usize| -> Result<Option<Tensor>> {
+                    if !x.track_op() {
+                        return Ok(None);
+                    }
+                    Ok(Some(x.contiguous()?.apply_op2_no_bwd(&dy, &PartReluGradOp { from })?))
+                };
+                Ok((masked(a, 0)?, masked(b, ca)?))
+            },
+        )
     }
 }
 

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use super::isa::on_best_isa;
 use super::output::par_written;
+use super::profile::timed;
 use super::{contiguous_f32, dims4};
 
 /// Which elements of an NCHW tensor share statistics.
@@ -170,32 +171,43 @@ impl CustomOp3 for NormAffineOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (x, dy) = (x.contiguous()?, dy.contiguous()?);
-        let sums = x
-            .apply_op2_no_bwd(&dy, &GradSumsOp { groups: self.groups, mean: self.mean.clone() })?
-            .to_vec2::<f32>()?;
-        let [sum_dy, sum_dy_xc]: [Vec<f32>; 2] = sums
-            .try_into()
-            .map_err(|_| candle_core::Error::Msg("norm backward: bad sums".into()))?;
-        let gamma_v = gamma.to_vec1::<f32>()?;
-        let c = gamma_v.len();
-        // Per channel: dβ = Σdy, dγ = Σdy·x̂ (instance norm sums its images' groups).
-        let per_channel = |sums: &[f32], scale_by_rstd: bool| -> Result<Tensor> {
-            let mut out = vec![0f32; c];
-            for (g, s) in sums.iter().enumerate() {
-                out[g % c] += if scale_by_rstd { s * self.rstd[g] } else { *s };
-            }
-            Tensor::from_vec(out, c, gamma.device())
-        };
-        let dgamma = if gamma.track_op() { Some(per_channel(&sum_dy_xc, true)?) } else { None };
-        let dbeta = if beta.track_op() { Some(per_channel(&sum_dy, false)?) } else { None };
-        let dx = if x.track_op() {
-            let op = GradInputOp { affine: self.clone(), gamma: gamma_v, sum_dy, sum_dy_xc };
-            Some(x.apply_op2_no_bwd(&dy, &op)?)
-        } else {
-            None
-        };
-        Ok((dx, dgamma, dbeta))
+        timed(
+            || format!("bwd    norm   {:?}", x.dims()),
+            0.0,
+            || {
+                let (x, dy) = (x.contiguous()?, dy.contiguous()?);
+                let sums = x
+                    .apply_op2_no_bwd(
+                        &dy,
+                        &GradSumsOp { groups: self.groups, mean: self.mean.clone() },
+                    )?
+                    .to_vec2::<f32>()?;
+                let [sum_dy, sum_dy_xc]: [Vec<f32>; 2] = sums
+                    .try_into()
+                    .map_err(|_| candle_core::Error::Msg("norm backward: bad sums".into()))?;
+                let gamma_v = gamma.to_vec1::<f32>()?;
+                let c = gamma_v.len();
+                // Per channel: dβ = Σdy, dγ = Σdy·x̂ (instance norm sums its images' groups).
+                let per_channel = |sums: &[f32], scale_by_rstd: bool| -> Result<Tensor> {
+                    let mut out = vec![0f32; c];
+                    for (g, s) in sums.iter().enumerate() {
+                        out[g % c] += if scale_by_rstd { s * self.rstd[g] } else { *s };
+                    }
+                    Tensor::from_vec(out, c, gamma.device())
+                };
+                let dgamma =
+                    if gamma.track_op() { Some(per_channel(&sum_dy_xc, true)?) } else { None };
+                let dbeta = if beta.track_op() { Some(per_channel(&sum_dy, false)?) } else { None };
+                let dx = if x.track_op() {
+                    let op =
+                        GradInputOp { affine: self.clone(), gamma: gamma_v, sum_dy, sum_dy_xc };
+                    Some(x.apply_op2_no_bwd(&dy, &op)?)
+                } else {
+                    None
+                };
+                Ok((dx, dgamma, dbeta))
+            },
+        )
     }
 }
 
