@@ -8,6 +8,9 @@
 //! `dx` as one fused expression.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use std::mem::MaybeUninit;
+use std::sync::{Arc, OnceLock};
+
 use rayon::prelude::*;
 
 use super::isa::on_best_isa;
@@ -171,43 +174,51 @@ impl CustomOp3 for NormAffineOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        timed(
-            || format!("bwd    norm   {:?}", x.dims()),
-            0.0,
-            || {
-                let (x, dy) = (x.contiguous()?, dy.contiguous()?);
-                let sums = x
-                    .apply_op2_no_bwd(
-                        &dy,
-                        &GradSumsOp { groups: self.groups, mean: self.mean.clone() },
-                    )?
-                    .to_vec2::<f32>()?;
-                let [sum_dy, sum_dy_xc]: [Vec<f32>; 2] = sums
-                    .try_into()
-                    .map_err(|_| candle_core::Error::Msg("norm backward: bad sums".into()))?;
-                let gamma_v = gamma.to_vec1::<f32>()?;
-                let c = gamma_v.len();
-                // Per channel: dβ = Σdy, dγ = Σdy·x̂ (instance norm sums its images' groups).
-                let per_channel = |sums: &[f32], scale_by_rstd: bool| -> Result<Tensor> {
-                    let mut out = vec![0f32; c];
-                    for (g, s) in sums.iter().enumerate() {
-                        out[g % c] += if scale_by_rstd { s * self.rstd[g] } else { *s };
-                    }
-                    Tensor::from_vec(out, c, gamma.device())
-                };
-                let dgamma =
-                    if gamma.track_op() { Some(per_channel(&sum_dy_xc, true)?) } else { None };
-                let dbeta = if beta.track_op() { Some(per_channel(&sum_dy, false)?) } else { None };
-                let dx = if x.track_op() {
-                    let op =
-                        GradInputOp { affine: self.clone(), gamma: gamma_v, sum_dy, sum_dy_xc };
-                    Some(x.apply_op2_no_bwd(&dy, &op)?)
-                } else {
-                    None
-                };
-                Ok((dx, dgamma, dbeta))
-            },
-        )
+        timed(|| format!("bwd    norm   {:?}", x.dims()), 0.0, || self.backward(x, gamma, beta, dy))
+    }
+}
+
+impl NormAffineOp {
+    /// dx, dγ, dβ: dx by [`GradOp`] (which leaves the sums dγ and dβ are made of), the sums
+    /// alone by [`GradSumsOp`] where `x` needs no gradient.
+    #[allow(clippy::type_complexity)]
+    fn backward(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (x, dy) = (x.contiguous()?, dy.contiguous()?);
+        let gamma_v = gamma.to_vec1::<f32>()?;
+        let c = gamma_v.len();
+        let (dx, sum_dy, sum_dy_xc) = if x.track_op() {
+            let op = GradOp { affine: self.clone(), gamma: gamma_v, sums: Default::default() };
+            let sums = op.sums.clone();
+            let dx = x.apply_op2_no_bwd(&dy, &op)?;
+            let Some((s0, s1)) = sums.get() else {
+                candle_core::bail!("norm backward: the gradient left no sums")
+            };
+            (Some(dx), s0.clone(), s1.clone())
+        } else {
+            let op = GradSumsOp { groups: self.groups, mean: self.mean.clone() };
+            let sums = x.apply_op2_no_bwd(&dy, &op)?.to_vec2::<f32>()?;
+            let [s0, s1]: [Vec<f32>; 2] = sums
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("norm backward: bad sums".into()))?;
+            (None, s0, s1)
+        };
+        // Per channel: dβ = Σdy, dγ = Σdy·x̂ (instance norm sums its images' groups).
+        let per_channel = |sums: &[f32], scale_by_rstd: bool| -> Result<Tensor> {
+            let mut out = vec![0f32; c];
+            for (g, s) in sums.iter().enumerate() {
+                out[g % c] += if scale_by_rstd { s * self.rstd[g] } else { *s };
+            }
+            Tensor::from_vec(out, c, gamma.device())
+        };
+        let dgamma = if gamma.track_op() { Some(per_channel(&sum_dy_xc, true)?) } else { None };
+        let dbeta = if beta.track_op() { Some(per_channel(&sum_dy, false)?) } else { None };
+        Ok((dx, dgamma, dbeta))
     }
 }
 
@@ -246,37 +257,52 @@ impl CustomOp2 for GradSumsOp {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, dy, (nb, c, h, w)) = input_and_grad(s1, l1, s2, l2)?;
         let (hw, ng) = (h * w, self.groups.count(nb, c));
+        if self.mean.len() != ng {
+            candle_core::bail!("norm backward: {} means for {ng} groups", self.mean.len())
+        }
         let sums: Vec<(f32, f32)> = (0..ng)
             .into_par_iter()
-            .map(|g| {
-                let m = self.mean[g] as f64;
-                let (mut s0, mut s1) = (0f64, 0f64);
-                for p in self.groups.planes(g, nb, c) {
-                    let (x, dy) = (&x[p * hw..][..hw], &dy[p * hw..][..hw]);
-                    s0 += sum_f64(dy, dy, |dy, _| dy as f64);
-                    s1 += sum_f64(dy, x, move |dy, x| dy as f64 * (x as f64 - m));
-                }
-                (s0 as f32, s1 as f32)
-            })
+            .map(|g| grad_sums(x, dy, self.groups, g, self.mean[g], (nb, c, hw)))
             .collect();
         let (s0, s1): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
         Ok((CpuStorage::F32([s0, s1].concat()), Shape::from((2, ng))))
     }
 }
 
-/// `(x, dy)` → dx. With batch statistics,
-/// `dx = a·(dy − Σdy/M − (x − mean)·rstd²·Σdy(x − mean)/M)`, `a = γ·rstd`, `M` the group size,
-/// i.e. `a·dy + k1·(x − mean) + k0` per group; with constant statistics `dx = a·dy`.
-struct GradInputOp {
-    affine: NormAffineOp,
-    gamma: Vec<f32>,
-    sum_dy: Vec<f32>,
-    sum_dy_xc: Vec<f32>,
+/// Group `g`'s `Σdy` and `Σdy·(x − mean)` (f64 sums, rounded to f32).
+fn grad_sums(
+    x: &[f32],
+    dy: &[f32],
+    groups: Groups,
+    g: usize,
+    mean: f32,
+    (nb, c, hw): (usize, usize, usize),
+) -> (f32, f32) {
+    let m = mean as f64;
+    let (mut s0, mut s1) = (0f64, 0f64);
+    for p in groups.planes(g, nb, c) {
+        let (x, dy) = (&x[p * hw..][..hw], &dy[p * hw..][..hw]);
+        s0 += sum_f64(dy, dy, |dy, _| dy as f64);
+        s1 += sum_f64(dy, x, move |dy, x| dy as f64 * (x as f64 - m));
+    }
+    (s0 as f32, s1 as f32)
 }
 
-impl CustomOp2 for GradInputOp {
+/// `(x, dy)` → dx. With batch statistics,
+/// `dx = a·(dy − Σdy/M − (x − mean)·rstd²·Σdy(x − mean)/M)`, `a = γ·rstd`, `M` the group size,
+/// i.e. `a·dy + k1·(x − mean) + k0` per group; with constant statistics `dx = a·dy`. Each
+/// group's sums are taken, then its planes' dx written while they are still in cache (the sums
+/// and dx as two passes read `x` and `dy` twice); the sums are left in `sums` for γ's and β's
+/// gradients.
+struct GradOp {
+    affine: NormAffineOp,
+    gamma: Vec<f32>,
+    sums: Arc<OnceLock<(Vec<f32>, Vec<f32>)>>,
+}
+
+impl CustomOp2 for GradOp {
     fn name(&self) -> &'static str {
-        "pix2pix-norm-grad-input"
+        "pix2pix-norm-grad"
     }
 
     fn cpu_fwd(
@@ -287,28 +313,47 @@ impl CustomOp2 for GradInputOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, dy, (nb, c, h, w)) = input_and_grad(s1, l1, s2, l2)?;
-        let (hw, groups) = (h * w, self.affine.groups);
-        if self.gamma.len() != c || self.sum_dy.len() != groups.count(nb, c) {
+        let (hw, affine) = (h * w, &self.affine);
+        let (groups, ng) = (affine.groups, affine.groups.count(nb, c));
+        if self.gamma.len() != c || affine.mean.len() != ng || affine.rstd.len() != ng {
             candle_core::bail!("norm backward: inconsistent shapes")
         }
         let m = (groups.planes(0, nb, c).count() * hw).max(1) as f32;
-        // SAFETY: piece p is plane p (hw floats), written whole from x's and dy's plane p.
-        let dx = unsafe {
-            par_written(x.len(), hw, 1, |p, dx| {
-                let g = groups.of_plane(p, c);
-                let (rstd, mean) = (self.affine.rstd[g], self.affine.mean[g]);
-                let a = self.gamma[p % c] * rstd;
-                let (k1, k0) = if self.affine.batch_stats {
-                    (-a * rstd * rstd * self.sum_dy_xc[g] / m, -a * self.sum_dy[g] / m)
-                } else {
-                    (0.0, 0.0)
-                };
-                let (x, dy) = (&x[p * hw..][..hw], &dy[p * hw..][..hw]);
-                for ((d, x), dy) in dx.iter_mut().zip(x).zip(dy) {
-                    d.write(dy * a + ((x - mean) * k1 + k0));
+        let mut dx: Vec<f32> = Vec::with_capacity(x.len());
+        let out = dx.as_mut_ptr() as usize;
+        let sums: Vec<(f32, f32)> = (0..ng)
+            .into_par_iter()
+            .map(|g| {
+                let (rstd, mean) = (affine.rstd[g], affine.mean[g]);
+                let (sum_dy, sum_dy_xc) = grad_sums(x, dy, groups, g, mean, (nb, c, hw));
+                for p in groups.planes(g, nb, c) {
+                    let a = self.gamma[p % c] * rstd;
+                    let (k1, k0) = match affine.batch_stats {
+                        true => (-a * rstd * rstd * sum_dy_xc / m, -a * sum_dy / m),
+                        false => (0.0, 0.0),
+                    };
+                    // SAFETY: plane p (hw floats from p·hw, p < nb·c) lies inside dx's capacity
+                    // of x.len() floats, and only its group's task writes it (a plane belongs
+                    // to one group); MaybeUninit, so no reference to uninitialised floats.
+                    let d = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            (out as *mut MaybeUninit<f32>).add(p * hw),
+                            hw,
+                        )
+                    };
+                    let (x, dy) = (&x[p * hw..][..hw], &dy[p * hw..][..hw]);
+                    for ((d, x), dy) in d.iter_mut().zip(x).zip(dy) {
+                        d.write(dy * a + ((x - mean) * k1 + k0));
+                    }
                 }
+                (sum_dy, sum_dy_xc)
             })
-        };
+            .collect();
+        // SAFETY: the groups' planes cover all nb·c planes, each written whole above.
+        unsafe { dx.set_len(x.len()) };
+        if self.sums.set(sums.into_iter().unzip()).is_err() {
+            candle_core::bail!("norm backward: an op's sums set twice")
+        }
         Ok((CpuStorage::F32(dx), Shape::from((nb, c, h, w))))
     }
 }
