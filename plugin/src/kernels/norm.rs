@@ -4,8 +4,8 @@
 //! single-threaded pass over the activation with its own autograd node; in the U-Net that was
 //! a fifth of an inference and much of a training step. Here the statistics are one parallel
 //! reduction (f64 sums, mean then variance as PyTorch does), the affine map one pass
-//! (`x·a + b` per channel), and the backward two passes: the sums `Σdy`, `Σdy·(x − mean)`, then
-//! `dx` as one fused expression.
+//! (`x·a + b` per channel), and the backward one task per group: the sums `Σdy`,
+//! `Σdy·(x − mean)`, then `dx` as one fused expression while the group is still in cache.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::mem::MaybeUninit;
@@ -291,8 +291,9 @@ fn grad_sums(
 /// `(x, dy)` → dx. With batch statistics,
 /// `dx = a·(dy − Σdy/M − (x − mean)·rstd²·Σdy(x − mean)/M)`, `a = γ·rstd`, `M` the group size,
 /// i.e. `a·dy + k1·(x − mean) + k0` per group; with constant statistics `dx = a·dy`. Each
-/// group's sums are taken, then its planes' dx written while they are still in cache (the sums
-/// and dx as two passes read `x` and `dy` twice); the sums are left in `sums` for γ's and β's
+/// group's sums are taken, then its planes' dx written while they are still in cache (as two
+/// passes, sums then dx, they read `x` and `dy` from memory twice: ngf-32 batch-4 norm
+/// backward 140–142 → 125–128 ms over 9 steps); the sums are left in `sums` for γ's and β's
 /// gradients.
 struct GradOp {
     affine: NormAffineOp,
