@@ -283,17 +283,8 @@ pub(crate) fn conv(
             std::array::from_fn(|j| bias.and_then(|bs| bs.get(b * CB + j)).copied().unwrap_or(0.0))
         })
         .collect();
-    // Tasks: (image, channel block, run of pixels, in whole 16-pixel groups for the transpose),
-    // a few per thread, of at most MAX_RUN pixels (the sums a worker keeps stay bounded on
-    // large images); a task streams its block's weights once.
-    let threads = rayon::current_num_threads().max(1);
-    let groups = grid.div_ceil(16);
-    let runs = (4 * threads)
-        .div_ceil(nb * blocks)
-        .min(grid / MIN_RUN)
-        .max(grid.div_ceil(MAX_RUN))
-        .clamp(1, groups);
-    let per_run = groups.div_ceil(runs) * 16;
+    // Tasks: (image, channel block, run of pixels); a task streams its block's weights once.
+    let per_run = run_length(grid, nb * blocks);
     let runs = grid.div_ceil(per_run);
     let dst = out.as_mut_ptr() as usize;
     (0..nb * blocks * runs).into_par_iter().for_each(|task| {
@@ -302,62 +293,19 @@ pub(crate) fn conv(
         let (p0, p1) = (r * per_run, ((r + 1) * per_run).min(grid));
         let base = |p: usize| (p / g.ow * pad.pw + p % g.ow) * g.stride;
         assert!(base(p1 - 1) + reach <= src.len(), "direct conv: padded input too short");
-        SUMS.with_borrow_mut(|buf| {
-            if buf.len() < (p1 - p0) * CB + 16 {
-                buf.resize((p1 - p0) * CB + 16, 0.0);
-            }
-            let sums = aligned(buf, (p1 - p0) * CB);
-            let wb = w.block(b);
-            for k0 in (0..k).step_by(KC) {
-                let k1 = (k0 + KC).min(k);
-                let k2 = (k1 + KC).min(k);
-                let pass = Pass {
-                    src,
-                    offs: &offs[k0..k1],
-                    w: &wb[k0 * CB..k1 * CB],
-                    ws: CB,
-                    init: (k0 == 0).then_some(&biases[b]),
-                    next: &wb[k1 * CB..k2 * CB],
-                };
-                // The pass's first tile fetches the next pass's weights into L2 as it goes: on
-                // small grids each pass has few tiles and the weights come from DRAM (in the
-                // network, 256→256 @4² took 0.50 ms a call with cold weights, 0.26 hot; into L1
-                // this made it 0.43, into L2 0.44–0.48 → 0.39–0.45 and @8² 0.83–0.98 → 0.73–0.91
-                // over 4 interleaved runs). Spread over all the pass's tiles instead: no better
-                // on small grids, slower on large ones.
-                for p in (p0..p1).step_by(NP) {
-                    let acc = &mut sums[(p - p0) * CB..];
-                    let ahead = p == p0;
-                    // SAFETY: every base + offset read is < src.len() (asserted above for the
-                    // task's last pixel, whose base is the largest); acc holds the tile's pixels'
-                    // CB sums; the CPU has AVX-512 F (asserted).
-                    unsafe {
-                        match p1 - p {
-                            1 => tile::<1>(&pass, bases(p, base), acc, ahead),
-                            2 => tile::<2>(&pass, bases(p, base), acc, ahead),
-                            3 => tile::<3>(&pass, bases(p, base), acc, ahead),
-                            4 => tile::<4>(&pass, bases(p, base), acc, ahead),
-                            5 => tile::<5>(&pass, bases(p, base), acc, ahead),
-                            _ => tile::<NP>(&pass, bases(p, base), acc, ahead),
-                        }
-                    }
-                }
-            }
-            // Channels-last sums into the block's NCHW planes.
-            let channels = CB.min(m - b * CB);
-            // SAFETY: channels b·CB .. b·CB + channels < m of image n, pixels p0..p1 < grid: inside
-            // out (nb·m·grid floats), written by this task alone (tasks own disjoint (image, block,
-            // run)s); sums holds (p1 - p0) × CB floats; the CPU has AVX-512 F (asserted).
-            unsafe {
-                to_planes(
-                    sums,
-                    p1 - p0,
-                    channels,
-                    (dst as *mut f32).add((n * m + b * CB) * grid + p0),
-                    grid,
-                )
-            };
-        });
+        // SAFETY: every base + offset read is < src.len() (asserted above for the task's last
+        // pixel, whose base is the largest); the packed block holds k × CB weights; channels
+        // b·CB .. b·CB + channels < m of image n, pixels p0..p1 < grid are inside out (nb·m·grid
+        // floats), written by this task alone (tasks own disjoint (image, block, run)s); the CPU
+        // has AVX-512 F (asserted).
+        unsafe {
+            run_task(
+                Task { src, offs: &offs, w: (w.block(b), CB), init: &biases[b], px: (p0, p1) },
+                base,
+                CB.min(m - b * CB),
+                ((dst as *mut f32).add((n * m + b * CB) * grid + p0), grid),
+            )
+        };
     });
     // SAFETY: the tasks above wrote all len floats: every image, every channel < m (blocks of
     // CB, the last `m - b·CB`), every pixel (the runs cover 0..grid).
@@ -408,72 +356,119 @@ pub(crate) fn gemm_columns(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat) {
         v
     });
     let offs: Vec<usize> = (0..k).map(|t| t * b.rs).collect();
-    let threads = rayon::current_num_threads().max(1);
-    let groups = n.div_ceil(16);
-    let runs =
-        (4 * threads).div_ceil(blocks).min(n / MIN_RUN).max(n.div_ceil(MAX_RUN)).clamp(1, groups);
-    let per_run = groups.div_ceil(runs) * 16;
+    let per_run = run_length(n, blocks);
     let runs = n.div_ceil(per_run);
     let out = dst.as_mut_ptr() as usize;
     (0..blocks * runs).into_par_iter().for_each(|task| {
         let (blk, r) = (task / runs, task % runs);
         let (p0, p1) = (r * per_run, ((r + 1) * per_run).min(n));
-        let (wb, ws): (&[f32], usize) = match &ragged {
+        let w: (&[f32], usize) = match &ragged {
             Some(v) if blk + 1 == blocks => (v, CB),
             _ => (&a.data[blk * CB..], a.cs),
         };
-        // Taps t0..t1's weights: up to the last tap's CB floats (in a: blk·CB + (k−1)·cs + CB
-        // ≤ (k−1)·cs + m, inside the in-bounds view).
-        let span = |t0: usize, t1: usize| match t1 > t0 {
-            true => &wb[t0 * ws..][..(t1 - t0 - 1) * ws + CB],
-            false => &wb[..0],
+        // SAFETY: tap t of column p reads b[t·b.rs + p], inside b (in bounds, p < n, t < k);
+        // tap t's CB weights end at blk·CB + t·cs + CB ≤ (k−1)·cs + m, inside the in-bounds
+        // view (or in the packed ragged block); rows blk·CB .. blk·CB + channels < m, columns
+        // p0..p1 ≤ n of dst (its extent asserted above) are written by this task alone (tasks
+        // own disjoint (block, run)s); the CPU has AVX-512 F (asserted).
+        unsafe {
+            run_task(
+                Task { src: b.data, offs: &offs, w, init: &[0.0; CB], px: (p0, p1) },
+                |p| p,
+                CB.min(m - blk * CB),
+                ((out as *mut f32).add(blk * CB * dst_rs + p0), dst_rs),
+            )
         };
-        SUMS.with_borrow_mut(|buf| {
-            if buf.len() < (p1 - p0) * CB + 16 {
-                buf.resize((p1 - p0) * CB + 16, 0.0);
-            }
-            let sums = aligned(buf, (p1 - p0) * CB);
-            for k0 in (0..k).step_by(KC) {
-                let (k1, k2) = ((k0 + KC).min(k), (k0 + 2 * KC).min(k));
-                let pass = Pass {
-                    src: b.data,
-                    offs: &offs[k0..k1],
-                    w: span(k0, k1),
-                    ws,
-                    init: (k0 == 0).then_some(&[0.0; CB]),
-                    next: span(k1, k2),
-                };
-                for p in (p0..p1).step_by(NP) {
-                    let acc = &mut sums[(p - p0) * CB..];
-                    let (ahead, at) = (p == p0, |j| p + j);
-                    // SAFETY: tap t of column p + j reads b[t·b.rs + p + j], inside b (in
-                    // bounds, p + j < n, t < k); the weights span their taps (above); acc holds
-                    // the tile's columns' CB sums; the CPU has AVX-512 F (asserted).
-                    unsafe {
-                        match p1 - p {
-                            1 => tile::<1>(&pass, std::array::from_fn(at), acc, ahead),
-                            2 => tile::<2>(&pass, std::array::from_fn(at), acc, ahead),
-                            3 => tile::<3>(&pass, std::array::from_fn(at), acc, ahead),
-                            4 => tile::<4>(&pass, std::array::from_fn(at), acc, ahead),
-                            5 => tile::<5>(&pass, std::array::from_fn(at), acc, ahead),
-                            _ => tile::<NP>(&pass, std::array::from_fn(at), acc, ahead),
-                        }
+    });
+}
+
+/// The pixels of one task's run: `px` pixels in whole 16-pixel groups (for the transpose),
+/// a few tasks per thread counting the `others` the caller splits by (images, channel blocks),
+/// at least [`MIN_RUN`] where the pixels allow and at most [`MAX_RUN`].
+fn run_length(px: usize, others: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let groups = px.div_ceil(16);
+    let runs = (4 * threads)
+        .div_ceil(others.max(1))
+        .min(px / MIN_RUN)
+        .max(px.div_ceil(MAX_RUN))
+        .clamp(1, groups.max(1));
+    groups.div_ceil(runs).max(1) * 16
+}
+
+/// One task of the channel tiles: pixels `px.0 .. px.1` of `src` over every tap of `offs`,
+/// with one block's weights `w` (tap `t`'s [`CB`] floats at `w.0[t·w.1..]`), starting from
+/// `init`.
+struct Task<'a> {
+    src: &'a [f32],
+    offs: &'a [usize],
+    w: (&'a [f32], usize),
+    init: &'a [f32; CB],
+    px: (usize, usize),
+}
+
+/// Runs `task` pass by pass ([`KC`] taps each) over tiles of [`NP`] pixels, pixel `p` reading
+/// from `base(p)`, and transposes its channels-last sums into `channels` rows of `out.0`,
+/// `out.1` floats apart, from the run's first pixel.
+///
+/// # Safety
+/// The CPU has AVX-512 F; `base(p) + off < task.src.len()` for every pixel `p` of the run and
+/// `off` in `task.offs`; `task.w.0` holds every tap's [`CB`] floats; `out.0 + j·out.1 + i` is
+/// valid for writes by this call alone for `j < channels <= CB`, `i` below the run's length.
+// Inlined into each caller's task, as the body was before it served two callers (as a call,
+// the channel convolutions' profile line read 2–3 % higher in 4 interleaved runs).
+#[inline(always)]
+unsafe fn run_task(
+    task: Task,
+    base: impl Fn(usize) -> usize,
+    channels: usize,
+    out: (*mut f32, usize),
+) {
+    let (k, (p0, p1), (wb, ws)) = (task.offs.len(), task.px, task.w);
+    // Taps t0..t1's weights, up to the last tap's CB floats.
+    let span = |t0: usize, t1: usize| match t1 > t0 {
+        true => &wb[t0 * ws..][..(t1 - t0 - 1) * ws + CB],
+        false => &wb[..0],
+    };
+    SUMS.with_borrow_mut(|buf| {
+        if buf.len() < (p1 - p0) * CB + 16 {
+            buf.resize((p1 - p0) * CB + 16, 0.0);
+        }
+        let sums = aligned(buf, (p1 - p0) * CB);
+        for k0 in (0..k).step_by(KC) {
+            let (k1, k2) = ((k0 + KC).min(k), (k0 + 2 * KC).min(k));
+            let pass = Pass {
+                src: task.src,
+                offs: &task.offs[k0..k1],
+                w: span(k0, k1),
+                ws,
+                init: (k0 == 0).then_some(task.init),
+                next: span(k1, k2),
+            };
+            // The pass's first tile fetches the next pass's weights into L2 as it goes: on
+            // small grids each pass has few tiles and the weights come from DRAM (in the
+            // network, 256→256 @4² took 0.50 ms a call with cold weights, 0.26 hot; into L1
+            // this made it 0.43, into L2 0.44–0.48 → 0.39–0.45 and @8² 0.83–0.98 → 0.73–0.91
+            // over 4 interleaved runs). Spread over all the pass's tiles instead: no better on
+            // small grids, slower on large ones.
+            for p in (p0..p1).step_by(NP) {
+                let (acc, ahead) = (&mut sums[(p - p0) * CB..], p == p0);
+                // SAFETY: the caller's bounds for the reads; acc holds the tile's pixels' CB
+                // sums; AVX-512 F (the caller's).
+                unsafe {
+                    match p1 - p {
+                        1 => tile::<1>(&pass, bases(p, &base), acc, ahead),
+                        2 => tile::<2>(&pass, bases(p, &base), acc, ahead),
+                        3 => tile::<3>(&pass, bases(p, &base), acc, ahead),
+                        4 => tile::<4>(&pass, bases(p, &base), acc, ahead),
+                        5 => tile::<5>(&pass, bases(p, &base), acc, ahead),
+                        _ => tile::<NP>(&pass, bases(p, &base), acc, ahead),
                     }
                 }
             }
-            // SAFETY: rows blk·CB .. blk·CB + channels < m, columns p0..p1 ≤ n of dst (its
-            // extent asserted above), written by this task alone (tasks own disjoint (block,
-            // run)s); sums holds (p1 − p0) × CB floats; the CPU has AVX-512 F (asserted).
-            unsafe {
-                to_planes(
-                    sums,
-                    p1 - p0,
-                    CB.min(m - blk * CB),
-                    (out as *mut f32).add(blk * CB * dst_rs + p0),
-                    dst_rs,
-                )
-            };
-        });
+        }
+        // SAFETY: the caller's destination rows and columns; sums holds (p1 − p0) × CB floats.
+        unsafe { to_planes(sums, p1 - p0, channels, out.0, out.1) };
     });
 }
 

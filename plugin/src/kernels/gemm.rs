@@ -113,8 +113,8 @@ fn product_checked(
         }
         return;
     }
-    let columns = !accumulate && !serial && direct_channels::columns_apply(&a, &b);
-    if path == Path::Columns || (path == Path::Auto && columns) {
+    let columns = || !accumulate && !serial && direct_channels::columns_apply(&a, &b);
+    if path == Path::Columns || (path == Path::Auto && columns()) {
         assert!(!accumulate && !serial, "column gemm: a threaded overwrite only");
         return direct_channels::gemm_columns(dst, dst_rs, a, b);
     }
