@@ -10,7 +10,9 @@
 //! (`r`, `s` in {0, 1}; as in [`super::amx_conv_transpose`]). So 16 input columns of 3 input
 //! rows (9 vectors a channel) feed the four phases of every output channel (4·m accumulators,
 //! 16·m weights a channel, broadcast), and the two column phases are interleaved in registers as
-//! they are stored.
+//! they are stored. With up to 3 output channels two blocks of 16 columns run together, so that
+//! each broadcast weight feeds two FMAs (kernel profile, Zen 5: ngf 32 0.62–0.70 → 0.44–0.50 ms
+//! a call, ngf 64 1.46–1.65 → 1.04–1.09).
 
 use std::mem::MaybeUninit;
 
@@ -25,6 +27,8 @@ pub(crate) const MAX_OUT: usize = 4;
 
 /// Input columns a vector.
 const LANES: usize = 16;
+/// Output channels at most for two column blocks at once (`8·M` sums and 2 inputs in registers).
+const PAIR_MAX_OUT: usize = 3;
 /// Input channels summed across a whole row before the next ones when a layer has more than
 /// [`ONE_GROUP`] (see `Job::run_m`).
 const CHANNELS: usize = 16;
@@ -201,7 +205,6 @@ impl Job<'_> {
         assert!(
             self.weights.len() >= c * 16 * M && self.bias.len() >= M && self.dst.len() >= 2 * M
         );
-        let zero = _mm512_setzero_ps();
         // Interleaving the column phases: b = 0 to even output columns, b = 1 to odd ones.
         let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
         let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -228,69 +231,140 @@ impl Job<'_> {
             true => vec![[bias; 4]; w.div_ceil(LANES)],
             false => Vec::new(),
         };
-        for ch0 in (0..c).step_by(group) {
-            for (block, j0) in (0..w).step_by(LANES).enumerate() {
-                let masks = masks(j0);
-                // In registers over the group's channels.
-                let mut acc = if ch0 == 0 { [bias; 4] } else { sums[block] };
-                for ch in ch0..(ch0 + group).min(c) {
-                    let r = &self.rows[3 * ch..3 * ch + 3];
-                    // The next block's lines of these rows: 3 · c streams a block, more than the
-                    // hardware prefetchers follow (kernel profile, ngf 32: 1.27 → 1.15–1.23 ms).
-                    for &row in r {
-                        // SAFETY: a prefetch never faults (wrapping address arithmetic).
-                        unsafe { isa::prefetch((row as *const f32).wrapping_add(j0 + LANES)) };
-                    }
-                    let v: [[__m512; 3]; 3] = std::array::from_fn(|k| {
-                        std::array::from_fn(|dc| {
-                            // Lanes outside the row are masked off (no access), so the address may
-                            // lie outside it: computed with wrapping arithmetic.
-                            let p = (r[k] as *const f32).wrapping_add(j0 + dc).wrapping_sub(1);
-                            // SAFETY: AVX-512 F; the unmasked lanes read columns 0..w of a row
-                            // of w floats (the caller's contract).
-                            let x = unsafe { _mm512_maskz_loadu_ps(masks[dc], p) };
-                            if RELU {
-                                _mm512_max_ps(x, zero)
-                            } else {
-                                x
-                            }
-                        })
-                    });
-                    let wc = &self.weights[ch * 16 * M..][..16 * M];
-                    for (phase, acc) in acc.iter_mut().enumerate() {
-                        let (a, b) = (phase / 2, phase % 2);
-                        for tap in 0..4 {
-                            let x = v[a + tap / 2][b + tap % 2];
-                            for (o, acc) in acc.iter_mut().enumerate() {
-                                let k = _mm512_set1_ps(wc[(phase * 4 + tap) * M + o]);
-                                *acc = _mm512_fmadd_ps(x, k, *acc);
-                            }
-                        }
+        // The blocks' output columns, from the registers.
+        let store = |j0: usize, acc: &[[__m512; M]; 4]| {
+            let valid = (w - j0).min(LANES) as isize;
+            let (m_lo, m_hi) = (lanes(0, 2 * valid), lanes(0, 2 * valid - 16));
+            for a in 0..2 {
+                for (o, (&even, &odd)) in acc[2 * a].iter().zip(&acc[2 * a + 1]).enumerate() {
+                    let d = self.dst[2 * o + a].wrapping_add(2 * j0);
+                    // SAFETY: output columns 2j0 .. 2j0 + 2·valid of a row of 2w floats.
+                    unsafe {
+                        _mm512_mask_storeu_ps(d, m_lo, _mm512_permutex2var_ps(even, lo, odd));
+                        _mm512_mask_storeu_ps(
+                            d.wrapping_add(LANES),
+                            m_hi,
+                            _mm512_permutex2var_ps(even, hi, odd),
+                        );
                     }
                 }
-                if ch0 + group < c {
-                    sums[block] = acc;
+            }
+        };
+        for ch0 in (0..c).step_by(group) {
+            let channels = ch0..(ch0 + group).min(c);
+            let last = channels.end == c;
+            let mut j0 = 0;
+            while j0 < w {
+                let block = j0 / LANES;
+                // Two blocks at once where their sums fit the registers (8·M and 2 inputs): each
+                // weight's broadcast then feeds two FMAs (at one, the broadcasts bound the loop:
+                // 178–202 GFLOP/s on a 64-channel layer in cache, Zen 5).
+                if PAIR_MAX_OUT >= M && j0 + LANES < w {
+                    let start = match ch0 {
+                        0 => [[bias; 4]; 2],
+                        _ => [sums[block], sums[block + 1]],
+                    };
+                    // SAFETY: AVX-512 F and the rows' bounds (the caller's contract).
+                    let acc = unsafe {
+                        self.channels::<M, RELU, 2>(
+                            channels.clone(),
+                            j0,
+                            [masks(j0), masks(j0 + LANES)],
+                            start,
+                        )
+                    };
+                    if last {
+                        store(j0, &acc[0]);
+                        store(j0 + LANES, &acc[1]);
+                    } else {
+                        sums[block] = acc[0];
+                        sums[block + 1] = acc[1];
+                    }
+                    j0 += 2 * LANES;
                     continue;
                 }
-                // The last group: the block's output columns, from the registers.
-                let valid = (w - j0).min(LANES) as isize;
-                let (m_lo, m_hi) = (lanes(0, 2 * valid), lanes(0, 2 * valid - 16));
-                for a in 0..2 {
-                    for (o, (&even, &odd)) in acc[2 * a].iter().zip(&acc[2 * a + 1]).enumerate() {
-                        let d = self.dst[2 * o + a].wrapping_add(2 * j0);
-                        // SAFETY: output columns 2j0 .. 2j0 + 2·valid of a row of 2w floats.
-                        unsafe {
-                            _mm512_mask_storeu_ps(d, m_lo, _mm512_permutex2var_ps(even, lo, odd));
-                            _mm512_mask_storeu_ps(
-                                d.wrapping_add(LANES),
-                                m_hi,
-                                _mm512_permutex2var_ps(even, hi, odd),
-                            );
+                let start = if ch0 == 0 { [[bias; 4]] } else { [sums[block]] };
+                // SAFETY: as above.
+                let [acc] = unsafe {
+                    self.channels::<M, RELU, 1>(channels.clone(), j0, [masks(j0)], start)
+                };
+                if last {
+                    store(j0, &acc);
+                } else {
+                    sums[block] = acc;
+                }
+                j0 += LANES;
+            }
+        }
+    }
+
+    /// The sums of `B` column blocks from `j0` over input `channels`, from `acc`: per channel,
+    /// the blocks' 9 input vectors (3 rows × 3 column offsets, `masks` by offset), each against
+    /// the weights of the (phase, tap) pairs that read it. Each sum adds its taps in the order
+    /// (r, s) = (0, 0), (0, 1), (1, 0), (1, 1), whatever `B`.
+    ///
+    /// # Safety
+    /// As [`Job::run`]; `masks` keep the lanes inside the rows.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn channels<const M: usize, const RELU: bool, const B: usize>(
+        &self,
+        channels: std::ops::Range<usize>,
+        j0: usize,
+        masks: [[std::arch::x86_64::__mmask16; 3]; B],
+        mut acc: [[[std::arch::x86_64::__m512; M]; 4]; B],
+    ) -> [[[std::arch::x86_64::__m512; M]; 4]; B] {
+        use std::arch::x86_64::*;
+        let zero = _mm512_setzero_ps();
+        for ch in channels {
+            let r: [usize; 3] = std::array::from_fn(|k| self.rows[3 * ch + k]);
+            // The next blocks' lines of these rows: 3 · c streams a block, more than the
+            // hardware prefetchers follow (kernel profile, ngf 32: 1.27 → 1.15–1.23 ms).
+            for row in r {
+                for b in 0..B {
+                    // SAFETY: a prefetch never faults (wrapping address arithmetic).
+                    unsafe {
+                        isa::prefetch((row as *const f32).wrapping_add(j0 + (B + b) * LANES))
+                    };
+                }
+            }
+            let wc = &self.weights[ch * 16 * M..][..16 * M];
+            for k in 0..3 {
+                for dc in 0..3 {
+                    let x: [__m512; B] = std::array::from_fn(|b| {
+                        // Lanes outside the row are masked off (no access), so the address may
+                        // lie outside it: computed with wrapping arithmetic.
+                        let p =
+                            (r[k] as *const f32).wrapping_add(j0 + b * LANES + dc).wrapping_sub(1);
+                        // SAFETY: AVX-512 F; the unmasked lanes read columns 0..w of a row of w
+                        // floats (the caller's contract).
+                        let x = unsafe { _mm512_maskz_loadu_ps(masks[b][dc], p) };
+                        if RELU {
+                            _mm512_max_ps(x, zero)
+                        } else {
+                            x
+                        }
+                    });
+                    // Phases (a, b) with taps (r, s) = (k − a, dc − b) in {0, 1}².
+                    for a in 0..2 {
+                        for bp in 0..2 {
+                            if k < a || k - a > 1 || dc < bp || dc - bp > 1 {
+                                continue;
+                            }
+                            let (phase, tap) = (2 * a + bp, 2 * (k - a) + dc - bp);
+                            for o in 0..M {
+                                let wv = _mm512_set1_ps(wc[(phase * 4 + tap) * M + o]);
+                                for b in 0..B {
+                                    acc[b][phase][o] = _mm512_fmadd_ps(x[b], wv, acc[b][phase][o]);
+                                }
+                            }
                         }
                     }
                 }
             }
         }
+        acc
     }
 }
 
@@ -344,3 +418,4 @@ mod tests {
         test_report::passed("image conv_transpose");
     }
 }
+
