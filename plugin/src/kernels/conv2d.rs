@@ -423,6 +423,11 @@ mod tests {
             (1, 8, 33, 70, 33, 3, 1, 1, 1),
             (2, 3, 40, 41, 9, 3, 1, 2, 2),
             (1, 1, 130, 128, 4, 4, 2, 0, 1),
+            // One group of panels, packed by ranges of pair rows: many pairs, a ragged last
+            // range, fewer pairs than ranges.
+            (1, 64, 8, 8, 20, 4, 2, 1, 1),
+            (1, 3, 10, 12, 5, 3, 1, 1, 1),
+            (1, 1, 9, 9, 3, 2, 1, 0, 1),
         ] {
             let g = Geom::conv(c, (h, w), (k, k), stride, pad, dil).unwrap();
             let x: Vec<f32> = test_values(nb * c * h * w, 25.0);

@@ -418,4 +418,3 @@ mod tests {
         test_report::passed("image conv_transpose");
     }
 }
-
