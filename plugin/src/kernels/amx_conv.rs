@@ -133,7 +133,7 @@ impl Padded {
 
 on_best_isa! {
     /// `dst = bf16(leaky_relu(src, slope))` (slope 1: the identity), rounded to nearest even.
-    fn to_bf16_row => to_bf16_row_body(src: &[f32], dst: &mut [u16], slope: f32)
+    pub(crate) fn to_bf16_row => to_bf16_row_body(src: &[f32], dst: &mut [u16], slope: f32)
 }
 
 #[inline(always)]

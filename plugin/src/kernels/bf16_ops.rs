@@ -8,6 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use super::amx_conv::{self, AmxConvWeights};
 use super::amx_conv_transpose::{self, AmxConvTWeights};
 use super::bf16::PackedA;
+use super::bf16_channels::{self, Bf16ChannelWeights};
 use super::conv2d::conv_core;
 use super::conv_transpose::{conv_t_core, ConvTranspose2dOp};
 use super::gemm::Weights;
@@ -77,6 +78,44 @@ impl CustomOp1 for AmxConv2dOp {
             || format!("conv   amx      {m}x{cin}x{nb} k{} s2 @{}x{}", g.kh, g.oh, g.ow),
             2.0 * (m * nb * g.grid() * g.rows()) as f64,
             || amx_conv::conv(x, nb, &g, &self.w, self.bias.as_deref(), self.act),
+        );
+        Ok((CpuStorage::F32(y), Shape::from((nb, m, g.oh, g.ow))))
+    }
+}
+
+/// Conv2d on the channel tiles in bf16 ([`bf16_channels`], CPUs with AVX512_BF16 and no AMX).
+pub(crate) struct ChannelConv2dOp {
+    pub w: Arc<Bf16ChannelWeights>,
+    pub bias: Option<Vec<f32>>,
+    pub kernel: (usize, usize),
+    pub stride: usize,
+    pub padding: usize,
+    /// The LeakyReLU slope applied to the input as it is copied.
+    pub act: Option<f32>,
+}
+
+impl CustomOp1 for ChannelConv2dOp {
+    fn name(&self) -> &'static str {
+        "pix2pix-conv2d-bf16-channels"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (nb, cin, h, w)) = (contiguous_f32(s, l)?, dims4(l)?);
+        let m = self.w.rows();
+        let g = Geom::conv(cin, (h, w), self.kernel, self.stride, self.padding, 1)?;
+        if g.rows() != self.w.cols() {
+            candle_core::bail!(
+                "conv2d (bf16 channels): input has {cin} channels, kernel expects {}",
+                self.w.cols() / (self.kernel.0 * self.kernel.1)
+            )
+        }
+        if !bf16_channels::suits(&g, m) {
+            candle_core::bail!("conv2d (bf16 channels): input {h}x{w} does not suit the kernel")
+        }
+        let y = super::profile::timed(
+            || format!("conv   bf16 ch  {m}x{cin}x{nb} k{} s{} @{}x{}", g.kh, g.stride, g.oh, g.ow),
+            2.0 * (m * nb * g.grid() * g.rows()) as f64,
+            || bf16_channels::conv(x, nb, &g, &self.w, self.bias.as_deref(), self.act),
         );
         Ok((CpuStorage::F32(y), Shape::from((nb, m, g.oh, g.ow))))
     }

@@ -24,10 +24,10 @@ use super::scratch::Scratch;
 /// Output channels per block of the packed weights: [`CV`] vectors of 16.
 pub(crate) const CB: usize = CV * 16;
 /// Channel vectors per register tile.
-const CV: usize = 4;
+pub(crate) const CV: usize = 4;
 /// Output pixels per register tile: `CV·NP` = 24 accumulators, `CV` weight registers and a
 /// broadcast of the 32 zmm registers.
-const NP: usize = 6;
+pub(crate) const NP: usize = 6;
 /// Taps per pass of a task over its tiles: `KC × CB` floats of weights (16 KB).
 const KC: usize = 64;
 
@@ -299,7 +299,7 @@ pub(crate) fn conv(
         // floats), written by this task alone (tasks own disjoint (image, block, run)s); the CPU
         // has AVX-512 F (asserted).
         unsafe {
-            run_task(
+            run_task::<F32Tiles>(
                 Task { src, offs: &offs, w: (w.block(b), CB), init: &biases[b], px: (p0, p1) },
                 base,
                 CB.min(m - b * CB),
@@ -372,7 +372,7 @@ pub(crate) fn gemm_columns(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat) {
         // p0..p1 ≤ n of dst (its extent asserted above) are written by this task alone (tasks
         // own disjoint (block, run)s); the CPU has AVX-512 F (asserted).
         unsafe {
-            run_task(
+            run_task::<F32Tiles>(
                 Task { src: b.data, offs: &offs, w, init: &[0.0; CB], px: (p0, p1) },
                 |p| p,
                 CB.min(m - blk * CB),
@@ -385,7 +385,7 @@ pub(crate) fn gemm_columns(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat) {
 /// The pixels of one task's run: `px` pixels in whole 16-pixel groups (for the transpose),
 /// a few tasks per thread counting the `others` the caller splits by (images, channel blocks),
 /// at least [`MIN_RUN`] where the pixels allow and at most [`MAX_RUN`].
-fn run_length(px: usize, others: usize) -> usize {
+pub(crate) fn run_length(px: usize, others: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let groups = px.div_ceil(16);
     let runs = (4 * threads)
@@ -396,15 +396,56 @@ fn run_length(px: usize, others: usize) -> usize {
     groups.div_ceil(runs).max(1) * 16
 }
 
+/// What a channel tile reads: its input and weight elements, and the register tile that sums
+/// one pass of taps ([`F32Tiles`]: floats; [`super::bf16_channels`]: bf16 pairs of taps).
+pub(crate) trait Tiles {
+    /// An input element (a tap of a pixel's input, read at `base + offset`).
+    type Src;
+    /// A weight element (tap `t`'s [`CB`] of them, one an output channel).
+    type W;
+    /// The pass's taps of the tile of `P` pixels (input bases `base`) × [`CB`] channels: the
+    /// sums in `acc` (`P × CB`, channels-last) start from the bias or from what `acc` holds, and
+    /// are stored back; with `ahead`, the next pass's weights are fetched into cache on the way.
+    ///
+    /// # Safety
+    /// The CPU has what the tile needs; the reads of `base[j] + off` for every `j` and `off` in
+    /// `pass.offs` lie in `pass.src`; `pass.w.len() >= (pass.offs.len() − 1) · pass.ws + CB`
+    /// and `acc.len() >= P · CB`.
+    unsafe fn tile<const P: usize>(
+        pass: &Pass<Self>,
+        base: [usize; P],
+        acc: &mut [f32],
+        ahead: bool,
+    );
+}
+
+/// The f32 tiles: a float of input and [`CB`] floats of weights a tap.
+pub(crate) struct F32Tiles;
+
+impl Tiles for F32Tiles {
+    type Src = f32;
+    type W = f32;
+    #[inline(always)]
+    unsafe fn tile<const P: usize>(
+        pass: &Pass<Self>,
+        base: [usize; P],
+        acc: &mut [f32],
+        ahead: bool,
+    ) {
+        // SAFETY: the caller's contract (AVX-512 F and the bounds), which `tile` states.
+        unsafe { tile::<P>(pass, base, acc, ahead) }
+    }
+}
+
 /// One task of the channel tiles: pixels `px.0 .. px.1` of `src` over every tap of `offs`,
-/// with one block's weights `w` (tap `t`'s [`CB`] floats at `w.0[t·w.1..]`), starting from
+/// with one block's weights `w` (tap `t`'s [`CB`] elements at `w.0[t·w.1..]`), starting from
 /// `init`.
-struct Task<'a> {
-    src: &'a [f32],
-    offs: &'a [usize],
-    w: (&'a [f32], usize),
-    init: &'a [f32; CB],
-    px: (usize, usize),
+pub(crate) struct Task<'a, T: Tiles + ?Sized> {
+    pub src: &'a [T::Src],
+    pub offs: &'a [usize],
+    pub w: (&'a [T::W], usize),
+    pub init: &'a [f32; CB],
+    pub px: (usize, usize),
 }
 
 /// Runs `task` pass by pass ([`KC`] taps each) over tiles of [`NP`] pixels, pixel `p` reading
@@ -418,8 +459,8 @@ struct Task<'a> {
 // Inlined into each caller's task, as the body was before it served two callers (as a call,
 // the channel convolutions' profile line read 2–3 % higher in 4 interleaved runs).
 #[inline(always)]
-unsafe fn run_task(
-    task: Task,
+pub(crate) unsafe fn run_task<T: Tiles + ?Sized>(
+    task: Task<T>,
     base: impl Fn(usize) -> usize,
     channels: usize,
     out: (*mut f32, usize),
@@ -454,15 +495,15 @@ unsafe fn run_task(
             for p in (p0..p1).step_by(NP) {
                 let (acc, ahead) = (&mut sums[(p - p0) * CB..], p == p0);
                 // SAFETY: the caller's bounds for the reads; acc holds the tile's pixels' CB
-                // sums; AVX-512 F (the caller's).
+                // sums; the CPU's features (the caller's).
                 unsafe {
                     match p1 - p {
-                        1 => tile::<1>(&pass, bases(p, &base), acc, ahead),
-                        2 => tile::<2>(&pass, bases(p, &base), acc, ahead),
-                        3 => tile::<3>(&pass, bases(p, &base), acc, ahead),
-                        4 => tile::<4>(&pass, bases(p, &base), acc, ahead),
-                        5 => tile::<5>(&pass, bases(p, &base), acc, ahead),
-                        _ => tile::<NP>(&pass, bases(p, &base), acc, ahead),
+                        1 => T::tile::<1>(&pass, bases(p, &base), acc, ahead),
+                        2 => T::tile::<2>(&pass, bases(p, &base), acc, ahead),
+                        3 => T::tile::<3>(&pass, bases(p, &base), acc, ahead),
+                        4 => T::tile::<4>(&pass, bases(p, &base), acc, ahead),
+                        5 => T::tile::<5>(&pass, bases(p, &base), acc, ahead),
+                        _ => T::tile::<NP>(&pass, bases(p, &base), acc, ahead),
                     }
                 }
             }
@@ -573,25 +614,25 @@ fn bases<const P: usize>(p: usize, base: impl Fn(usize) -> usize) -> [usize; P] 
 }
 
 /// One pass of a task over a range of taps.
-struct Pass<'a> {
+pub(crate) struct Pass<'a, T: Tiles + ?Sized> {
     /// The image's padded input.
-    src: &'a [f32],
+    pub src: &'a [T::Src],
     /// The taps' offsets into `src` from a pixel's base.
-    offs: &'a [usize],
-    /// Their weights: tap `t`'s [`CB`] floats at `w[t·ws..]`.
-    w: &'a [f32],
-    /// Floats from one tap's weights to the next: [`CB`] when packed, a column-major matrix's
-    /// column stride when read in place ([`gemm_columns`]).
-    ws: usize,
+    pub offs: &'a [usize],
+    /// Their weights: tap `t`'s [`CB`] elements at `w[t·ws..]`.
+    pub w: &'a [T::W],
+    /// Elements from one tap's weights to the next: [`CB`] when packed, a column-major
+    /// matrix's column stride when read in place ([`gemm_columns`]).
+    pub ws: usize,
     /// The bias, on the first pass (the sums start from it).
-    init: Option<&'a [f32; CB]>,
+    pub init: Option<&'a [f32; CB]>,
     /// The next pass's weights (as `w`, `ws` apart).
-    next: &'a [f32],
+    pub next: &'a [T::W],
 }
 
-impl Pass<'_> {
+impl<T: Tiles + ?Sized> Pass<'_, T> {
     /// Taps in the next pass's weights.
-    fn next_taps(&self) -> usize {
+    pub fn next_taps(&self) -> usize {
         match self.next.len() {
             0 => 0,
             len => (len - CB) / self.ws + 1,
@@ -609,7 +650,12 @@ impl Pass<'_> {
 /// `acc.len() >= P · CB`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile<const P: usize>(pass: &Pass, base: [usize; P], acc: &mut [f32], ahead: bool) {
+unsafe fn tile<const P: usize>(
+    pass: &Pass<F32Tiles>,
+    base: [usize; P],
+    acc: &mut [f32],
+    ahead: bool,
+) {
     use std::arch::x86_64::*;
     let a = acc.as_mut_ptr();
     // Taps of the next pass to fetch (it may be shorter than this one).
@@ -651,7 +697,7 @@ unsafe fn tile<const P: usize>(pass: &Pass, base: [usize; P], acc: &mut [f32], a
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile<const P: usize>(_: &Pass, _: [usize; P], _: &mut [f32], _: bool) {
+unsafe fn tile<const P: usize>(_: &Pass<F32Tiles>, _: [usize; P], _: &mut [f32], _: bool) {
     unreachable!("direct conv: available() is false off x86-64")
 }
 

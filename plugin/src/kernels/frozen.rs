@@ -26,10 +26,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
+use super::amx;
 use super::amx_conv::{self, AmxConvWeights};
 use super::amx_conv_transpose::{self, AmxConvTWeights};
 use super::bf16::{self, PackedA};
-use super::bf16_ops::{AmxConv2dOp, AmxConvTranspose2dOp, PackedConv2dOp, PackedConvTranspose2dOp};
+use super::bf16_channels::{self, Bf16ChannelWeights};
+use super::bf16_ops::{
+    AmxConv2dOp, AmxConvTranspose2dOp, ChannelConv2dOp, PackedConv2dOp, PackedConvTranspose2dOp,
+};
 use super::conv2d::Conv2dOp;
 use super::conv_transpose::ConvTranspose2dOp;
 use super::direct::{self, DirectWeights};
@@ -185,6 +189,7 @@ type Window = (usize, usize);
 pub struct Conv2d {
     layer: candle_nn::Conv2d,
     bf16: Cached<PackedA>,
+    bf16_channels: Cached<Bf16ChannelWeights>,
     amx: Cached<AmxConvWeights>,
     direct: Cached<DirectWeights>,
     trimmed: Cached<Conv2d, Window>,
@@ -195,6 +200,7 @@ impl Conv2d {
         Self {
             layer,
             bf16: Cached::default(),
+            bf16_channels: Cached::default(),
             amx: Cached::default(),
             direct: Cached::default(),
             trimmed: Cached::default(),
@@ -264,6 +270,24 @@ impl Conv2d {
             let op = AmxConv2dOp {
                 w: packed,
                 bias: bias_vec(self.layer.bias(), cout)?,
+                padding: cfg.padding,
+                act,
+            };
+            return x.contiguous()?.apply_op1_no_bwd(&op);
+        }
+        if cfg.groups == 1
+            && bf16_for(x, w, cout, rows, cols)
+            && !amx::ready()
+            && geom.as_ref().is_some_and(|(_, g)| bf16_channels::suits(g, cout))
+        {
+            let packed = self
+                .bf16_channels
+                .get(|| with_f32(w, |v| Bf16ChannelWeights::pack(v, cout, rows)))?;
+            let op = ChannelConv2dOp {
+                w: packed,
+                bias: bias_vec(self.layer.bias(), cout)?,
+                kernel: (kh, kw),
+                stride: cfg.stride,
                 padding: cfg.padding,
                 act,
             };

@@ -18,6 +18,7 @@ pub mod amx;
 mod amx_conv;
 mod amx_conv_transpose;
 mod bf16;
+mod bf16_channels;
 mod bf16_ops;
 mod bias;
 mod block_cache;
