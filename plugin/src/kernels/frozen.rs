@@ -30,9 +30,10 @@ use super::amx;
 use super::amx_conv::{self, AmxConvWeights};
 use super::amx_conv_transpose::{self, AmxConvTWeights};
 use super::bf16::{self, PackedA};
-use super::bf16_channels::{self, Bf16ChannelWeights};
+use super::bf16_channels::{self, Bf16ChannelWeights, Bf16PhaseWeights};
 use super::bf16_ops::{
-    AmxConv2dOp, AmxConvTranspose2dOp, ChannelConv2dOp, PackedConv2dOp, PackedConvTranspose2dOp,
+    AmxConv2dOp, AmxConvTranspose2dOp, ChannelConv2dOp, ChannelConvTranspose2dOp, PackedConv2dOp,
+    PackedConvTranspose2dOp,
 };
 use super::conv2d::Conv2dOp;
 use super::conv_transpose::ConvTranspose2dOp;
@@ -341,6 +342,8 @@ pub struct ConvTranspose2d {
     bf16: Cached<PackedA>,
     /// The same as AMX tiles per output phase.
     amx: Cached<AmxConvTWeights>,
+    /// The same as bf16 pairs per output phase, for the channel tiles.
+    bf16_phases: Cached<Bf16PhaseWeights>,
     /// The same for the direct kernel onto the image's few channels.
     image: Cached<ImageConvTWeights>,
     trimmed: Cached<ConvTranspose2d, Window>,
@@ -355,6 +358,7 @@ impl ConvTranspose2d {
             config,
             bf16: Cached::default(),
             amx: Cached::default(),
+            bf16_phases: Cached::default(),
             image: Cached::default(),
             trimmed: Cached::default(),
         }
@@ -447,6 +451,28 @@ impl ConvTranspose2d {
         Ok(Some(AmxConvTranspose2dOp { w: packed, bias, relu: false }))
     }
 
+    /// The bf16 op by output phases for the concatenation of `parts` (`dims` its shape), where
+    /// this layer runs there on it: frozen, bf16 asked for on a CPU with AVX512_BF16 and no AMX,
+    /// the U-Net's geometry.
+    fn phases_op(
+        &self,
+        parts: &[&Tensor],
+        (_, cin, h, wd): (usize, usize, usize, usize),
+    ) -> Result<Option<ChannelConvTranspose2dOp>> {
+        if !bf16::active() || amx::ready() {
+            return Ok(None);
+        }
+        let Some((w, plain)) = self.frozen_for_parts(parts)? else { return Ok(None) };
+        let (cout, kh, kw, wcin) = w.dims4()?;
+        if wcin != cin || !bf16_channels::suits_transposed(cin, cout, (kh, kw), (h, wd), plain) {
+            return Ok(None);
+        }
+        let packed =
+            self.bf16_phases.get(|| with_f32(&w, |v| Bf16PhaseWeights::pack(v, cout, cin)))?;
+        let bias = bias_vec(self.bias.as_ref(), cout)?;
+        Ok(Some(ChannelConvTranspose2dOp { w: packed, bias, relu: false }))
+    }
+
     /// The direct op onto the image for the concatenation of `parts` (`cin` channels), where
     /// this layer runs there on it: frozen, the U-Net's geometry, a few output channels.
     fn image_op(&self, parts: &[&Tensor], cin: usize) -> Result<Option<ImageConvTranspose2dOp>> {
@@ -473,6 +499,10 @@ impl ConvTranspose2d {
                 let op = AmxConvTranspose2dOp { relu: true, ..op };
                 return Ok((a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op)?, false));
             }
+            if let Some(op) = self.phases_op(&[a, b], (nb, ca + cb, h, w))? {
+                let op = ChannelConvTranspose2dOp { relu: true, ..op };
+                return Ok((a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op)?, false));
+            }
         }
         Ok((self.forward(&super::cat_relu(a, b)?)?, false))
     }
@@ -483,6 +513,9 @@ impl ConvTranspose2d {
                 return x.contiguous()?.apply_op1_no_bwd(&op);
             }
             if let Some(op) = self.amx_op(&[x], dims)? {
+                return x.contiguous()?.apply_op1_no_bwd(&op);
+            }
+            if let Some(op) = self.phases_op(&[x], dims)? {
                 return x.contiguous()?.apply_op1_no_bwd(&op);
             }
         }
