@@ -348,17 +348,22 @@ pub(crate) fn conv_t(
         };
     });
     // Output row 2i + a of (image, channel): phases (a, 0) and (a, 1) of row i, interleaved.
-    let mut out = vec![0f32; nb * m * 4 * grid];
+    let len = nb * m * 4 * grid;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
     let phase_plane = nb * m * grid;
-    out.par_chunks_mut(2 * w).with_min_len(16).enumerate().for_each(|(row, dst)| {
-        let (nm, y) = (row / (2 * h), row % (2 * h));
-        let (i, a) = (y / 2, y % 2);
-        let at = |b: usize| &phased[(2 * a + b) * phase_plane + nm * grid + i * w..][..w];
-        for (d, (&e, &o)) in dst.chunks_exact_mut(2).zip(at(0).iter().zip(at(1))) {
-            d[0] = e;
-            d[1] = o;
-        }
-    });
+    out.spare_capacity_mut()[..len].par_chunks_mut(2 * w).with_min_len(16).enumerate().for_each(
+        |(row, dst)| {
+            let (nm, y) = (row / (2 * h), row % (2 * h));
+            let (i, a) = (y / 2, y % 2);
+            let at = |b: usize| &phased[(2 * a + b) * phase_plane + nm * grid + i * w..][..w];
+            for (d, (&e, &o)) in dst.chunks_exact_mut(2).zip(at(0).iter().zip(at(1))) {
+                d[0].write(e);
+                d[1].write(o);
+            }
+        },
+    );
+    // SAFETY: the rows above (nb·m·2h of 2w floats, every one a chunk) wrote all len floats.
+    unsafe { out.set_len(len) };
     out
 }
 
