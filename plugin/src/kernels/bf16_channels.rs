@@ -19,18 +19,25 @@ use super::bf16::high_bf16;
 use super::direct_channels::{self, run_length, run_task, Padded, Pass, Task, Tiles, CB, CV};
 use super::im2col::Geom;
 use super::isa;
+use super::phase_conv_transpose;
 use super::scratch::Scratch;
 
 /// Whether a layer of `m` output channels on geometry `g` runs here: AVX512_BF16 (and AVX-512
 /// F for the tiles), undilated, kernel columns in pairs, at least a block of output channels
 /// and 256 taps (as the f32 channel form).
 pub(crate) fn suits(g: &Geom, m: usize) -> bool {
-    g.dil == 1
-        && g.kw.is_multiple_of(2)
-        && m >= CB
-        && g.rows() >= 256
-        && direct_channels::available()
-        && isa::bf16_available()
+    shape_suits(g, m) && direct_channels::available() && isa::bf16_available()
+}
+
+/// [`suits`]' conditions on the layer and its input, whatever the CPU.
+fn shape_suits(g: &Geom, m: usize) -> bool {
+    g.dil == 1 && g.kw.is_multiple_of(2) && m >= CB && g.rows() >= 256
+}
+
+/// Whether the CPU runs the bf16 tiles (AVX-512 F and AVX512_BF16), whatever the kernels'
+/// level: a test may narrow the level after a layer chose them.
+fn cpu_runs() -> bool {
+    isa::Isa::Avx512.available() && isa::bf16_available()
 }
 
 /// A layer's `m × k` weights as words pairing taps `(t, t + 1)` (`t` at even kernel columns):
@@ -78,6 +85,9 @@ struct Bf16Tiles;
 impl Tiles for Bf16Tiles {
     type Src = u16;
     type W = u32;
+    fn cpu_runs() -> bool {
+        cpu_runs()
+    }
     #[inline(always)]
     unsafe fn tile<const P: usize>(
         pass: &Pass<Self>,
@@ -103,7 +113,8 @@ pub(crate) fn conv(
     act: Option<f32>,
 ) -> Vec<f32> {
     let (m, grid) = (w.m, g.grid());
-    assert!(suits(g, m), "bf16 channel conv: {g:?} with {m} outputs does not suit");
+    assert!(shape_suits(g, m), "bf16 channel conv: {g:?} with {m} outputs does not suit");
+    assert!(cpu_runs(), "bf16 channel conv: AVX-512 F and AVX512_BF16 not on this CPU");
     assert_eq!(w.pairs * 2, g.rows(), "bf16 channel conv: weight columns");
     assert_eq!(x.len(), nb * g.c * g.h * g.w, "bf16 channel conv: input size");
     assert!(bias.is_none_or(|b| b.len() == m), "bf16 channel conv: bias length");
@@ -139,7 +150,7 @@ pub(crate) fn conv(
         // for the task's last pixel, whose base is the largest); the block holds pairs × CB
         // words; channels b·CB .. b·CB + channels < m of image n, pixels p0..p1 < grid are
         // inside out (nb·m·grid floats), written by this task alone (tasks own disjoint
-        // (image, block, run)s); the CPU has AVX-512 F and AVX512_BF16 (`suits`, asserted).
+        // (image, block, run)s); the CPU has AVX-512 F and AVX512_BF16 (`cpu_runs`, asserted).
         unsafe {
             run_task::<Bf16Tiles>(
                 Task { src, offs: &offs, w: (w.block(b), CB), init: &biases[b], px: (p0, p1) },
@@ -190,32 +201,20 @@ fn fill_images(
     buf
 }
 
-/// Whether a transposed convolution from `c` to `m` channels on an `h × w` input runs here by
-/// phases: the U-Net's kernel 4, stride 2, padding 1 (`plain`), at least a block of output
-/// channels and 256 taps a phase (64 input channels), on grids of 4 × 4 and more (on smaller
-/// ones most taps read padding, and the layer runs on its trimmed kernel instead).
+/// Whether a transposed convolution runs here by phases in bf16: as
+/// [`phase_conv_transpose::suits`], on a CPU with AVX512_BF16.
 pub(crate) fn suits_transposed(
     c: usize,
     m: usize,
     kernel: (usize, usize),
-    (h, w): (usize, usize),
+    hw: (usize, usize),
     plain: bool,
 ) -> bool {
-    plain
-        && kernel == (4, 4)
-        && m >= CB
-        && c >= 64
-        && h >= 4
-        && w >= 4
-        && direct_channels::available()
-        && isa::bf16_available()
+    phase_conv_transpose::suits(c, m, kernel, hw, plain) && isa::bf16_available()
 }
 
-/// A transposed convolution's weights as four convolutions, one an output phase: phase
-/// `(a, b)` (output pixel `(2i + a, 2j + b)`) sums input pixels `(i + a + r − 1, j + b + s − 1)`
-/// times taps `(3 − a − 2r, 3 − b − 2s)`, `r`, `s` in {0, 1} (as in
-/// [`super::amx_conv_transpose`]); its taps `(channel, r, s)` pair along `s`, whose inputs are
-/// adjacent.
+/// A transposed convolution's weights per output phase ([`phase_conv_transpose`]), each phase's
+/// taps `(channel, r, s)` paired along `s`, whose inputs are adjacent.
 pub(crate) struct Bf16PhaseWeights {
     phases: [Bf16ChannelWeights; 4],
     c: usize,
@@ -224,19 +223,8 @@ pub(crate) struct Bf16PhaseWeights {
 impl Bf16PhaseWeights {
     /// Packs `w`, `(m, 4, 4, c)` contiguous (the frozen transposed layers' row-major layout).
     pub(crate) fn pack(w: &[f32], m: usize, c: usize) -> Self {
-        assert_eq!(w.len(), m * 16 * c, "bf16 phase weights: not m·4·4·c");
         let phases = std::array::from_fn(|phase| {
-            let (a, b) = (phase / 2, phase % 2);
-            let k = 4 * c;
-            let mut rows = vec![0f32; m * k];
-            rows.par_chunks_mut(k).enumerate().for_each(|(o, row)| {
-                for (t, v) in row.iter_mut().enumerate() {
-                    let (ci, r, s) = (t / 4, t / 2 % 2, t % 2);
-                    let (ky, kx) = (3 - a - 2 * r, 3 - b - 2 * s);
-                    *v = w[((o * 4 + ky) * 4 + kx) * c + ci];
-                }
-            });
-            Bf16ChannelWeights::pack(&rows, m, k)
+            Bf16ChannelWeights::pack(&phase_conv_transpose::phase_rows(w, m, c, phase), m, 4 * c)
         });
         Self { phases, c }
     }
@@ -250,12 +238,8 @@ impl Bf16PhaseWeights {
     }
 }
 
-/// `nb` images `(c, h, w)` — the concatenation along channels of `parts` (data and channels
-/// each), rectified when `relu` — through the U-Net's transposed convolution (kernel 4, stride
-/// 2, padding 1) with weights `wt`, `bias` added: the `(nb, m, 2h, 2w)` result. Each output
-/// phase runs as a convolution on the channel tiles into its own planes, which a last pass
-/// interleaves: no column matrix (`m·16 × h·w` a image, 4× the output) for col2im to read back,
-/// and no concatenation written out.
+/// [`phase_conv_transpose::conv_t`] on bf16 pairs: the padded copy in bf16, phase `(a, b)`'s
+/// pair `(channel, r)` of pixel `(i, j)` the word at padded `(i + a + r, j + b)`.
 pub(crate) fn conv_t(
     parts: &[(&[f32], usize)],
     nb: usize,
@@ -266,105 +250,31 @@ pub(crate) fn conv_t(
 ) -> Vec<f32> {
     let (m, c) = (wt.rows(), wt.c);
     assert!(
-        suits_transposed(c, m, (4, 4), (h, w), true),
+        phase_conv_transpose::shape_suits(c, m, (4, 4), (h, w), true),
         "bf16 phase conv_transpose: {c}->{m} on {h}x{w} does not suit"
     );
-    assert_eq!(parts.iter().map(|p| p.1).sum::<usize>(), c, "bf16 phase conv_transpose: channels");
-    for &(x, pc) in parts {
-        assert_eq!(x.len(), nb * pc * h * w, "bf16 phase conv_transpose: input is not nb·c·h·w");
-    }
-    assert!(bias.is_none_or(|b| b.len() == m), "bf16 phase conv_transpose: bias length");
-    // The input padded by one pixel all round: phase (a, b)'s pair (channel, r) of pixel (i, j)
-    // reads the word at padded (i + a + r, j + b).
-    let (ph, pw) = (h + 2, w + 2);
+    let (ph, pw) = phase_conv_transpose::padded(h, w);
     let plane = ph * pw;
-    let per_image = c * plane;
-    let mut src = Scratch::take((nb * per_image).div_ceil(2));
+    let mut src = Scratch::take((nb * c * plane).div_ceil(2));
     let halves: &mut [u16] = bytemuck::cast_slice_mut(&mut src[..]);
-    // Channel ci of the concatenation: (part, its channel).
-    let source: Vec<(usize, usize)> =
-        parts.iter().enumerate().flat_map(|(i, p)| (0..p.1).map(move |cc| (i, cc))).collect();
     let slope = if relu { 0.0 } else { 1.0 };
-    halves[..nb * per_image].par_chunks_mut(plane).with_min_len(4).enumerate().for_each(
-        |(i, dst)| {
-            let (n, (p, cc)) = (i / c, source[i % c]);
-            let (x, pc) = parts[p];
-            let src = &x[(n * pc + cc) * h * w..][..h * w];
-            dst[..pw].fill(0);
-            dst[(ph - 1) * pw..].fill(0);
-            for (row, line) in dst[pw..(ph - 1) * pw].chunks_exact_mut(pw).zip(src.chunks(w)) {
-                row[0] = 0;
-                row[pw - 1] = 0;
-                to_bf16_row(line, &mut row[1..=w], slope);
-            }
-        },
-    );
+    phase_conv_transpose::fill_parts(parts, nb, (h, w), halves, |line, row| {
+        to_bf16_row(line, row, slope)
+    });
     let offs: [Vec<usize>; 4] = std::array::from_fn(|phase| {
         let (a, b) = (phase / 2, phase % 2);
         (0..2 * c).map(|q| (q / 2) * plane + (a + q % 2) * pw + b).collect()
     });
-    let grid = h * w;
-    let base = |p: usize| p / w * pw + p % w;
-    // The last pair's word ends inside the image's planes: base(grid − 1) + 2·pw + 1 + 2 halves
-    // past channel c − 1's start, and its plane has (h + 2)·(w + 2).
-    let reach = (c - 1) * plane + 2 * pw + 1 + 2;
-    assert!(base(grid - 1) + reach <= per_image, "bf16 phase conv_transpose: planes too short");
-    let blocks = m.div_ceil(CB);
-    let biases: Vec<[f32; CB]> = (0..blocks)
-        .map(|b| {
-            std::array::from_fn(|j| bias.and_then(|bs| bs.get(b * CB + j)).copied().unwrap_or(0.0))
-        })
-        .collect();
-    // Phase planes: [phase][image][channel][h·w], every float written by the tasks.
-    let mut phased = Scratch::take(4 * nb * m * grid);
-    let per_run = run_length(grid, 4 * nb * blocks);
-    let runs = grid.div_ceil(per_run);
-    let dst = phased.as_mut_ptr() as usize;
     let halves: &[u16] = bytemuck::cast_slice(&src[..]);
-    (0..4 * nb * blocks * runs).into_par_iter().for_each(|task| {
-        let (phase, n) = (task / (nb * blocks * runs), task / (blocks * runs) % nb);
-        let (b, r) = (task / runs % blocks, task % runs);
-        let image = &halves[n * per_image..][..per_image];
-        let (p0, p1) = (r * per_run, ((r + 1) * per_run).min(grid));
-        let weights = &wt.phases[phase];
-        // SAFETY: every pair's word lies in the image's planes (asserted above for the last
-        // pixel's base, the largest, and the furthest offset); the block holds 2c × CB words;
-        // channels b·CB .. b·CB + channels < m of (phase, image n), pixels p0..p1 < grid are
-        // inside `phased` (4·nb·m·grid floats), written by this task alone; the CPU has
-        // AVX-512 F and AVX512_BF16 (`suits_transposed`, asserted).
-        unsafe {
-            run_task::<Bf16Tiles>(
-                Task {
-                    src: image,
-                    offs: &offs[phase],
-                    w: (weights.block(b), CB),
-                    init: &biases[b],
-                    px: (p0, p1),
-                },
-                base,
-                CB.min(m - b * CB),
-                ((dst as *mut f32).add(((phase * nb + n) * m + b * CB) * grid + p0), grid),
-            )
-        };
-    });
-    // Output row 2i + a of (image, channel): phases (a, 0) and (a, 1) of row i, interleaved.
-    let len = nb * m * 4 * grid;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    let phase_plane = nb * m * grid;
-    out.spare_capacity_mut()[..len].par_chunks_mut(2 * w).with_min_len(16).enumerate().for_each(
-        |(row, dst)| {
-            let (nm, y) = (row / (2 * h), row % (2 * h));
-            let (i, a) = (y / 2, y % 2);
-            let at = |b: usize| &phased[(2 * a + b) * phase_plane + nm * grid + i * w..][..w];
-            for (d, (&e, &o)) in dst.chunks_exact_mut(2).zip(at(0).iter().zip(at(1))) {
-                d[0].write(e);
-                d[1].write(o);
-            }
-        },
-    );
-    // SAFETY: the rows above (nb·m·2h of 2w floats, every one a chunk) wrote all len floats.
-    unsafe { out.set_len(len) };
-    out
+    phase_conv_transpose::run::<Bf16Tiles>(
+        halves,
+        c * plane,
+        nb,
+        (h, w),
+        (m, &offs, 2),
+        |phase, b| (wt.phases[phase].block(b), CB),
+        bias,
+    )
 }
 
 /// [`Tiles::tile`] on bf16 pairs: per pair of taps, [`CV`] vectors of weight words and one
@@ -457,7 +367,7 @@ mod tests {
             (1, 70, (12, 11), 64, (2, 2), 2, 0, None),
         ] {
             let g = Geom::conv(c, (h, wd), (kh, kw), st, pad, 1).expect("geometry");
-            assert!(suits(&g, m), "{g:?} with {m} outputs should suit");
+            assert!(shape_suits(&g, m), "{g:?} with {m} outputs should suit");
             let x = test_values(nb * c * h * wd, 40.0);
             let w = test_values(m * g.rows(), 90.0);
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.1 - 0.5).collect();
@@ -492,7 +402,7 @@ mod tests {
             (1, 128, 128, 16, 16, true, true),
             (3, 64, 64, 4, 6, true, false),
         ] {
-            assert!(suits_transposed(c, m, (4, 4), (h, w), true));
+            assert!(phase_conv_transpose::shape_suits(c, m, (4, 4), (h, w), true));
             let x = test_values(nb * c * h * w, 50.0);
             let wc = test_values(c * m * 16, 400.0);
             let bias = test_values(m, 10.0);

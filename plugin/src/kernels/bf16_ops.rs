@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use super::amx_conv::{self, AmxConvWeights};
 use super::amx_conv_transpose::{self, AmxConvTWeights};
 use super::bf16::PackedA;
-use super::bf16_channels::{self, Bf16ChannelWeights, Bf16PhaseWeights};
+use super::bf16_channels::{self, Bf16ChannelWeights};
 use super::conv2d::conv_core;
 use super::conv_transpose::{conv_t_core, ConvTranspose2dOp};
 use super::gemm::Weights;
@@ -184,40 +184,4 @@ super::on_concat_parts!(
     AmxConvTranspose2dOp,
     "pix2pix-conv-transpose2d-amx",
     "pix2pix-cat-conv-transpose2d-amx"
-);
-
-/// The U-Net's transposed convolution in bf16 by output phases on the channel tiles
-/// ([`bf16_channels::conv_t`], CPUs with AVX512_BF16 and no AMX): on one input, or on the skip
-/// concatenation's two parts read in place.
-pub(crate) struct ChannelConvTranspose2dOp {
-    pub w: Arc<Bf16PhaseWeights>,
-    pub bias: Option<Vec<f32>>,
-    /// The input rectified as it is read.
-    pub relu: bool,
-}
-
-impl ChannelConvTranspose2dOp {
-    fn run(&self, inputs: &[(&CpuStorage, &Layout)]) -> Result<(CpuStorage, Shape)> {
-        const WHAT: &str = "conv_transpose2d (bf16 phases)";
-        let (parts, (nb, h, w)) = concat_parts(inputs, self.w.channels(), WHAT)?;
-        let (m, cin) = (self.w.rows(), self.w.channels());
-        if !bf16_channels::suits_transposed(cin, m, (4, 4), (h, w), true) {
-            candle_core::bail!("{WHAT}: input {h}x{w} does not suit the kernel")
-        }
-        let y = super::profile::timed(
-            || format!("convT  bf16 ph  {cin}x{m}x{nb} k4 s2 @{h}x{w}"),
-            2.0 * (16 * m * cin * nb * h * w) as f64,
-            || {
-                let bias = self.bias.as_deref();
-                bf16_channels::conv_t(&parts, nb, (h, w), &self.w, bias, self.relu)
-            },
-        );
-        Ok((CpuStorage::F32(y), Shape::from((nb, m, 2 * h, 2 * w))))
-    }
-}
-
-super::on_concat_parts!(
-    ChannelConvTranspose2dOp,
-    "pix2pix-conv-transpose2d-bf16-phases",
-    "pix2pix-cat-conv-transpose2d-bf16-phases"
 );

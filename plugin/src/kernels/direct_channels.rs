@@ -78,7 +78,7 @@ impl ChannelWeights {
         self.m
     }
     /// Block `b`'s `k × CB` floats.
-    fn block(&self, b: usize) -> &[f32] {
+    pub(crate) fn block(&self, b: usize) -> &[f32] {
         &self.data[self.start + b * self.k * CB..][..self.k * CB]
     }
 }
@@ -403,6 +403,9 @@ pub(crate) trait Tiles {
     type Src;
     /// A weight element (tap `t`'s [`CB`] of them, one an output channel).
     type W;
+    /// Whether this CPU runs the tile (whatever the kernels' level, which a test may narrow
+    /// after a layer chose the tile).
+    fn cpu_runs() -> bool;
     /// The pass's taps of the tile of `P` pixels (input bases `base`) × [`CB`] channels: the
     /// sums in `acc` (`P × CB`, channels-last) start from the bias or from what `acc` holds, and
     /// are stored back; with `ahead`, the next pass's weights are fetched into cache on the way.
@@ -425,6 +428,9 @@ pub(crate) struct F32Tiles;
 impl Tiles for F32Tiles {
     type Src = f32;
     type W = f32;
+    fn cpu_runs() -> bool {
+        Isa::Avx512.available()
+    }
     #[inline(always)]
     unsafe fn tile<const P: usize>(
         pass: &Pass<Self>,

@@ -32,8 +32,7 @@ use super::amx_conv_transpose::{self, AmxConvTWeights};
 use super::bf16::{self, PackedA};
 use super::bf16_channels::{self, Bf16ChannelWeights, Bf16PhaseWeights};
 use super::bf16_ops::{
-    AmxConv2dOp, AmxConvTranspose2dOp, ChannelConv2dOp, ChannelConvTranspose2dOp, PackedConv2dOp,
-    PackedConvTranspose2dOp,
+    AmxConv2dOp, AmxConvTranspose2dOp, ChannelConv2dOp, PackedConv2dOp, PackedConvTranspose2dOp,
 };
 use super::conv2d::Conv2dOp;
 use super::conv_transpose::ConvTranspose2dOp;
@@ -42,6 +41,7 @@ use super::direct_channels::Packing;
 use super::im2col::Geom;
 use super::image_conv_transpose::{self, ImageConvTWeights};
 use super::mat::{transpose, Mat};
+use super::phase_conv_transpose::{self, PhaseWeights};
 use super::{concat_parts, contiguous_f32, fast_for, with_f32};
 
 /// Products with fewer rows than this (or than [`BF16_ROWS`] with a reduction shorter than
@@ -342,8 +342,9 @@ pub struct ConvTranspose2d {
     bf16: Cached<PackedA>,
     /// The same as AMX tiles per output phase.
     amx: Cached<AmxConvTWeights>,
-    /// The same as bf16 pairs per output phase, for the channel tiles.
+    /// The same per output phase for the channel tiles, as bf16 pairs and as floats.
     bf16_phases: Cached<Bf16PhaseWeights>,
+    phases: Cached<PhaseWeights>,
     /// The same for the direct kernel onto the image's few channels.
     image: Cached<ImageConvTWeights>,
     trimmed: Cached<ConvTranspose2d, Window>,
@@ -359,6 +360,7 @@ impl ConvTranspose2d {
             bf16: Cached::default(),
             amx: Cached::default(),
             bf16_phases: Cached::default(),
+            phases: Cached::default(),
             image: Cached::default(),
             trimmed: Cached::default(),
         }
@@ -451,26 +453,38 @@ impl ConvTranspose2d {
         Ok(Some(AmxConvTranspose2dOp { w: packed, bias, relu: false }))
     }
 
-    /// The bf16 op by output phases for the concatenation of `parts` (`dims` its shape), where
-    /// this layer runs there on it: frozen, bf16 asked for on a CPU with AVX512_BF16 and no AMX,
-    /// the U-Net's geometry.
+    /// The op by output phases on the channel tiles ([`phase_conv_transpose`]) for the
+    /// concatenation of `parts` (`dims` its shape), where this layer runs there on it: frozen,
+    /// the U-Net's geometry; in bf16 where asked for on a CPU with AVX512_BF16 and no AMX
+    /// (there the AMX op runs), else in f32 on batches of two images or more. The f32 phases
+    /// hold a packed copy of the weights beside the row-major ones (ngf 32: 21 MB, which took
+    /// `host run` of the shipped model from 128.6 to 152.4 MiB against its budget of 146), and
+    /// gain only on batches: kernel profile, ngf 32, Zen 5, gemm + col2im + cat+relu against
+    /// phases, ms over 11 batch-4 forwards: 256→64 @32² 85.4 → 67.1, 512→128 @16² 83.9 → 65.3,
+    /// 512→256 @8² 49.8 → 32.8, @4² 13.4 → 10.4 (the forward 42.1 → 36.6); at batch 1 the
+    /// same layers 98 / 88 → 100 / 84 ms over 21 calls.
     fn phases_op(
         &self,
         parts: &[&Tensor],
-        (_, cin, h, wd): (usize, usize, usize, usize),
-    ) -> Result<Option<ChannelConvTranspose2dOp>> {
-        if !bf16::active() || amx::ready() {
-            return Ok(None);
-        }
+        (nb, cin, h, wd): (usize, usize, usize, usize),
+    ) -> Result<Option<PhaseConvTranspose2dOp>> {
         let Some((w, plain)) = self.frozen_for_parts(parts)? else { return Ok(None) };
         let (cout, kh, kw, wcin) = w.dims4()?;
-        if wcin != cin || !bf16_channels::suits_transposed(cin, cout, (kh, kw), (h, wd), plain) {
+        if wcin != cin || !phase_conv_transpose::suits(cin, cout, (kh, kw), (h, wd), plain) {
             return Ok(None);
         }
-        let packed =
-            self.bf16_phases.get(|| with_f32(&w, |v| Bf16PhaseWeights::pack(v, cout, cin)))?;
+        let weights = match bf16::active() {
+            true if amx::ready() => return Ok(None),
+            true => PhaseWeightsOf::Bf16(
+                self.bf16_phases.get(|| with_f32(&w, |v| Bf16PhaseWeights::pack(v, cout, cin)))?,
+            ),
+            false if nb < 2 => return Ok(None),
+            false => PhaseWeightsOf::F32(
+                self.phases.get(|| with_f32(&w, |v| PhaseWeights::pack(v, cout, cin)))?,
+            ),
+        };
         let bias = bias_vec(self.bias.as_ref(), cout)?;
-        Ok(Some(ChannelConvTranspose2dOp { w: packed, bias, relu: false }))
+        Ok(Some(PhaseConvTranspose2dOp { w: weights, bias, relu: false }))
     }
 
     /// The direct op onto the image for the concatenation of `parts` (`cin` channels), where
@@ -500,7 +514,7 @@ impl ConvTranspose2d {
                 return Ok((a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op)?, false));
             }
             if let Some(op) = self.phases_op(&[a, b], (nb, ca + cb, h, w))? {
-                let op = ChannelConvTranspose2dOp { relu: true, ..op };
+                let op = PhaseConvTranspose2dOp { relu: true, ..op };
                 return Ok((a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op)?, false));
             }
         }
@@ -650,6 +664,63 @@ super::on_concat_parts!(
     ImageConvTranspose2dOp,
     "pix2pix-conv-transpose2d-image",
     "pix2pix-cat-conv-transpose2d-image"
+);
+
+/// A layer's weights per output phase, in the precision it runs in.
+enum PhaseWeightsOf {
+    F32(Arc<PhaseWeights>),
+    Bf16(Arc<Bf16PhaseWeights>),
+}
+
+/// The U-Net's transposed convolution by output phases on the channel tiles
+/// ([`phase_conv_transpose`]), on one input or on the skip concatenation's two parts read in
+/// place, rectified as read when asked (forward only: frozen).
+struct PhaseConvTranspose2dOp {
+    w: PhaseWeightsOf,
+    bias: Option<Vec<f32>>,
+    relu: bool,
+}
+
+impl PhaseConvTranspose2dOp {
+    fn run(&self, inputs: &[(&CpuStorage, &Layout)]) -> Result<(CpuStorage, Shape)> {
+        const WHAT: &str = "conv_transpose2d (phases)";
+        let (m, cin, form) = match &self.w {
+            PhaseWeightsOf::F32(w) => (w.rows(), w.channels(), "phases "),
+            PhaseWeightsOf::Bf16(w) => (w.rows(), w.channels(), "bf16 ph"),
+        };
+        let (parts, (nb, h, w)) = concat_parts(inputs, cin, WHAT)?;
+        let suits = match &self.w {
+            PhaseWeightsOf::F32(_) => phase_conv_transpose::suits(cin, m, (4, 4), (h, w), true),
+            PhaseWeightsOf::Bf16(_) => {
+                bf16_channels::suits_transposed(cin, m, (4, 4), (h, w), true)
+            }
+        };
+        if !suits {
+            candle_core::bail!("{WHAT}: input {h}x{w} does not suit the kernel")
+        }
+        let y = super::profile::timed(
+            || format!("convT  {form}  {cin}x{m}x{nb} k4 s2 @{h}x{w}"),
+            2.0 * (16 * m * cin * nb * h * w) as f64,
+            || {
+                let bias = self.bias.as_deref();
+                match &self.w {
+                    PhaseWeightsOf::F32(wt) => {
+                        phase_conv_transpose::conv_t(&parts, nb, (h, w), wt, bias, self.relu)
+                    }
+                    PhaseWeightsOf::Bf16(wt) => {
+                        bf16_channels::conv_t(&parts, nb, (h, w), wt, bias, self.relu)
+                    }
+                }
+            },
+        );
+        Ok((CpuStorage::F32(y), Shape::from((nb, m, 2 * h, 2 * w))))
+    }
+}
+
+super::on_concat_parts!(
+    PhaseConvTranspose2dOp,
+    "pix2pix-conv-transpose2d-phases",
+    "pix2pix-cat-conv-transpose2d-phases"
 );
 
 /// The transposed convolution on `(cout, kh, kw, cin)` weights, plus bias (forward only:

@@ -36,6 +36,7 @@ pub mod isa;
 mod mat;
 mod norm;
 mod output;
+mod phase_conv_transpose;
 mod profile;
 mod scratch;
 mod single_channel;

@@ -1,0 +1,299 @@
+//! The U-Net's transposed convolution (kernel 4, stride 2, padding 1) by output phases on the
+//! channel tiles ([`super::direct_channels`]), for frozen layers: each phase is a 2 × 2
+//! convolution run into its own planes, which one last pass interleaves into the output.
+//!
+//! Phase `(a, b)` (output pixel `(2i + a, 2j + b)`) sums input pixels `(i + a + r − 1,
+//! j + b + s − 1)` times taps `(3 − a − 2r, 3 − b − 2s)`, `r`, `s` in {0, 1} (as in
+//! [`super::amx_conv_transpose`]). On an input padded by one pixel all round, tap `(r, s)` of
+//! phase pixel `(i, j)` reads padded `(i + a + r, j + b + s)`. As gemm + col2im the layer wrote
+//! a column matrix of `m·16 × h·w` a image (4× its output) that col2im read back, after a pass
+//! that wrote the skip concatenation; here the input is read from the concatenation's parts
+//! (rectified) into the padded copy, and the output written once. The tiles run on f32 here and
+//! on bf16 pairs in [`super::bf16_channels`]. Kernel profile (ngf 32, batch 4, Zen 5, ms over 11
+//! calls, gemm + col2im + cat+relu → phases): see `suits`.
+
+use rayon::prelude::*;
+
+use super::direct_channels::{self, run_length, run_task, ChannelWeights, Task, Tiles, CB};
+use super::mat::Mat;
+use super::scratch::Scratch;
+
+/// Whether a transposed convolution from `c` to `m` channels on an `h × w` input runs by
+/// phases: the U-Net's kernel 4, stride 2, padding 1 (`plain`), at least a block of output
+/// channels and 256 taps a phase (64 input channels), on grids of 4 × 4 and more (on smaller
+/// ones most taps read padding, and the layer runs on its trimmed kernel instead), on AVX-512.
+pub(crate) fn suits(
+    c: usize,
+    m: usize,
+    kernel: (usize, usize),
+    hw: (usize, usize),
+    plain: bool,
+) -> bool {
+    shape_suits(c, m, kernel, hw, plain) && direct_channels::available()
+}
+
+/// [`suits`]' conditions on the layer and its input, whatever the CPU.
+pub(crate) fn shape_suits(
+    c: usize,
+    m: usize,
+    kernel: (usize, usize),
+    (h, w): (usize, usize),
+    plain: bool,
+) -> bool {
+    plain && kernel == (4, 4) && m >= CB && c >= 64 && h >= 4 && w >= 4
+}
+
+/// Phase `phase`'s weights as an `m × 4c` row-major matrix, its taps `(channel, r, s)`-major,
+/// from `w`, `(m, 4, 4, c)` contiguous (the frozen transposed layers' row-major layout).
+pub(crate) fn phase_rows(w: &[f32], m: usize, c: usize, phase: usize) -> Vec<f32> {
+    assert_eq!(w.len(), m * 16 * c, "phase weights: not m·4·4·c");
+    let (a, b) = (phase / 2, phase % 2);
+    let k = 4 * c;
+    let mut rows = vec![0f32; m * k];
+    rows.par_chunks_mut(k.max(1)).enumerate().for_each(|(o, row)| {
+        for (t, v) in row.iter_mut().enumerate() {
+            let (ci, r, s) = (t / 4, t / 2 % 2, t % 2);
+            let (ky, kx) = (3 - a - 2 * r, 3 - b - 2 * s);
+            *v = w[((o * 4 + ky) * 4 + kx) * c + ci];
+        }
+    });
+    rows
+}
+
+/// A layer's weights per phase for the f32 tiles.
+pub(crate) struct PhaseWeights {
+    phases: [ChannelWeights; 4],
+    c: usize,
+}
+
+impl PhaseWeights {
+    /// Packs `w`, `(m, 4, 4, c)` contiguous.
+    pub(crate) fn pack(w: &[f32], m: usize, c: usize) -> Self {
+        let phases = std::array::from_fn(|phase| {
+            ChannelWeights::pack(Mat::rm(&phase_rows(w, m, c, phase), m, 4 * c))
+        });
+        Self { phases, c }
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.phases[0].rows()
+    }
+
+    pub(crate) fn channels(&self) -> usize {
+        self.c
+    }
+}
+
+/// The padded copy's geometry for an `h × w` input: `(rows, columns)`, one pixel more all
+/// round.
+pub(crate) fn padded(h: usize, w: usize) -> (usize, usize) {
+    (h + 2, w + 2)
+}
+
+/// `nb` images `(c, h, w)` — the concatenation along channels of `parts` (data and channels
+/// each), rectified when `relu` — through the transposed convolution with weights `wt`, `bias`
+/// added: the `(nb, m, 2h, 2w)` result.
+pub(crate) fn conv_t(
+    parts: &[(&[f32], usize)],
+    nb: usize,
+    (h, w): (usize, usize),
+    wt: &PhaseWeights,
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let (m, c) = (wt.rows(), wt.c);
+    assert!(
+        shape_suits(c, m, (4, 4), (h, w), true),
+        "phase conv_transpose: {c}->{m} does not suit"
+    );
+    let (ph, pw) = padded(h, w);
+    let plane = ph * pw;
+    let mut src = Scratch::take(nb * c * plane);
+    fill_parts(parts, nb, (h, w), &mut src, |line, row| {
+        row.iter_mut().zip(line).for_each(|(d, &v)| *d = if relu { v.max(0.0) } else { v })
+    });
+    // Tap (channel, r, s) of phase (a, b).
+    let offs: [Vec<usize>; 4] = std::array::from_fn(|phase| {
+        let (a, b) = (phase / 2, phase % 2);
+        (0..4 * c).map(|t| (t / 4) * plane + (a + t / 2 % 2) * pw + b + t % 2).collect()
+    });
+    run::<direct_channels::F32Tiles>(
+        &src,
+        c * plane,
+        nb,
+        (h, w),
+        (m, &offs, 1),
+        |phase, b| (wt.phases[phase].block(b), CB),
+        bias,
+    )
+}
+
+/// Each channel of the concatenation of `parts` (per image, `c` planes of `(h + 2) × (w + 2)`
+/// elements of `dst`) from its `h × w` plane: rows `0` and `h + 1` and columns `0` and `w + 1`
+/// default (zero), row `1 + y`'s middle `w` elements from input row `y` by `row`.
+pub(crate) fn fill_parts<E: Default + Copy + Send>(
+    parts: &[(&[f32], usize)],
+    nb: usize,
+    (h, w): (usize, usize),
+    dst: &mut [E],
+    row: impl Fn(&[f32], &mut [E]) + Sync,
+) {
+    let c: usize = parts.iter().map(|p| p.1).sum();
+    for &(x, pc) in parts {
+        assert_eq!(x.len(), nb * pc * h * w, "phase conv_transpose: input is not nb·c·h·w");
+    }
+    let (ph, pw) = padded(h, w);
+    // Channel ci of the concatenation: (part, its channel).
+    let source: Vec<(usize, usize)> =
+        parts.iter().enumerate().flat_map(|(i, p)| (0..p.1).map(move |cc| (i, cc))).collect();
+    dst[..nb * c * ph * pw].par_chunks_mut(ph * pw).with_min_len(4).enumerate().for_each(
+        |(i, plane)| {
+            let (n, (p, cc)) = (i / c, source[i % c]);
+            let (x, pc) = parts[p];
+            let src = &x[(n * pc + cc) * h * w..][..h * w];
+            plane[..pw].fill(E::default());
+            plane[(ph - 1) * pw..].fill(E::default());
+            for (out, line) in plane[pw..(ph - 1) * pw].chunks_exact_mut(pw).zip(src.chunks(w)) {
+                out[0] = E::default();
+                out[pw - 1] = E::default();
+                row(line, &mut out[1..=w]);
+            }
+        },
+    );
+}
+
+/// The phases of `nb` images on tiles `T`: each image's padded input `per_image` elements apart
+/// in `src`, phase `p`'s taps at offsets `offs[p]` (each read `span` elements long), its block
+/// `b`'s weights `weights(p, b)` (elements and stride a tap), `bias` added; then the phases
+/// interleaved into the `(nb, m, 2h, 2w)` output.
+#[allow(clippy::type_complexity)]
+pub(crate) fn run<'w, T: Tiles>(
+    src: &[T::Src],
+    per_image: usize,
+    nb: usize,
+    (h, w): (usize, usize),
+    (m, offs, span): (usize, &[Vec<usize>; 4], usize),
+    weights: impl Fn(usize, usize) -> (&'w [T::W], usize) + Sync,
+    bias: Option<&[f32]>,
+) -> Vec<f32>
+where
+    T::Src: Sync,
+    T::W: Sync + 'w,
+{
+    assert!(bias.is_none_or(|b| b.len() == m), "phase conv_transpose: bias length");
+    let pw = padded(h, w).1;
+    let grid = h * w;
+    let base = |p: usize| p / w * pw + p % w;
+    // The last pixel's base is the largest: its furthest tap must end inside the image's copy.
+    let reach = offs.iter().flatten().max().copied().unwrap_or(0) + span;
+    assert!(
+        grid > 0 && base(grid - 1) + reach <= per_image && src.len() >= nb * per_image,
+        "phase conv_transpose: padded input too short"
+    );
+    let blocks = m.div_ceil(CB);
+    assert!(T::cpu_runs(), "phase conv_transpose: the tiles do not run on this CPU");
+    for (phase, offs) in offs.iter().enumerate() {
+        for b in 0..blocks {
+            let (wb, ws) = weights(phase, b);
+            assert!(
+                ws >= CB && wb.len() >= offs.len().saturating_sub(1) * ws + CB,
+                "phase conv_transpose: phase {phase} block {b}: weights too short"
+            );
+        }
+    }
+    let biases: Vec<[f32; CB]> = (0..blocks)
+        .map(|b| {
+            std::array::from_fn(|j| bias.and_then(|bs| bs.get(b * CB + j)).copied().unwrap_or(0.0))
+        })
+        .collect();
+    // Phase planes: [phase][image][channel][h·w], every float written by the tasks.
+    let mut phased = Scratch::take(4 * nb * m * grid);
+    let per_run = run_length(grid, 4 * nb * blocks);
+    let runs = grid.div_ceil(per_run);
+    let dst = phased.as_mut_ptr() as usize;
+    (0..4 * nb * blocks * runs).into_par_iter().for_each(|task| {
+        let (phase, n) = (task / (nb * blocks * runs), task / (blocks * runs) % nb);
+        let (b, r) = (task / runs % blocks, task % runs);
+        let image = &src[n * per_image..][..per_image];
+        let (p0, p1) = (r * per_run, ((r + 1) * per_run).min(grid));
+        // SAFETY: every tap's read lies in the image's copy (asserted above for the last
+        // pixel's base, the largest, and the furthest offset and span); the block's weights
+        // hold every tap's CB elements (asserted above); channels b·CB .. b·CB + channels < m
+        // of (phase, image n), pixels p0..p1 < grid are inside `phased` (4·nb·m·grid floats),
+        // written by this task alone; the CPU runs T's tiles (asserted above).
+        unsafe {
+            run_task::<T>(
+                Task {
+                    src: image,
+                    offs: &offs[phase],
+                    w: weights(phase, b),
+                    init: &biases[b],
+                    px: (p0, p1),
+                },
+                base,
+                CB.min(m - b * CB),
+                ((dst as *mut f32).add(((phase * nb + n) * m + b * CB) * grid + p0), grid),
+            )
+        };
+    });
+    // Output row 2i + a of (image, channel): phases (a, 0) and (a, 1) of row i, interleaved.
+    let len = nb * m * 4 * grid;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let phase_plane = nb * m * grid;
+    out.spare_capacity_mut()[..len].par_chunks_mut(2 * w).with_min_len(16).enumerate().for_each(
+        |(row, dst)| {
+            let (nm, y) = (row / (2 * h), row % (2 * h));
+            let (i, a) = (y / 2, y % 2);
+            let at = |b: usize| &phased[(2 * a + b) * phase_plane + nm * grid + i * w..][..w];
+            for (d, (&e, &o)) in dst.chunks_exact_mut(2).zip(at(0).iter().zip(at(1))) {
+                d[0].write(e);
+                d[1].write(o);
+            }
+        },
+    );
+    // SAFETY: the rows above (nb·m·2h of 2w floats, every one a chunk) wrote all len floats.
+    unsafe { out.set_len(len) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv_transpose::reference;
+    use crate::kernels::mat::test_values;
+    use crate::kernels::test_report;
+
+    /// Against the f64 scatter of the definition: one part and two (the skip concatenation),
+    /// rectified and not, several images, partial channel blocks, rows that leave partial tiles
+    /// and runs.
+    #[test]
+    fn phases_match_the_transposed_convolution() {
+        if !suits(64, CB, (4, 4), (4, 4), true) {
+            test_report::skipped("phase conv_transpose", "no AVX-512 on this CPU");
+            return;
+        }
+        for (nb, c, m, h, w, relu, two) in [
+            (1, 64, 64, 8, 8, true, true),
+            (2, 96, 80, 5, 7, false, false),
+            (1, 128, 128, 16, 16, true, true),
+            (3, 64, 64, 4, 6, true, false),
+        ] {
+            assert!(shape_suits(c, m, (4, 4), (h, w), true));
+            let x = test_values(nb * c * h * w, 50.0);
+            let wc = test_values(c * m * 16, 400.0);
+            let bias = test_values(m, 10.0);
+            let packed = PhaseWeights::pack(&reference::row_major(&wc, c, m), m, c);
+            let c0 = c / 2;
+            let (lo, hi) = x.split_at(nb * c0 * h * w);
+            let parts: Vec<(&[f32], usize)> = match (two, nb) {
+                (true, 1) => vec![(lo, c0), (hi, c - c0)],
+                _ => vec![(&x[..], c)],
+            };
+            let got = conv_t(&parts, nb, (h, w), &packed, Some(&bias), relu);
+            let xr: Vec<f32> = x.iter().map(|&v| if relu { v.max(0.0) } else { v }).collect();
+            let want = reference::conv_t(&xr, nb, c, (h, w), &wc, m, &bias);
+            reference::assert_close(&got, &want, 1e-5, &format!("phases {nb}x{c}x{h}x{w} -> {m}"));
+        }
+        test_report::passed("phase conv_transpose");
+    }
+}
