@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::amx_conv::to_bf16_row;
 use super::bf16::high_bf16;
-use super::direct_channels::{self, run_conv, Padded, Pass, Tiles, CB, CV};
+use super::direct_channels::{self, run_length, run_task, Padded, Pass, Task, Tiles, CB, CV};
 use super::im2col::Geom;
 use super::isa;
 use super::phase_conv_transpose;
@@ -119,8 +119,9 @@ pub(crate) fn conv(
     assert_eq!(x.len(), nb * g.c * g.h * g.w, "bf16 channel conv: input size");
     assert!(bias.is_none_or(|b| b.len() == m), "bf16 channel conv: bias length");
     let len = nb * m * grid;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
     if len == 0 {
-        return Vec::new();
+        return out;
     }
     let pad = Padded::new(g);
     // One half more per image: a pair's word at the last tap reaches one past it.
@@ -128,9 +129,41 @@ pub(crate) fn conv(
     let src = fill_images(&pad, x, nb, g, act, per_image);
     // The first tap of each pair (even kernel columns): its input's word holds both.
     let offs: Vec<usize> = pad.tap_offsets(g).into_iter().step_by(2).collect();
+    let reach = offs.iter().max().copied().unwrap_or(0) + 2;
+    let blocks = m.div_ceil(CB);
+    let biases: Vec<[f32; CB]> = (0..blocks)
+        .map(|b| {
+            std::array::from_fn(|j| bias.and_then(|bs| bs.get(b * CB + j)).copied().unwrap_or(0.0))
+        })
+        .collect();
     let halves: &[u16] = bytemuck::cast_slice(&src[..]);
-    let out = Vec::with_capacity(len);
-    run_conv::<Bf16Tiles>(halves, per_image, nb, g, (&offs, 2), m, |b| (w.block(b), CB), bias, out)
+    let per_run = run_length(grid, nb * blocks);
+    let runs = grid.div_ceil(per_run);
+    let dst = out.as_mut_ptr() as usize;
+    (0..nb * blocks * runs).into_par_iter().for_each(|task| {
+        let (n, b, r) = (task / (blocks * runs), task / runs % blocks, task % runs);
+        let src = &halves[n * per_image..][..per_image];
+        let (p0, p1) = (r * per_run, ((r + 1) * per_run).min(grid));
+        let base = |p: usize| (p / g.ow * pad.pw + p % g.ow) * g.stride;
+        assert!(base(p1 - 1) + reach <= src.len(), "bf16 channel conv: padded input too short");
+        // SAFETY: every pair's word (base + offset and the half after it) lies in src (asserted
+        // for the task's last pixel, whose base is the largest); the block holds pairs × CB
+        // words; channels b·CB .. b·CB + channels < m of image n, pixels p0..p1 < grid are
+        // inside out (nb·m·grid floats), written by this task alone (tasks own disjoint
+        // (image, block, run)s); the CPU has AVX-512 F and AVX512_BF16 (`cpu_runs`, asserted).
+        unsafe {
+            run_task::<Bf16Tiles>(
+                Task { src, offs: &offs, w: (w.block(b), CB), init: &biases[b], px: (p0, p1) },
+                base,
+                CB.min(m - b * CB),
+                ((dst as *mut f32).add((n * m + b * CB) * grid + p0), grid),
+            )
+        };
+    });
+    // SAFETY: the tasks above wrote all len floats: every image, every channel < m (blocks of
+    // CB, the last `m - b·CB`), every pixel (the runs cover 0..grid).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// The `nb` images' padded planes in bf16 (as [`Padded::fill`], through `leaky_relu(·, act)`),

@@ -267,7 +267,7 @@ pub(crate) fn conv(
     assert_eq!(x.len(), nb * g.c * g.h * g.w, "direct conv: input size");
     assert!(bias.is_none_or(|b| b.len() == m), "direct conv: bias length");
     let len = nb * m * grid;
-    let out: Vec<f32> = Vec::with_capacity(len);
+    let mut out: Vec<f32> = Vec::with_capacity(len);
     if len == 0 {
         return out;
     }
@@ -275,46 +275,9 @@ pub(crate) fn conv(
     let per_image = g.c * pad.plane();
     let src = pad.fill_images(x, nb, g, act);
     let offs = pad.tap_offsets(g);
-    run_conv::<F32Tiles>(&src, per_image, nb, g, (&offs, 1), m, |b| (w.block(b), CB), bias, out)
-}
-
-/// The channel tiles' tasks of a convolution (geometry `g`, `m` output channels) on `nb`
-/// images, each padded ([`Padded`]) and `per_image` elements apart in `src`: tap `t` of output
-/// pixel `p` reads `span` elements from `base(p) + offs[t]`, block `b`'s weights are
-/// `weights(b)` (elements and stride a tap), `bias` added; the `(nb, m, oh, ow)` result in
-/// `out` (empty, of that capacity).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run_conv<'w, T: Tiles>(
-    src: &[T::Src],
-    per_image: usize,
-    nb: usize,
-    g: &Geom,
-    (offs, span): (&[usize], usize),
-    m: usize,
-    weights: impl Fn(usize) -> (&'w [T::W], usize) + Sync,
-    bias: Option<&[f32]>,
-    mut out: Vec<f32>,
-) -> Vec<f32>
-where
-    T::Src: Sync,
-    T::W: Sync + 'w,
-{
-    let grid = g.grid();
-    let len = nb * m * grid;
-    assert!(out.is_empty() && out.capacity() >= len, "channel tiles: output buffer");
-    assert!(T::cpu_runs(), "channel tiles: not on this CPU");
-    assert!(src.len() >= nb * per_image, "channel tiles: padded input too short");
-    let pw = Padded::new(g).pw;
-    // Past the furthest element a tile reads from its pixels' bases.
-    let reach = offs.iter().max().copied().unwrap_or(0) + span;
+    // Past the furthest float a tile reads from its pixels' bases.
+    let reach = offs.iter().max().copied().unwrap_or(0) + 1;
     let blocks = m.div_ceil(CB);
-    for b in 0..blocks {
-        let (wb, ws) = weights(b);
-        assert!(
-            ws >= CB && wb.len() >= offs.len().saturating_sub(1) * ws + CB,
-            "channel tiles: block {b}'s weights too short"
-        );
-    }
     let biases: Vec<[f32; CB]> = (0..blocks)
         .map(|b| {
             std::array::from_fn(|j| bias.and_then(|bs| bs.get(b * CB + j)).copied().unwrap_or(0.0))
@@ -328,16 +291,16 @@ where
         let (n, b, r) = (task / (blocks * runs), task / runs % blocks, task % runs);
         let src = &src[n * per_image..][..per_image];
         let (p0, p1) = (r * per_run, ((r + 1) * per_run).min(grid));
-        let base = |p: usize| (p / g.ow * pw + p % g.ow) * g.stride;
-        assert!(base(p1 - 1) + reach <= src.len(), "channel tiles: padded input too short");
-        // SAFETY: every tap's read lies in src (asserted for the task's last pixel, whose base
-        // is the largest); the block's weights hold every tap's CB elements (asserted above);
-        // channels b·CB .. b·CB + channels < m of image n, pixels p0..p1 < grid are inside out
-        // (nb·m·grid floats of capacity), written by this task alone (tasks own disjoint
-        // (image, block, run)s); the CPU runs T's tiles (asserted above).
+        let base = |p: usize| (p / g.ow * pad.pw + p % g.ow) * g.stride;
+        assert!(base(p1 - 1) + reach <= src.len(), "direct conv: padded input too short");
+        // SAFETY: every base + offset read is < src.len() (asserted above for the task's last
+        // pixel, whose base is the largest); the packed block holds k × CB weights; channels
+        // b·CB .. b·CB + channels < m of image n, pixels p0..p1 < grid are inside out (nb·m·grid
+        // floats), written by this task alone (tasks own disjoint (image, block, run)s); the CPU
+        // has AVX-512 F (asserted).
         unsafe {
-            run_task::<T>(
-                Task { src, offs, w: weights(b), init: &biases[b], px: (p0, p1) },
+            run_task::<F32Tiles>(
+                Task { src, offs: &offs, w: (w.block(b), CB), init: &biases[b], px: (p0, p1) },
                 base,
                 CB.min(m - b * CB),
                 ((dst as *mut f32).add((n * m + b * CB) * grid + p0), grid),
