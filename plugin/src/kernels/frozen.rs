@@ -458,7 +458,7 @@ impl ConvTranspose2d {
     /// the U-Net's geometry; in bf16 where asked for on a CPU with AVX512_BF16 and no AMX
     /// (there the AMX op runs), else in f32 on batches of two images or more. The f32 phases
     /// hold a packed copy of the weights beside the row-major ones (ngf 32: 21 MB, which took
-    /// `host run` of the shipped model from 128.6 to 152.4 MiB against its budget of 146), and
+    /// `host run` of the shipped model from 125.6 to 148.8 MiB against its budget of 146), and
     /// gain only on batches: kernel profile, ngf 32, Zen 5, gemm + col2im + cat+relu against
     /// phases, ms over 11 batch-4 forwards: 256→64 @32² 85.4 → 67.1, 512→128 @16² 83.9 → 65.3,
     /// 512→256 @8² 49.8 → 32.8, @4² 13.4 → 10.4 (the forward 42.1 → 36.6); at batch 1 the
