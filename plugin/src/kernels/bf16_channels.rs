@@ -215,26 +215,12 @@ pub(crate) fn suits_transposed(
 
 /// A transposed convolution's weights per output phase ([`phase_conv_transpose`]), each phase's
 /// taps `(channel, r, s)` paired along `s`, whose inputs are adjacent.
-pub(crate) struct Bf16PhaseWeights {
-    phases: [Bf16ChannelWeights; 4],
-    c: usize,
-}
+pub(crate) type Bf16PhaseWeights = phase_conv_transpose::Phases<Bf16ChannelWeights>;
 
 impl Bf16PhaseWeights {
     /// Packs `w`, `(m, 4, 4, c)` contiguous (the frozen transposed layers' row-major layout).
-    pub(crate) fn pack(w: &[f32], m: usize, c: usize) -> Self {
-        let phases = std::array::from_fn(|phase| {
-            Bf16ChannelWeights::pack(&phase_conv_transpose::phase_rows(w, m, c, phase), m, 4 * c)
-        });
-        Self { phases, c }
-    }
-
-    pub(crate) fn rows(&self) -> usize {
-        self.phases[0].m
-    }
-
-    pub(crate) fn channels(&self) -> usize {
-        self.c
+    pub(crate) fn pack_bf16(w: &[f32], m: usize, c: usize) -> Self {
+        phase_conv_transpose::Phases::pack(w, m, c, Bf16ChannelWeights::pack)
     }
 }
 
@@ -248,7 +234,7 @@ pub(crate) fn conv_t(
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    let (m, c) = (wt.rows(), wt.c);
+    let (m, c) = (wt.rows(), wt.channels());
     assert!(
         phase_conv_transpose::shape_suits(c, m, (4, 4), (h, w), true),
         "bf16 phase conv_transpose: {c}->{m} on {h}x{w} does not suit"
@@ -389,38 +375,17 @@ mod tests {
     /// images, partial channel blocks, rows that leave partial tiles and runs.
     #[test]
     fn bf16_phases_match_the_transposed_convolution_on_bf16_operands() {
-        use crate::kernels::conv_transpose::reference;
         if !suits_transposed(64, CB, (4, 4), (4, 4), true) {
             test_report::skipped("bf16 phase conv_transpose", "no AVX512_BF16 on this CPU");
             return;
         }
-        let round = |v: f32| from_bf16(to_bf16(v));
-        // (images, in channels, out channels, height, width, relu, in two parts)
-        for (nb, c, m, h, w, relu, two) in [
-            (1, 64, 64, 8, 8, true, true),
-            (2, 96, 80, 5, 7, false, false),
-            (1, 128, 128, 16, 16, true, true),
-            (3, 64, 64, 4, 6, true, false),
-        ] {
-            assert!(phase_conv_transpose::shape_suits(c, m, (4, 4), (h, w), true));
-            let x = test_values(nb * c * h * w, 50.0);
-            let wc = test_values(c * m * 16, 400.0);
-            let bias = test_values(m, 10.0);
-            let packed = Bf16PhaseWeights::pack(&reference::row_major(&wc, c, m), m, c);
-            let c0 = c / 2;
-            let (lo, hi) = x.split_at(nb * c0 * h * w);
-            let parts: Vec<(&[f32], usize)> = match (two, nb) {
-                (true, 1) => vec![(lo, c0), (hi, c - c0)],
-                _ => vec![(&x[..], c)],
-            };
-            let got = conv_t(&parts, nb, (h, w), &packed, Some(&bias), relu);
-            let xr: Vec<f32> =
-                x.iter().map(|&v| round(if relu { v.max(0.0) } else { v })).collect();
-            let wr: Vec<f32> = wc.iter().map(|&v| round(v)).collect();
-            let want = reference::conv_t(&xr, nb, c, (h, w), &wr, m, &bias);
-            let what = format!("bf16 phases {nb}x{c}x{h}x{w} -> {m}");
-            reference::assert_close(&got, &want, 1e-5, &what);
-        }
+        phase_conv_transpose::tests::check_phases(
+            &|parts, nb, hw, wr, m, c, bias, relu| {
+                conv_t(parts, nb, hw, &Bf16PhaseWeights::pack_bf16(wr, m, c), Some(bias), relu)
+            },
+            |v| from_bf16(to_bf16(v)),
+            "bf16 phases",
+        );
         test_report::passed("bf16 phase conv_transpose");
     }
 }

@@ -276,29 +276,21 @@ impl Conv2d {
             };
             return x.contiguous()?.apply_op1_no_bwd(&op);
         }
-        if cfg.groups == 1
-            && bf16_for(x, w, cout, rows, cols)
-            && !amx::ready()
-            && geom.as_ref().is_some_and(|(_, g)| bf16_channels::suits(g, cout))
-        {
-            let packed = self
-                .bf16_channels
-                .get(|| with_f32(w, |v| Bf16ChannelWeights::pack(v, cout, rows)))?;
-            let op = ChannelConv2dOp {
-                w: packed,
-                bias: bias_vec(self.layer.bias(), cout)?,
-                kernel: (kh, kw),
-                stride: cfg.stride,
-                padding: cfg.padding,
-                act,
-            };
-            return x.contiguous()?.apply_op1_no_bwd(&op);
-        }
         if cfg.groups == 1 && bf16_for(x, w, cout, rows, cols) {
+            let bias = bias_vec(self.layer.bias(), cout)?;
+            // Without AMX, the channel tiles where the layer suits them; else the packed product.
+            if !amx::ready() && geom.as_ref().is_some_and(|(_, g)| bf16_channels::suits(g, cout)) {
+                let w = self
+                    .bf16_channels
+                    .get(|| with_f32(w, |v| Bf16ChannelWeights::pack(v, cout, rows)))?;
+                let (kernel, stride, padding) = ((kh, kw), cfg.stride, cfg.padding);
+                let op = ChannelConv2dOp { w, bias, kernel, stride, padding, act };
+                return x.contiguous()?.apply_op1_no_bwd(&op);
+            }
             let packed = self.bf16.get(|| with_f32(w, |v| PackedA::new(Mat::rm(v, cout, rows))))?;
             let op = PackedConv2dOp {
                 w: packed,
-                bias: bias_vec(self.layer.bias(), cout)?,
+                bias,
                 kernel: (kh, kw),
                 stride: cfg.stride,
                 padding: cfg.padding,
@@ -476,11 +468,12 @@ impl ConvTranspose2d {
         let weights = match bf16::active() {
             true if amx::ready() => return Ok(None),
             true => PhaseWeightsOf::Bf16(
-                self.bf16_phases.get(|| with_f32(&w, |v| Bf16PhaseWeights::pack(v, cout, cin)))?,
+                self.bf16_phases
+                    .get(|| with_f32(&w, |v| Bf16PhaseWeights::pack_bf16(v, cout, cin)))?,
             ),
             false if nb < 2 => return Ok(None),
             false => PhaseWeightsOf::F32(
-                self.phases.get(|| with_f32(&w, |v| PhaseWeights::pack(v, cout, cin)))?,
+                self.phases.get(|| with_f32(&w, |v| PhaseWeights::pack_f32(v, cout, cin)))?,
             ),
         };
         let bias = bias_vec(self.bias.as_ref(), cout)?;
@@ -684,18 +677,17 @@ struct PhaseConvTranspose2dOp {
 impl PhaseConvTranspose2dOp {
     fn run(&self, inputs: &[(&CpuStorage, &Layout)]) -> Result<(CpuStorage, Shape)> {
         const WHAT: &str = "conv_transpose2d (phases)";
-        let (m, cin, form) = match &self.w {
-            PhaseWeightsOf::F32(w) => (w.rows(), w.channels(), "phases "),
-            PhaseWeightsOf::Bf16(w) => (w.rows(), w.channels(), "bf16 ph"),
-        };
-        let (parts, (nb, h, w)) = concat_parts(inputs, cin, WHAT)?;
-        let suits = match &self.w {
-            PhaseWeightsOf::F32(_) => phase_conv_transpose::suits(cin, m, (4, 4), (h, w), true),
-            PhaseWeightsOf::Bf16(_) => {
-                bf16_channels::suits_transposed(cin, m, (4, 4), (h, w), true)
+        type Suits = fn(usize, usize, (usize, usize), (usize, usize), bool) -> bool;
+        let (m, cin, form, suits): (_, _, _, Suits) = match &self.w {
+            PhaseWeightsOf::F32(w) => {
+                (w.rows(), w.channels(), "phases ", phase_conv_transpose::suits)
+            }
+            PhaseWeightsOf::Bf16(w) => {
+                (w.rows(), w.channels(), "bf16 ph", bf16_channels::suits_transposed)
             }
         };
-        if !suits {
+        let (parts, (nb, h, w)) = concat_parts(inputs, cin, WHAT)?;
+        if !suits(cin, m, (4, 4), (h, w), true) {
             candle_core::bail!("{WHAT}: input {h}x{w} does not suit the kernel")
         }
         let y = super::profile::timed(

@@ -60,27 +60,41 @@ pub(crate) fn phase_rows(w: &[f32], m: usize, c: usize, phase: usize) -> Vec<f32
     rows
 }
 
-/// A layer's weights per phase for the f32 tiles.
-pub(crate) struct PhaseWeights {
-    phases: [ChannelWeights; 4],
+/// A layer's weights per output phase, each phase's `m × 4c` rows packed for a kernel's tiles.
+pub(crate) struct Phases<W> {
+    pub(crate) phases: [W; 4],
+    m: usize,
     c: usize,
 }
 
-impl PhaseWeights {
-    /// Packs `w`, `(m, 4, 4, c)` contiguous.
-    pub(crate) fn pack(w: &[f32], m: usize, c: usize) -> Self {
-        let phases = std::array::from_fn(|phase| {
-            ChannelWeights::pack(Mat::rm(&phase_rows(w, m, c, phase), m, 4 * c))
-        });
-        Self { phases, c }
+impl<W> Phases<W> {
+    /// Packs `w`, `(m, 4, 4, c)` contiguous, a phase at a time by `pack(rows, m, 4c)`.
+    pub(crate) fn pack(
+        w: &[f32],
+        m: usize,
+        c: usize,
+        pack: impl Fn(&[f32], usize, usize) -> W,
+    ) -> Self {
+        let phases = std::array::from_fn(|phase| pack(&phase_rows(w, m, c, phase), m, 4 * c));
+        Self { phases, m, c }
     }
 
     pub(crate) fn rows(&self) -> usize {
-        self.phases[0].rows()
+        self.m
     }
 
     pub(crate) fn channels(&self) -> usize {
         self.c
+    }
+}
+
+/// A layer's weights per phase for the f32 tiles.
+pub(crate) type PhaseWeights = Phases<ChannelWeights>;
+
+impl PhaseWeights {
+    /// Packs `w`, `(m, 4, 4, c)` contiguous, for the f32 tiles.
+    pub(crate) fn pack_f32(w: &[f32], m: usize, c: usize) -> Self {
+        Phases::pack(w, m, c, |rows, m, k| ChannelWeights::pack(Mat::rm(rows, m, k)))
     }
 }
 
@@ -257,21 +271,30 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kernels::conv_transpose::reference;
     use crate::kernels::mat::test_values;
     use crate::kernels::test_report;
 
-    /// Against the f64 scatter of the definition: one part and two (the skip concatenation),
-    /// rectified and not, several images, partial channel blocks, rows that leave partial tiles
-    /// and runs.
-    #[test]
-    fn phases_match_the_transposed_convolution() {
-        if !suits(64, CB, (4, 4), (4, 4), true) {
-            test_report::skipped("phase conv_transpose", "no AVX-512 on this CPU");
-            return;
-        }
+    /// A phase kernel under test: `(parts, images, (h, w), row-major weights (m, 4, 4, c), m,
+    /// c, bias, relu)` to its output.
+    pub(crate) type Run<'a> = &'a dyn Fn(
+        &[(&[f32], usize)],
+        usize,
+        (usize, usize),
+        &[f32],
+        usize,
+        usize,
+        &[f32],
+        bool,
+    ) -> Vec<f32>;
+
+    /// `run` against the f64 scatter of the definition on its operands as `round` leaves them:
+    /// one part and two (the skip concatenation), rectified and not, several images, partial
+    /// channel blocks, rows that leave partial tiles and runs.
+    pub(crate) fn check_phases(run: Run, round: impl Fn(f32) -> f32, what: &str) {
+        // (images, in channels, out channels, height, width, relu, in two parts)
         for (nb, c, m, h, w, relu, two) in [
             (1, 64, 64, 8, 8, true, true),
             (2, 96, 80, 5, 7, false, false),
@@ -282,18 +305,35 @@ mod tests {
             let x = test_values(nb * c * h * w, 50.0);
             let wc = test_values(c * m * 16, 400.0);
             let bias = test_values(m, 10.0);
-            let packed = PhaseWeights::pack(&reference::row_major(&wc, c, m), m, c);
             let c0 = c / 2;
             let (lo, hi) = x.split_at(nb * c0 * h * w);
             let parts: Vec<(&[f32], usize)> = match (two, nb) {
                 (true, 1) => vec![(lo, c0), (hi, c - c0)],
                 _ => vec![(&x[..], c)],
             };
-            let got = conv_t(&parts, nb, (h, w), &packed, Some(&bias), relu);
-            let xr: Vec<f32> = x.iter().map(|&v| if relu { v.max(0.0) } else { v }).collect();
-            let want = reference::conv_t(&xr, nb, c, (h, w), &wc, m, &bias);
-            reference::assert_close(&got, &want, 1e-5, &format!("phases {nb}x{c}x{h}x{w} -> {m}"));
+            let wr = reference::row_major(&wc, c, m);
+            let got = run(&parts, nb, (h, w), &wr, m, c, &bias, relu);
+            let xr: Vec<f32> =
+                x.iter().map(|&v| round(if relu { v.max(0.0) } else { v })).collect();
+            let wround: Vec<f32> = wc.iter().map(|&v| round(v)).collect();
+            let want = reference::conv_t(&xr, nb, c, (h, w), &wround, m, &bias);
+            reference::assert_close(&got, &want, 1e-5, &format!("{what} {nb}x{c}x{h}x{w} -> {m}"));
         }
+    }
+
+    #[test]
+    fn phases_match_the_transposed_convolution() {
+        if !suits(64, CB, (4, 4), (4, 4), true) {
+            test_report::skipped("phase conv_transpose", "no AVX-512 on this CPU");
+            return;
+        }
+        check_phases(
+            &|parts, nb, hw, wr, m, c, bias, relu| {
+                conv_t(parts, nb, hw, &PhaseWeights::pack_f32(wr, m, c), Some(bias), relu)
+            },
+            |v| v,
+            "phases",
+        );
         test_report::passed("phase conv_transpose");
     }
 }
