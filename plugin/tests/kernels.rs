@@ -309,6 +309,10 @@ fn network_shapes() {
         // forward and weight gradients (direct_channels, weight_grad_channels) on AVX-512.
         worst = worst.max(conv2d_case(c(nb, 16, 64, 64, 4, 2, 1, 0), &mut rng));
         worst = worst.max(conv_t_case(c(nb, 64, 16, 32, 4, 2, 1, 0), &mut rng));
+        // Transposed layers of 64 channels on an 8×8 grid, and a stride-2 convolution's input
+        // gradient of that shape: by output phases on the channel tiles, on AVX-512.
+        worst = worst.max(conv_t_case(c(nb, 64, 64, 8, 4, 2, 1, 0), &mut rng));
+        worst = worst.max(conv2d_case(c(nb, 64, 64, 16, 4, 2, 1, 0), &mut rng));
         // Innermost U-Net layers: grids of 2×2 and 1×1 with enough weights for the small-n kernels.
         worst = worst.max(conv_t_case(c(nb, 64, 64, 2, 4, 2, 1, 0), &mut rng));
         worst = worst.max(conv_t_case(c(nb, 64, 64, 1, 4, 2, 1, 0), &mut rng));

@@ -33,6 +33,7 @@ const KC: usize = 64;
 
 /// A layer's `m × k` weights as the tiles read them: blocks of [`CB`] output channels, each
 /// `k × CB` (tap-major; zeros past `m`), 64-byte aligned so that no load straddles two lines.
+#[derive(Default)]
 pub(crate) struct ChannelWeights {
     data: Vec<f32>,
     /// Where the aligned floats start in `data`.
@@ -65,8 +66,22 @@ impl ChannelWeights {
     /// `m × k` weights whose block `b` (`k × CB` floats, tap-major, zeros past `m`) `fill`
     /// writes, in parallel over blocks.
     pub fn pack_by(m: usize, k: usize, fill: impl Fn(usize, &mut [f32]) + Sync + Send) -> Self {
+        Self::pack_in(Vec::new(), m, k, fill)
+    }
+
+    /// [`Self::pack_by`] into `buf`'s memory (grown as needed, a fresh one zeroed), for `fill`s
+    /// that write every float of their block: what [`Self::into_buffer`] gave back, saving a
+    /// fresh allocation's page faults at every per-call packing.
+    pub fn pack_in(
+        mut data: Vec<f32>,
+        m: usize,
+        k: usize,
+        fill: impl Fn(usize, &mut [f32]) + Sync + Send,
+    ) -> Self {
         let len = m.div_ceil(CB) * k * CB;
-        let mut data = vec![0f32; len + 16];
+        if data.len() < len + 16 {
+            data = vec![0f32; len + 16];
+        }
         let start = aligned_start(&data);
         data[start..][..len]
             .par_chunks_mut((k * CB).max(1))
@@ -76,6 +91,10 @@ impl ChannelWeights {
     }
     pub fn rows(&self) -> usize {
         self.m
+    }
+    /// The memory, for [`Self::pack_in`].
+    pub fn into_buffer(self) -> Vec<f32> {
+        self.data
     }
     /// Block `b`'s `k × CB` floats.
     pub(crate) fn block(&self, b: usize) -> &[f32] {

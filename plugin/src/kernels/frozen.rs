@@ -696,9 +696,15 @@ impl PhaseConvTranspose2dOp {
             || {
                 let bias = self.bias.as_deref();
                 match &self.w {
-                    PhaseWeightsOf::F32(wt) => {
-                        phase_conv_transpose::conv_t(&parts, nb, (h, w), wt, bias, self.relu)
-                    }
+                    PhaseWeightsOf::F32(wt) => phase_conv_transpose::conv_t(
+                        &parts,
+                        nb,
+                        (h, w),
+                        (m, cin),
+                        |p, b| wt.phases[p].block(b),
+                        bias,
+                        self.relu,
+                    ),
                     PhaseWeightsOf::Bf16(wt) => {
                         bf16_channels::conv_t(&parts, nb, (h, w), wt, bias, self.relu)
                     }

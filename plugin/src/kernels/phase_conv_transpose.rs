@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::direct_channels::{self, run_length, run_task, ChannelWeights, Task, Tiles, CB};
 use super::mat::Mat;
-use super::scratch::Scratch;
+use super::scratch::{self, Scratch};
 
 /// Whether a transposed convolution from `c` to `m` channels on an `h × w` input runs by
 /// phases: the U-Net's kernel 4, stride 2, padding 1 (`plain`), at least a block of output
@@ -98,6 +98,59 @@ impl PhaseWeights {
     }
 }
 
+/// Checkpoint-layout weights `(c, m, 4, 4)` for the f32 tiles, packed in one pass (training
+/// packs at every call): one `m × 16c` matrix whose taps run phase-major, phase `p`'s block the
+/// `4c × CB` run from its tap `4c·p`. Each block reads, per input channel, its `CB` channels'
+/// 16 taps (contiguous), transposes them in registers and files each tap under its phase; the
+/// memory is the kept packing buffer's ([`scratch::take_packing`]).
+pub(crate) struct StoredPhases {
+    w: ChannelWeights,
+    c: usize,
+}
+
+impl StoredPhases {
+    pub(crate) fn pack(k: &[f32], c: usize, m: usize) -> Self {
+        assert_eq!(k.len(), c * m * 16, "phase weights: not c·m·4·4");
+        assert!(direct_channels::available(), "phase weights: the tiles need AVX-512");
+        let w = ChannelWeights::pack_in(scratch::take_packing(), m, 16 * c, |b, blk| {
+            let rows = CB.min(m - b * CB);
+            let mut taps = [0f32; 16 * CB];
+            for ci in 0..c {
+                // SAFETY: the CPU has AVX-512 F (asserted above); the rows' 16 floats each are
+                // inside k (c·m·16 floats, asserted above, b·CB + rows ≤ m).
+                unsafe {
+                    direct_channels::to_channels_last(
+                        &k[(ci * m + b * CB) * 16..],
+                        rows,
+                        16,
+                        16,
+                        &mut taps,
+                    )
+                };
+                // Tap (ky, kx) is tap (r, s) of phase (a, b): ky = 3 − a − 2r, kx = 3 − b − 2s.
+                for (t, col) in taps.chunks_exact(CB).enumerate() {
+                    let (ky, kx) = (3 - t / 4, 3 - t % 4);
+                    let phase = ky % 2 * 2 + kx % 2;
+                    let tap = phase * 4 * c + ci * 4 + ky / 2 * 2 + kx / 2;
+                    blk[tap * CB..][..CB].copy_from_slice(col);
+                }
+            }
+        });
+        Self { w, c }
+    }
+
+    /// Phase `phase`'s block `b`: `4c × CB` floats.
+    pub(crate) fn block(&self, phase: usize, b: usize) -> &[f32] {
+        &self.w.block(b)[phase * 4 * self.c * CB..][..4 * self.c * CB]
+    }
+}
+
+impl Drop for StoredPhases {
+    fn drop(&mut self) {
+        scratch::keep_packing(std::mem::take(&mut self.w).into_buffer());
+    }
+}
+
 /// The padded copy's geometry for an `h × w` input: `(rows, columns)`, one pixel more all
 /// round.
 pub(crate) fn padded(h: usize, w: usize) -> (usize, usize) {
@@ -105,17 +158,19 @@ pub(crate) fn padded(h: usize, w: usize) -> (usize, usize) {
 }
 
 /// `nb` images `(c, h, w)` — the concatenation along channels of `parts` (data and channels
-/// each), rectified when `relu` — through the transposed convolution with weights `wt`, `bias`
-/// added: the `(nb, m, 2h, 2w)` result.
-pub(crate) fn conv_t(
+/// each), rectified when `relu` — through the transposed convolution to `m` channels whose
+/// phase `p`'s block `b` of weights is `weights(p, b)` (`4c × CB` floats), `bias` added: the
+/// `(nb, m, 2h, 2w)` result.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_t<'w>(
     parts: &[(&[f32], usize)],
     nb: usize,
     (h, w): (usize, usize),
-    wt: &PhaseWeights,
+    (m, c): (usize, usize),
+    weights: impl Fn(usize, usize) -> &'w [f32] + Sync,
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    let (m, c) = (wt.rows(), wt.c);
     assert!(
         shape_suits(c, m, (4, 4), (h, w), true),
         "phase conv_transpose: {c}->{m} does not suit"
@@ -137,7 +192,7 @@ pub(crate) fn conv_t(
         nb,
         (h, w),
         (m, &offs, 1),
-        |phase, b| (wt.phases[phase].block(b), CB),
+        |phase, b| (weights(phase, b), CB),
         bias,
     )
 }
@@ -321,6 +376,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// Row-major weights `(m, 4, 4, c)` back in the checkpoint's `(c, m, 4, 4)`.
+    fn stored(wr: &[f32], m: usize, c: usize) -> Vec<f32> {
+        let mut wc = vec![0f32; wr.len()];
+        for (i, &v) in wr.iter().enumerate() {
+            let (o, t, cc) = (i / (16 * c), i / c % 16, i % c);
+            wc[(cc * m + o) * 16 + t] = v;
+        }
+        wc
+    }
+
     #[test]
     fn phases_match_the_transposed_convolution() {
         if !suits(64, CB, (4, 4), (4, 4), true) {
@@ -329,10 +394,21 @@ pub(crate) mod tests {
         }
         check_phases(
             &|parts, nb, hw, wr, m, c, bias, relu| {
-                conv_t(parts, nb, hw, &PhaseWeights::pack_f32(wr, m, c), Some(bias), relu)
+                let wt = PhaseWeights::pack_f32(wr, m, c);
+                let blocks = |p: usize, b: usize| wt.phases[p].block(b);
+                conv_t(parts, nb, hw, (m, c), blocks, Some(bias), relu)
             },
             |v| v,
             "phases",
+        );
+        // The same on checkpoint-layout weights packed phase-major (training's).
+        check_phases(
+            &|parts, nb, hw, wr, m, c, bias, relu| {
+                let wt = StoredPhases::pack(&stored(wr, m, c), c, m);
+                conv_t(parts, nb, hw, (m, c), |p, b| wt.block(p, b), Some(bias), relu)
+            },
+            |v| v,
+            "stored phases",
         );
         test_report::passed("phase conv_transpose");
     }
