@@ -9,6 +9,11 @@
 #   bash bench/side_by_side.sh            # needs ../shared and a Python with torch, onnxruntime
 #   PY=/tmp/ref/bin/python N=7 bash bench/side_by_side.sh
 #   NGFS="32" BATCHES="1" bash bench/side_by_side.sh      # a subset
+#   ROUNDS=2 bash bench/side_by_side.sh    # every configuration twice, the rounds interleaved
+#
+# On a shared or virtual machine one slow moment can move a median by 20 %; more rounds, each
+# row printed, show the spread (both sides of a row run back to back, so a slow minute mostly
+# hits one row, not one side).
 #
 # Inference is timed with running statistics on both sides (PyTorch's eval mode, which ONNX
 # Runtime folds into the convolutions); `ours_batch` is `host bench --norm-stats batch`, host
@@ -22,6 +27,7 @@ PY=${PY:-python3}
 N=${N:-7}
 NGFS=${NGFS:-"64 32"}
 BATCHES=${BATCHES:-"1 4"}
+ROUNDS=${ROUNDS:-1}
 REF=../shared/reference
 INSTALL="python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch onnx onnxruntime safetensors pillow scikit-image, then PY=/tmp/ref/bin/python"
 
@@ -81,8 +87,10 @@ row() { # ngf batch
     "$(dash "$oi")" "$(dash "$oursb")" "$(dash "$oursh")" "$(dash "$ti")" "$(dash "$oxi")" "$(ratio "$oi" "$oxi")" "$(ratio "$oi" "$ti")" "$(ratio "$oursh" "$oxi")" \
     "$(dash "$ot")" "$(dash "$tt")" "$(ratio "$ot" "$tt")"
 }
-for ngf in $NGFS; do
-  for batch in $BATCHES; do
-    row "$ngf" "$batch"
+for round in $(seq "$ROUNDS"); do
+  for ngf in $NGFS; do
+    for batch in $BATCHES; do
+      row "$ngf" "$batch"
+    done
   done
 done
