@@ -4,7 +4,7 @@
 # (../shared/reference/bench_torch.py at batch 1, bench/torch_batch.py at batch 4), for unet_256
 # at ngf 64 and 32, batch 1 and 4, inference and training. Medians in ms, then our time over
 # theirs (below 1: we are faster). Prints the CPU's instruction sets and its measured sgemm
-# peak (numpy's BLAS) first.
+# peak (numpy's BLAS) and its multiply-add peak (the kernels bench) first.
 #
 #   bash bench/side_by_side.sh            # needs ../shared and a Python with torch, onnxruntime
 #   PY=/tmp/ref/bin/python N=7 bash bench/side_by_side.sh
@@ -60,6 +60,9 @@ for _ in range(5):
 ts.sort()
 print(f"sgemm peak (numpy, 2048^3, median of 5): {2 * 2048**3 / ts[2] / 1e9:.0f} GFLOP/s")
 EOF
+# The multiply-add ceiling itself (numpy's BLAS reached half of it on a Zen 5): the kernels
+# bench's register-only FMA loop on every thread.
+PIX2PIX_BENCH=peak cargo bench -q -p pix2pix --bench kernels 2>/dev/null | grep '^fma peak' || echo "fma peak: not measured (cargo bench failed)"
 
 LOG=$(mktemp -t side_by_side.XXXXXX.log)
 trap 'echo "side_by_side: failed; the benchmarks'"'"' messages are in $LOG" >&2' ERR

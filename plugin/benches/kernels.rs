@@ -11,7 +11,10 @@
 //!   bench_torch.py `train`): G forward, D on fake and real + backward + Adam, D on fake again,
 //!   G backward (GAN + 100·L1) + Adam.
 //!
-//! Environment: `PIX2PIX_BENCH=infer,grad,step` (what to run), `PIX2PIX_BENCH_MODES=candle,fast`,
+//! - `peak`:  the CPU's f32 multiply-add peak in GFLOP/s (every pool thread running independent
+//!   fused multiply-adds from registers), the ceiling the profile's GFLOP/s read against.
+//!
+//! Environment: `PIX2PIX_BENCH=infer,grad,step` (what to run, `peak` too on request), `PIX2PIX_BENCH_MODES=candle,fast`,
 //! `PIX2PIX_BENCH_NGF=64,32`, `PIX2PIX_BENCH_BATCH=1,4` (infer runs each; step the first; grad
 //! batch 1), `PIX2PIX_BENCH_N` (timed iterations: default 7 fast, 3 candle),
 //! `PIX2PIX_BENCH_SIZE=256`, `PIX2PIX_BENCH_PRECISION=f32|bf16` (infer's arithmetic);
@@ -101,8 +104,93 @@ fn generator(ngf: usize) -> (VarMap, Generator) {
     (vm, g)
 }
 
+/// Independent chains of fused multiply-adds, 16 lanes each, `rounds` times: `12·16·2·rounds`
+/// FLOP, from registers (12 chains cover the 4-cycle latency of two FMA pipes).
+///
+/// # Safety
+/// The CPU has AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(rounds: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (b, c) = (_mm512_set1_ps(1.000_000_1), _mm512_set1_ps(1e-9));
+    let mut a: [__m512; 12] = std::array::from_fn(|i| _mm512_set1_ps(i as f32));
+    for _ in 0..rounds {
+        for v in a.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, b, c);
+        }
+    }
+    a.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+}
+
+/// The same on 8 lanes (AVX2 + FMA).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(rounds: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (b, c) = (_mm256_set1_ps(1.000_000_1), _mm256_set1_ps(1e-9));
+    let mut a: [__m256; 12] = std::array::from_fn(|i| _mm256_set1_ps(i as f32));
+    for _ in 0..rounds {
+        for v in a.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, b, c);
+        }
+    }
+    let mut out = [0f32; 8];
+    a.iter().fold(0.0, |s, &v| {
+        // SAFETY: `out` holds the 8 floats stored.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        s + out.iter().sum::<f32>()
+    })
+}
+
+/// The f32 multiply-add peak of all the pool's threads at once: GFLOP/s and the vector width.
+#[cfg(target_arch = "x86_64")]
+fn fma_peak() -> Option<(f64, &'static str)> {
+    let (lanes, isa) = match () {
+        _ if is_x86_feature_detected!("avx512f") => (16, "avx512f"),
+        _ if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => (8, "avx2+fma"),
+        _ => return None,
+    };
+    let rounds = 100_000_000u64;
+    let run = || {
+        // SAFETY: each runs only where the CPU has its features (detected above).
+        std::hint::black_box(unsafe {
+            match lanes {
+                16 => fma_chains_avx512(rounds),
+                _ => fma_chains_avx2(rounds),
+            }
+        })
+    };
+    let best = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            rayon::broadcast(|_| run());
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    let flop = (rayon::current_num_threads() as u64 * rounds * 12 * lanes * 2) as f64;
+    Some((flop / best / 1e9, isa))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn fma_peak() -> Option<(f64, &'static str)> {
+    None
+}
+
 fn main() {
     let what = env_list("PIX2PIX_BENCH", "infer,grad,step");
+    if what.iter().any(|w| w == "peak") {
+        match fma_peak() {
+            Some((gflops, isa)) => println!(
+                "fma peak: {gflops:.0} GFLOP/s ({isa}, {} threads)",
+                rayon::current_num_threads()
+            ),
+            None => println!("fma peak: skipped (no AVX2 + FMA on this CPU)"),
+        }
+    }
     let modes: Vec<Mode> = env_list("PIX2PIX_BENCH_MODES", "candle,fast")
         .iter()
         .map(|m| match m.as_str() {
