@@ -445,6 +445,43 @@ fn frozen_layers_in_bf16_within_rounding_of_f32() {
     assert_eq!(kernels::precision(), Precision::F32, "with_precision leaked");
 }
 
+/// Under bf16, a frozen transposed layer on the skip concatenation's two parts
+/// (`forward_cat_relu`: read in place where a kernel takes them) gives, to the bit, what it gives
+/// on the concatenation made and rectified first: the U-Net's up-path shapes of 32 and 64 output
+/// channels, on grids an image at a time (32², the product reading the parts as it packs
+/// them) and merged (8² at batch 2).
+#[test]
+fn bf16_transposed_layer_on_the_parts_equals_on_the_concatenation() {
+    use kernels::{with_precision, Precision};
+    if !kernels::isa::bf16_available() {
+        eprintln!("bf16_transposed_layer_on_the_parts: skipped: avx512bf16 not available");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(16);
+    for (nb, ca, cb, cout, side) in [(1, 64, 64, 32, 32), (2, 64, 64, 32, 32), (2, 32, 32, 64, 8)] {
+        let w = rand_t(&mut rng, &[ca + cb, cout, 4, 4], 0.1, 0.0);
+        let bias = rand_t(&mut rng, &[cout], 0.1, 0.0);
+        let a = rand_t(&mut rng, &[nb, ca, side, side], 1.0, -0.2);
+        let b = rand_t(&mut rng, &[nb, cb, side, side], 1.0, -0.2);
+        let cfg = candle_nn::ConvTranspose2dConfig {
+            padding: 1,
+            output_padding: 0,
+            stride: 2,
+            dilation: 1,
+        };
+        let layer = ConvTranspose2d::new(candle_nn::ConvTranspose2d::new(w, Some(bias), cfg));
+        let x = Tensor::cat(&[&a, &b], 1).unwrap().relu().unwrap();
+        let (got, want) = with_precision(Precision::Bf16, || {
+            (layer.forward_cat_relu(&a, &b, false).unwrap().0, layer.forward(&x).unwrap())
+        });
+        let what = format!("convT {ca}+{cb}->{cout} @{side} batch {nb}");
+        assert_eq!(bits(&got), bits(&want), "{what}: parts and concatenation differ");
+        // And bf16 did run: not f32's result.
+        let f32 = layer.forward(&x).unwrap();
+        assert_ne!(bits(&got), bits(&f32), "{what}: identical to f32");
+    }
+}
+
 /// Frozen conv / transposed conv followed by batch norm, folded into one layer for running
 /// statistics (`fold_running_norms`, as a model opened on them is): against the same layers run
 /// separately in f64 (no fast path, no folding); and, unfolded, on both statistics.

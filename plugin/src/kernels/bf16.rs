@@ -323,6 +323,29 @@ pub(crate) fn conv_bf16(
     product_packed(dst, s, a, bytemuck::cast_slice(&bp[..]), s, accumulate);
 }
 
+/// `dst (m × n, row stride dst_rs) = a · B` with bf16 operands and f32 sums, `B`'s rows (`a.k`
+/// of `n`) written a piece at a time by `fill(r, j0, out)`, `out.len()` columns from column
+/// `j0`, as they are packed: a matrix never made whole (the skip concatenation's two parts,
+/// rectified as read). Panics if the CPU lacks AVX512_BF16.
+pub(crate) fn sgemm_bf16_rows(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: &PackedA,
+    n: usize,
+    fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    assert!(isa::bf16_available(), "bf16 gemm: this CPU lacks AVX512_BF16");
+    if a.m == 0 || n == 0 {
+        return;
+    }
+    let bp = super::profile::timed(
+        || format!("bf16   pack rows {}x{n}", a.k),
+        0.0,
+        || pack_rows(a.k, n, a.ld, fill),
+    );
+    product_packed(dst, dst_rs, a, bytemuck::cast_slice(&bp[..]), n, false);
+}
+
 /// `dst (m × n, row stride dst_rs) = a · b` (`+=` when `accumulate`) with bf16 operands and f32
 /// sums. Panics if the CPU lacks AVX512_BF16 (callers check [`isa::bf16_available`]).
 pub(crate) fn sgemm_bf16(dst: &mut [f32], dst_rs: usize, a: &PackedA, b: Mat, accumulate: bool) {

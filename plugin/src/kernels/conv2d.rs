@@ -1,6 +1,7 @@
-//! Conv2d as im2col + gemm, with a backward that stays on the fast paths: the input gradient is
-//! the transposed convolution of the output gradient (gemm + col2im), the weight gradient one
-//! gemm against the im2col of the input.
+//! Conv2d as im2col + gemm (or on the direct kernels where they run the layer), with a backward
+//! that stays on the fast paths: the input gradient is the transposed convolution of the output
+//! gradient ([`ConvTranspose2dOp`]: by output phases or gemm + col2im), the weight gradient one
+//! product against the im2col of the input.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 

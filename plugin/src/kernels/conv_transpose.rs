@@ -1,6 +1,8 @@
 //! The transposed convolution as gemm + col2im: each input pixel's channel vector times the
 //! weights gives its `cout·kh·kw` contributions in one matrix product, col2im sums them into the
-//! output. The backward is a conv2d (input gradient) and a weight-gradient gemm.
+//! output; on AVX-512 the U-Net's shapes run without the column matrix instead (by output phases,
+//! or at stride 1 as the convolution with the flipped kernel, on the channel tiles). The backward
+//! is a conv2d (input gradient) and a weight-gradient product.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
@@ -97,11 +99,28 @@ pub(crate) fn conv_t_core(
         );
         return timed(|| format!("convT  col2im   {}", shape()), 0.0, || col2im(&col, nb, g, bias));
     }
-    // A group of images at a time, whose column matrix is summed into them while still in
-    // cache (the whole batch's, 32 MB at batch 4 in ngf 32's outer layer, went to memory and
-    // back: col2im 4.3 -> 3.9 ms a call, and the products' strided writes faster): one image
-    // per group, but the whole batch where the output has few channels, since col2im splits
-    // by output plane (3 per image in the outermost layer).
+    by_image_groups(nb, g, bias, (&shape(), flops), |col, col_rs, n| {
+        let xn = &x[n * k * s..][..k * s];
+        sgemm_w(col, col_rs, wt, Mat::rm(xn, k, s), false)
+    })
+}
+
+/// The transposed convolution of `nb` images whose column matrix (`g.rows() × g.grid()` an
+/// image) `product(col, col_rs, n)` writes for image `n` (row stride `col_rs`), `bias` added,
+/// `(shape, flops)` naming and sizing the products in the profile. A group of images at a
+/// time, whose column matrix is summed into them while still in cache (the whole batch's,
+/// 32 MB at batch 4 in ngf 32's outer layer, went to memory and back: col2im 4.3 -> 3.9 ms a
+/// call, and the products' strided writes faster): one image per group, but the whole batch
+/// where the output has few channels, since col2im splits by output plane (3 per image in the
+/// outermost layer).
+pub(crate) fn by_image_groups(
+    nb: usize,
+    g: &Geom,
+    bias: Option<&[f32]>,
+    (shape, flops): (&str, f64),
+    product: impl Fn(&mut [f32], usize, usize),
+) -> Vec<f32> {
+    let (s, rows) = (g.grid(), g.rows());
     let q = if g.c >= 4 * rayon::current_num_threads() { 1 } else { nb };
     let mut col = Scratch::take(rows * q * s);
     let image = g.c * g.h * g.w;
@@ -111,21 +130,16 @@ pub(crate) fn conv_t_core(
         let imgs = dst.len() / image;
         let col = &mut col[..rows * imgs * s];
         timed(
-            || format!("convT  gemm     {}", shape()),
+            || format!("convT  gemm     {shape}"),
             flops * (imgs as f64 / nb as f64),
             || {
                 for i in 0..imgs {
                     // Block i of the column matrix: row stride imgs·s, columns i·s .. (i+1)·s.
-                    let xn = &x[(group * q + i) * k * s..][..k * s];
-                    sgemm_w(&mut col[i * s..], imgs * s, wt, Mat::rm(xn, k, s), false);
+                    product(&mut col[i * s..], imgs * s, group * q + i);
                 }
             },
         );
-        timed(
-            || format!("convT  col2im   {}", shape()),
-            0.0,
-            || col2im_into(col, imgs, g, bias, dst),
-        );
+        timed(|| format!("convT  col2im   {shape}"), 0.0, || col2im_into(col, imgs, g, bias, dst));
     }
     // SAFETY: col2im_into wrote every group's images whole.
     unsafe { out.set_len(nb * image) };

@@ -182,12 +182,12 @@ pub(crate) enum Packing {
 }
 
 /// The most weights a layer runs on this kernel with: 4 M (every U-Net layer) for frozen f32
-/// layers, 2 M (8 MB) for training's, packed at every call, 1 M (4 MB) otherwise. A frozen layer keeps its packed copy beside its f32 weights:
-/// ngf 64's eight layers of 2–4 M weights add 78 MB, which `host run` affords in f32 (297 →
-/// 352 MiB, 367 with running statistics; budget 1.5 × weights + 64 MiB = 375) but not in bf16,
-/// whose packed bf16 weights come on top (378 MiB with running statistics); the capped ngf-64
-/// forward measured 64.0–64.8 ms against 54.3 uncapped (side-by-side runs, ORT 59.7–60). A
-/// training step packs every call; on an older 2-thread Xeon, uncapped, its ngf-64 steps measured
+/// layers, 2 M (8 MB) for training's, packed at every call, 1 M (4 MB) otherwise. A frozen layer
+/// keeps its packed copy beside its f32 weights: ngf 64's eight layers of 2–4 M weights add
+/// 78 MB, which `host run` affords in f32 (297 → 352 MiB, 367 with running statistics; budget
+/// 1.5 × weights + 64 MiB = 375) but not in bf16, whose packed bf16 weights come on top (378 MiB
+/// with running statistics); the capped ngf-64 forward measured 64.0–64.8 ms against 54.3
+/// uncapped (side-by-side runs, ORT 59.7–60). A training step packs every call; on an older 2-thread Xeon, uncapped, its ngf-64 steps measured
 /// 731 and 2000 ms (batch 1, 4) against 578–659 and 1797–1844 capped at 1 M, within that VM's
 /// ±20 %. On Zen 5 the 2 M layers gain (kernel profile, ngf 64 batch 4, ms over 5 steps; gemm
 /// with its im2col, permutes and col2im → channel tiles with their packing): the PatchGAN's

@@ -510,8 +510,65 @@ impl ConvTranspose2d {
                 let op = PhaseConvTranspose2dOp { relu: true, ..op };
                 return Ok((a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op)?, false));
             }
+            if let Some(op) = self.packed_parts_op(&[a, b], (nb, ca + cb, h, w))? {
+                let op = PackedConvTranspose2dOp { relu: true, ..op };
+                return Ok((a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op)?, false));
+            }
         }
         Ok((self.forward(&super::cat_relu(a, b)?)?, false))
+    }
+
+    /// The taps of a square kernel that read a square `h × h` input (`None`: all of them), as
+    /// the frozen forward trims the innermost layers' kernels.
+    fn window(&self, h: usize, wd: usize, (kh, kw): (usize, usize)) -> Option<Window> {
+        let c = &self.config;
+        if c.dilation != 1 || kh != kw || h != wd {
+            return None;
+        }
+        let out = (h.max(1) - 1) * c.stride + kh + c.output_padding;
+        out.checked_sub(2 * c.padding)
+            .and_then(|out| live_taps(h, kh, c.stride, c.padding, out, true))
+    }
+
+    /// The bf16 product op on `w` (row-major `(cout, kh, kw, cin)`), its packed weights made
+    /// once.
+    fn packed_op(&self, w: &Tensor) -> Result<PackedConvTranspose2dOp> {
+        let (cout, kh, kw, cin) = w.dims4()?;
+        let rows = cout * kh * kw;
+        let packed = self.bf16.get(|| with_f32(w, |v| PackedA::new(Mat::rm(v, rows, cin))))?;
+        Ok(PackedConvTranspose2dOp {
+            w: packed,
+            bias: bias_vec(self.bias.as_ref(), cout)?,
+            cout,
+            kernel: (kh, kw),
+            op: self.op(),
+            relu: false,
+        })
+    }
+
+    /// The bf16 product op for the concatenation of `parts` (`dims` its shape), read in place
+    /// as its columns are packed, where [`Self::forward`] would run the layer as that product
+    /// on the concatenation: frozen, bf16, every tap live. Only on grids the product takes an
+    /// image at a time (at least `MERGE_BELOW` pixels; smaller ones merge the batch into one
+    /// product). The 128→32 layer at ngf 32 (Zen 5, no AMX; its outputs are half the phases'
+    /// block), kernel profile, ms over 11 batch-4 forwards: cat + ReLU + gemm + col2im 65.3 →
+    /// 50.6 (the forward 21.2–21.3 → 20.6–20.8 ms in 2 interleaved runs).
+    fn packed_parts_op(
+        &self,
+        parts: &[&Tensor],
+        (nb, cin, h, wd): (usize, usize, usize, usize),
+    ) -> Result<Option<PackedConvTranspose2dOp>> {
+        let Some((w, _)) = self.frozen_for_parts(parts)? else { return Ok(None) };
+        let (cout, kh, kw, wcin) = w.dims4()?;
+        let whole = nb <= 1 || h * wd >= super::MERGE_BELOW;
+        if wcin != cin
+            || !whole
+            || self.window(h, wd, (kh, kw)).is_some()
+            || !bf16_for(parts[0], &w, cout * kh * kw, cin, nb * h * wd)
+        {
+            return Ok(None);
+        }
+        self.packed_op(&w).map(Some)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -532,14 +589,7 @@ impl ConvTranspose2d {
                 let (_, kh, kw, _) = w.dims4()?;
                 let c = &self.config;
                 let (_, _, h, wd) = x.dims4()?;
-                let out = (h.max(1) - 1) * c.stride + kh + c.output_padding;
-                let window = match (c.dilation, kh == kw && h == wd) {
-                    (1, true) => out
-                        .checked_sub(2 * c.padding)
-                        .and_then(|out| live_taps(h, kh, c.stride, c.padding, out, true)),
-                    _ => None,
-                };
-                if let Some(r) = window {
+                if let Some(r) = self.window(h, wd, (kh, kw)) {
                     let trimmed = self.trimmed.get_for(r, || {
                         let n = r.1 - r.0;
                         // Checkpoint layout (cin, cout, kh, kw).
@@ -558,17 +608,7 @@ impl ConvTranspose2d {
                 let (cout, kh, kw, cin) = w.dims4()?;
                 let cols = x.dims4().map_or(usize::MAX, |(nb, _, h, w)| nb * h * w);
                 if bf16_for(x, &w, cout * kh * kw, cin, cols) {
-                    let rows = cout * kh * kw;
-                    let packed =
-                        self.bf16.get(|| with_f32(&w, |v| PackedA::new(Mat::rm(v, rows, cin))))?;
-                    let op = PackedConvTranspose2dOp {
-                        w: packed,
-                        bias: bias_vec(self.bias.as_ref(), cout)?,
-                        cout,
-                        kernel: (kh, kw),
-                        op: self.op(),
-                    };
-                    return x.contiguous()?.apply_op1_no_bwd(&op);
+                    return x.contiguous()?.apply_op1_no_bwd(&self.packed_op(&w)?);
                 }
                 let op = RowMajorOp(self.op(), bias_vec(self.bias.as_ref(), cout)?);
                 return x.contiguous()?.apply_op2_no_bwd(&w, &op);

@@ -288,7 +288,7 @@ pub fn tanh(x: &Tensor) -> Result<Tensor> {
 
 /// Batches go through one gemm (weights read once, at the price of a transposing copy) when
 /// grids are this small; larger grids run a gemm per batch item straight on NCHW.
-const MERGE_BELOW: usize = 1024;
+pub(crate) const MERGE_BELOW: usize = 1024;
 
 fn batch_merge(nb: usize, grid: usize) -> bool {
     nb > 1 && grid < MERGE_BELOW

@@ -1,6 +1,8 @@
 //! The U-Net's transposed convolution (kernel 4, stride 2, padding 1) by output phases on the
-//! channel tiles ([`super::direct_channels`]), for frozen layers: each phase is a 2 × 2
-//! convolution run into its own planes, which one last pass interleaves into the output.
+//! channel tiles ([`super::direct_channels`]), for frozen layers and in training (its transposed
+//! layers and its stride-2 convolutions' input gradients, weights packed per call by
+//! [`StoredPhases`]): each phase is a 2 × 2 convolution run into its own planes, which one last
+//! pass interleaves into the output.
 //!
 //! Phase `(a, b)` (output pixel `(2i + a, 2j + b)`) sums input pixels `(i + a + r − 1,
 //! j + b + s − 1)` times taps `(3 − a − 2r, 3 − b − 2s)`, `r`, `s` in {0, 1} (as in
