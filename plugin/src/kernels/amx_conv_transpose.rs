@@ -154,9 +154,7 @@ pub(crate) fn conv_t(
     for &(x, pc) in parts {
         assert_eq!(x.len(), nb * pc * h * w, "amx conv_transpose: input is not nb·c·h·w");
     }
-    // Channel ci of the concatenation: (part, its channel).
-    let source: Vec<(usize, usize)> =
-        parts.iter().enumerate().flat_map(|(i, p)| (0..p.1).map(move |cc| (i, cc))).collect();
+    let source = super::part_channels(parts);
     // The pair copy: rows −1..=h of the input (zero outside), columns j = 0..=w.
     let (hp, wp) = (h + 2, w + 1);
     let row = c * wp;

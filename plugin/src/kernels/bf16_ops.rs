@@ -146,14 +146,11 @@ impl PackedConvTranspose2dOp {
             (&[(x, _)], false) => conv_t_core(x, nb, &g, Weights::Bf16(&self.w), bias),
             _ => {
                 let (k, s) = (self.w.cols(), h * w);
-                // Row r of an image's input: (part, its channel).
-                let source: Vec<(&[f32], usize, usize)> =
-                    parts.iter().flat_map(|&(x, pc)| (0..pc).map(move |cc| (x, pc, cc))).collect();
-                let shape = format!("{k}x{}x{nb} k{} s{} @{h}x{w}", g.c, g.kh, g.stride);
-                let flops = 2.0 * (g.rows() * nb * s * k) as f64;
-                by_image_groups(nb, &g, bias, (&shape, flops), |col, col_rs, n| {
+                let source = super::part_channels(&parts);
+                by_image_groups(nb, k, &g, bias, |col, col_rs, n| {
                     sgemm_bf16_rows(col, col_rs, &self.w, s, |r, j0, out| {
-                        let (x, pc, cc) = source[r];
+                        let (p, cc) = source[r];
+                        let (x, pc) = parts[p];
                         let row = &x[(n * pc + cc) * s + j0..][..out.len()];
                         match self.relu {
                             true => out.iter_mut().zip(row).for_each(|(o, &v)| *o = v.max(0.0)),

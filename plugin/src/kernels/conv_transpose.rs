@@ -99,15 +99,15 @@ pub(crate) fn conv_t_core(
         );
         return timed(|| format!("convT  col2im   {}", shape()), 0.0, || col2im(&col, nb, g, bias));
     }
-    by_image_groups(nb, g, bias, (&shape(), flops), |col, col_rs, n| {
+    by_image_groups(nb, k, g, bias, |col, col_rs, n| {
         let xn = &x[n * k * s..][..k * s];
         sgemm_w(col, col_rs, wt, Mat::rm(xn, k, s), false)
     })
 }
 
-/// The transposed convolution of `nb` images whose column matrix (`g.rows() × g.grid()` an
-/// image) `product(col, col_rs, n)` writes for image `n` (row stride `col_rs`), `bias` added,
-/// `(shape, flops)` naming and sizing the products in the profile. A group of images at a
+/// The transposed convolution of `nb` images of `k` channels whose column matrix (`g.rows() ×
+/// g.grid()` an image) `product(col, col_rs, n)` writes for image `n` (row stride `col_rs`),
+/// `bias` added. A group of images at a
 /// time, whose column matrix is summed into them while still in cache (the whole batch's,
 /// 32 MB at batch 4 in ngf 32's outer layer, went to memory and back: col2im 4.3 -> 3.9 ms a
 /// call, and the products' strided writes faster): one image per group, but the whole batch
@@ -115,12 +115,14 @@ pub(crate) fn conv_t_core(
 /// outermost layer).
 pub(crate) fn by_image_groups(
     nb: usize,
+    k: usize,
     g: &Geom,
     bias: Option<&[f32]>,
-    (shape, flops): (&str, f64),
     product: impl Fn(&mut [f32], usize, usize),
 ) -> Vec<f32> {
     let (s, rows) = (g.grid(), g.rows());
+    let shape = || format!("{k}x{}x{nb} k{} s{} @{}x{}", g.c, g.kh, g.stride, g.oh, g.ow);
+    let flops = 2.0 * (rows * nb * s * k) as f64;
     let q = if g.c >= 4 * rayon::current_num_threads() { 1 } else { nb };
     let mut col = Scratch::take(rows * q * s);
     let image = g.c * g.h * g.w;
@@ -130,7 +132,7 @@ pub(crate) fn by_image_groups(
         let imgs = dst.len() / image;
         let col = &mut col[..rows * imgs * s];
         timed(
-            || format!("convT  gemm     {shape}"),
+            || format!("convT  gemm     {}", shape()),
             flops * (imgs as f64 / nb as f64),
             || {
                 for i in 0..imgs {
@@ -139,7 +141,11 @@ pub(crate) fn by_image_groups(
                 }
             },
         );
-        timed(|| format!("convT  col2im   {shape}"), 0.0, || col2im_into(col, imgs, g, bias, dst));
+        timed(
+            || format!("convT  col2im   {}", shape()),
+            0.0,
+            || col2im_into(col, imgs, g, bias, dst),
+        );
     }
     // SAFETY: col2im_into wrote every group's images whole.
     unsafe { out.set_len(nb * image) };
@@ -184,14 +190,14 @@ impl ConvTranspose2dOp {
                 direct::conv_direct(x, nb, &gf, &packed, bias, None)
             }
             None if !row_major && self.by_phases(cin, cout, (h, w), (kh, kw)) => {
-                let shape = format!("{cin}x{cout}x{nb} k4 s2 @{h}x{w}");
+                let shape = || format!("{cin}x{cout}x{nb} k4 s2 @{h}x{w}");
                 let packed = timed(
-                    || format!("convT  pack ph  {shape}"),
+                    || format!("convT  pack ph  {}", shape()),
                     0.0,
                     || StoredPhases::pack(k, cin, cout),
                 );
                 timed(
-                    || format!("convT  phases   {shape}"),
+                    || format!("convT  phases   {}", shape()),
                     2.0 * (16 * cout * cin * nb * h * w) as f64,
                     || {
                         let blocks = |p: usize, b: usize| packed.block(p, b);

@@ -549,8 +549,7 @@ impl ConvTranspose2d {
     /// The bf16 product op for the concatenation of `parts` (`dims` its shape), read in place
     /// as its columns are packed, where [`Self::forward`] would run the layer as that product
     /// on the concatenation: frozen, bf16, every tap live. Only on grids the product takes an
-    /// image at a time (at least `MERGE_BELOW` pixels; smaller ones merge the batch into one
-    /// product). The 128→32 layer at ngf 32 (Zen 5, no AMX; its outputs are half the phases'
+    /// image at a time (not [`super::batch_merge`]d into one product). The 128→32 layer at ngf 32 (Zen 5, no AMX; its outputs are half the phases'
     /// block), kernel profile, ms over 11 batch-4 forwards: cat + ReLU + gemm + col2im 65.3 →
     /// 50.6 (the forward 21.2–21.3 → 20.6–20.8 ms in 2 interleaved runs).
     fn packed_parts_op(
@@ -560,9 +559,8 @@ impl ConvTranspose2d {
     ) -> Result<Option<PackedConvTranspose2dOp>> {
         let Some((w, _)) = self.frozen_for_parts(parts)? else { return Ok(None) };
         let (cout, kh, kw, wcin) = w.dims4()?;
-        let whole = nb <= 1 || h * wd >= super::MERGE_BELOW;
         if wcin != cin
-            || !whole
+            || super::batch_merge(nb, h * wd)
             || self.window(h, wd, (kh, kw)).is_some()
             || !bf16_for(parts[0], &w, cout * kh * kw, cin, nb * h * wd)
         {

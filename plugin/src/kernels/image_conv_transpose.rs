@@ -97,9 +97,7 @@ pub(crate) fn conv_t(
         assert_eq!(x.len(), nb * pc * h * w, "image conv_transpose: input is not nb·c·h·w");
     }
     let bias: Vec<f32> = (0..m).map(|o| bias.map_or(0.0, |b| b[o])).collect();
-    // Channel ci of the concatenation: (part, its channel).
-    let source: Vec<(usize, usize)> =
-        parts.iter().enumerate().flat_map(|(i, p)| (0..p.1).map(move |cc| (i, cc))).collect();
+    let source = super::part_channels(parts);
     let zeros = vec![0f32; w];
     let (oh, ow) = (2 * h, 2 * w);
     let len = nb * m * oh * ow;

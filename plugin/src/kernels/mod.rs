@@ -41,7 +41,10 @@ mod profile;
 mod scratch;
 mod single_channel;
 mod small_gemm;
+// The unit tests' "skipped" / "passed" lines: a test helper kept with the tests (the library's
+// own source prints nothing), shared with the integration tests as `common::test_report`.
 #[cfg(test)]
+#[path = "../../tests/common/test_report.rs"]
 pub(crate) mod test_report;
 mod weight_grad;
 mod weight_grad_channels;
@@ -288,7 +291,7 @@ pub fn tanh(x: &Tensor) -> Result<Tensor> {
 
 /// Batches go through one gemm (weights read once, at the price of a transposing copy) when
 /// grids are this small; larger grids run a gemm per batch item straight on NCHW.
-pub(crate) const MERGE_BELOW: usize = 1024;
+const MERGE_BELOW: usize = 1024;
 
 fn batch_merge(nb: usize, grid: usize) -> bool {
     nb > 1 && grid < MERGE_BELOW
@@ -376,6 +379,12 @@ fn concat_parts<'a>(
         candle_core::bail!("{what}: input has {cin} channels, kernel expects {channels}")
     }
     Ok((parts, shared))
+}
+
+/// For each channel of the concatenation of `parts` (`(data, channels)` each) along channels:
+/// `(part, its channel)`.
+fn part_channels(parts: &[(&[f32], usize)]) -> Vec<(usize, usize)> {
+    parts.iter().enumerate().flat_map(|(i, p)| (0..p.1).map(move |cc| (i, cc))).collect()
 }
 
 #[cfg(test)]

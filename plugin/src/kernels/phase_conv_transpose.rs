@@ -214,9 +214,7 @@ pub(crate) fn fill_parts<E: Default + Copy + Send>(
         assert_eq!(x.len(), nb * pc * h * w, "phase conv_transpose: input is not nb·c·h·w");
     }
     let (ph, pw) = padded(h, w);
-    // Channel ci of the concatenation: (part, its channel).
-    let source: Vec<(usize, usize)> =
-        parts.iter().enumerate().flat_map(|(i, p)| (0..p.1).map(move |cc| (i, cc))).collect();
+    let source = super::part_channels(parts);
     dst[..nb * c * ph * pw].par_chunks_mut(ph * pw).with_min_len(4).enumerate().for_each(
         |(i, plane)| {
             let (n, (p, cc)) = (i / c, source[i % c]);

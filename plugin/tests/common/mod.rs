@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use candle_core::{Device, Tensor};
 
 pub mod seams;
+pub mod test_report;
 
 pub const FIXTURES: [&str; 3] =
     ["unet256_ngf8_batch", "unet128_ngf8_instance_lsgan", "resnet6_ngf8_instance"];
